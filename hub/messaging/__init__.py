@@ -1,0 +1,1 @@
+"""Messaging: communications, consent, contact verdicts, channels and the outbox."""
