@@ -1,0 +1,187 @@
+"""Extract the header fields the hub keeps for an instance, from the data set bytes as received.
+
+Only the elements listed in :data:`HEADER_TAGS` are read, and reading stops before the pixel
+data, so a large image costs no more than a small one. The bytes are never decoded and
+re-encoded for storage; this module only looks at them.
+
+Every text value is cleaned (control characters removed, surrounding spaces stripped) and cut
+to the column width the database keeps. None of it is ever used as a path.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
+
+from .storage import is_valid_uid
+
+__all__ = ["HEADER_TAGS", "HeaderError", "InstanceHeader", "parse_header"]
+
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_DATASET_MISMATCH = 0xA900
+
+# Column widths; kept in step with hub.imaging.models.Instance.
+TEXT_WIDTHS = {
+    "modality": 16,
+    "animal_name": 200,
+    "animal_id": 64,
+    "species": 64,
+    "responsible_person": 200,
+    "body_part": 64,
+    "study_date": 8,
+    "study_description": 200,
+    "institution": 200,
+}
+
+# keyword -> (tag, field)
+_FIELDS: dict[str, tuple[int, str]] = {
+    "SOPClassUID": (0x00080016, "sop_class_uid"),
+    "SOPInstanceUID": (0x00080018, "sop_instance_uid"),
+    "StudyInstanceUID": (0x0020000D, "study_instance_uid"),
+    "SeriesInstanceUID": (0x0020000E, "series_instance_uid"),
+    "Modality": (0x00080060, "modality"),
+    "PatientName": (0x00100010, "animal_name"),
+    "PatientID": (0x00100020, "animal_id"),
+    "PatientSpeciesDescription": (0x00102201, "species"),
+    "ResponsiblePerson": (0x00102297, "responsible_person"),
+    "BodyPartExamined": (0x00180015, "body_part"),
+    "StudyDate": (0x00080020, "study_date"),
+    "StudyDescription": (0x00081030, "study_description"),
+    "InstitutionName": (0x00080080, "institution"),
+}
+HEADER_TAGS: list[BaseTag] = [Tag(0x00080005)] + [Tag(t) for t, _ in _FIELDS.values()]
+
+
+class HeaderError(Exception):
+    """The data set cannot be accepted; ``status`` is the C-STORE failure status."""
+
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str | None = None
+    animal_name: str | None = None
+    animal_id: str | None = None
+    species: str | None = None
+    responsible_person: str | None = None
+    body_part: str | None = None
+    study_date: str | None = None
+    study_description: str | None = None
+    institution: str | None = None
+
+
+def _clean(value: Any, width: int) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        text = value.decode("latin-1")
+    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return text[:width] or None
+
+
+def _read(stream: BinaryIO, transfer_syntax: str) -> Dataset:
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    little = transfer_syntax != ExplicitVRBigEndian
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        stream = io.BytesIO(zlib.decompress(stream.read(), -zlib.MAX_WBITS))
+    return read_dataset(
+        stream,
+        implicit,
+        little,
+        stop_when=lambda tag, vr, length: tag >= 0x7FE00008,
+        specific_tags=HEADER_TAGS,
+    )
+
+
+def _value(ds: Dataset, tag: int) -> Any:
+    elem = ds.get(tag)
+    if elem is None:
+        return None
+    return elem.value
+
+
+def parse_header(
+    stream: BinaryIO,
+    transfer_syntax: str,
+    *,
+    expected_sop_class: str | None = None,
+    expected_sop_instance: str | None = None,
+) -> InstanceHeader:
+    """Read the header of the encoded data set in ``stream`` (left positioned at its start).
+
+    :param stream: the data set as received (no file meta), e.g. the C-STORE request's BytesIO.
+    :param transfer_syntax: the UID of the presentation context's transfer syntax.
+    :param expected_sop_class: the request's Affected SOP Class UID, checked against the data set.
+    :param expected_sop_instance: the request's Affected SOP Instance UID, likewise.
+    :raises HeaderError: 0xC000 when the data set cannot be parsed, 0xA900 when UIDs are
+        missing, invalid or do not match the request.
+    """
+    start = stream.tell()
+    try:
+        ds = _read(stream, transfer_syntax)
+        raw = {field: _value(ds, tag) for tag, field in _FIELDS.values()}
+    except Exception as err:  # pydicom raises many kinds on bad input
+        raise HeaderError(
+            STATUS_CANNOT_UNDERSTAND, f"data set cannot be parsed: {type(err).__name__}"
+        ) from err
+    finally:
+        stream.seek(start)
+
+    uids: dict[str, str] = {}
+    for field, label in (
+        ("sop_class_uid", "SOP Class UID"),
+        ("sop_instance_uid", "SOP Instance UID"),
+        ("study_instance_uid", "Study Instance UID"),
+        ("series_instance_uid", "Series Instance UID"),
+    ):
+        value = raw[field]
+        if isinstance(value, bytes | bytearray):
+            value = bytes(value).decode("ascii", "replace")
+        if isinstance(value, str):
+            value = value.rstrip("\x00 ")
+        if value in (None, ""):
+            raise HeaderError(STATUS_DATASET_MISMATCH, f"{label} (missing) is required")
+        if not is_valid_uid(value):
+            raise HeaderError(STATUS_DATASET_MISMATCH, f"{label} is not a valid UID")
+        uids[field] = str(value)
+    if expected_sop_instance is not None and uids["sop_instance_uid"] != expected_sop_instance:
+        raise HeaderError(
+            STATUS_DATASET_MISMATCH,
+            "SOP Instance UID in the data set differs from the C-STORE request",
+        )
+    if expected_sop_class is not None and uids["sop_class_uid"] != expected_sop_class:
+        raise HeaderError(
+            STATUS_DATASET_MISMATCH,
+            "SOP Class UID in the data set differs from the C-STORE request",
+        )
+
+    text: dict[str, str | None] = {}
+    for field, width in TEXT_WIDTHS.items():
+        try:
+            text[field] = _clean(raw[field], width)
+        except Exception:  # a value that cannot be decoded is kept as unknown
+            text[field] = None
+    return InstanceHeader(**uids, **text)

@@ -1,0 +1,175 @@
+"""Durable storage of received DICOM instances under the storage root.
+
+Nothing read from a data set is trusted as a path: the relative path of an instance is built
+only from the practice id (an integer) and three UIDs that must match the DICOM UID grammar
+(PS3.5 §9.1: dot-separated numeric components without leading zeros, at most 64 characters).
+
+A write is durable before it returns: the bytes go to a temporary file in the target
+directory, which is fsynced, renamed over the final name and the directory fsynced, so after a
+crash a file under its final name is always complete. Any OS error (disk full, I/O error, a
+read-only or refusing root) becomes :class:`StorageUnavailable`, which the receiver answers
+with 0xA700 (out of resources); the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+__all__ = [
+    "STATUS_OUT_OF_RESOURCES",
+    "DicomStore",
+    "InvalidUID",
+    "StorageError",
+    "StorageUnavailable",
+    "StoredFile",
+    "instance_relpath",
+    "is_valid_uid",
+    "validate_uid",
+]
+
+STATUS_OUT_OF_RESOURCES = 0xA700
+
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+class StorageError(Exception):
+    """Base class of storage failures; ``status`` is the C-STORE status to answer with."""
+
+    status: int = 0xC000
+
+
+class InvalidUID(StorageError):
+    """A UID that would become part of a path does not match the UID grammar."""
+
+    status = 0xA900
+
+
+class StorageUnavailable(StorageError):
+    """The storage root could not take the instance (disk full, I/O error, refused)."""
+
+    status = STATUS_OUT_OF_RESOURCES
+
+
+def is_valid_uid(value: object) -> bool:
+    """True when ``value`` is a str matching the DICOM UID grammar (at most 64 characters)."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and _UID_RE.fullmatch(value) is not None
+
+
+def validate_uid(value: object, what: str) -> str:
+    """Return ``value`` if it is a valid UID, else raise :class:`InvalidUID` naming ``what``."""
+    if not is_valid_uid(value):
+        shown = repr(value)[:80]
+        raise InvalidUID(f"{what} {shown} is not a valid DICOM UID")
+    return value  # type: ignore[return-value]
+
+
+def instance_relpath(
+    practice_id: int, study_uid: str, series_uid: str, sop_instance_uid: str
+) -> PurePosixPath:
+    """The path of an instance relative to the storage root, from validated values only."""
+    if not isinstance(practice_id, int) or isinstance(practice_id, bool) or practice_id <= 0:
+        raise InvalidUID(f"practice id {practice_id!r} is not a positive integer")
+    return PurePosixPath(
+        f"p{practice_id}",
+        validate_uid(study_uid, "Study Instance UID"),
+        validate_uid(series_uid, "Series Instance UID"),
+        validate_uid(sop_instance_uid, "SOP Instance UID") + ".dcm",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    relpath: PurePosixPath
+    path: Path
+    size: int
+    written: bool  # False when an existing file was kept (re-sent instance, no overwrite)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DicomStore:
+    """Writes instances under ``root``; safe to call from several receiver threads at once."""
+
+    def __init__(self, root: Path | str, *, overwrite: bool = False) -> None:
+        self.root = Path(root).resolve()
+        self.overwrite = overwrite
+        self._known_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def path_of(self, relpath: PurePosixPath) -> Path:
+        path = self.root.joinpath(*relpath.parts)
+        # Defence in depth: the relpath is built from validated values, but never write
+        # anywhere that does not resolve under the root.
+        if not path.parent.resolve(strict=False).is_relative_to(self.root):
+            raise InvalidUID(f"path {relpath} leaves the storage root")
+        return path
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._known_dirs:
+            return
+        # Create each missing level and fsync its parent so the new entry is durable.
+        missing: list[Path] = []
+        probe = directory
+        while not probe.exists():
+            missing.append(probe)
+            if probe == self.root or probe.parent == probe:
+                break
+            probe = probe.parent
+        for level in reversed(missing):
+            try:
+                level.mkdir()
+            except FileExistsError:
+                pass
+            _fsync_dir(level.parent)
+        with self._lock:
+            self._known_dirs.add(directory)
+
+    def write(self, relpath: PurePosixPath, chunks: Iterable[bytes | memoryview]) -> StoredFile:
+        """Write ``chunks`` as the file at ``relpath``, durably; see the module docstring."""
+        path = self.path_of(relpath)
+        tmp: Path | None = None
+        try:
+            if not self.overwrite and path.exists():
+                return StoredFile(relpath, path, path.stat().st_size, written=False)
+            self._ensure_dir(path.parent)
+            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+            size = 0
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.write(fd, view)
+                        size += n
+                        view = view[n:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            tmp = None
+            _fsync_dir(path.parent)
+            return StoredFile(relpath, path, size, written=True)
+        except OSError as err:
+            with self._lock:
+                self._known_dirs.discard(path.parent)
+            raise StorageUnavailable(
+                f"cannot store {relpath.name}: {err.strerror or err}"
+            ) from err
+        finally:
+            if tmp is not None:
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
