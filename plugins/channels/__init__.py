@@ -1,0 +1,1 @@
+"""Built-in messaging channels: email (SMTP, Maildir), sms, postcard."""
