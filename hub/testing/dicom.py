@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_preamble
 from pydicom.filereader import read_dataset as _read_dataset
+from pydicom.filereader import read_preamble
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import build_context
@@ -58,9 +58,7 @@ def file_meta_of(path: Path) -> tuple[Dataset, int]:
     """(file meta, offset of the data set) of a DICOM file; meta is empty if there is none."""
     with open(path, "rb") as fp:
         read_preamble(fp, False)
-        meta = _read_dataset(
-            fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2
-        )
+        meta = _read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
         return meta, fp.tell()
 
 
@@ -88,9 +86,7 @@ def _send_batch(
     ae.maximum_pdu_size = max_pdu
     pairs: dict[str, set[str]] = {}
     for meta in metas.values():
-        pairs.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(
-            str(meta.TransferSyntaxUID)
-        )
+        pairs.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(str(meta.TransferSyntaxUID))
     contexts = [build_context(sop, sorted(ts)) for sop, ts in sorted(pairs.items())]
     if len(contexts) > 128:
         raise ValueError("more than 128 presentation contexts; split the batch")
@@ -151,20 +147,40 @@ def echoscu(host: str, port: int, *, called_ae: str, calling_ae: str, timeout: f
 
 
 def storescu_command(
-    host: str, port: int, paths: Iterable[Path], *, called_ae: str, calling_ae: str,
+    host: str,
+    port: int,
+    paths: Iterable[Path],
+    *,
+    called_ae: str,
+    calling_ae: str,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``storescu`` command line for sending ``paths`` (files or folders, recursively)."""
     return [
-        _dcmtk("storescu"), "-aet", calling_ae, "-aec", called_ae, "+sd", "+r",
+        _dcmtk("storescu"),
+        "-aet",
+        calling_ae,
+        "-aec",
+        called_ae,
+        "+sd",
+        "+r",
         "-xs",  # propose the file's own transfer syntax (compressed ones included)
-        *extra, host, str(port), *[str(p) for p in paths],
+        *extra,
+        host,
+        str(port),
+        *[str(p) for p in paths],
     ]
 
 
 def storescu(
-    host: str, port: int, paths: Iterable[Path], *, called_ae: str, calling_ae: str,
-    extra: Sequence[str] = (), timeout: float = 300,
+    host: str,
+    port: int,
+    paths: Iterable[Path],
+    *,
+    called_ae: str,
+    calling_ae: str,
+    extra: Sequence[str] = (),
+    timeout: float = 300,
 ):
     """Run dcmtk ``storescu`` (with TCP_NODELAY=1); returns the CompletedProcess."""
     env = {**os.environ, "TCP_NODELAY": "1"}
@@ -216,19 +232,25 @@ class DicomPeer:
         from pynetdicom.presentation import AllStoragePresentationContexts
 
         ts = [
-            "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
-            "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-            "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
-            "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+            "1.2.840.10008.1.2",
+            "1.2.840.10008.1.2.1",
+            "1.2.840.10008.1.2.1.99",
+            "1.2.840.10008.1.2.2",
+            "1.2.840.10008.1.2.4.50",
+            "1.2.840.10008.1.2.4.51",
+            "1.2.840.10008.1.2.4.57",
+            "1.2.840.10008.1.2.4.70",
+            "1.2.840.10008.1.2.4.80",
+            "1.2.840.10008.1.2.4.81",
+            "1.2.840.10008.1.2.4.90",
+            "1.2.840.10008.1.2.4.91",
             "1.2.840.10008.1.2.5",
         ]
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ts)
         ae.add_supported_context(Verification)
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested)]
-        self._server = ae.start_server(
-            (self.host, self.port), block=False, evt_handlers=handlers
-        )
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
 
     def _on_requested(self, event) -> None:
         if self.mode == "refusing":
@@ -244,7 +266,8 @@ class DicomPeer:
         with self._lock:
             self.received.append(
                 ReceivedInstance(
-                    str(event.request.AffectedSOPClassUID), uid,
+                    str(event.request.AffectedSOPClassUID),
+                    uid,
                     str(event.context.transfer_syntax),
                     event.encoded_dataset(include_meta=False),
                     str(event.assoc.requestor.ae_title),
@@ -282,8 +305,13 @@ class DicomPeer:
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
-_SOP_BY_MODALITY = {"CT": CT_IMAGE_STORAGE, "MR": MR_IMAGE_STORAGE, "DX": DX_IMAGE_STORAGE,
-                    "CR": "1.2.840.10008.5.1.4.1.1.1", "US": "1.2.840.10008.5.1.4.1.1.6.1"}
+_SOP_BY_MODALITY = {
+    "CT": CT_IMAGE_STORAGE,
+    "MR": MR_IMAGE_STORAGE,
+    "DX": DX_IMAGE_STORAGE,
+    "CR": "1.2.840.10008.5.1.4.1.1.1",
+    "US": "1.2.840.10008.5.1.4.1.1.6.1",
+}
 
 
 def synthetic_dataset(
@@ -345,8 +373,14 @@ def write_dataset(ds: Dataset, path: Path, transfer_syntax: str = ExplicitVRLitt
 
 
 def write_synthetic_series(
-    folder: Path, count: int, *, modality: str = "CT", rows: int = 16, columns: int = 16,
-    study_uid: str | None = None, **fields,
+    folder: Path,
+    count: int,
+    *,
+    modality: str = "CT",
+    rows: int = 16,
+    columns: int = 16,
+    study_uid: str | None = None,
+    **fields,
 ) -> list[Path]:
     """Write ``count`` instances of one series into ``folder``; returns their paths in order."""
     study_uid = study_uid or generate_uid()
@@ -354,8 +388,13 @@ def write_synthetic_series(
     paths = []
     for n in range(1, count + 1):
         ds = synthetic_dataset(
-            modality=modality, rows=rows, columns=columns, study_uid=study_uid,
-            series_uid=series_uid, number=n, **fields,
+            modality=modality,
+            rows=rows,
+            columns=columns,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            number=n,
+            **fields,
         )
         paths.append(write_dataset(ds, Path(folder) / f"{modality}{n:05d}.dcm"))
     return paths

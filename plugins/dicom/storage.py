@@ -164,9 +164,7 @@ class DicomStore:
         except OSError as err:
             with self._lock:
                 self._known_dirs.discard(path.parent)
-            raise StorageUnavailable(
-                f"cannot store {relpath.name}: {err.strerror or err}"
-            ) from err
+            raise StorageUnavailable(f"cannot store {relpath.name}: {err.strerror or err}") from err
         finally:
             if tmp is not None:
                 try:

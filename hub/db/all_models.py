@@ -1,0 +1,7 @@
+"""Imports every module that defines tables, so Base.metadata is complete.
+
+Each domain adds one import line here.
+"""
+
+import hub.db.models  # noqa: F401
+import hub.imaging.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""Imaging: studies, instances, cases and their services (DICOM lives in plugins.dicom)."""

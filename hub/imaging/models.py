@@ -1,0 +1,141 @@
+"""Imaging tables: studies, instances, cases, their status history, per-instance forward results.
+
+Text columns copied from DICOM headers are cleaned and cut to these widths by the receiver
+(``plugins.dicom.header.TEXT_WIDTHS``); keep the two in step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.db.base import Base
+from hub.db.types import JSONType, UTCDateTime, utcnow
+
+# Study statuses
+RECEIVING = "receiving"
+STABLE = "stable"
+
+# Case statuses, in the order a case normally moves through them
+CASE_SUBMITTED = "submitted"
+CASE_ROUTED = "routed"
+CASE_FORWARDING = "forwarding"
+CASE_DELIVERED = "delivered"
+CASE_FAILED = "failed"
+
+# Per-instance forward statuses
+FWD_PENDING = "pending"
+FWD_SUCCESS = "success"
+FWD_WARNING = "warning"
+FWD_FAILED = "failed"
+
+
+class _HeaderFields:
+    """The header fields both a study and an instance keep (from the first/each instance)."""
+
+    modality: Mapped[str | None] = mapped_column(String(16))
+    animal_name: Mapped[str | None] = mapped_column(String(200))
+    animal_id: Mapped[str | None] = mapped_column(String(64))
+    species: Mapped[str | None] = mapped_column(String(64))
+    responsible_person: Mapped[str | None] = mapped_column(String(200))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    study_description: Mapped[str | None] = mapped_column(String(200))
+    institution: Mapped[str | None] = mapped_column(String(200))
+
+
+class Study(_HeaderFields, Base):
+    """All instances one practice sent with one Study Instance UID."""
+
+    __tablename__ = "studies"
+    __table_args__ = (UniqueConstraint("practice_id", "study_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    calling_ae: Mapped[str | None] = mapped_column(String(16))
+    modalities: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    instance_count: Mapped[int] = mapped_column(default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=RECEIVING)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The deadline the armed stability job checks; None when no check is armed.
+    stable_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Instance(_HeaderFields, Base):
+    """One stored DICOM instance; one row per SOP Instance UID (re-sends make no new row)."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    peer_address: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(300))  # relative to the storage root
+    received_count: Mapped[int] = mapped_column(default=1)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Case(Base):
+    """A study a practice submitted for review, routed to the company that reads its modality."""
+
+    __tablename__ = "cases"
+    __table_args__ = (Index("ix_cases_company_id_status", "company_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"))
+    status: Mapped[str] = mapped_column(String(16), default=CASE_SUBMITTED)
+    clinical_history: Mapped[str] = mapped_column(Text, default="")
+    question: Mapped[str] = mapped_column(Text, default="")
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    auto_submitted: Mapped[bool] = mapped_column(default=False)
+    route_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CaseStatusChange(Base):
+    """One step of a case's status history."""
+
+    __tablename__ = "case_status_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class CaseInstanceForward(Base):
+    """What the company's peer answered for one instance of a forwarded case."""
+
+    __tablename__ = "case_instance_forwards"
+    __table_args__ = (UniqueConstraint("case_id", "instance_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
+    status: Mapped[str] = mapped_column(String(16), default=FWD_PENDING)
+    status_code: Mapped[int | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
