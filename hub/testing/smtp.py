@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -163,7 +163,7 @@ class SmtpSink:
     async def start(self) -> SmtpSink:
         loop = asyncio.get_running_loop()
         if self.log_file is not None:
-            self._log = open(self.log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+            self._log = open(self.log_file, "a", encoding="utf-8")  # noqa: ASYNC230 - test helper, closed in stop()
         self._server = await loop.create_server(
             self._factory,
             self.host,
@@ -178,14 +178,14 @@ class SmtpSink:
             self._server.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._server = None
         if self._log is not None:
             self._log.close()
             self._log = None
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until at least ``count`` messages arrived (a deadline, not a sleep)."""
         if self.count >= count:
             return
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         await sink.start()
         if args.port_file:
             tmp = Path(tempfile.mktemp(dir=args.port_file.parent))
-            tmp.write_text(str(sink.port))
+            tmp.write_text(str(sink.port))  # noqa: ASYNC240 - once, at start-up
             os.replace(tmp, args.port_file)
         print(f"PORT {sink.port}", flush=True)
         try:
