@@ -5,3 +5,4 @@ Each domain adds one import line here.
 
 import hub.db.models  # noqa: F401
 import hub.imaging.models  # noqa: F401
+import hub.messaging.models  # noqa: F401
