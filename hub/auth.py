@@ -1,0 +1,144 @@
+"""Users, API tokens and who may see what: the tenant scoping every API call goes through."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.db.models import Account, ApiToken, Practice, User
+
+ROLES = ("operator", "company_admin", "practice_staff")
+TOKEN_PREFIX = "vh_"
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of an API request, and the tenant it is scoped to."""
+
+    role: str
+    company_id: int | None = None
+    practice_id: int | None = None
+    user_id: int | None = None
+    token_id: int | None = None
+    name: str = ""
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.name or self.token_id or self.user_id}"
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
+
+    async def practice_ids(self, session: AsyncSession) -> list[int] | None:
+        """Practices this caller may see; None means all (operator)."""
+        if self.role == "operator":
+            return None
+        if self.role == "practice_staff":
+            return [self.practice_id] if self.practice_id is not None else []
+        rows = await session.execute(select(Account.practice_id).where(Account.company_id == self.company_id))
+        return sorted({r[0] for r in rows})
+
+    async def company_ids(self, session: AsyncSession) -> list[int] | None:
+        """Companies this caller may see; None means all (operator)."""
+        if self.role == "operator":
+            return None
+        if self.role == "company_admin":
+            return [self.company_id] if self.company_id is not None else []
+        rows = await session.execute(select(Account.company_id).where(Account.practice_id == self.practice_id))
+        return sorted({r[0] for r in rows})
+
+    async def can_access_practice(self, session: AsyncSession, practice_id: int) -> bool:
+        ids = await self.practice_ids(session)
+        return ids is None or practice_id in ids
+
+    async def can_access_company(self, session: AsyncSession, company_id: int) -> bool:
+        ids = await self.company_ids(session)
+        return ids is None or company_id in ids
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def issue_token(
+    session: AsyncSession, *, role: str, company_id: int | None = None, practice_id: int | None = None,
+    user_id: int | None = None, name: str = "", expires_at: datetime | None = None,
+) -> tuple[str, ApiToken]:
+    """Create a token; the plain token is returned once and only its hash is stored."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if role == "company_admin" and company_id is None:
+        raise ValueError("a company_admin token needs a company")
+    if role == "practice_staff" and practice_id is None:
+        raise ValueError("a practice_staff token needs a practice")
+    if role == "practice_staff":
+        await ensure_practice_not_suspended(session, practice_id)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        token_hash=hash_token(token), prefix=token[:10], name=name, role=role, user_id=user_id,
+        company_id=company_id if role == "company_admin" else None,
+        practice_id=practice_id if role == "practice_staff" else None, expires_at=expires_at,
+    )
+    session.add(row)
+    await session.flush()
+    return token, row
+
+
+async def authenticate(session: AsyncSession, token: str, now: datetime) -> Principal:
+    if not token.startswith(TOKEN_PREFIX):
+        raise AuthError(401, "invalid_token", "the bearer token is not valid")
+    row = (await session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))).scalar_one_or_none()
+    if row is None or row.revoked_at is not None:
+        raise AuthError(401, "invalid_token", "the bearer token is not valid")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthError(401, "token_expired", "the bearer token has expired")
+    if row.user_id is not None:
+        user = await session.get(User, row.user_id)
+        if user is None or not user.is_active:
+            raise AuthError(401, "invalid_token", "the token's user is disabled")
+    if row.role == "practice_staff":
+        await ensure_practice_not_suspended(session, row.practice_id)
+    return Principal(row.role, row.company_id, row.practice_id, row.user_id, row.id, row.name)
+
+
+async def ensure_practice_not_suspended(session: AsyncSession, practice_id: int | None) -> None:
+    """A practice none of whose accounts is approved for access may not log in or use tokens."""
+    if practice_id is None or await session.get(Practice, practice_id) is None:
+        raise AuthError(401, "invalid_token", "the token's practice does not exist")
+    approved = await session.execute(
+        select(Account.id).where(Account.practice_id == practice_id, Account.approved_for_access.is_(True)).limit(1)
+    )
+    if approved.first() is None:
+        raise AuthError(403, "access_suspended",
+                        "access for this practice is suspended; contact the company that serves you")
+
+
+# Passwords: scrypt from the standard library; parameters are stored with the hash.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, n, r, p, salt, digest = stored.split("$")
+    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(candidate.hex(), digest)

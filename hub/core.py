@@ -1,0 +1,155 @@
+"""The Hub: configuration, plugins, database and job queue, handed to every service and plugin."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.clock import Clock, SystemClock
+from hub.config import HubConfig
+from hub.db import migrate
+from hub.db.engine import is_sqlite, make_engine, make_sessionmaker
+from hub.jobs import JobQueue
+from hub.plugins import HubPluginManager, PluginError
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """What a running hub is made of; built by :func:`create_hub`, started by :meth:`start`."""
+
+    def __init__(self, config: HubConfig, pm: HubPluginManager, clock: Clock | None = None) -> None:
+        self.config = config
+        self.pm = pm
+        self.clock: Clock = clock or SystemClock()
+        self.engine: AsyncEngine = make_engine(config.database.url)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        self.jobs = JobQueue(self)
+        self.http: aiohttp.ClientSession | None = None
+        self.channels: dict[str, Any] = {}
+        self.started = False
+        # Registrations need no I/O and must precede the web app's route table.
+        self._register_job_handlers()
+        self._register_channels()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.hub.data_dir
+
+    @property
+    def config_path(self) -> Path | None:
+        return self.config.path
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.config.database.url)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits when the block ends, or rolls back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def fire(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call an event hook and await whatever awaitables the implementations return.
+
+        One failing implementation is logged with its plugin's name and does not stop the
+        others: an event has already happened and every listener deserves to hear of it.
+        """
+        caller = getattr(self.pm.hook, hook_name)
+        results = []
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                result = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+                if inspect.isawaitable(result):
+                    result = await result
+                results.append(result)
+            except Exception:
+                log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
+        return results
+
+    async def _call_lifecycle(self, hook_name: str, reverse: bool = False) -> None:
+        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        for impl in reversed(impls) if reverse else impls:
+            try:
+                result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:
+                if reverse:
+                    log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
+                    continue
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(err).__name__}: {err}") from err
+
+    async def prepare_database(self, *, upgrade: bool | None = None) -> None:
+        """Upgrade an embedded SQLite database; require PostgreSQL to be upgraded by an operator."""
+        url = make_url(self.config.database.url)
+        if self.is_sqlite and url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if upgrade if upgrade is not None else self.is_sqlite:
+            await migrate.upgrade(self.engine)
+        else:
+            await migrate.ensure_current(self.engine)
+
+    async def start(self, *, upgrade: bool | None = None, lifecycle: bool = True) -> None:
+        """Database, config-declared entities, then (unless a CLI command) plugin start-up hooks."""
+        from hub.seed import apply_config_entities
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.prepare_database(upgrade=upgrade)
+        self.http = aiohttp.ClientSession()
+        async with self.transaction() as session:
+            await apply_config_entities(session, self.config)
+        if lifecycle:
+            await self._call_lifecycle("vethub_startup")
+            self.started = True
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+        if self.started:
+            await self._call_lifecycle("vethub_shutdown", reverse=True)
+        for channel in self.channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("channel %s failed to close", getattr(channel, "name", channel))
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        await self.engine.dispose()
+        self.started = False
+
+    def _register_job_handlers(self) -> None:
+        for impl in self.pm.hook.vethub_job_handlers.get_hookimpls():
+            for kind, handler in (impl.function() or {}).items():
+                try:
+                    self.jobs.register(kind, handler)
+                except ValueError as err:
+                    raise PluginError(f"plugin {impl.plugin_name!r}: {err}") from err
+
+    def _register_channels(self) -> None:
+        for impl in self.pm.hook.vethub_channels.get_hookimpls():
+            try:
+                channels = impl.function(hub=self) or []
+            except Exception as err:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in vethub_channels: {err}") from err
+            for channel in channels:
+                if channel.name in self.channels:
+                    raise PluginError(f"plugin {impl.plugin_name!r}: a channel named {channel.name!r} exists already")
+                self.channels[channel.name] = channel
+
+
+def create_hub(config: HubConfig, pm: HubPluginManager | None = None, clock: Clock | None = None) -> Hub:
+    from hub.plugins import get_plugin_manager
+
+    return Hub(config, pm or get_plugin_manager(config.plugins.disabled), clock)

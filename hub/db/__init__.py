@@ -1,0 +1,1 @@
+"""Database layer: typed models, async engine and sessions, Alembic migrations."""

@@ -1,0 +1,263 @@
+"""Every extension point of VetHub: the plugin author's manual.
+
+A plugin is a module (or object) with functions decorated ``@hookimpl`` whose names match
+the specs below. Hooks are **synchronous**: pluggy does not await, so
+
+- a *registration* hook returns objects (connector classes, channels, route tables) whose
+  methods are ``async``;
+- a *policy* hook is a pure decision over data the core gathered and passes in — no I/O;
+- a *lifecycle* or *event* hook may return an awaitable, which the core awaits.
+
+Never write ``async def`` for a hook implementation: a ``firstresult`` call would stop at the
+first coroutine, unawaited. The plugin manager refuses implementations that match no spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from aiohttp import web
+    from pydantic import BaseModel
+
+    from hub.core import Hub
+    from hub.jobs import JobHandler
+
+hookspec = pluggy.HookspecMarker("vethub")
+hookimpl = pluggy.HookimplMarker("vethub")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and registration
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vethub_config_sections() -> Mapping[str, type[BaseModel]]:
+    """Declare the top-level TOML sections this plugin owns and their schema.
+
+    Called once while the configuration is loaded, before anything starts.
+
+    :returns: a mapping of section name (``"dicom"``, ``"sms"``) to a pydantic model class. The
+        validated instance is available at run time as ``hub.config.section(name)`` (``None``
+        when the section is absent). Unknown keys inside a section are reported as errors, so
+        declare the model with ``extra="forbid"``. Mark secrets with ``pydantic.SecretStr`` so
+        they are redacted wherever config is shown.
+
+    Every plugin's result counts; two plugins claiming the same section is a start-up error.
+    """
+
+
+@hookspec
+def vethub_job_handlers() -> Mapping[str, JobHandler]:
+    """Register handlers for durable job kinds.
+
+    Called once at start-up.
+
+    :returns: a mapping of job kind (``"dicom.forward_case"``) to ``async def handler(hub, job)``.
+        A handler raises :class:`hub.jobs.PermanentJobError` to send the job to the dead letter
+        at once, :class:`hub.jobs.RetryAfter` to retry after a given delay, and any other
+        exception to retry with exponential backoff. Delivery is at least once: handlers must be
+        idempotent (use the provider's idempotency key where there is one).
+
+    Every plugin's result counts; a kind registered twice is a start-up error.
+    """
+
+
+@hookspec
+def vethub_web_routes(hub: Hub) -> Sequence[web.AbstractRouteDef]:
+    """Add HTTP routes to the hub's aiohttp application.
+
+    Called once while the app is built.
+
+    :param hub: the running hub (``request.app[HUB_KEY]`` gives the same object in handlers).
+    :returns: route definitions (``web.RouteTableDef`` or a list of ``web.get(...)``). Routes
+        under ``/api`` require a bearer token unless the handler is decorated with
+        :func:`hub.web.auth.public`; routes elsewhere (webhooks, pages) are open and must check
+        their own signatures.
+
+    Every plugin's result counts.
+    """
+
+
+@hookspec
+def vethub_cli_commands() -> Sequence[click.Command]:
+    """Add commands to the ``vethub`` command line.
+
+    Called when the CLI starts. Use :func:`hub.cli_support.with_hub` to run a coroutine against
+    a started hub from a command.
+
+    :returns: click commands or groups. Every plugin's result counts.
+    """
+
+
+@hookspec
+def vethub_template_dirs() -> Sequence[Path]:
+    """Add folders of Jinja2 message templates.
+
+    :returns: folders searched after a practice's own overrides and before the core's
+        defaults. Every plugin's result counts; earlier-registered plugins are searched first.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# The four plugin kinds
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vethub_pims_connectors() -> Sequence[type]:
+    """Register PIMS connector classes.
+
+    Called at start-up. A connector class has a ``name`` (the ``connector`` key of a
+    ``[[practices.pims]]`` table), a ``config_model`` (pydantic) for the rest of that table, and
+    is built per practice from it. It yields typed change batches since a checkpoint and has
+    an async health check (see :mod:`hub.pims.connector` for the ``Protocol``). The core owns
+    upserts, checkpoints and the quarantine of bad records.
+
+    :returns: connector classes. Every plugin's result counts.
+    """
+
+
+@hookspec
+def vethub_image_transports() -> Sequence[type]:
+    """Register image transports (inbound receivers and outbound senders).
+
+    Called at start-up. Inbound transports (DICOM C-STORE SCP) hand received instances to the
+    imaging service; outbound transports forward a routed case to a company.
+
+    :returns: transport classes. Every plugin's result counts.
+    """
+
+
+@hookspec
+def vethub_channels(hub: Hub) -> Sequence[Any]:
+    """Register messaging channels (email, sms, postcard).
+
+    Called once at start-up, after configuration is loaded.
+
+    :param hub: the hub, for configuration (``hub.config.section(...)``) and ``hub.http``.
+    :returns: channel objects satisfying :class:`hub.messaging.channel.Channel` (``name``,
+        ``async send()``, ``routes()`` for webhooks, ``async health()``, ``async close()``).
+        Return an empty list when the channel is not configured; say why in the log.
+
+    Every plugin's result counts; two channels with the same name is a start-up error.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflow policies: pure decisions over data the core passes in
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def vethub_switch_decision(request: Any, facts: Any) -> Any:
+    """Decide what happens to a practice's request to switch companies.
+
+    Called when a switch request is submitted, when the current company answers, and when its
+    response deadline passes.
+
+    :param request: the switch request (requester, current and new company, kind: move or add).
+    :param facts: what the core gathered: now, the account's last case date, the configured
+        windows, the current company's answer if any.
+    :returns: a typed decision with its reason, or ``None`` to let the next implementation
+        decide. **Stops at the first non-None result.**
+    """
+
+
+@hookspec
+def vethub_contact_verdict(context: Any) -> Any:
+    """Judge whether one person may be contacted on one channel for one category.
+
+    Called before every communication is recorded, and by the preview endpoint.
+
+    :param context: everything the core knows: recipient, client and patients, consent,
+        suppressions, practice time zone, channel, category, now.
+    :returns: a verdict (allow, veto or defer, with reasons) or ``None`` to abstain.
+        **Every result counts: any veto wins**, with its reason; a deferral wins over an
+        allow. The verdict and all reasons are stored with the communication.
+    """
+
+
+@hookspec(firstresult=True)
+def vethub_route_case(case: Any, study: Any, accounts: Sequence[Any]) -> Any:
+    """Choose the account (and so the company) a submitted case goes to.
+
+    :param case: the case being submitted.
+    :param study: its study, with modalities.
+    :param accounts: the practice's accounts with their companies.
+    :returns: a routing decision (an account, or a refusal with its reason), or ``None``.
+        **Stops at the first non-None result.**
+    """
+
+
+@hookspec
+def vethub_onboarding_missing_fields(request: Any, company: Any) -> Sequence[str]:
+    """Name the fields an account request still lacks.
+
+    Called when a request is created or updated.
+
+    :param request: the account request's fields.
+    :param company: the company it is addressed to (its settings may require more).
+    :returns: missing field names. Every result counts: the union is what is asked for.
+    """
+
+
+@hookspec(firstresult=True)
+def vethub_reminder_schedule(reminder: Any, practice: Any) -> Any:
+    """Decide when and how a PIMS reminder is sent.
+
+    :param reminder: the reminder (patient, service, due date).
+    :param practice: its practice (time zone, preferences).
+    :returns: a schedule (send dates and channels), or ``None`` for the next implementation.
+        **Stops at the first non-None result.**
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle and events: may return an awaitable, which the core awaits
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vethub_startup(hub: Hub) -> Awaitable[None] | None:
+    """Start the plugin's long-lived resources (a DICOM listener, a client session).
+
+    Called once after the database is ready and before the hub serves requests. An exception
+    stops start-up with the plugin's name. Every plugin's result is awaited.
+    """
+
+
+@hookspec
+def vethub_shutdown(hub: Hub) -> Awaitable[None] | None:
+    """Release what :func:`vethub_startup` started. Called once at shutdown, in reverse order."""
+
+
+@hookspec
+def vethub_instance_stored(hub: Hub, instance: Any) -> Awaitable[None] | None:
+    """A DICOM instance was stored and committed (after C-STORE success was decided)."""
+
+
+@hookspec
+def vethub_study_stable(hub: Hub, study: Any) -> Awaitable[None] | None:
+    """A study received no new instance for ``stable_age`` seconds."""
+
+
+@hookspec
+def vethub_client_synced(hub: Hub, client: Any) -> Awaitable[None] | None:
+    """A client's data changed in a PIMS sync (created or updated)."""
+
+
+@hookspec
+def vethub_delivery_status(hub: Hub, communication: Any, status: str) -> Awaitable[None] | None:
+    """A communication's status moved forward (sent, delivered, bounced...)."""
+
+
+@hookspec
+def vethub_account_changed(hub: Hub, account: Any, before: Any, after: Any) -> Awaitable[None] | None:
+    """An account was created or changed (approved, suspended, switched)."""

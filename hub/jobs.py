@@ -1,0 +1,384 @@
+"""Durable jobs (the outbox): written in the caller's transaction, claimed by leased workers.
+
+A claim is a lease: ``running`` with ``lease_until``. A worker that dies leaves its lease to
+expire, after which any worker reclaims the job (at least once). On PostgreSQL claims use
+``FOR UPDATE SKIP LOCKED`` so replicas never take the same job; on SQLite every transaction
+holds the single write lock (see :mod:`hub.db.engine`), which serialises claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from tenacity import wait_exponential_jitter
+
+from hub.db.models import Job, Schedule
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+JOBS_DONE = Counter("vethub_jobs_total", "Jobs finished by a worker", ["kind", "outcome"])
+STATUSES = ("queued", "running", "succeeded", "dead")
+
+
+class PermanentJobError(Exception):
+    """Raised by a handler when retrying cannot help; the job goes dead at once."""
+
+
+class RetryAfter(Exception):
+    """Raised by a handler to retry after a given delay (a provider's Retry-After)."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"retry after {seconds:.1f}s")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class JobContext:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+JobHandler = Callable[["Hub", JobContext], Awaitable[None]]
+
+
+class JobQueue:
+    def __init__(self, hub: Hub, handlers: Mapping[str, JobHandler] | None = None) -> None:
+        self.hub = hub
+        self.handlers: dict[str, JobHandler] = dict(handlers or {})
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        settings = hub.config.jobs
+        self._wait = wait_exponential_jitter(
+            initial=settings.backoff_initial, max=settings.backoff_max, jitter=settings.backoff_initial
+        )
+
+    @property
+    def settings(self) -> Any:
+        return self.hub.config.jobs
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        if kind in self.handlers:
+            raise ValueError(f"job kind {kind!r} has two handlers")
+        self.handlers[kind] = handler
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        session: AsyncSession,
+        kind: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Write a job in the caller's transaction; an existing idempotency key returns that job."""
+        when = run_at or self.hub.clock.now() + timedelta(seconds=delay or 0)
+        values = dict(
+            kind=kind,
+            payload=dict(payload or {}),
+            status="queued",
+            run_at=when,
+            attempts=0,
+            max_attempts=max_attempts or self.settings.max_attempts,
+            idempotency_key=idempotency_key,
+            created_at=self.hub.clock.now(),
+        )
+        self._wake_after_commit(session)
+        if idempotency_key is None:
+            job = Job(**values)
+            session.add(job)
+            await session.flush()
+            return job
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(Job).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        await session.execute(stmt)
+        return (await session.execute(select(Job).where(Job.idempotency_key == idempotency_key))).scalar_one()
+
+    def _wake_after_commit(self, session: AsyncSession) -> None:
+        sync = session.sync_session
+        if not sync.info.get("vethub_wake"):
+            sync.info["vethub_wake"] = True
+
+            def _after_commit(_s: Any) -> None:
+                sync.info.pop("vethub_wake", None)
+                self._wake.set()
+
+            sa_event.listen(sync, "after_commit", _after_commit, once=True)
+
+    async def ensure_schedule(
+        self, session: AsyncSession, name: str, kind: str, payload: Mapping[str, Any],
+        every_seconds: int, *, first_run_at: datetime | None = None,
+    ) -> Schedule:
+        """Create or update a periodic schedule; its ticks become jobs exactly once each."""
+        schedule = await session.get(Schedule, name)
+        if schedule is None:
+            schedule = Schedule(
+                name=name, kind=kind, payload=dict(payload), every_seconds=every_seconds,
+                next_run_at=first_run_at or self.hub.clock.now(), enabled=True,
+            )
+            session.add(schedule)
+        else:
+            schedule.kind, schedule.payload, schedule.every_seconds = kind, dict(payload), every_seconds
+        await session.flush()
+        return schedule
+
+    # --- claiming and running -----------------------------------------------------------------
+
+    async def claim(self, limit: int = 1, worker_id: str | None = None) -> list[JobContext]:
+        now = self.hub.clock.now()
+        due = or_(
+            and_(Job.status == "queued", Job.run_at <= now),
+            and_(Job.status == "running", Job.lease_until < now),
+        )
+        pick = select(Job.id).where(due).order_by(Job.run_at, Job.id).limit(limit)
+        async with self.hub.transaction() as session:
+            if session.bind.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            stmt = (
+                update(Job)
+                .where(Job.id.in_(pick.scalar_subquery()))
+                .values(
+                    status="running", attempts=Job.attempts + 1, locked_by=worker_id or self.worker_id,
+                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                )
+                .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+                .execution_options(synchronize_session=False)
+            )
+            rows = (await session.execute(stmt)).all()
+        return [JobContext(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
+
+    async def run_one(self, job: JobContext, worker_id: str | None = None) -> str:
+        """Run one claimed job and record its outcome: succeeded, queued (retry) or dead."""
+        worker_id = worker_id or self.worker_id
+        handler = self.handlers.get(job.kind)
+        heartbeat = asyncio.create_task(self._heartbeat(job.id, worker_id))
+        try:
+            if job.attempts > job.max_attempts:
+                raise PermanentJobError(f"abandoned {job.attempts - 1} times (lease expired)")
+            if handler is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            await handler(self.hub, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # every failure is recorded, none escapes the worker
+            outcome = await self._failed(job, err, worker_id)
+        else:
+            outcome = await self._finish(job.id, worker_id, status="succeeded", last_error=None)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        JOBS_DONE.labels(job.kind, outcome).inc()
+        return outcome
+
+    async def _heartbeat(self, job_id: int, worker_id: str) -> None:
+        """Extend the lease of a long job so no other worker reclaims it while it runs."""
+        period = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(Exception):
+                async with self.hub.transaction() as session:
+                    await session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+                        .values(lease_until=self.hub.clock.now() + timedelta(seconds=self.settings.lease_seconds))
+                    )
+
+    async def _failed(self, job: JobContext, err: Exception, worker_id: str) -> str:
+        message = f"{type(err).__name__}: {err}"
+        if isinstance(err, PermanentJobError) or job.attempts >= job.max_attempts:
+            log.warning("job %s (%s) is dead after %d attempt(s): %s", job.id, job.kind, job.attempts, message)
+            if not isinstance(err, PermanentJobError):
+                log.debug("%s", "".join(traceback.format_exception(err)))
+            return await self._finish(job.id, worker_id, status="dead", last_error=message)
+        if isinstance(err, RetryAfter):
+            delay = err.seconds
+        else:
+            delay = self._wait(SimpleNamespace(attempt_number=job.attempts))
+        log.info("job %s (%s) attempt %d failed, retry in %.1fs: %s", job.id, job.kind, job.attempts, delay, message)
+        run_at = self.hub.clock.now() + timedelta(seconds=delay)
+        return await self._finish(job.id, worker_id, status="queued", last_error=message, run_at=run_at)
+
+    async def _finish(self, job_id: int, worker_id: str, *, status: str, last_error: str | None,
+                      run_at: datetime | None = None) -> str:
+        values: dict[str, Any] = {"status": status, "lease_until": None, "last_error": last_error}
+        if run_at is not None:
+            values["run_at"] = run_at
+        if status in ("succeeded", "dead"):
+            values["finished_at"] = self.hub.clock.now()
+        async with self.hub.transaction() as session:
+            # Fenced by locked_by: a worker whose lease was taken over does not overwrite.
+            result = await session.execute(
+                update(Job).where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running").values(**values)
+            )
+        if result.rowcount == 0:
+            log.warning("job %s finished by %s after its lease passed to another worker", job_id, worker_id)
+            return "lost-lease"
+        return status
+
+    async def tick_schedules(self) -> int:
+        """Turn due schedule rows into jobs; safe with several replicas."""
+        now = self.hub.clock.now()
+        fired = 0
+        async with self.hub.transaction() as session:
+            stmt = select(Schedule).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
+            if session.bind.dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            for schedule in (await session.execute(stmt)).scalars():
+                key = f"schedule:{schedule.name}:{schedule.next_run_at.isoformat()}"
+                await self.enqueue(session, schedule.kind, schedule.payload, idempotency_key=key)
+                step = timedelta(seconds=schedule.every_seconds)
+                nxt = schedule.next_run_at + step
+                if nxt <= now:  # the hub was down for several ticks: fire once, not for each
+                    nxt = now + step
+                schedule.next_run_at = nxt
+                fired += 1
+        return fired
+
+    async def run_until_idle(self, max_jobs: int = 100_000) -> int:
+        """Run every due job in this task until none is due (tests, one-shot commands)."""
+        done = 0
+        while done < max_jobs:
+            await self.tick_schedules()
+            jobs = await self.claim(1, worker_id=f"{self.worker_id}:inline")
+            if not jobs:
+                return done
+            await self.run_one(jobs[0], worker_id=f"{self.worker_id}:inline")
+            done += 1
+        return done
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def start(self, workers: int | None = None) -> None:
+        count = self.settings.workers if workers is None else workers
+        self._stopping.clear()
+        for i in range(count):
+            self._tasks.append(asyncio.create_task(self._worker(i), name=f"vethub-worker-{i}"))
+        if count:
+            self._tasks.append(asyncio.create_task(self._scheduler(), name="vethub-scheduler"))
+
+    async def _worker(self, index: int) -> None:
+        while not self._stopping.is_set():
+            try:
+                jobs = await self.claim(1)
+            except Exception:
+                log.exception("worker %d could not claim jobs; retrying", index)
+                await self._idle(self.settings.poll_interval * 4)
+                continue
+            if not jobs:
+                await self._idle(self.settings.poll_interval)
+                continue
+            job = jobs[0]
+            task = asyncio.create_task(self.run_one(job))
+            self._in_flight[job.id] = task
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise
+            finally:
+                self._in_flight.pop(job.id, None)
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                stop = asyncio.create_task(self._stopping.wait())
+                wake = asyncio.create_task(self._wake.wait())
+                try:
+                    await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    wake.cancel()
+
+    async def _scheduler(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if await self.tick_schedules():
+                    self._wake.set()
+            except Exception:
+                log.exception("schedule tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._stopping.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let in-flight jobs finish within the grace period; release the rest."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._stopping.set()
+        in_flight = list(self._in_flight.items())
+        if in_flight:
+            log.info("waiting up to %.0fs for %d in-flight job(s)", grace, len(in_flight))
+            _done, pending = await asyncio.wait([t for _, t in in_flight], timeout=grace or None)
+            for job_id, task in in_flight:
+                if task in pending:
+                    task.cancel()
+                    await self._release(job_id)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _release(self, job_id: int) -> None:
+        """Give an interrupted job back at once, without counting the interrupted attempt."""
+        with contextlib.suppress(Exception):
+            async with self.hub.transaction() as session:
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.locked_by == self.worker_id, Job.status == "running")
+                    .values(status="queued", lease_until=None, run_at=self.hub.clock.now(),
+                            attempts=Job.attempts - 1, last_error="released at shutdown")
+                )
+
+
+# --- operator functions (CLI, API) -------------------------------------------------------------
+
+
+async def list_jobs(session: AsyncSession, status: str | None = None, kind: str | None = None,
+                    limit: int = 100) -> list[Job]:
+    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None = None,
+                     all_dead: bool = False) -> int:
+    """Replay dead jobs: back to queued with a fresh set of attempts."""
+    stmt = update(Job).where(Job.status == "dead")
+    if not all_dead:
+        stmt = stmt.where(Job.id.in_(ids or []))
+    result = await session.execute(
+        stmt.values(status="queued", attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
+    )
+    return result.rowcount or 0

@@ -1,0 +1,1 @@
+"""The HTTP side: aiohttp app factory, auth middleware, JSON API, pages."""

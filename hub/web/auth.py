@@ -1,0 +1,60 @@
+"""Token middleware for /api, the @public marker and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hub.auth import AuthError, Principal, authenticate
+from hub.web.errors import ApiError
+from hub.web.keys import HUB_KEY
+
+PRINCIPAL_KEY = "vethub_principal"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def public(handler: Any) -> Any:
+    """Mark an /api handler as open (no bearer token), e.g. a public request form's POST."""
+    handler.vethub_public = True
+    return handler
+
+
+def is_public(request: web.Request) -> bool:
+    handler = request.match_info.handler
+    target = getattr(handler, "__func__", handler)
+    return bool(getattr(target, "vethub_public", False))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api") or is_public(request) or request.method == "OPTIONS":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing_token", "this route needs `Authorization: Bearer <token>`")
+    hub = request.app[HUB_KEY]
+    try:
+        async with hub.sessionmaker() as session:
+            principal = await authenticate(session, token.strip(), hub.clock.now())
+    except AuthError as err:
+        raise ApiError(err.status, err.code, err.message) from err
+    request[PRINCIPAL_KEY] = principal
+    return await handler(request)
+
+
+def get_principal(request: web.Request) -> Principal:
+    principal = request.get(PRINCIPAL_KEY)
+    if principal is None:
+        raise ApiError(401, "missing_token", "this route needs a bearer token")
+    return principal
+
+
+def require_role(request: web.Request, *roles: str) -> Principal:
+    principal = get_principal(request)
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", f"this needs the role {' or '.join(roles)}")
+    return principal

@@ -1,0 +1,53 @@
+"""Liveness, readiness and Prometheus metrics: the open operational routes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from sqlalchemy import func, select, text
+
+from hub.db.models import Job
+from hub.web.keys import HUB_KEY
+
+routes = web.RouteTableDef()
+JOBS_BY_STATUS = Gauge("vethub_job_queue", "Jobs in the queue by status", ["status"])
+STARTED = time.monotonic()
+
+
+@routes.get("/healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "uptime_seconds": round(time.monotonic() - STARTED, 1)})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        async with asyncio.timeout(5), hub.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = {"ok": True, "detail": hub.engine.dialect.name}
+    except Exception as err:
+        checks["database"] = {"ok": False, "detail": f"{type(err).__name__}: {err}"}
+    for name, channel in hub.channels.items():
+        try:
+            async with asyncio.timeout(5):
+                ok, detail = await channel.health()
+        except Exception as err:
+            ok, detail = False, f"{type(err).__name__}: {err}"
+        checks[f"channel:{name}"] = {"ok": ok, "detail": detail}
+    ready = all(c["ok"] for c in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    async with hub.sessionmaker() as session:
+        counts = dict((await session.execute(select(Job.status, func.count()).group_by(Job.status))).all())
+    for status in ("queued", "running", "succeeded", "dead"):
+        JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
