@@ -1,0 +1,14 @@
+"""ezyVet PIMS connector (built-in plugin): ``connector = "ezyvet"`` in ``[[practices.pims]]``."""
+
+from __future__ import annotations
+
+from hub.hookspecs import hookimpl
+
+from connectors.ezyvet.connector import EzyVetConfig, EzyVetConnector
+
+__all__ = ["EzyVetConfig", "EzyVetConnector"]
+
+
+@hookimpl
+def vethub_pims_connectors() -> list[type]:
+    return [EzyVetConnector]

@@ -1,0 +1,220 @@
+"""A thin async client for the ezyVet REST API (CONTRACTS.md §4.1).
+
+It owns the wire protocol only: the client-credentials token (cached, renewed
+``renew_before`` seconds before it expires and again whenever the API answers 401), the
+``meta``/``items`` envelope with ``page``/``limit`` paging, JSON filters, and retries of 429 and
+5xx answers with tenacity, waiting as long as ``retry-after`` (or ``x-ratelimit-reset``) says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_LIMIT = 200
+
+
+class EzyVetError(Exception):
+    """ezyVet could not be read; the message says which call and why."""
+
+
+class RetryableError(EzyVetError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    client_secret: str
+    partner_id: str
+    scope: str
+    site_uid: str | None = None
+
+
+def retry_after_seconds(headers: Any, now: datetime) -> float | None:
+    """How long the server asked us to wait: ``retry-after`` (seconds or an HTTP date), else
+    ``x-ratelimit-reset`` (epoch seconds, or seconds when small) on a 429."""
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            try:
+                return max((parsedate_to_datetime(value) - now).total_seconds(), 0.0)
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            seconds = float(reset)
+        except ValueError:
+            return None
+        if seconds > 1e9:  # an epoch, not a delay
+            seconds -= now.timestamp()
+        return max(seconds, 0.0)
+    return None
+
+
+class EzyVetClient:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        renew_before: float = 300,
+        max_attempts: int = 8,
+        max_wait: float = 120,
+        timeout: float = 30,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._credentials = credentials
+        self._now = now
+        self._renew_before = timedelta(seconds=renew_before)
+        self._max_attempts = max_attempts
+        self._max_wait = max_wait
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._token: str | None = None
+        self._expires_at: datetime | None = None
+        self._lock = asyncio.Lock()
+        self.token_grants = 0
+
+    # -- token ---------------------------------------------------------------------------
+    async def token(self) -> str:
+        async with self._lock:
+            now = self._now()
+            if self._token and self._expires_at and now < self._expires_at - self._renew_before:
+                return self._token
+            c = self._credentials
+            body = {"client_id": c.client_id, "client_secret": c.client_secret,
+                    "partner_id": c.partner_id, "scope": c.scope,
+                    "grant_type": "client_credentials"}
+            if c.site_uid:
+                body["site_uid"] = c.site_uid
+            data = await self._send("POST", "/v1/oauth/access_token", json_body=body)
+            try:
+                self._token = str(data["access_token"])
+                self._expires_at = now + timedelta(seconds=float(data["expires_in"]))
+            except (KeyError, TypeError, ValueError) as err:
+                raise EzyVetError(f"ezyVet token response lacks access_token/expires_in: {data!r}") from err
+            self.token_grants += 1
+            return self._token
+
+    def forget_token(self) -> None:
+        self._token = None
+        self._expires_at = None
+
+    # -- requests ------------------------------------------------------------------------
+    async def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """GET a list endpoint, renewing the token once on 401."""
+        for attempt in (1, 2):
+            token = await self.token()
+            try:
+                return await self._send("GET", path, params=params, token=token)
+            except _Unauthorized:
+                self.forget_token()
+                if attempt == 2:
+                    raise EzyVetError(f"ezyVet refused a fresh token for GET {path} (401)") from None
+        raise AssertionError("unreachable")
+
+    async def pages(
+        self, path: str, filters: dict[str, Any] | None = None, *, limit: int = MAX_LIMIT,
+        start_page: int = 1,
+    ) -> AsyncIterator[tuple[int, dict[str, Any], list[dict[str, Any]]]]:
+        """Yield ``(page, meta, items)`` for every page from ``start_page``; items unwrapped."""
+        params = {name: json.dumps(spec) if isinstance(spec, dict | list) else str(spec)
+                  for name, spec in (filters or {}).items()}
+        page = start_page
+        while True:
+            body = await self.get(path, {**params, "page": str(page), "limit": str(limit)})
+            try:
+                meta = body["meta"]
+                items = [next(iter(wrapped.values())) if isinstance(wrapped, dict) and wrapped
+                         else wrapped for wrapped in body["items"]]
+                total_pages = int(meta.get("items_page_total") or 1)
+            except (KeyError, TypeError, ValueError) as err:
+                raise EzyVetError(f"ezyVet GET {path}: not a meta/items envelope") from err
+            yield page, meta, items
+            if page >= total_pages or not items:
+                return
+            page += 1
+
+    async def all_items(self, path: str, filters: dict[str, Any] | None = None,
+                        ) -> list[dict[str, Any]]:
+        return [item async for _p, _m, items in self.pages(path, filters) for item in items]
+
+    async def _send(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                    json_body: dict[str, Any] | None = None,
+                    token: str | None = None) -> dict[str, Any]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableError),
+            wait=self._wait,
+            stop=stop_after_attempt(self._max_attempts),
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(method, path, params, json_body, token)
+        raise AssertionError("unreachable")
+
+    async def _once(self, method: str, path: str, params: dict[str, str] | None,
+                    json_body: dict[str, Any] | None, token: str | None) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        url = self._base + path
+        try:
+            async with self._http.request(method, url, params=params, json=json_body,
+                                          headers=headers, timeout=self._timeout) as resp:
+                if resp.status == 401 and token:
+                    raise _Unauthorized()
+                if resp.status == 429 or resp.status >= 500:
+                    wait = retry_after_seconds(resp.headers, self._now())
+                    raise RetryableError(f"ezyVet {method} {path}: HTTP {resp.status}", wait)
+                if resp.status >= 400:
+                    text = (await resp.text())[:300]
+                    raise EzyVetError(f"ezyVet {method} {path}: HTTP {resp.status}: {text}")
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError as err:
+                    raise EzyVetError(f"ezyVet {method} {path}: body is not JSON") from err
+        except (aiohttp.ClientConnectionError, TimeoutError) as err:
+            raise RetryableError(f"ezyVet {method} {path}: {err!r}") from err
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return min(exc.retry_after, self._max_wait)
+        return wait_exponential_jitter(initial=0.5, max=self._max_wait)(state)
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        if state.attempt_number == 1:  # once per failing call, not per retry
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("%s; retrying", exc)
+
+
+class _Unauthorized(Exception):
+    pass

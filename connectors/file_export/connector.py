@@ -1,0 +1,288 @@
+"""The file-export PIMS connector: CSV files dropped in a folder per practice.
+
+A file is taken only when it is complete: names starting with ``.`` or ending in ``.part``,
+``.tmp`` or ``.partial`` are being written (write them so, then rename them in), and any other
+file must have kept its size for ``stable_seconds``. Files are read in kind order (clients,
+patients, reminders, appointments, visits), oldest first, ``batch_size`` rows per batch. Each
+batch's checkpoint is ``{"file", "sha256", "row"}``: after a crash the same file resumes after
+its last committed row. Once the last batch of a file has committed, the file moves to
+``processed/`` (or ``failed/`` when it could not be read at all), with
+``<file>.report.csv`` beside it listing every bad row (line, kind, external id, reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import hashlib
+import os
+import re
+import shutil
+import time
+import zoneinfo
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+from pydantic import BaseModel, Field, field_validator
+
+from connectors.file_export.formats import (
+    COLUMNS,
+    FILE_PREFIXES,
+    ID_COLUMN,
+    RECORD_CLASSES,
+    Parsers,
+)
+from hub.pims.connector import ConnectorConfig, ConnectorContext, Health
+from hub.pims.records import Batch, Checkpoint, Reject
+
+IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".partial")
+REPORT_HEADER = ["line", "kind", "external_id", "reason"]
+_BAD_BYTES = re.compile("[\udc80-\udcff]")
+
+
+class FileExportConfig(ConnectorConfig):
+    """``[[practices.pims]]`` keys for ``connector = "file_export"``."""
+
+    drop_dir: Path = Field(description="the practice's drop folder")
+    encoding: str = Field("utf-8", description="text encoding of the files; a UTF-8 BOM is always tolerated")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    #: per kind (client, patient, reminder, appointment, visit): default column -> file header.
+    columns: dict[str, dict[str, str]] = Field(default_factory=dict)
+    date_format: str = "%Y-%m-%d"
+    stable_seconds: float = Field(5.0, ge=0, description="a file must keep its size this long")
+    batch_size: int = Field(1000, ge=1, le=10000)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}") from None
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for kind, mapping in value.items():
+            if kind not in COLUMNS:
+                raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(COLUMNS)}")
+            known = {c for c, _f, _p in COLUMNS[kind]}
+            for column in mapping:
+                if column not in known:
+                    raise ValueError(f"{kind}: unknown column {column!r}; expected one of {', '.join(sorted(known))}")
+        return value
+
+
+class FileRejected(Exception):
+    """The whole file cannot be read (header, encoding)."""
+
+
+@dataclass
+class _Open:
+    """A file being read."""
+
+    path: Path
+    kind: str
+    sha256: str
+    handle: TextIO
+    reader: Any
+    fields: list[tuple[int | None, str, str]]  # (index in row, record field, parser)
+    width: int
+
+
+class FileExportConnector:
+    name: ClassVar[str] = "file_export"
+    config_model: ClassVar[type[BaseModel]] = FileExportConfig
+
+    def __init__(self, config: FileExportConfig, context: ConnectorContext) -> None:
+        self.config = config
+        self.context = context
+        self.parsers = Parsers(config.date_format, zoneinfo.ZoneInfo(context.practice_timezone))
+
+    @property
+    def drop_dir(self) -> Path:
+        return self.config.drop_dir
+
+    async def health(self) -> Health:
+        d = self.drop_dir
+        if not d.is_dir():
+            return Health(False, f"drop folder {d} does not exist")
+        if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+            return Health(False, f"drop folder {d} is not readable and writable")
+        waiting = len(self.ready_files())
+        return Health(True, f"{waiting} file(s) waiting in {d}")
+
+    # -- which files -----------------------------------------------------------------------
+    def ready_files(self) -> list[tuple[str, Path]]:
+        """Complete files, in the order they are taken."""
+        if not self.drop_dir.is_dir():
+            return []
+        now = time.time()
+        found = []
+        for path in self.drop_dir.iterdir():
+            name = path.name.lower()
+            if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES) or not path.is_file():
+                continue
+            kind = next((k for k, prefix in FILE_PREFIXES.items()
+                         if name.startswith(prefix) and name.endswith(".csv")), None)
+            if kind is None:
+                continue
+            stat = path.stat()
+            if now - stat.st_mtime < self.config.stable_seconds:
+                continue  # still growing, or just renamed in: take it next time
+            found.append((list(FILE_PREFIXES).index(kind), stat.st_mtime, path.name, kind, path))
+        return [(kind, path) for _o, _m, _n, kind, path in sorted(found)]
+
+    # -- batches ---------------------------------------------------------------------------
+    async def batches(self, since: Checkpoint | None, full: bool) -> AsyncIterator[Batch]:
+        for kind, path in self.ready_files():
+            async for batch in self._file(kind, path, since):
+                yield batch
+
+    async def _file(self, kind: str, path: Path, since: Checkpoint | None) -> AsyncIterator[Batch]:
+        sha = await asyncio.to_thread(_sha256, path)
+        skip = since["row"] if since and since.get("sha256") == sha else 0
+        report = self.drop_dir / ".reports" / f"{path.name}.{sha[:12]}.csv"
+        try:
+            opened = await asyncio.to_thread(self._open, kind, path, sha)
+        except FileRejected as err:
+            batch = Batch(checkpoint={"file": path.name, "sha256": sha, "row": 0},
+                          rejects=[Reject(kind, f"{path.name}: {err}",
+                                          {"file": path.name}, source=path.name)])
+            yield batch
+            await asyncio.to_thread(self._finish, path, report, batch.rejects, "failed")
+            return
+        row = 0
+        try:
+            while True:
+                batch, row, more = await asyncio.to_thread(self._read, opened, row, skip)
+                yield batch
+                # The batch has committed: record its bad rows for the file's report.
+                await asyncio.to_thread(_append_report, report, batch.rejects)
+                if not more:
+                    break
+        finally:
+            opened.handle.close()
+        await asyncio.to_thread(self._finish, path, report, [], "processed")
+
+    def _open(self, kind: str, path: Path, sha: str) -> _Open:
+        handle = open(path, encoding=self.config.encoding, errors="surrogateescape", newline="")
+        try:
+            reader = csv.reader(handle, delimiter=self.config.delimiter)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise FileRejected("the file is empty (no header row)") from None
+            except csv.Error as err:
+                raise FileRejected(f"unreadable header: {err}") from None
+            header = [h.lstrip("\ufeff").strip().lower() for h in header]
+            if any(_BAD_BYTES.search(h) for h in header):
+                raise FileRejected(f"header is not valid {self.config.encoding}")
+            position = {h: i for i, h in enumerate(header)}
+            mapping = self.config.columns.get(kind, {})
+            fields = []
+            for column, field, parser in COLUMNS[kind]:
+                wanted = mapping.get(column, column).strip().lower()
+                index = position.get(wanted)
+                if index is None and column == ID_COLUMN[kind]:
+                    raise FileRejected(
+                        f"no {wanted!r} column (the {kind} id); the header has: {', '.join(header)}"
+                    )
+                fields.append((index, field, parser))
+            return _Open(path, kind, sha, handle, reader, fields, len(header))
+        except BaseException:
+            handle.close()
+            raise
+
+    def _read(self, f: _Open, row: int, skip: int) -> tuple[Batch, int, bool]:
+        """Read up to batch_size rows after ``row``; return the batch, the new row count and
+        whether more rows may follow."""
+        batch = Batch(checkpoint={})
+        records = getattr(batch, f"{f.kind}s")
+        make = RECORD_CLASSES[f.kind]
+        taken = 0
+        more = True
+        while taken < self.config.batch_size:
+            try:
+                cells = next(f.reader)
+            except StopIteration:
+                more = False
+                break
+            except csv.Error as err:
+                row += 1
+                taken += 1
+                batch.rejects.append(Reject(f.kind, f"line {f.reader.line_num}: unreadable CSV: {err}",
+                                            {"file": f.path.name, "line": f.reader.line_num},
+                                            source=f"{f.path.name}:{f.reader.line_num}"))
+                continue
+            row += 1
+            if row <= skip:
+                continue
+            taken += 1
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            line = f.reader.line_num
+            raw = {"file": f.path.name, "line": line, "row": cells}
+            where = f"{f.path.name}:{line}"
+            id_index = f.fields[0][0] or 0
+            ext = cells[id_index].strip() if len(cells) > id_index else None
+            if len(cells) != f.width:
+                batch.rejects.append(Reject(
+                    f.kind, f"line {line}: expected {f.width} fields, got {len(cells)} "
+                    "(truncated or misquoted row)", raw, ext or None, where))
+                continue
+            if _BAD_BYTES.search("".join(cells)):
+                raw["row"] = [c.encode(self.config.encoding, "surrogateescape").decode("latin-1")
+                              for c in cells]
+                batch.rejects.append(Reject(
+                    f.kind, f"line {line}: not valid {self.config.encoding} text "
+                    "(wrong encoding declared?)", raw, ext or None, where))
+                continue
+            try:
+                values = {field: getattr(self.parsers, parser)(cells[i])
+                          for i, field, parser in f.fields if i is not None}
+            except ValueError as err:
+                batch.rejects.append(Reject(f.kind, f"line {line}: {err}", raw, ext or None, where))
+                continue
+            values["external_id"] = values.get("external_id") or ""
+            records.append(make(**values, raw=raw))
+        batch.checkpoint = {"file": f.path.name, "sha256": f.sha256, "row": max(row, skip)}
+        return batch, row, more
+
+    def _finish(self, path: Path, report: Path, extra: list[Reject], where: str) -> None:
+        if extra:
+            _append_report(report, extra)
+        target = self.drop_dir / where
+        target.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved = target / f"{stamp}-{path.name}"
+        shutil.move(path, moved)
+        if report.exists():
+            shutil.move(report, target / f"{moved.name}.report.csv")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _append_report(report: Path, rejects: list[Reject]) -> None:
+    if not rejects:
+        return
+    report.parent.mkdir(exist_ok=True)
+    new = not report.exists()
+    with open(report, "a", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        if new:
+            writer.writerow(REPORT_HEADER)
+        for r in rejects:
+            line = r.raw.get("line", "") if isinstance(r.raw, dict) else ""
+            writer.writerow([line, r.kind, r.external_id or "", r.reason])

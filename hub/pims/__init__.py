@@ -1,0 +1,1 @@
+"""PIMS sync: connector contract, records, normalisation, models and the sync engine."""

@@ -1,0 +1,119 @@
+"""Validate and normalise PIMS records before they are stored.
+
+Each function returns the (same, updated) record, or a ``str``: the reason it is rejected.
+Emails are checked for syntax with email-validator (no DNS), phones become E.164 with the
+practice's country as the default region, text is trimmed and inner runs of whitespace
+collapsed. Empty strings become None.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from hub.pims.records import (
+    CLIENT_STATUSES,
+    PATIENT_STATUSES,
+    AnyRecord,
+    AppointmentRecord,
+    ClientRecord,
+    PatientRecord,
+    ReminderRecord,
+    VisitRecord,
+)
+
+_PHONE_FIELDS = ("phone_home", "phone_work", "phone_mobile")
+_TEXT_FIELDS = {
+    ClientRecord: (
+        "first_name", "last_name", "client_class", "address_line1", "address_line2",
+        "city", "region", "postcode",
+    ),
+    PatientRecord: ("client_external_id", "name", "species", "breed", "sex"),
+    ReminderRecord: ("patient_external_id", "service"),
+    AppointmentRecord: ("patient_external_id", "client_external_id", "type", "status"),
+    VisitRecord: ("patient_external_id", "client_external_id", "reason"),
+}
+
+
+def clean_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(str(value).split())
+    return value or None
+
+
+@lru_cache(maxsize=65536)
+def normalise_email(value: str) -> str:
+    """Return the normalised address or raise ValueError with the reason."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as err:
+        raise ValueError(f"invalid email {value!r}: {err}") from err
+
+
+@lru_cache(maxsize=65536)
+def normalise_phone(value: str, region: str) -> str:
+    """Return the number in E.164 or raise ValueError with the reason."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as err:
+        raise ValueError(f"unparseable phone {value!r}: {err}") from err
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(f"invalid phone {value!r} for region {region}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise(record: AnyRecord, country: str) -> AnyRecord | str:
+    """Normalise ``record`` in place for a practice in ``country`` (ISO alpha-2).
+
+    Returns the record, or the reason it must be rejected.
+    """
+    external_id = clean_text(record.external_id)
+    if not external_id:
+        return "missing external id"
+    record.external_id = external_id
+    for name in _TEXT_FIELDS[type(record)]:
+        setattr(record, name, clean_text(getattr(record, name)))
+    if isinstance(record, ClientRecord):
+        return _client(record, country)
+    if isinstance(record, PatientRecord):
+        record.status = (clean_text(record.status) or "active").lower()
+        if record.status not in PATIENT_STATUSES:
+            return f"unknown patient status {record.status!r} (expected one of {PATIENT_STATUSES})"
+        if not record.client_external_id:
+            return "patient has no client id"
+        return record
+    if isinstance(record, ReminderRecord):
+        if not record.patient_external_id:
+            return "reminder has no patient id"
+        if record.due_date is None:
+            return "reminder has no due date"
+        return record
+    if isinstance(record, AppointmentRecord):
+        if record.start_at is None:
+            return "appointment has no start time"
+        return record
+    if isinstance(record, VisitRecord):
+        if record.visited_at is None:
+            return "visit has no date"
+        return record
+    raise TypeError(f"not a PIMS record: {type(record).__name__}")
+
+
+def _client(record: ClientRecord, country: str) -> ClientRecord | str:
+    record.status = (clean_text(record.status) or "active").lower()
+    if record.status not in CLIENT_STATUSES:
+        return f"unknown client status {record.status!r} (expected one of {CLIENT_STATUSES})"
+    email = clean_text(record.email)
+    try:
+        record.email = normalise_email(email) if email else None
+        region = country.upper()
+        for name in _PHONE_FIELDS:
+            phone = clean_text(getattr(record, name))
+            setattr(record, name, normalise_phone(phone, region) if phone else None)
+    except ValueError as err:
+        return str(err)
+    record.country = clean_text(record.country)
+    return record
