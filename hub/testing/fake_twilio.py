@@ -122,6 +122,12 @@ class FakeTwilio:
     callbacks: list[tuple[str, dict[str, str], int]] = field(default_factory=list)
     _faults: list[Fault] = field(default_factory=list)
     _callback_urls: dict[str, str | None] = field(default_factory=dict)
+    #: Numbers that are well-formed but not real: creating a message to one fails with 21211.
+    #: +15005550001 is Twilio's own "invalid number" test value.
+    invalid_numbers: set[str] = field(default_factory=lambda: {"+15005550001"})
+    #: (public prefix, local prefix): webhooks for a URL under the public prefix are sent to the
+    #: local one but signed over the public URL, as through the hub's reverse proxy.
+    proxy: tuple[str, str] | None = None
     _runner: web.AppRunner | None = None
     _session: ClientSession | None = None
     base_url: str = ""
@@ -167,6 +173,11 @@ class FakeTwilio:
     def block(self, sender: str, recipient: str) -> None:
         """Record an opt-out as if ``recipient`` had replied STOP to ``sender``."""
         self.blocked.add((sender, recipient))
+
+    def reverse_proxy(self, public_base: str, local_base: str) -> None:
+        """Deliver webhooks addressed to ``public_base`` to ``local_base`` (the test server),
+        signed over the public URL as Twilio would sign them."""
+        self.proxy = (public_base.rstrip("/"), local_base.rstrip("/"))
 
     def sent_to(self, to: str) -> list[dict[str, Any]]:
         """Messages created for recipient ``to``, oldest first."""
@@ -217,7 +228,7 @@ class FakeTwilio:
         body = one("Body") or ""
         if not to:
             return 400, error_body(21604, "A 'To' phone number is required.", 400), {}
-        if not E164.match(to):
+        if not E164.match(to) or to in self.invalid_numbers:
             return 400, error_body(
                 21211, f"The 'To' number {to} is not a valid phone number.", 400), {}
         if not sender and not service:
@@ -293,11 +304,14 @@ class FakeTwilio:
         """
         assert self._session is not None, "FakeTwilio not started"
         pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+        signed_url = sign_url or url
+        if self.proxy and url.startswith(self.proxy[0]):
+            url = self.proxy[1] + url[len(self.proxy[0]):]
         headers = {"User-Agent": "TwilioProxy/1.1",
                    "Content-Type": "application/x-www-form-urlencoded"}
         if signed:
             multi = MultiDict(pairs)
-            headers["X-Twilio-Signature"] = signature or self.sign(sign_url or url, multi)
+            headers["X-Twilio-Signature"] = signature or self.sign(signed_url, multi)
         async with self._session.post(url, data=pairs, headers=headers) as resp:
             await resp.read()
         self.callbacks.append((url, dict(pairs), resp.status))

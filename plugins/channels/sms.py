@@ -24,6 +24,7 @@ the operator fixing the token should not cost the queued messages; other 4xx →
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 from collections.abc import Mapping
@@ -143,9 +144,18 @@ class _HubHttpClient(AsyncTwilioHttpClient):
         super().__init__(pool_connections=False)
         self._hub = hub
 
-    async def request(self, *args: Any, **kwargs: Any) -> Response:
+    async def request(self, method: str, url: str, params: Any = None, data: Any = None,
+                      headers: dict[str, str] | None = None, auth: tuple[str, str] | None = None,
+                      timeout: float | None = None,  # noqa: ASYNC109 (twilio's signature)
+                      allow_redirects: bool = False) -> Response:
         self.session = self._hub.http  # shared; created and closed by the hub
-        response = await super().request(*args, **kwargs)
+        headers = dict(headers or {})
+        if auth is not None:  # aiohttp deprecates BasicAuth objects; send the header itself
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        response = await super().request(method, url, params=params, data=data, headers=headers,
+                                         auth=None, timeout=timeout,
+                                         allow_redirects=allow_redirects)
         _last_headers.set(response.headers)
         return response
 

@@ -1,0 +1,195 @@
+"""The SMS channel against the fake Twilio server (CONTRACTS.md §1), through twilio-python."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from hub.core import Hub
+from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
+from hub.testing.fake_twilio import FakeTwilio
+from hub.testing.fixtures_channels import TWILIO_FROM
+from hub.web.app import create_app
+from plugins.channels.sms import EMPTY_TWIML, SmsChannel, SmsConfig
+
+PUBLIC = "https://hub.example-vets.test"
+CLIENT_PHONE = "+15551230001"
+
+
+def sms(to: str = CLIENT_PHONE, text: str | None = "Rex is due his booster", *,
+        communication_id: int = 1, category: str = "reminder") -> OutboundMessage:
+    return OutboundMessage(
+        communication_id=communication_id, channel="sms", category=category, to=to, cc=(),
+        subject=None, text=text, html=None, postcard_front_html=None, postcard_back_html=None,
+        postal_address=None, headers={}, practice_id=None,
+        idempotency_key=str(communication_id))
+
+
+class SmsHub:
+    """A started hub with the SMS channel on the fake, its app on a loopback port, and the fake
+    delivering webhooks for ``PUBLIC`` to that port (signed over ``PUBLIC``, as via a proxy)."""
+
+    def __init__(self, hub: Hub, client: TestClient, fake: FakeTwilio) -> None:
+        self.hub, self.client, self.fake = hub, client, fake
+
+    @property
+    def channel(self) -> SmsChannel:
+        return self.hub.channels["sms"]
+
+
+@pytest_asyncio.fixture
+async def sms_hub(hub_factory, fake_twilio: FakeTwilio, sms_config) -> AsyncIterator[SmsHub]:
+    hub = await hub_factory({"sms": sms_config(fake_twilio, public_url=PUBLIC)})
+    client = TestClient(TestServer(create_app(hub, start_hub=False, run_workers=False),
+                                   host="127.0.0.1", port=0))
+    await client.start_server()
+    fake_twilio.reverse_proxy(PUBLIC, str(client.make_url("")).rstrip("/"))
+    try:
+        yield SmsHub(hub, client, fake_twilio)
+    finally:
+        await client.close()
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section", [None, {}, {"account_sid": "", "auth_token": ""}])
+async def test_off_without_credentials(hub_factory, caplog, section) -> None:
+    caplog.set_level(logging.INFO, logger="plugins.channels.sms")
+    hub = await hub_factory({"sms": section} if section is not None else None)
+    assert "sms" not in hub.channels
+    assert "sms channel off" in caplog.text
+
+
+@pytest.mark.parametrize(("section", "problem"), [
+    ({"account_sid": "AC1", "auth_token": "t"}, "from_number or messaging_service_sid"),
+    ({"account_sid": "XX1", "auth_token": "t", "from_number": "+15005550006"}, "'AC'"),
+    ({"account_sid": "AC1", "auth_token": "t", "from_number": "5550006"}, "E.164"),
+])
+def test_config_mistakes(section: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        SmsConfig.model_validate(section)
+
+
+def test_secret_is_redacted() -> None:
+    config = SmsConfig.model_validate({"account_sid": "AC1", "auth_token": "hunter2",
+                                       "from_number": "+15005550006"})
+    assert "hunter2" not in str(config.model_dump(mode="json"))
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+async def test_send_creates_message_with_status_callback(sms_hub: SmsHub) -> None:
+    result = await sms_hub.channel.send(sms())
+    assert isinstance(result, SendResult)
+    assert result.provider_id in sms_hub.fake.messages
+    assert result.status == "queued" and result.detail["num_segments"] == "1"
+    request = sms_hub.fake.requests[-1]
+    assert request.status == 201
+    assert request.form == {"To": [CLIENT_PHONE], "From": [TWILIO_FROM],
+                            "Body": ["Rex is due his booster"],
+                            "StatusCallback": [f"{PUBLIC}/webhooks/twilio/status"]}
+    assert (await sms_hub.channel.health())[0]
+
+
+async def test_send_through_messaging_service(hub_factory, fake_twilio, sms_config) -> None:
+    service_sid = "MG" + "a" * 32
+    hub = await hub_factory({"sms": sms_config(fake_twilio, messaging_service_sid=service_sid)})
+    result = await hub.channels["sms"].send(sms())
+    assert result.status == "queued" and result.detail["twilio_status"] == "accepted"
+    form = fake_twilio.requests[-1].form
+    assert form["MessagingServiceSid"] == [service_sid] and "From" not in form
+    # default public URL: [hub] public_url
+    assert form["StatusCallback"] == ["http://127.0.0.1:8080/webhooks/twilio/status"]
+
+
+@pytest.mark.parametrize(("fault", "retry_after"), [
+    ({"status": 429, "retry_after": 7}, 7.0),
+    ({"status": 429}, None),
+    ({"status": 500}, None),
+    ({"status": 503, "retry_after": 2}, 2.0),
+])
+async def test_429_and_5xx_are_transient(sms_hub: SmsHub, fault, retry_after) -> None:
+    sms_hub.fake.fail_next(1, **fault)
+    with pytest.raises(ChannelError) as info:
+        await sms_hub.channel.send(sms())
+    err = info.value
+    assert (err.reason, err.permanent, err.retry_after) == ("transient", False, retry_after)
+    assert not (await sms_hub.channel.health())[0]
+    await sms_hub.channel.send(sms())  # the storm is over
+    assert (await sms_hub.channel.health())[0]
+
+
+async def test_storm_of_failures_then_success(sms_hub: SmsHub) -> None:
+    sms_hub.fake.fail_next(3, status=503)
+    outcomes = []
+    for _ in range(4):
+        try:
+            outcomes.append((await sms_hub.channel.send(sms())).status)
+        except ChannelError as err:
+            outcomes.append(err.reason)
+    assert outcomes == ["transient", "transient", "transient", "queued"]
+
+
+async def test_invalid_number_21211_is_permanent(sms_hub: SmsHub) -> None:
+    with pytest.raises(ChannelError) as info:
+        await sms_hub.channel.send(sms(to="+15005550001"))
+    assert (info.value.reason, info.value.permanent, info.value.code) == (
+        "invalid_address", True, 21211)
+
+
+async def test_malformed_number_never_reaches_twilio(sms_hub: SmsHub) -> None:
+    with pytest.raises(ChannelError) as info:
+        await sms_hub.channel.send(sms(to="555-1234"))
+    assert info.value.reason == "invalid_address" and info.value.permanent
+    assert sms_hub.fake.requests == []
+
+
+async def test_bad_credentials_wait_for_the_operator(hub_factory, fake_twilio, sms_config) -> None:
+    hub = await hub_factory({"sms": sms_config(fake_twilio, auth_token="wrong")})
+    with pytest.raises(ChannelError) as info:
+        await hub.channels["sms"].send(sms())
+    assert (info.value.reason, info.value.permanent, info.value.code) == ("transient", False, 20003)
+    assert info.value.retry_after == 600
+
+
+# -- webhooks: signatures --------------------------------------------------------------------
+
+async def _status_params(sms_hub: SmsHub) -> tuple[str, dict[str, str]]:
+    result = await sms_hub.channel.send(sms())
+    return result.provider_id, sms_hub.fake.status_params(result.provider_id, "sent")
+
+
+@pytest.mark.parametrize("path", ["/webhooks/twilio/status", "/webhooks/twilio/inbound"])
+async def test_unsigned_and_forged_webhooks_are_refused(sms_hub: SmsHub, path: str) -> None:
+    _, params = await _status_params(sms_hub)
+    url = PUBLIC + path
+    unsigned = await sms_hub.fake.post_form(url, params, signed=False)
+    forged = await sms_hub.fake.post_form(url, params, signature="0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
+    wrong_key = FakeTwilio(auth_token="not-the-token").sign(url, params)
+    other_key = await sms_hub.fake.post_form(url, params, signature=wrong_key)
+    # signed over the local address the request reached, not the public URL Twilio was given
+    local = await sms_hub.fake.post_form(url, params, sign_url=str(sms_hub.client.make_url(path)))
+    tampered = dict(params, To="+15559999999")
+    sig = sms_hub.fake.sign(url, params)
+    altered = await sms_hub.fake.post_form(url, tampered, signature=sig)
+    assert [r.status for r in (unsigned, forged, other_key, local, altered)] == [403] * 5
+
+
+async def test_signed_status_callback_is_accepted(sms_hub: SmsHub) -> None:
+    sid, _ = await _status_params(sms_hub)
+    resp = await sms_hub.fake.send_status(sid, "sent")
+    assert resp.status == 200
+
+
+async def test_inbound_answers_empty_twiml(sms_hub: SmsHub) -> None:
+    resp = await sms_hub.fake.send_inbound(f"{PUBLIC}/webhooks/twilio/inbound", CLIENT_PHONE,
+                                           TWILIO_FROM, "Thanks, see you Tuesday")
+    assert resp.status == 200
+    assert resp.content_type == "text/xml"
+    assert sms_hub.fake.callbacks[-1][2] == 200
+    assert EMPTY_TWIML.endswith("<Response/>")
