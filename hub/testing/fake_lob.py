@@ -141,10 +141,12 @@ class FakeLob:
         await self.close()
 
     # -- controls --------------------------------------------------------------------------
-    def fail_next(self, n: int = 1, *, status: int = 500) -> None:
-        code = {500: "internal_server_error", 503: "service_unavailable"}.get(status,
-                                                                              "internal_server_error")
-        self._faults.extend([(status, code, "Internal server error", None)] * n)
+    def fail_next(self, n: int = 1, *, status: int = 500, code: str | None = None,
+                  message: str | None = None) -> None:
+        """Make the next ``n`` creates fail with ``status`` and Lob's error body (any status:
+        5xx storms, or a 422 the fake's own checks would not produce)."""
+        default = {422: "invalid", 503: "service_unavailable"}.get(status, "internal_server_error")
+        self._faults.extend([(status, code or default, message or "Injected failure", None)] * n)
 
     def rate_limit_next(self, n: int = 1, *, reset_in: float = 5) -> None:
         self._faults.extend([(429, "rate_limit_exceeded", "Rate limit exceeded. Please wait 5 "
