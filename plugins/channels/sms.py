@@ -243,7 +243,7 @@ class SmsChannel:
             async with self.hub.transaction() as session:
                 await service.set_address_opt_out(
                     session, self.hub, kind="sms", address=message.to, opted_out=True,
-                    source="provider", detail="Twilio error 21610 (recipient replied STOP)")
+                    source="sms_keyword", detail="Twilio error 21610 (recipient replied STOP)")
             return ChannelError(text, reason="opted_out", permanent=True, code=code)
         if code in INVALID_NUMBER_CODES:
             return ChannelError(text, reason="invalid_address", permanent=True, code=code)
@@ -302,11 +302,11 @@ class SmsChannel:
                 if error_code in INVALID_NUMBER_DLR_CODES:
                     await service.mark_address_invalid(
                         session, self.hub, kind="sms", address=str(to),
-                        reason=f"Twilio error {error_code}", source="provider")
+                        reason=f"Twilio error {error_code}", source="bounce")
                 elif error_code == OPTED_OUT_CODE:
                     await service.set_address_opt_out(
                         session, self.hub, kind="sms", address=str(to), opted_out=True,
-                        source="provider", detail="Twilio error 21610")
+                        source="sms_keyword", detail="Twilio error 21610")
         return web.Response(status=200)
 
     async def inbound_webhook(self, request: web.Request) -> web.StreamResponse:
