@@ -1,0 +1,355 @@
+"""The durable job queue (hub/jobs.py): outbox semantics, retries, dead letter, replay, leases
+after a SIGKILL, schedules shared by replicas, two worker processes on PostgreSQL, graceful stop.
+
+In-process tests drive the queue with a FrozenClock and ``hub.jobs.run_until_idle()`` (no
+sleeps). Process tests run ``tests/hub/jobs_worker.py`` and poll the database with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from hub.clock import FrozenClock
+from hub.core import Hub
+from hub.db.models import Job, Schedule
+from hub.hookspecs import hookimpl
+from hub.jobs import JobContext, PermanentJobError, RetryAfter, retry_jobs
+
+HERE = Path(__file__).parent
+WORKER = HERE / "jobs_worker.py"
+REPO = HERE.parent.parent
+VETHUB = Path(sys.executable).with_name("vethub")
+
+# Backoff: attempt n waits initial * 2**(n-1) plus a jitter in [0, initial], capped at max.
+BACKOFF = {"backoff_initial": 10.0, "backoff_max": 1000.0, "max_attempts": 5}
+
+
+class Handlers:
+    """A test plugin: job handlers whose behaviour the payload chooses; every run is recorded."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, int, int]] = []  # (kind, job id, attempt)
+        self.broken = True
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @hookimpl
+    def vethub_job_handlers(self) -> dict[str, Any]:
+        return {
+            "t.ok": self.ok, "t.flaky": self.flaky, "t.always": self.always, "t.permanent": self.permanent,
+            "t.retry_after": self.retry_after, "t.until_fixed": self.until_fixed, "t.slow": self.slow,
+            "t.stuck": self.stuck,
+        }
+
+    def _record(self, job: JobContext) -> None:
+        self.runs.append((job.kind, job.id, job.attempts))
+
+    async def ok(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+
+    async def flaky(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        if job.attempts <= job.payload["fail"]:
+            raise ConnectionError(f"peer down (attempt {job.attempts})")
+
+    async def always(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        raise ConnectionError(f"peer down (attempt {job.attempts})")
+
+    async def permanent(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        raise PermanentJobError("address rejected by the provider")
+
+    async def retry_after(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        if job.attempts == 1:
+            raise RetryAfter(120, "429 from the provider")
+
+    async def until_fixed(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        if self.broken:
+            raise PermanentJobError("destination not configured")
+
+    async def slow(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        self.started.set()
+        await asyncio.sleep(job.payload["seconds"])
+
+    async def stuck(self, hub: Hub, job: JobContext) -> None:
+        self._record(job)
+        self.started.set()
+        await self.release.wait()
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    return Handlers()
+
+
+@pytest.fixture
+async def jhub(hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers, frozen_clock: FrozenClock) -> Hub:
+    return await hub_factory({"jobs": BACKOFF}, clock=frozen_clock, plugins=[("jobs_test", handlers)])
+
+
+async def enqueue(hub: Hub, kind: str, payload: dict[str, Any] | None = None, **kw: Any) -> int:
+    async with hub.transaction() as session:
+        return (await hub.jobs.enqueue(session, kind, payload or {}, **kw)).id
+
+
+async def get_job(hub: Hub, job_id: int) -> Job:
+    async with hub.sessionmaker() as session:
+        job = await session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+async def count_jobs(hub: Hub, *where: Any) -> int:
+    async with hub.sessionmaker() as session:
+        return (await session.execute(select(func.count()).select_from(Job).where(*where))).scalar_one()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def await_for(predicate: Callable[[], Awaitable[Any]], timeout: float, what: str,
+                    interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# --- the outbox ----------------------------------------------------------------------------------
+
+
+async def test_enqueue_is_part_of_the_callers_transaction(jhub: Hub, handlers: Handlers) -> None:
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort):
+        async with jhub.transaction() as session:
+            await jhub.jobs.enqueue(session, "t.ok", {"n": 1})
+            raise Abort
+    assert await count_jobs(jhub) == 0
+    assert await jhub.jobs.run_until_idle() == 0
+
+    async with jhub.transaction() as session:
+        job = await jhub.jobs.enqueue(session, "t.ok", {"n": 2})
+        # Flushed in the caller's transaction, invisible to others until it commits.
+        assert job.id is not None and job.status == "queued"
+    stored = await get_job(jhub, job.id)
+    assert (stored.kind, stored.payload, stored.attempts, stored.max_attempts) == ("t.ok", {"n": 2}, 0, 5)
+    assert await jhub.jobs.run_until_idle() == 1
+    assert handlers.runs == [("t.ok", job.id, 1)]
+    assert (await get_job(jhub, job.id)).status == "succeeded"
+
+
+async def test_idempotency_key_returns_the_existing_job(jhub: Hub, handlers: Handlers) -> None:
+    first = await enqueue(jhub, "t.ok", {"n": 1}, idempotency_key="comm:42")
+    async with jhub.transaction() as session:
+        again = await jhub.jobs.enqueue(session, "t.ok", {"n": 2}, idempotency_key="comm:42")
+        same_tx = await jhub.jobs.enqueue(session, "t.ok", {"n": 3}, idempotency_key="comm:42")
+    assert again.id == same_tx.id == first
+    assert again.payload == {"n": 1}
+    assert await count_jobs(jhub) == 1
+    # Still one job once it has run: the key guards the job's whole life, not only the queue.
+    await jhub.jobs.run_until_idle()
+    assert await enqueue(jhub, "t.ok", {}, idempotency_key="comm:42") == first
+    assert await jhub.jobs.run_until_idle() == 0
+    assert handlers.runs == [("t.ok", first, 1)]
+
+
+async def test_delayed_job_runs_only_when_due(jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
+    job_id = await enqueue(jhub, "t.ok", delay=30)
+    assert await jhub.jobs.run_until_idle() == 0
+    frozen_clock.advance(seconds=29)
+    assert await jhub.jobs.run_until_idle() == 0
+    frozen_clock.advance(seconds=1)
+    assert await jhub.jobs.run_until_idle() == 1
+    assert handlers.runs == [("t.ok", job_id, 1)]
+
+
+# --- retries and the dead letter -----------------------------------------------------------------
+
+
+async def test_retry_with_exponential_backoff_then_success(jhub: Hub, frozen_clock: FrozenClock,
+                                                           handlers: Handlers) -> None:
+    job_id = await enqueue(jhub, "t.flaky", {"fail": 3})
+    delays = []
+    for attempt in (1, 2, 3):
+        assert await jhub.jobs.run_until_idle() == 1
+        job = await get_job(jhub, job_id)
+        assert (job.status, job.attempts) == ("queued", attempt)
+        assert job.last_error == f"ConnectionError: peer down (attempt {attempt})"
+        assert job.lease_until is None
+        delay = (job.run_at - frozen_clock.now()).total_seconds()
+        # initial * 2**(attempt-1), plus jitter in [0, initial]
+        low = BACKOFF["backoff_initial"] * 2 ** (attempt - 1)
+        assert low <= delay <= low + BACKOFF["backoff_initial"], (attempt, delay)
+        delays.append(delay)
+        # Not due a moment before its time, due at it.
+        frozen_clock.advance(seconds=delay - 0.001)
+        assert await jhub.jobs.run_until_idle() == 0
+        frozen_clock.advance(seconds=0.001)
+    assert delays == sorted(delays) and len(set(delays)) == 3
+    assert await jhub.jobs.run_until_idle() == 1
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 4)
+    assert job.finished_at == frozen_clock.now()
+    assert [r[2] for r in handlers.runs] == [1, 2, 3, 4]
+
+
+async def test_backoff_is_capped_at_backoff_max(hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers,
+                                                frozen_clock: FrozenClock) -> None:
+    hub = await hub_factory({"jobs": {"backoff_initial": 10, "backoff_max": 25, "max_attempts": 10}},
+                            clock=frozen_clock, plugins=[("jobs_test", handlers)])
+    job_id = await enqueue(hub, "t.always")
+    for _ in range(4):
+        await hub.jobs.run_until_idle()
+        job = await get_job(hub, job_id)
+        assert (job.run_at - frozen_clock.now()).total_seconds() <= 25
+        frozen_clock.set(job.run_at)
+    assert (await get_job(hub, job_id)).attempts == 4
+
+
+async def test_permanent_error_goes_dead_at_once(jhub: Hub, handlers: Handlers, frozen_clock: FrozenClock) -> None:
+    job_id = await enqueue(jhub, "t.permanent")
+    assert await jhub.jobs.run_until_idle() == 1
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.attempts) == ("dead", 1)
+    assert job.last_error == "PermanentJobError: address rejected by the provider"
+    assert job.finished_at == frozen_clock.now()
+    frozen_clock.advance(days=1)
+    assert await jhub.jobs.run_until_idle() == 0
+    assert len(handlers.runs) == 1
+
+
+async def test_max_attempts_exhausted_goes_dead_with_last_error(jhub: Hub, frozen_clock: FrozenClock,
+                                                                handlers: Handlers) -> None:
+    job_id = await enqueue(jhub, "t.always", max_attempts=3)
+    for _ in range(3):
+        assert await jhub.jobs.run_until_idle() == 1
+        frozen_clock.advance(hours=1)
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.attempts, job.max_attempts) == ("dead", 3, 3)
+    assert job.last_error == "ConnectionError: peer down (attempt 3)"
+    frozen_clock.advance(days=1)
+    assert await jhub.jobs.run_until_idle() == 0
+    assert [r[2] for r in handlers.runs] == [1, 2, 3]
+
+
+async def test_unknown_kind_goes_dead(jhub: Hub) -> None:
+    job_id = await enqueue(jhub, "t.nobody_handles_this")
+    assert await jhub.jobs.run_until_idle() == 1
+    job = await get_job(jhub, job_id)
+    assert job.status == "dead" and "no handler for job kind 't.nobody_handles_this'" in (job.last_error or "")
+
+
+async def test_retry_after_is_honoured(jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
+    job_id = await enqueue(jhub, "t.retry_after")
+    t0 = frozen_clock.now()
+    assert await jhub.jobs.run_until_idle() == 1
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.attempts) == ("queued", 1)
+    assert job.run_at == t0 + timedelta(seconds=120)
+    assert job.last_error == "RetryAfter: 429 from the provider"
+    frozen_clock.advance(seconds=119)
+    assert await jhub.jobs.run_until_idle() == 0
+    frozen_clock.advance(seconds=1)
+    assert await jhub.jobs.run_until_idle() == 1
+    assert (await get_job(jhub, job_id)).status == "succeeded"
+    assert [r[2] for r in handlers.runs] == [1, 2]
+
+
+async def test_replay_dead_jobs_with_retry_jobs(jhub: Hub, handlers: Handlers, frozen_clock: FrozenClock) -> None:
+    a = await enqueue(jhub, "t.until_fixed", {"n": "a"})
+    b = await enqueue(jhub, "t.until_fixed", {"n": "b"})
+    c = await enqueue(jhub, "t.until_fixed", {"n": "c"})
+    assert await jhub.jobs.run_until_idle() == 3
+    assert await count_jobs(jhub, Job.status == "dead") == 3
+    handlers.broken = False
+
+    async with jhub.transaction() as session:
+        assert await retry_jobs(session, frozen_clock.now(), [a]) == 1
+    job = await get_job(jhub, a)
+    assert (job.status, job.attempts, job.finished_at) == ("queued", 0, None)
+    assert await jhub.jobs.run_until_idle() == 1
+    assert (await get_job(jhub, a)).status == "succeeded"
+    # A job that is not dead is not touched by a replay.
+    async with jhub.transaction() as session:
+        assert await retry_jobs(session, frozen_clock.now(), [a]) == 0
+        assert await retry_jobs(session, frozen_clock.now(), all_dead=True) == 2
+    assert await jhub.jobs.run_until_idle() == 2
+    assert {(await get_job(jhub, i)).status for i in (a, b, c)} == {"succeeded"}
+    assert sorted((r[1], r[2]) for r in handlers.runs) == [(a, 1), (a, 1), (b, 1), (b, 1), (c, 1), (c, 1)]
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VETHUB_CONFIG": str(config)}
+    return subprocess.run([str(VETHUB), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_replay_dead_jobs_through_the_cli(jhub: Hub, handlers: Handlers,
+                                                write_config: Callable[..., Path]) -> None:
+    config = write_config()
+    ok = await enqueue(jhub, "t.ok")
+    dead = [await enqueue(jhub, "t.until_fixed", {"n": n}) for n in range(3)]
+    await jhub.jobs.run_until_idle()
+
+    listed = await asyncio.to_thread(run_cli, config, "jobs", "list", "--status", "dead")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert sorted(int(line.split()[0]) for line in lines) == dead
+    assert all("dead" in line and "t.until_fixed" in line and "destination not configured" in line for line in lines)
+    assert str(ok) not in {line.split()[0] for line in lines}
+
+    shown = await asyncio.to_thread(run_cli, config, "jobs", "show", str(dead[0]))
+    assert shown.returncode == 0, shown.stderr
+    assert "destination not configured" in shown.stdout
+
+    missing = await asyncio.to_thread(run_cli, config, "jobs", "retry")
+    assert missing.returncode == 2 and "--all-dead" in missing.stderr
+
+    handlers.broken = False
+    one = await asyncio.to_thread(run_cli, config, "jobs", "retry", str(dead[0]))
+    assert one.returncode == 0, one.stderr
+    assert "requeued 1 job(s)" in one.stdout
+    assert [(await get_job(jhub, i)).status for i in dead] == ["queued", "dead", "dead"]
+    # The CLI stamps run_at with the real time; the test hub's frozen clock is earlier than that.
+    jhub.clock.set((await get_job(jhub, dead[0])).run_at)  # type: ignore[attr-defined]
+    assert await jhub.jobs.run_until_idle() == 1
+
+    rest = await asyncio.to_thread(run_cli, config, "jobs", "retry", "--all-dead")
+    assert rest.returncode == 0, rest.stderr
+    assert "requeued 2 job(s)" in rest.stdout
+    jhub.clock.set(max([(await get_job(jhub, i)).run_at for i in dead]))  # type: ignore[attr-defined]
+    assert await jhub.jobs.run_until_idle() == 2
+    assert [(await get_job(jhub, i)).status for i in dead] == ["succeeded"] * 3
+
+    none_dead = await asyncio.to_thread(run_cli, config, "jobs", "list", "--status", "dead")
+    assert none_dead.returncode == 0 and none_dead.stdout.strip() == ""
