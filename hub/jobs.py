@@ -74,7 +74,7 @@ class JobQueue:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         settings = hub.config.jobs
         self._wait = wait_exponential_jitter(
-            initial=settings.backoff_initial, max=settings.backoff_max, jitter=settings.backoff_initial
+            multiplier=settings.backoff_initial, max=settings.backoff_max, jitter=settings.backoff_initial
         )
 
     @property

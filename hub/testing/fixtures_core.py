@@ -138,7 +138,7 @@ async def hub_factory(make_config: Callable[..., HubConfig]) -> AsyncIterator[Ca
         pm = get_plugin_manager(config.plugins.disabled, extra=plugins or ())
         hub = Hub(config, pm, clock)
         hubs.append(hub)
-        await hub.start()
+        await hub.start(upgrade=True)  # a fresh test database, on either backend
         return hub
 
     yield _factory

@@ -11,7 +11,7 @@ from hub.auth import AuthError, Principal, authenticate
 from hub.web.errors import ApiError
 from hub.web.keys import HUB_KEY
 
-PRINCIPAL_KEY = "vethub_principal"
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("vethub_principal", Principal)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
