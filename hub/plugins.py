@@ -20,8 +20,17 @@ ENTRY_POINT_GROUP = "vethub"
 # Built-in features are plugins too. Order matters only for first-result hooks: later
 # registrations are called first by pluggy, so a vendor's plugin overrides a built-in policy.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("imaging", "hub.imaging.plugin"),
+    ("dicom", "plugins.dicom.plugin"),
+    ("case_routing", "plugins.policies.routing"),
     ("sms", "plugins.channels.sms"),
     ("postcard", "plugins.channels.postcard"),
+    ("pims", "hub.pims.plugin"),
+    ("ezyvet", "connectors.ezyvet"),
+    ("file_export", "connectors.file_export"),
+    ("accounts", "hub.accounts.plugin"),
+    ("switching", "plugins.policies.switching"),
+    ("onboarding_fields", "plugins.policies.onboarding"),
 )
 
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.pims.records import Batch, Checkpoint
 
@@ -39,12 +39,15 @@ def _utcnow() -> datetime:
 
 
 class ConnectorConfig(BaseModel):
-    """Base for a connector's ``config_model``: unknown keys are errors, and ``name`` (which
-    tells two connectors of one practice apart) is accepted for every connector."""
+    """Base for a connector's ``config_model``: unknown keys are errors; ``name`` (which tells
+    two connectors of one practice apart) and ``sync_every_seconds`` are accepted for every
+    connector."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
+    #: how often the hub runs an incremental sync of this entry; 0 turns the schedule off.
+    sync_every_seconds: int = Field(900, ge=0)
 
 
 @dataclass(frozen=True)

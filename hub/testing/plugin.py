@@ -19,6 +19,8 @@ from __future__ import annotations
 from hub.testing.fixtures_core import *  # noqa: F403
 
 pytest_plugins = [
+    "hub.testing.fixtures_dicom",
     "hub.testing.fixtures_messaging",
     "hub.testing.fixtures_channels",
+    "hub.testing.fixtures_pims",
 ]

@@ -1,0 +1,74 @@
+"""``GET /api/practices/{id}/sync``: each PIMS connector's last run, counts, duration, rejects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from hub.db.models import Practice
+from hub.pims.models import SyncCheckpoint, SyncReject, SyncRun
+from hub.pims.sync import connector_entries
+from hub.web.api_core import int_param
+from hub.web.auth import get_principal
+from hub.web.errors import not_found
+from hub.web.keys import HUB_KEY
+
+routes = web.RouteTableDef()
+REJECTS_SHOWN = 100
+
+
+def run_json(run: SyncRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+    return {"id": run.id, "status": run.status, "full": run.full, "trigger": run.trigger,
+            "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "duration_seconds": seconds, "batches": run.batches, "counts": run.counts,
+            "rejected": run.rejected, "error": run.error}
+
+
+@routes.get("/api/practices/{id}/sync")
+async def practice_sync(request: web.Request) -> web.Response:
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    practice_id = int_param(request, "id")
+    async with hub.sessionmaker() as session:
+        practice = await session.get(Practice, practice_id)
+        if practice is None or not await principal.can_access_practice(session, practice_id):
+            raise not_found("practice")
+        names = [e.name for e in connector_entries(hub.config.practices, practice.slug)]
+        names += [n for n in (await session.execute(
+            select(SyncRun.connector).where(SyncRun.practice_id == practice_id).distinct())
+        ).scalars() if n not in names]
+        items = []
+        for name in names:
+            run = (await session.execute(
+                select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name)
+                .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
+            last_ok = (await session.execute(
+                select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name,
+                                      SyncRun.status == "succeeded")
+                .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
+            checkpoint = (await session.execute(
+                select(SyncCheckpoint.updated_at).where(SyncCheckpoint.practice_id == practice_id,
+                                                        SyncCheckpoint.connector == name))
+            ).scalar_one_or_none()
+            rejects = []
+            if run is not None:
+                rows = (await session.execute(
+                    select(SyncReject).where(SyncReject.run_id == run.id)
+                    .order_by(SyncReject.id).limit(REJECTS_SHOWN))).scalars()
+                rejects = [{"kind": r.kind, "external_id": r.external_id, "reason": r.reason,
+                            "source": r.source, "raw": r.raw, "at": r.created_at.isoformat()}
+                           for r in rows]
+            total = (await session.execute(
+                select(func.count()).select_from(SyncReject)
+                .where(SyncReject.practice_id == practice_id, SyncReject.connector == name))
+            ).scalar_one()
+            items.append({"connector": name, "last_run": run_json(run),
+                          "last_success": run_json(last_ok),
+                          "checkpoint_at": checkpoint.isoformat() if checkpoint else None,
+                          "rejects": rejects, "rejects_total": total})
+    return web.json_response({"practice_id": practice_id, "items": items})

@@ -1,0 +1,116 @@
+"""The PIMS sync plugin: the periodic sync jobs, ``vethub sync`` and ``GET /api/practices/{id}/sync``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from aiohttp import web
+
+from hub.hookspecs import hookimpl
+from hub.jobs import JobContext, PermanentJobError
+from hub.pims import api
+from hub.pims.sync import ConnectorEntry, RunResult, SyncError, SyncEngine, connector_entries
+
+JOB_KIND = "pims.sync"
+
+
+def schedule_name(entry: ConnectorEntry) -> str:
+    return f"pims-sync:{entry.practice}:{entry.name}"
+
+
+async def _ensure_schedules(hub: Any) -> None:
+    async with hub.transaction() as session:
+        for entry in connector_entries(hub.config.practices):
+            every = int(entry.table.get("sync_every_seconds", 900))
+            if every > 0:
+                await hub.jobs.ensure_schedule(
+                    session, schedule_name(entry), JOB_KIND,
+                    {"practice": entry.practice, "connector": entry.name}, every)
+
+
+async def run_sync_job(hub: Any, job: JobContext) -> None:
+    """A scheduled (or enqueued) run; payload ``{"practice", "connector", "full"?}``."""
+    entries = connector_entries(hub.config.practices, job.payload["practice"],
+                                job.payload["connector"])
+    if not entries:
+        raise PermanentJobError(f"no PIMS connector {job.payload['connector']!r} is configured "
+                                f"for practice {job.payload['practice']!r}")
+    # A failed run is recorded (run row, operator event) and the next tick tries again; the job
+    # itself does not retry, so failing runs do not pile up behind the schedule.
+    try:
+        await SyncEngine(hub, entries[0]).run(full=bool(job.payload.get("full")), trigger="schedule")
+    except SyncError as err:
+        raise PermanentJobError(str(err)) from err
+
+
+@hookimpl
+def vethub_job_handlers() -> dict[str, Any]:
+    return {JOB_KIND: run_sync_job}
+
+
+@hookimpl
+def vethub_startup(hub: Any) -> Any:
+    return _ensure_schedules(hub)
+
+
+@hookimpl
+def vethub_web_routes(hub: Any) -> list[web.AbstractRouteDef]:
+    return list(api.routes)
+
+
+def _progress_printer() -> Any:
+    if not sys.stdout.isatty():
+        return None
+
+    def show(entry: ConnectorEntry, result: RunResult) -> None:
+        done = sum(sum(v for k, v in c.items() if k != "rejected") for c in result.counts.values())
+        width = 30
+        filled = result.batches % (width + 1)
+        bar = "#" * filled + "-" * (width - filled)
+        click.echo(f"\r{entry.practice}/{entry.name} [{bar}] {done:,} records, "
+                   f"{result.rejected:,} rejected, batch {result.batches}, {result.seconds:.1f}s",
+                   nl=False)
+
+    return show
+
+
+@click.command("sync")
+@click.option("--config", "config_path", envvar="VETHUB_CONFIG", default=None, metavar="PATH",
+              help="Configuration file (default: $VETHUB_CONFIG or ./vethub.toml).")
+@click.option("--practice", default=None, help="Only this practice (slug).")
+@click.option("--connector", default=None, help="Only this connector (entry name or connector).")
+@click.option("--full", is_flag=True, help="Read everything, not only changes since the checkpoint.")
+def sync_command(config_path: str | None, practice: str | None, connector: str | None,
+                 full: bool) -> None:
+    """Sync practices' PIMS data now (every configured connector unless filtered)."""
+    from hub.cli_support import with_hub
+    from hub.pims.sync import sync_practices
+
+    progress = _progress_printer()
+
+    async def _go(hub: Any) -> list[RunResult]:
+        return await sync_practices(hub, practice=practice, connector=connector, full=full,
+                                    trigger="cli", progress=progress)
+
+    try:
+        results = with_hub(config_path, _go)
+    except SyncError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    if progress:
+        click.echo()
+    for r in results:
+        counts = ", ".join(f"{kind}s +{c['inserted']} ~{c['updated']} ={c['unchanged']}"
+                           for kind, c in r.counts.items() if any(c.values()))
+        click.echo(f"{r.practice}/{r.connector}: {r.status} in {r.seconds:.1f}s "
+                   f"({counts or 'nothing new'}; {r.rejected} rejected)"
+                   + (f": {r.error}" if r.error else ""))
+    if any(r.status != "succeeded" for r in results):
+        sys.exit(1)
+
+
+@hookimpl
+def vethub_cli_commands() -> list[click.Command]:
+    return [sync_command]

@@ -1,0 +1,324 @@
+"""The PIMS sync engine: drives one practice's connector and keeps the hub's copy current.
+
+For each batch a connector yields, in one transaction: normalise every record (rejects go to
+``pims_rejects`` with the raw payload and the reason), upsert the rest by (practice_id,
+external_id) with the database's ``INSERT … ON CONFLICT DO UPDATE`` (only rows whose values
+differ are touched), add the batch's counts to the run and store the batch's checkpoint. A
+crash therefore resumes after the last committed batch, and a batch read twice changes nothing
+and counts as unchanged. Inactivation and death arrive as status updates; nothing is deleted.
+``vethub_client_synced`` fires, after the commit, for each client inserted or changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub import events
+from hub.config import PracticeConfig, pims_connector_classes
+from hub.db.models import Practice
+from hub.pims.connector import ConnectorContext, PimsConnector
+from hub.pims.models import (
+    Appointment,
+    Client,
+    Patient,
+    Reminder,
+    SyncCheckpoint,
+    SyncReject,
+    SyncRun,
+    Visit,
+)
+from hub.pims.normalise import normalise
+from hub.pims.records import (
+    AppointmentRecord,
+    Batch,
+    ClientRecord,
+    PatientRecord,
+    Reject,
+    ReminderRecord,
+    VisitRecord,
+)
+
+log = logging.getLogger(__name__)
+
+#: kind -> (batch attribute, table, record class), in upsert order.
+KINDS: dict[str, tuple[str, Table, type]] = {
+    "client": ("clients", Client.__table__, ClientRecord),
+    "patient": ("patients", Patient.__table__, PatientRecord),
+    "reminder": ("reminders", Reminder.__table__, ReminderRecord),
+    "appointment": ("appointments", Appointment.__table__, AppointmentRecord),
+    "visit": ("visits", Visit.__table__, VisitRecord),
+}
+_FIELDS = {kind: [f.name for f in dataclasses.fields(cls) if f.name != "raw"]
+           for kind, (_a, _t, cls) in KINDS.items()}
+#: stay under SQLite's and asyncpg's bound-parameter limits (32766 / 32767).
+MAX_PARAMS = 30000
+
+
+class SyncError(Exception):
+    """A sync could not start (unknown practice or connector); the message says which."""
+
+
+@dataclass(frozen=True)
+class ConnectorEntry:
+    """One ``[[practices.pims]]`` table of one practice."""
+
+    practice: str
+    name: str
+    connector: str
+    table: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    practice: str
+    connector: str
+    status: str
+    counts: dict[str, dict[str, int]]
+    rejected: int
+    batches: int
+    seconds: float
+    error: str | None = None
+
+
+def connector_entries(practices: Sequence[PracticeConfig], practice: str | None = None,
+                      connector: str | None = None) -> list[ConnectorEntry]:
+    """The configured connectors, optionally only one practice's and/or one name."""
+    out = []
+    for p in practices:
+        if practice is not None and p.slug != practice:
+            continue
+        for table in p.pims:
+            name = table.get("name") or table["connector"]
+            if connector is None or connector in (name, table["connector"]):
+                out.append(ConnectorEntry(p.slug, name, table["connector"], table))
+    return out
+
+
+def build_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsConnector:
+    classes = pims_connector_classes(hub.pm)
+    cls = classes.get(entry.connector)
+    if cls is None:
+        raise SyncError(f"practice {entry.practice!r}: no connector named {entry.connector!r} is installed")
+    config = cls.config_model.model_validate({k: v for k, v in entry.table.items() if k != "connector"})
+    context = ConnectorContext(
+        practice_slug=practice.slug, practice_country=practice.country,
+        practice_timezone=practice.timezone, http=hub.http,
+        data_dir=hub.data_dir / "pims" / practice.slug / entry.name, now=hub.clock.now,
+    )
+    return cls(config, context)
+
+
+def _source(raw: Any) -> str | None:
+    if isinstance(raw, dict) and "file" in raw:
+        return f"{raw['file']}:{raw.get('line', '')}"
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _empty_counts() -> dict[str, dict[str, int]]:
+    return {kind: {"inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0} for kind in KINDS}
+
+
+class SyncEngine:
+    """Runs one practice's connector entry; see the module docstring."""
+
+    def __init__(self, hub: Any, entry: ConnectorEntry, *,
+                 progress: Callable[[RunResult], None] | None = None) -> None:
+        self.hub = hub
+        self.entry = entry
+        self.progress = progress
+
+    async def run(self, *, full: bool = False, trigger: str = "cli") -> RunResult:
+        hub, entry = self.hub, self.entry
+        started = time.monotonic()
+        async with hub.transaction() as session:
+            practice = (await session.execute(
+                select(Practice).where(Practice.slug == entry.practice))).scalar_one_or_none()
+            if practice is None:
+                raise SyncError(f"no practice with slug {entry.practice!r} in the database")
+            # A run still "running" here was cut off (the process died): say so.
+            await session.execute(
+                update(SyncRun).where(SyncRun.practice_id == practice.id,
+                                      SyncRun.connector == entry.name,
+                                      SyncRun.status == "running")
+                .values(status="interrupted", finished_at=hub.clock.now()))
+            previous = (await session.execute(
+                select(SyncRun.status).where(SyncRun.practice_id == practice.id,
+                                             SyncRun.connector == entry.name,
+                                             SyncRun.status.in_(("succeeded", "failed")))
+                .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
+            run = SyncRun(practice_id=practice.id, connector=entry.name, full=full,
+                          trigger=trigger, status="running", started_at=hub.clock.now(),
+                          counts=_empty_counts())
+            session.add(run)
+            checkpoint = (await session.execute(
+                select(SyncCheckpoint.checkpoint).where(SyncCheckpoint.practice_id == practice.id,
+                                                        SyncCheckpoint.connector == entry.name)
+            )).scalar_one_or_none()
+            await session.flush()
+        self.practice_id = practice.id
+        self.run_id = run.id
+        connector = build_connector(hub, entry, practice)
+        result = RunResult(run.id, entry.practice, entry.name, "running", _empty_counts(), 0, 0, 0.0)
+        want_events = bool(hub.pm.hook.vethub_client_synced.get_hookimpls())
+        try:
+            batches = connector.batches(None if full else checkpoint, full)
+            try:
+                async for batch in batches:
+                    changed = await self._apply(batch, practice.country, result)
+                    result.seconds = time.monotonic() - started
+                    if want_events and changed:
+                        await self._fire(changed)
+                    if self.progress:
+                        self.progress(result)
+            finally:
+                await batches.aclose()
+        except Exception as err:
+            result.status, result.error = "failed", f"{type(err).__name__}: {err}"
+            log.warning("PIMS sync %s/%s failed: %s", entry.practice, entry.name, result.error)
+        else:
+            result.status = "succeeded"
+        result.seconds = time.monotonic() - started
+        async with hub.transaction() as session:
+            await session.execute(update(SyncRun).where(SyncRun.id == run.id).values(
+                status=result.status, finished_at=hub.clock.now(), error=result.error))
+            # One event when a connector starts failing and one when it recovers, not one per run.
+            if result.status == "failed" and previous != "failed":
+                await events.record(session, "pims.sync_failed",
+                                    f"PIMS sync {entry.name} of {entry.practice} failed: {result.error}",
+                                    practice_id=practice.id, data={"run_id": run.id})
+            elif result.status == "succeeded" and previous == "failed":
+                await events.record(session, "pims.sync_recovered",
+                                    f"PIMS sync {entry.name} of {entry.practice} works again",
+                                    practice_id=practice.id, data={"run_id": run.id})
+        return result
+
+    async def _apply(self, batch: Batch, country: str, result: RunResult) -> list[int]:
+        """Normalise, upsert and checkpoint one batch in one transaction; return changed
+        client ids."""
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for kind, (attr, _table, _cls) in KINDS.items():
+            good = []
+            for record in getattr(batch, attr):
+                outcome = normalise(record, country)
+                if isinstance(outcome, str):
+                    raw = record.raw if record.raw is not None else dataclasses.asdict(record)
+                    batch.rejects.append(Reject(kind, outcome, raw, record.external_id or None,
+                                                _source(record.raw)))
+                    continue
+                good.append(outcome)
+            rows[kind] = [self._row(kind, r) for r in good]
+        changed_clients: list[int] = []
+        now = self.hub.clock.now()
+        async with self.hub.transaction() as session:
+            for kind, kind_rows in rows.items():
+                if not kind_rows:
+                    continue
+                inserted, updated, total, ids = await upsert(
+                    session, KINDS[kind][1], self.practice_id, kind_rows, now)
+                c = result.counts[kind]
+                c["inserted"] += inserted
+                c["updated"] += updated
+                c["unchanged"] += total - inserted - updated
+                if kind == "client":
+                    changed_clients = ids
+            if batch.rejects:
+                for r in batch.rejects:
+                    result.counts[r.kind]["rejected"] += 1
+                result.rejected += len(batch.rejects)
+                await session.execute(SyncReject.__table__.insert(), [
+                    {"practice_id": self.practice_id, "connector": self.entry.name,
+                     "run_id": self.run_id, "kind": r.kind, "external_id": r.external_id,
+                     "reason": r.reason, "source": r.source, "raw": _jsonable(r.raw),
+                     "created_at": now} for r in batch.rejects])
+            result.batches += 1
+            await session.execute(update(SyncRun).where(SyncRun.id == self.run_id).values(
+                counts=result.counts, rejected=result.rejected, batches=result.batches))
+            await save_checkpoint(session, self.practice_id, self.entry.name,
+                                  _jsonable(batch.checkpoint), now)
+        return changed_clients
+
+    def _row(self, kind: str, record: Any) -> dict[str, Any]:
+        row = {name: getattr(record, name) for name in _FIELDS[kind]}
+        row["practice_id"] = self.practice_id
+        return row
+
+    async def _fire(self, client_ids: list[int]) -> None:
+        async with self.hub.sessionmaker() as session:
+            clients = (await session.execute(select(Client).where(Client.id.in_(client_ids)))).scalars()
+            for client in list(clients):
+                await self.hub.fire("vethub_client_synced", hub=self.hub, client=client)
+
+
+def _insert_for(session: AsyncSession) -> Callable[[Table], Any]:
+    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+
+
+async def upsert(session: AsyncSession, table: Table, practice_id: int,
+                 rows: list[dict[str, Any]], now: Any) -> tuple[int, int, int, list[int]]:
+    """Insert or update ``rows`` by (practice_id, external_id); rows whose values are unchanged
+    are not touched. Returns (inserted, updated, distinct rows, ids inserted or changed)."""
+    # The last of several versions of one record in a batch wins; a statement may not touch
+    # a row twice.
+    by_id = {r["external_id"]: r for r in rows}
+    rows = list(by_id.values())
+    for r in rows:
+        r["synced_at"] = now
+    existing = set((await session.execute(
+        select(table.c.external_id).where(table.c.practice_id == practice_id,
+                                          table.c.external_id.in_(list(by_id))))).scalars())
+    compared = [c for c in rows[0] if c not in ("practice_id", "external_id", "synced_at")]
+    chunk = max(MAX_PARAMS // len(rows[0]), 1)
+    insert = _insert_for(session)
+    changed: list[tuple[int, str]] = []
+    for start in range(0, len(rows), chunk):
+        stmt = insert(table).values(rows[start:start + chunk])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["practice_id", "external_id"],
+            set_={c: stmt.excluded[c] for c in [*compared, "synced_at"]},
+            where=or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compared]),
+        ).returning(table.c.id, table.c.external_id)
+        changed += [(r[0], r[1]) for r in await session.execute(stmt)]
+    inserted = sum(1 for _i, ext in changed if ext not in existing)
+    return inserted, len(changed) - inserted, len(rows), [i for i, _e in changed]
+
+
+async def save_checkpoint(session: AsyncSession, practice_id: int, connector: str,
+                          checkpoint: dict[str, Any], now: Any) -> None:
+    table = SyncCheckpoint.__table__
+    stmt = _insert_for(session)(table).values(practice_id=practice_id, connector=connector,
+                                              checkpoint=checkpoint, updated_at=now)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=["practice_id", "connector"],
+        set_={"checkpoint": stmt.excluded.checkpoint, "updated_at": stmt.excluded.updated_at}))
+
+
+async def sync_practices(hub: Any, *, practice: str | None = None, connector: str | None = None,
+                         full: bool = False, trigger: str = "cli",
+                         progress: Callable[[ConnectorEntry, RunResult], None] | None = None,
+                         ) -> list[RunResult]:
+    """Run every configured connector matching the filters, one after another."""
+    entries = connector_entries(hub.config.practices, practice, connector)
+    if not entries:
+        what = " ".join(f"{k} {v!r}" for k, v in (("practice", practice), ("connector", connector)) if v)
+        raise SyncError(f"no PIMS connector is configured{' for ' + what if what else ''}")
+    results = []
+    for entry in entries:
+        engine = SyncEngine(hub, entry, progress=(lambda r, e=entry: progress(e, r)) if progress else None)
+        results.append(await engine.run(full=full, trigger=trigger))
+    return results
