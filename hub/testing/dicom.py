@@ -87,7 +87,8 @@ def _send_batch(
     pairs: dict[str, set[str]] = {}
     for meta in metas.values():
         pairs.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(str(meta.TransferSyntaxUID))
-    contexts = [build_context(sop, sorted(ts)) for sop, ts in sorted(pairs.items())]
+    # One context per (SOP class, transfer syntax): the acceptor picks one syntax per context.
+    contexts = [build_context(sop, t) for sop, ts in sorted(pairs.items()) for t in sorted(ts)]
     if len(contexts) > 128:
         raise ValueError("more than 128 presentation contexts; split the batch")
     assoc = ae.associate(host, port, contexts=contexts, ae_title=called_ae)
@@ -164,7 +165,7 @@ def storescu_command(
         called_ae,
         "+sd",
         "+r",
-        "-xs",  # propose the file's own transfer syntax (compressed ones included)
+        "-R",  # propose only the contexts the files need (their own transfer syntaxes)
         *extra,
         host,
         str(port),

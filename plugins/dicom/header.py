@@ -167,6 +167,10 @@ def parse_header(
         if not is_valid_uid(value):
             raise HeaderError(STATUS_DATASET_MISMATCH, f"{label} is not a valid UID")
         uids[field] = str(value)
+    if expected_sop_instance is not None:
+        expected_sop_instance = expected_sop_instance.rstrip("\x00 ")
+    if expected_sop_class is not None:
+        expected_sop_class = expected_sop_class.rstrip("\x00 ")
     if expected_sop_instance is not None and uids["sop_instance_uid"] != expected_sop_instance:
         raise HeaderError(
             STATUS_DATASET_MISMATCH,

@@ -1,0 +1,63 @@
+"""The ``[dicom]`` config section: the receiver's listener, storage and study stability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class DicomConfig(BaseModel):
+    """Receiver settings. Example::
+
+    [dicom]
+    host = "0.0.0.0"          # bind address (127.0.0.1 by default)
+    port = 11112
+    ae_title = "VETHUB"       # the called AE title modalities must use
+    storage_root = "/srv/vethub/dicom"
+    stable_age = 60
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=0, le=65535, description="0 picks a free port (tests)")
+    ae_title: str = Field("VETHUB", min_length=1, max_length=16)
+    max_associations: int = Field(10, ge=1, le=1000)
+    max_pdu: int = Field(131072, ge=0, description="largest PDU the hub receives; 0 means no limit")
+    storage_root: Path | None = Field(
+        None, description="where instances are written; default <data_dir>/dicom"
+    )
+    stable_age: float = Field(60, gt=0, description="seconds without a new instance")
+    refuse_unknown_callers: bool = True
+    unknown_caller_practice: str | None = Field(
+        None,
+        description="practice slug that instances from unregistered callers are filed "
+        "under when refuse_unknown_callers is false",
+    )
+    overwrite_resent: bool = False
+    processes: int = Field(
+        1, ge=1, le=64, description="receiver processes sharing the port (SO_REUSEPORT)"
+    )
+    commit_batch: int = Field(
+        64, ge=1, le=1000, description="most instances committed in one transaction"
+    )
+    forward_timeout: float = Field(60, gt=0, description="seconds per forward association")
+    forward_max_attempts: int = Field(10, ge=1)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if not value or not all(32 <= ord(c) < 127 and c != "\\" for c in value):
+            raise ValueError("an AE title is 1-16 printable ASCII characters, no backslash")
+        return value
+
+    @model_validator(mode="after")
+    def _unknown(self) -> DicomConfig:
+        if not self.refuse_unknown_callers and not self.unknown_caller_practice:
+            raise ValueError(
+                "refuse_unknown_callers = false needs unknown_caller_practice (a practice slug)"
+            )
+        return self

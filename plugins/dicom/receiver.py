@@ -1,0 +1,328 @@
+"""The DICOM receiver: a pynetdicom Storage SCP (and Verification SCP) inside the hub process.
+
+pynetdicom runs each association in its own thread. The handlers here do the blocking work
+in that thread (parse the header from the received bytes, write and fsync the file), then
+hand the database work to the hub's event loop (:class:`Committer`) and wait for the commit
+before answering the C-STORE: Success means the file is durable and its row committed.
+
+Who may call: the association's calling AE title must be registered (the core's
+``calling_aes`` table, optionally with source addresses) and its called AE title must be the
+hub's. Anything else is rejected with the matching A-ASSOCIATE-RJ reason and recorded as an
+operator event (``dicom.association_rejected``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, evt
+from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import select
+
+from hub import events
+from hub.db.models import CallingAE, Practice
+from hub.imaging.service import ImagingError, ReceivedInstance
+
+from .committer import Committer
+from .config import DicomConfig
+from .header import HeaderError, parse_header
+from .storage import DicomStore, StorageError, instance_relpath
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+REJECTED_EVENT = "dicom.association_rejected"
+STATUS_NOT_AUTHORISED = 0x0124
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+LOOP_TIMEOUT = 60.0
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 §9.3.4
+RJ_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
+RJ_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
+RJ_BUSY = (0x02, 0x03, 0x01)  # transient, service provider (presentation), congestion
+
+# Every transfer syntax pydicom knows: data sets are stored as received, never decoded, so
+# the hub need not support a codec to accept one.
+TRANSFER_SYNTAXES = [str(ts) for ts in AllTransferSyntaxes]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    practice_id: int
+    calling_ae: str
+    peer_address: str
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = "".join(c for c in comment if 32 <= ord(c) < 127)[:64]
+    return ds
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    """Sets SO_REUSEPORT so several receiver processes can share one port."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class DicomReceiver:
+    def __init__(self, hub: Hub, config: DicomConfig) -> None:
+        self.hub = hub
+        self.config = config
+        root = config.storage_root or (hub.data_dir / "dicom")
+        self.store = DicomStore(root, overwrite=config.overwrite_resent)
+        self.committer = Committer(
+            hub,
+            stable_age=config.stable_age,
+            overwrite=config.overwrite_resent,
+            max_batch=config.commit_batch,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ae: AE | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self.port: int | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, *, reuse_port: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        await self.committer.start()
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = self.config.max_pdu
+        ae.require_called_aet = False  # checked in _on_requested, to record the rejection
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
+        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
+        server_class = _ReusePortServer if reuse_port else ThreadedAssociationServer
+
+        def _start() -> ThreadedAssociationServer:
+            return _start_server(ae, (self.config.host, self.config.port), handlers, server_class)
+
+        self._server = await asyncio.to_thread(_start)
+        self._ae = ae
+        self.port = self._server.server_address[1]
+        log.info(
+            "DICOM receiver %s listening on %s:%s, storing under %s",
+            self.config.ae_title,
+            self.config.host,
+            self.port,
+            self.store.root,
+        )
+
+    async def stop(self) -> None:
+        server, ae = self._server, self._ae
+        self._server = self._ae = None
+        if server is not None and ae is not None:
+
+            def _stop() -> None:
+                server.shutdown()
+                for assoc in list(ae.active_associations):
+                    assoc.abort()
+
+            await asyncio.to_thread(_stop)
+        await self.committer.stop()
+
+    # --- running coroutines on the hub's loop from pynetdicom's threads -----------------------
+
+    def _call(self, coro: Any, timeout: float = LOOP_TIMEOUT) -> Any:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise
+
+    # --- association acceptance ---------------------------------------------------------------
+
+    async def _identify(self, calling: str, address: str) -> tuple[Caller | None, str | None]:
+        async with self.hub.sessionmaker() as session:
+            row = (
+                await session.execute(select(CallingAE).where(CallingAE.ae_title == calling))
+            ).scalar_one_or_none()
+            if row is None:
+                if self.config.refuse_unknown_callers:
+                    return None, f"calling AE {calling} not registered, from {address}"
+                practice_id = await session.scalar(
+                    select(Practice.id).where(Practice.slug == self.config.unknown_caller_practice)
+                )
+                if practice_id is None:
+                    return None, (
+                        f"calling AE {calling} not registered and unknown_caller_practice "
+                        f"{self.config.unknown_caller_practice!r} does not exist, from {address}"
+                    )
+                return Caller(practice_id, calling, address), None
+            allowed = row.source_addresses or []
+            if allowed and address not in allowed:
+                return None, (
+                    f"calling AE {calling} not allowed from {address} "
+                    f"(registered for {', '.join(allowed)})"
+                )
+            return Caller(row.practice_id, calling, address), None
+
+    async def _record_rejection(self, message: str, data: dict[str, Any]) -> None:
+        async with self.hub.transaction() as session:
+            await events.record(session, REJECTED_EVENT, f"rejected: {message}", data=data)
+
+    def _reject(self, assoc: Any, rsd: tuple[int, int, int], message: str, data: dict) -> None:
+        try:
+            self._call(self._record_rejection(message, data))
+        except Exception:  # the rejection still goes out; the log keeps the reason
+            log.exception("could not record the rejection: %s", message)
+        log.warning("association rejected: %s", message)
+        assoc.acse.send_reject(*rsd)
+        assoc.kill()  # returns once the A-ASSOCIATE-RJ has been sent
+
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = str(rq.calling_ae_title or "").strip()
+        called = str(rq.called_ae_title or "").strip()
+        address = str(assoc.requestor.address)
+        data = {"calling_ae": calling, "called_ae": called, "address": address}
+        try:
+            if called != self.config.ae_title:
+                self._reject(
+                    assoc,
+                    RJ_CALLED_AE,
+                    f"called AE {called} is not this hub's ({self.config.ae_title}); "
+                    f"calling AE {calling}, from {address}",
+                    {**data, "reason": "called_ae"},
+                )
+                return
+            caller, why = self._call(self._identify(calling, address))
+        except Exception as err:
+            log.exception("association from %s (%s) could not be checked", calling, address)
+            self._reject(
+                assoc,
+                RJ_BUSY,
+                f"calling AE {calling} from {address} could not be checked: {err}",
+                {**data, "reason": "error"},
+            )
+            return
+        if caller is None:
+            self._reject(assoc, RJ_CALLING_AE, why or "", {**data, "reason": "calling_ae"})
+            return
+        assoc.vethub_caller = caller
+
+    # --- C-STORE ------------------------------------------------------------------------------
+
+    def _on_store(self, event: Any) -> Dataset:
+        try:
+            return self._store(event)
+        except Exception as err:  # never let a bad instance take the receiver down
+            log.exception("C-STORE failed unexpectedly")
+            return _status(STATUS_CANNOT_UNDERSTAND, f"processing failure: {type(err).__name__}")
+
+    def _store(self, event: Any) -> Dataset:
+        caller: Caller | None = getattr(event.assoc, "vethub_caller", None)
+        if caller is None:
+            return _status(STATUS_NOT_AUTHORISED, "calling AE not identified")
+        request = event.request
+        stream = request.DataSet
+        stream.seek(0)
+        transfer_syntax = str(event.context.transfer_syntax)
+        try:
+            header = parse_header(
+                stream,
+                transfer_syntax,
+                expected_sop_class=str(request.AffectedSOPClassUID),
+                expected_sop_instance=str(request.AffectedSOPInstanceUID),
+            )
+            relpath = instance_relpath(
+                caller.practice_id,
+                header.study_instance_uid,
+                header.series_instance_uid,
+                header.sop_instance_uid,
+            )
+        except HeaderError as err:
+            log.info("C-STORE from %s refused (0x%04X): %s", caller.calling_ae, err.status, err)
+            return _status(err.status, err.comment)
+        except StorageError as err:
+            return _status(err.status, str(err))
+
+        meta = event.file_meta
+        meta.SourceApplicationEntityTitle = caller.calling_ae
+        head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
+        body = stream.getbuffer()
+        try:
+            stored = self.store.write(relpath, (head, body))
+        except StorageError as err:
+            return _status(err.status, str(err))
+        finally:
+            body.release()
+
+        item = ReceivedInstance(
+            practice_id=caller.practice_id,
+            calling_ae=caller.calling_ae,
+            peer_address=caller.peer_address,
+            sop_class_uid=header.sop_class_uid,
+            sop_instance_uid=header.sop_instance_uid,
+            study_instance_uid=header.study_instance_uid,
+            series_instance_uid=header.series_instance_uid,
+            transfer_syntax_uid=transfer_syntax,
+            size_bytes=stored.size,
+            path=str(relpath),
+            modality=header.modality,
+            animal_name=header.animal_name,
+            animal_id=header.animal_id,
+            species=header.species,
+            responsible_person=header.responsible_person,
+            body_part=header.body_part,
+            study_date=header.study_date,
+            study_description=header.study_description,
+            institution=header.institution,
+        )
+        try:
+            self._call(self.committer.submit(item))
+        except ImagingError as err:
+            return _status(err.status, str(err))
+        except Exception as err:
+            log.exception("instance %s could not be committed", header.sop_instance_uid)
+            return _status(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(err).__name__}")
+        return _status(0x0000)
+
+
+def _start_server(
+    ae: AE, address: tuple[str, int], handlers: list, server_class: type
+) -> ThreadedAssociationServer:
+    """ae.start_server(block=False), with a chosen server class (for SO_REUSEPORT)."""
+    import threading
+
+    server = ae.make_server(address, evt_handlers=handlers, server_class=server_class)
+    thread = threading.Thread(target=server.serve_forever, name="vethub-dicom-acceptor")
+    thread.daemon = True
+    thread.start()
+    ae._servers.append(server)
+    return server
+
+
+def storage_root(hub: Hub, config: DicomConfig) -> Path:
+    return (config.storage_root or (hub.data_dir / "dicom")).resolve()
+
+
+ReceiverFactory = Callable[["Hub", DicomConfig], DicomReceiver]
