@@ -14,7 +14,7 @@ first coroutine, unawaited. The plugin manager refuses implementations that matc
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +102,19 @@ def vethub_template_dirs() -> Sequence[Path]:
 
     :returns: folders searched after a practice's own overrides and before the core's
         defaults. Every plugin's result counts; earlier-registered plugins are searched first.
+    """
+
+
+@hookspec
+def vethub_health_checks(hub: Hub) -> Mapping[str, Callable[[], Awaitable[tuple[bool, str]]]]:
+    """Contribute readiness checks to ``GET /readyz``.
+
+    Called on every readiness request.
+
+    :param hub: the running hub.
+    :returns: a mapping of check name (``"dicom:listener"``, ``"pims:demo-clinic/ezyvet"``) to an
+        ``async`` callable returning ``(ok, detail)``. Each check gets five seconds; an exception
+        or a timeout counts as not ready. Every plugin's result counts.
     """
 
 

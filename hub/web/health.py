@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -39,8 +40,20 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as err:
             ok, detail = False, f"{type(err).__name__}: {err}"
         checks[f"channel:{name}"] = {"ok": ok, "detail": detail}
+    for contributed in hub.pm.hook.vethub_health_checks(hub=hub):
+        for name, check in (contributed or {}).items():
+            checks[name] = await _run_check(check)
     ready = all(c["ok"] for c in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def _run_check(check: Callable[[], Awaitable[tuple[bool, str]]]) -> dict[str, object]:
+    try:
+        async with asyncio.timeout(5):
+            ok, detail = await check()
+    except Exception as err:
+        ok, detail = False, f"{type(err).__name__}: {err}"
+    return {"ok": ok, "detail": detail}
 
 
 @routes.get("/metrics")
