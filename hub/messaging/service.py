@@ -5,14 +5,61 @@ Services take a session and only flush; the caller's transaction commits.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import events
+from hub.messaging import statuses
+from hub.messaging.addresses import normalise, postal_key
+from hub.messaging.models import (
+    AddressSuppression,
+    Communication,
+    CommunicationStatus,
+    ConsentRecord,
+    InboundMessage,
+)
+
+if TYPE_CHECKING:
     from hub.core import Hub
-    from hub.messaging.models import InboundMessage
+
+log = logging.getLogger(__name__)
+
+KIND_TO_CHANNEL = {"email": "email", "sms": "sms", "postal": "postcard"}
+CHANNEL_TO_KIND = {"email": "email", "sms": "sms", "postcard": "postal"}
+
+
+def _norm(kind: str, address: str) -> str:
+    if kind not in KIND_TO_CHANNEL:
+        raise ValueError(f"unknown address kind {kind!r}; expected email, sms or postal")
+    if kind == "postal" and not address.startswith("postal:"):
+        return address  # callers pass postal_key(...) already; keep what they gave
+    return normalise(kind, address)
+
+
+async def apply_status(
+    session: AsyncSession, hub: Hub, comm: Communication, status: str, *,
+    provider_status: str | None = None, at: datetime | None = None, detail: dict | None = None,
+) -> bool:
+    """Append a history row and move ``comm.status`` forward only. Returns True if it moved."""
+    now = hub.clock.now()
+    moved = statuses.is_forward(comm.status, status)
+    session.add(CommunicationStatus(
+        communication_id=comm.id, status=status, provider_status=provider_status, applied=moved,
+        at=at or now, detail=detail,
+    ))
+    if moved:
+        comm.status = status
+        comm.updated_at = now
+    await session.flush()
+    if moved:
+        await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
+    return moved
 
 
 async def record_status(
@@ -32,7 +79,39 @@ async def record_status(
     :returns: True when the communication's status changed; False for a duplicate or a
         backward/out-of-order status (history only) or an unknown provider id.
     """
-    raise NotImplementedError
+    comm = (await session.execute(
+        select(Communication).where(Communication.channel == channel, Communication.provider_id == provider_id)
+        .order_by(Communication.id.desc()).limit(1)
+    )).scalar_one_or_none()
+    if comm is None:
+        log.info("%s status %s for unknown provider id %s", channel, status, provider_id)
+        return False
+    return await apply_status(session, hub, comm, status, provider_status=provider_status, at=at, detail=detail)
+
+
+async def _client_for_address(session: AsyncSession, kind: str, address: str) -> tuple[int | None, int | None, int | None]:
+    """(client_id, practice_id, latest communication id) for an address, from what we sent."""
+    channel = KIND_TO_CHANNEL[kind]
+    row = (await session.execute(
+        select(Communication.client_id, Communication.practice_id, Communication.id)
+        .where(Communication.channel == channel, Communication.address == address)
+        .order_by(Communication.id.desc()).limit(1)
+    )).first()
+    if row is not None:
+        return row.client_id, row.practice_id, row.id
+    if kind in ("sms", "email"):
+        try:
+            from hub.messaging.facts import pims_models
+
+            Client, _ = pims_models()
+        except Exception:  # noqa: BLE001 - no PIMS domain: nothing to match against
+            return None, None, None
+        column = getattr(Client, "phone_mobile" if kind == "sms" else "email", None)
+        if column is not None:
+            hit = (await session.execute(select(Client.id, Client.practice_id).where(column == address).limit(1))).first()
+            if hit is not None:
+                return hit.id, hit.practice_id, None
+    return None, None, None
 
 
 async def record_inbound(
@@ -47,8 +126,41 @@ async def record_inbound(
     raw: dict[str, Any],
 ) -> InboundMessage:
     """Store an inbound reply, matched to the client by phone (E.164) or email and linked to
-    the latest communication sent to that address."""
-    raise NotImplementedError
+    the latest communication sent to that address. A repeated provider id returns the stored row."""
+    if provider_id:
+        existing = (await session.execute(
+            select(InboundMessage).where(InboundMessage.provider_id == provider_id)
+        )).scalar_one_or_none()
+        if existing is not None:
+            return existing
+    kind = CHANNEL_TO_KIND.get(channel, channel)
+    address = _norm(kind, from_address) if kind in KIND_TO_CHANNEL else from_address
+    client_id, practice_id, comm_id = await _client_for_address(session, kind, address)
+    msg = InboundMessage(
+        channel=channel, from_address=address, to_address=to_address, body=body,
+        provider_id=provider_id, client_id=client_id, practice_id=practice_id,
+        communication_id=comm_id, raw=raw, received_at=hub.clock.now(),
+    )
+    session.add(msg)
+    await session.flush()
+    return msg
+
+
+async def _upsert_suppression(
+    session: AsyncSession, hub: Hub, *, kind: str, address: str, reason: str, active: bool,
+    source: str, detail: str,
+) -> None:
+    now = hub.clock.now()
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(AddressSuppression).values(
+        kind=kind, address=address, reason=reason, source=source, detail=detail, active=active,
+        created_at=now, updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "address", "reason"],
+        set_={"active": active, "source": source, "detail": detail, "updated_at": now},
+    )
+    await session.execute(stmt)
 
 
 async def set_address_opt_out(
@@ -61,16 +173,60 @@ async def set_address_opt_out(
     source: str,
     detail: str = "",
 ) -> None:
-    """Record an opt-out (or opt back in) against an address.
+    """Record an opt-out (or opt back in) against an address, for every category.
 
     :param kind: "email" | "sms" | "postal".
     :param source: sms_keyword, one_click, bounce, preference_page, staff, pims ...
     """
-    raise NotImplementedError
+    address = _norm(kind, address)
+    await _upsert_suppression(session, hub, kind=kind, address=address, reason="opt_out",
+                              active=opted_out, source=source, detail=detail)
+    client_id, practice_id, _ = await _client_for_address(session, kind, address)
+    session.add(ConsentRecord(
+        client_id=client_id, practice_id=practice_id, address=address, category="*",
+        channel=KIND_TO_CHANNEL[kind], allowed=not opted_out, source=source, actor=None,
+        detail=detail, at=hub.clock.now(),
+    ))
+    await session.flush()
 
 
 async def mark_address_invalid(
     session: AsyncSession, hub: Hub, *, kind: str, address: str, reason: str, source: str
 ) -> None:
     """Suppress an address as invalid (hard bounce, Twilio 21211...) and raise an operator event."""
-    raise NotImplementedError
+    address = _norm(kind, address)
+    await _upsert_suppression(session, hub, kind=kind, address=address, reason="invalid",
+                              active=True, source=source, detail=reason)
+    client_id, practice_id, comm_id = await _client_for_address(session, kind, address)
+    session.add(ConsentRecord(
+        client_id=client_id, practice_id=practice_id, address=address, category="*",
+        channel=KIND_TO_CHANNEL[kind], allowed=False, source=source, actor=None,
+        detail=f"invalid: {reason}", at=hub.clock.now(),
+    ))
+    await events.record(
+        session, "messaging.address_invalid",
+        f"{kind} address {address} marked invalid ({source}): {reason}",
+        practice_id=practice_id,
+        data={"kind": kind, "address": address, "reason": reason, "source": source,
+              "client_id": client_id, "communication_id": comm_id},
+    )
+
+
+async def record_consent(
+    session: AsyncSession, hub: Hub, *, client_id: int, category: str, channel: str,
+    allowed: bool, source: str, actor: str | None = None, detail: str = "",
+    practice_id: int | None = None,
+) -> ConsentRecord:
+    """Append one consent ledger row for a client (staff edit, preference page, PIMS flag)."""
+    row = ConsentRecord(
+        client_id=client_id, practice_id=practice_id, address=None, category=category,
+        channel=channel, allowed=allowed, source=source, actor=actor, detail=detail,
+        at=hub.clock.now(),
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+def postal_suppression_address(postal: dict | None) -> str:
+    return postal_key(postal)

@@ -1,0 +1,209 @@
+"""The send job (the outbox): one durable job per communication, key ``communication:<id>``.
+
+Delivery is at least once. The job:
+
+1. re-reads the communication and stops if it is already past ``sending`` (a replayed job);
+   re-checks the address against suppressions recorded since it was queued (a STOP, a bounce);
+   marks it ``sending``; commits;
+2. calls the channel **outside** any transaction;
+3. records the outcome: ``sent`` with the provider id, or, for a permanent failure, ``bounced``/
+   ``failed`` plus the address suppression and an operator event, and the next channel the
+   sender allowed (a new communication, judged again). Transient failures retry with backoff;
+   the last attempt marks the communication ``failed``.
+
+A crash between 2 and 3 leaves the communication ``sending`` and its job leased; the lease
+expires, the job runs again and the message goes out a second time — the duplicate bound is
+the number of sends in flight at the crash. Email carries the same Message-ID both times.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from hub.jobs import JobContext, PermanentJobError, RetryAfter
+from hub.messaging import links, service, statuses
+from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
+from hub.messaging.config import messaging_config
+from hub.messaging.facts import suppression_key
+from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+RESUMABLE = frozenset({"queued", "deferred", "sending"})
+
+
+def tracked_html(hub: Hub, comm: Communication) -> str | None:
+    """The HTML part with an open pixel and click redirects, when tracking is on."""
+    html = comm.body_html
+    if html is None or not messaging_config(hub).tracking:
+        return html
+    import re
+
+    secret = links.secret_of(hub)
+
+    def _link(match: re.Match[str]) -> str:
+        url = match.group(2)
+        if not url.startswith(("http://", "https://")) or "/messaging/" in url:
+            return match.group(0)
+        token = links.sign(secret, "click", {"m": comm.id, "u": url}, None)
+        return f'{match.group(1)}{links.public_url(hub, "/messaging/t/c/" + token)}{match.group(3)}'
+
+    html = re.sub(r'(href=")([^"]+)(")', _link, html)
+    pixel_token = links.sign(secret, "open", {"m": comm.id}, None)
+    pixel = f'<img src="{links.public_url(hub, "/messaging/t/o/" + pixel_token + ".gif")}" width="1" height="1" alt="">'
+    return html.replace("</body>", pixel + "</body>") if "</body>" in html else html + pixel
+
+
+def outbound_message(hub: Hub, comm: Communication) -> OutboundMessage:
+    return OutboundMessage(
+        communication_id=comm.id,
+        channel=comm.channel,
+        category=comm.category,
+        to=comm.address,
+        cc=tuple(comm.cc or ()),
+        subject=comm.subject,
+        text=comm.body_text,
+        html=tracked_html(hub, comm) if comm.channel == "email" else comm.body_html,
+        postcard_front_html=comm.postcard_front_html,
+        postcard_back_html=comm.postcard_back_html,
+        postal_address=comm.postal_address,
+        headers=dict(comm.headers or {}),
+        practice_id=comm.practice_id,
+        idempotency_key=str(comm.id),
+    )
+
+
+async def _active_suppression(session, comm: Communication) -> AddressSuppression | None:
+    kind, address = suppression_key(comm.channel, comm.address, comm.postal_address)
+    if not address:
+        return None
+    rows = (await session.execute(
+        select(AddressSuppression).where(AddressSuppression.kind == kind,
+                                         AddressSuppression.address == address,
+                                         AddressSuppression.active.is_(True))
+    )).scalars().all()
+    for row in rows:
+        if row.reason == "invalid" or comm.category != "account":
+            return row
+    return None
+
+
+async def send_job(hub: Hub, job: JobContext) -> None:
+    comm_id = int(job.payload["communication_id"])
+    async with hub.transaction() as session:
+        comm = await session.get(Communication, comm_id)
+        if comm is None:
+            raise PermanentJobError(f"communication {comm_id} does not exist")
+        if comm.status not in RESUMABLE:
+            return  # already sent (or suppressed, or failed): a replayed job does nothing
+        suppression = await _active_suppression(session, comm)
+        if suppression is not None:
+            comm.verdict = "veto"
+            comm.verdict_reasons = [*comm.verdict_reasons, {
+                "code": "address_invalid" if suppression.reason == "invalid" else "address_opted_out",
+                "message": f"suppressed before sending ({suppression.source}: {suppression.detail})",
+                "plugin": "messaging", "decision": "veto", "channel": comm.channel}]
+            await service.apply_status(session, hub, comm, "suppressed", detail={"suppression": suppression.source})
+            return
+        if comm.status != "sending":
+            now = hub.clock.now()
+            comm.status, comm.updated_at = "sending", now
+            session.add(CommunicationStatus(communication_id=comm.id, status="sending", applied=True,
+                                            at=now, detail={"attempt": job.attempts}))
+        message = outbound_message(hub, comm)
+    channel = hub.channels.get(message.channel)
+    try:
+        if channel is None:
+            raise ChannelError(f"the {message.channel} channel is not configured", reason="rejected",
+                               permanent=True)
+        result: SendResult = await channel.send(message)
+    except ChannelError as err:
+        await _failed(hub, job, comm_id, err)
+        return
+    await _sent(hub, comm_id, result)
+
+
+async def _sent(hub: Hub, comm_id: int, result: SendResult) -> None:
+    status = result.status if statuses.is_known(result.status) else "sent"
+    async with hub.transaction() as session:
+        now = hub.clock.now()
+        # one UPDATE rather than load-and-flush: this runs once per message and is the hot path
+        moved = (await session.execute(
+            update(Communication)
+            .where(Communication.id == comm_id, Communication.status.in_(("queued", "deferred", "sending")))
+            .values(status=status, provider_id=result.provider_id, sent_at=now, updated_at=now, last_error=None)
+        )).rowcount
+        session.add(CommunicationStatus(communication_id=comm_id, status=status, provider_status=result.status,
+                                        applied=bool(moved), at=now, detail=result.detail or None))
+        if moved and hub.pm.hook.vethub_delivery_status.get_hookimpls():
+            comm = await session.get(Communication, comm_id)
+            await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
+
+
+async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError) -> None:
+    last = job.attempts >= job.max_attempts
+    if not err.permanent and not last:
+        async with hub.transaction() as session:
+            await session.execute(update(Communication).where(Communication.id == comm_id)
+                                  .values(last_error=str(err), updated_at=hub.clock.now()))
+        if err.retry_after:
+            raise RetryAfter(err.retry_after, str(err)) from err
+        raise err
+    async with hub.transaction() as session:
+        comm = await session.get(Communication, comm_id)
+        assert comm is not None
+        comm.last_error = str(err)
+        final = "bounced" if err.reason in ("bounced", "invalid_address") else "failed"
+        await service.apply_status(session, hub, comm, final, provider_status=str(err.code or err.reason),
+                                   detail={"reason": err.reason, "code": err.code, "error": str(err),
+                                           "permanent": err.permanent})
+        await _suppress_after_failure(session, hub, comm, err)
+        if messaging_config(hub).fallback and comm.fallback_channels and comm.client_id is not None:
+            await _fall_back(session, hub, comm)
+
+
+async def _suppress_after_failure(session, hub: Hub, comm: Communication, err: ChannelError) -> None:
+    kind, address = suppression_key(comm.channel, comm.address, comm.postal_address)
+    if not address or not err.permanent:
+        return
+    if err.reason in ("bounced", "invalid_address"):
+        await service.mark_address_invalid(session, hub, kind=kind, address=address,
+                                           reason=f"{err.code or ''} {err}".strip(), source="bounce")
+    elif err.reason == "opted_out":
+        existing = (await session.execute(select(AddressSuppression.id).where(
+            AddressSuppression.kind == kind, AddressSuppression.address == address,
+            AddressSuppression.reason == "opt_out", AddressSuppression.active.is_(True)))).first()
+        if existing is None:
+            await service.set_address_opt_out(session, hub, kind=kind, address=address, opted_out=True,
+                                              source="provider", detail=str(err))
+
+
+async def _fall_back(session, hub: Hub, comm: Communication) -> Communication | None:
+    from hub.messaging.outbound import MessagingError, plan_for_clients, record_communication
+
+    plans = await plan_for_clients(session, hub, [comm.client_id], category=comm.category,
+                                   channels=comm.fallback_channels)
+    plan = plans.get(comm.client_id)
+    if plan is None:
+        return None
+    try:
+        nxt = await record_communication(session, hub, plan=plan, template=comm.template,
+                                         category=comm.category, context=dict(comm.context or {}),
+                                         company_id=comm.company_id, practice_id=comm.practice_id,
+                                         created_by=comm.created_by, fallback_of_id=comm.id)
+    except MessagingError as err:
+        log.warning("communication %s: no fallback on %s: %s", comm.id, plan.channel, err)
+        return None
+    log.info("communication %s failed on %s; fell back to %s as communication %s (%s)",
+             comm.id, comm.channel, nxt.channel, nxt.id, nxt.status)
+    return nxt
+
+
+def payload(comm_id: int) -> dict[str, Any]:
+    return {"communication_id": comm_id}

@@ -1,0 +1,111 @@
+"""The whole path: verdict, render, record, outbox job, SMTP into a real aiosmtpd sink."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from hub.db.models import HubEvent
+from hub.messaging.models import (
+    AddressSuppression,
+    Communication,
+    CommunicationStatus,
+    ConsentRecord,
+)
+from hub.messaging.outbound import queue_communication, queue_email
+
+
+async def test_reminder_email_goes_out_with_unsubscribe_headers(world, reminder_context, client_maker) -> None:
+    hub = world.hub
+    cid = await client_maker(hub, world.practice_id, "ann")
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         context=reminder_context)
+        assert comm.status == "queued" and comm.channel == "email" and comm.verdict == "allow"
+        comm_id = comm.id
+    assert await hub.jobs.run_until_idle() == 1
+    [mail] = world.sink.messages
+    msg = mail.message
+    assert mail.rcpt_tos == ["ann@example.org"]
+    assert msg["Subject"] == "Parkside Vets: Rex is due for rabies vaccine"
+    unsub = msg["List-Unsubscribe"]
+    assert unsub.startswith("<http://127.0.0.1:8080/messaging/unsubscribe/") and "<mailto:hub@vet.example?subject=unsubscribe%20" in unsub
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text, html = msg.iter_parts()
+    assert "Dear Ann Smith" in text.get_content()
+    assert "/messaging/preferences/" in text.get_content()
+    assert "<strong>Rex</strong>" in html.get_content()
+    async with hub.sessionmaker() as s:
+        comm = await s.get(Communication, comm_id)
+        assert comm.status == "sent" and comm.provider_id == msg["Message-ID"]
+        history = [h.status for h in (await s.execute(select(CommunicationStatus).where(
+            CommunicationStatus.communication_id == comm_id).order_by(CommunicationStatus.id))).scalars()]
+    assert history == ["queued", "sending", "sent"]
+    # a replayed job sends nothing twice
+    async with hub.transaction() as s:
+        await hub.jobs.enqueue(s, "messaging.send", {"communication_id": comm_id})
+    await hub.jobs.run_until_idle()
+    assert len(world.sink.messages) == 1
+
+
+async def test_account_email_to_a_practice_has_cc_and_no_unsubscribe(world) -> None:
+    hub = world.hub
+    async with hub.transaction() as s:
+        comm = await queue_email(s, hub, to="desk@parkside.example", template="message",
+                                 context={"subject": "Your account is approved", "body": "Welcome."},
+                                 cc=["ops@company.example"], practice_id=world.practice_id)
+        assert comm.status == "queued"
+    await hub.jobs.run_until_idle()
+    [mail] = world.sink.messages
+    assert mail.rcpt_tos == ["desk@parkside.example", "ops@company.example"]
+    assert mail.message["Cc"] == "ops@company.example"
+    assert "List-Unsubscribe" not in mail.message
+    assert mail.message.get_content_type() == "text/plain"
+
+
+async def test_hard_bounce_marks_invalid_raises_event_and_falls_back_to_sms(world, reminder_context, client_maker) -> None:
+    hub = world.hub
+    cid = await client_maker(hub, world.practice_id, "bob")
+    world.sink.reject["bob@example.org"] = "550 5.1.1 No such user"
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         channels=("email", "postcard"), context=reminder_context)
+        first_id = comm.id
+    await hub.jobs.run_until_idle()
+    async with hub.sessionmaker() as s:
+        first = await s.get(Communication, first_id)
+        assert first.status == "bounced" and "550" in first.last_error
+        sup = (await s.execute(select(AddressSuppression))).scalars().all()
+        assert [(x.kind, x.address, x.reason) for x in sup] == [("email", "bob@example.org", "invalid")]
+        events = (await s.execute(select(HubEvent).where(HubEvent.kind == "messaging.address_invalid"))).scalars().all()
+        assert len(events) == 1 and "bob@example.org" in events[0].message
+        ledger = (await s.execute(select(ConsentRecord))).scalars().all()
+        assert [(r.client_id, r.source, r.allowed) for r in ledger] == [(cid, "bounce", False)]
+        fallback = (await s.execute(select(Communication).where(Communication.fallback_of_id == first_id))).scalar_one()
+        # no postcard channel configured here: the fallback is recorded and fails, with its reason
+        assert fallback.channel == "postcard"
+    # the next email to Bob is never attempted
+    async with hub.transaction() as s:
+        again = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                          channels=("email",), context=reminder_context)
+        assert again.status == "suppressed"
+        assert again.verdict_reasons[0]["code"] == "address_invalid"
+
+
+async def test_transient_failure_retries_then_succeeds(world, reminder_context, client_maker) -> None:
+    hub = world.hub
+    cid = await client_maker(hub, world.practice_id, "cat")
+    world.sink.reject["cat@example.org"] = "451 4.3.0 Try later"
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         channels=("email",), context=reminder_context)
+        comm_id = comm.id
+    await hub.jobs.run_until_idle()  # one attempt, then scheduled for later
+    async with hub.sessionmaker() as s:
+        comm = await s.get(Communication, comm_id)
+        assert comm.status == "sending" and "451" in comm.last_error
+    del world.sink.reject["cat@example.org"]
+    world.clock.advance(seconds=60)
+    await hub.jobs.run_until_idle()
+    async with hub.sessionmaker() as s:
+        assert (await s.get(Communication, comm_id)).status == "sent"
+    assert len(world.sink.messages) == 1
