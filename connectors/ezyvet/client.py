@@ -23,7 +23,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class EzyVetClient:
         self._renew_before = timedelta(seconds=renew_before)
         self._max_attempts = max_attempts
         self._max_wait = max_wait
+        self._backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: str | None = None
         self._expires_at: datetime | None = None
@@ -207,7 +208,7 @@ class EzyVetClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableError) and exc.retry_after is not None:
             return min(exc.retry_after, self._max_wait)
-        return wait_exponential_jitter(initial=0.5, max=self._max_wait)(state)
+        return self._backoff(state)
 
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:

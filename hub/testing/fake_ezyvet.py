@@ -21,7 +21,7 @@ epoch seconds: [U], the contract only names the header). Every response carries 
 ``x-ratelimit-*`` headers.
 
 Test controls: ``advance(seconds)`` moves the fake's clock (tokens expire, modified_at moves);
-``expire_tokens()``; ``throttle(n, retry_after)`` answers the next ``n`` API calls with 429;
+``expire_tokens()``, ``expire_tokens_after(calls)``; ``throttle(n, retry_after)`` answers the next ``n`` API calls with 429;
 ``fail_next(n, status)`` with a 5xx; ``inject_malformed(resource)`` adds an item that no
 connector can read. ``requests`` records (method, path, query) of every call and
 ``token_requests`` counts token grants.
@@ -146,6 +146,8 @@ class FakeEzyVet:
     _failures: list[int] = field(default_factory=list)
     _windows: dict[str, tuple[int, int]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
+    _expire_after: int | None = None
+    _throttle_after: int = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> FakeEzyVet:
@@ -182,8 +184,13 @@ class FakeEzyVet:
         for token in self.tokens:
             self.tokens[token] = 0
 
-    def throttle(self, n: int, retry_after: int | None = None) -> None:
-        """Answer the next ``n`` API calls with 429."""
+    def expire_tokens_after(self, calls: int) -> None:
+        """Expire every token once ``calls`` more API calls have been answered (mid-run)."""
+        self._expire_after = calls
+
+    def throttle(self, n: int, retry_after: int | None = None, *, after: int = 0) -> None:
+        """Answer ``n`` API calls with 429, starting once ``after`` more calls were served."""
+        self._throttle_after = after
         self._throttle.extend([retry_after if retry_after is not None else self.retry_after] * n)
 
     def fail_next(self, n: int, status: int = 503) -> None:
@@ -344,7 +351,9 @@ class FakeEzyVet:
     async def _list(self, request: web.Request) -> web.Response:
         path = request.path
         self.requests.append((request.method, path, dict(request.query)))
-        if self._throttle:
+        if self._throttle and self._throttle_after > 0:
+            self._throttle_after -= 1
+        elif self._throttle:
             wait = self._throttle.pop(0)
             return web.json_response(
                 {"error": "rate_limited", "message": "Too many requests"}, status=429,
@@ -354,6 +363,12 @@ class FakeEzyVet:
         if self._failures:
             return web.json_response({"error": "server_error", "message": "Unavailable"},
                                      status=self._failures.pop(0))
+        if self._expire_after is not None:
+            if self._expire_after <= 0:
+                self.expire_tokens()
+                self._expire_after = None
+            else:
+                self._expire_after -= 1
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip()
         if not auth.startswith("Bearer ") or self.tokens.get(token, 0) <= self.now():
