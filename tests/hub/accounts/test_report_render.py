@@ -116,7 +116,10 @@ def test_csv() -> None:
 
 def test_html_has_print_stylesheet_and_escapes() -> None:
     evil = OnboardingRow(
-        request_id=9, practice="<script>x</script>", company="c", state="requested",
+        request_id=9,
+        practice="<script>x</script>",
+        company="c",
+        state="requested",
         stages={"requested": T0},
     )
     html = report.render(OnboardingReport(rows=[COMPLETE, evil]), "html").decode()

@@ -1,0 +1,173 @@
+"""Plain HTML pages outside /api (no login): the account request form, completing a request,
+setting a password, and the current company's approve/object page behind a signed link.
+
+Links in emails open a page with a button (GET never changes anything: mail scanners follow
+links); the button POSTs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+
+from hub.accounts import onboarding, switching
+from hub.accounts.errors import AccountsError
+from hub.accounts.links import LinkError, verify_response
+from hub.accounts.models import AccountRequest, SwitchRequest
+from hub.db.models import Company, Practice
+from hub.web.keys import HUB_KEY
+
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates" / "pages"),
+    autoescape=select_autoescape(("html", "j2")),
+)
+
+FORM_FIELDS = (
+    ("practice_name", "Practice name", "text"),
+    ("contact_name", "Contact name", "text"),
+    ("email", "Email", "email"),
+    ("phone", "Phone", "tel"),
+    ("address.line1", "Address", "text"),
+    ("address.city", "City", "text"),
+    ("address.postcode", "Postcode", "text"),
+    ("address.country", "Country (2 letters)", "text"),
+    ("pims", "Practice-management system (PIMS)", "text"),
+    ("imaging_software", "Imaging software", "text"),
+    ("modalities", "Modalities (e.g. DX, US, CT)", "text"),
+)
+
+
+def page(template: str, status: int = 200, **context: Any) -> web.Response:
+    html = _env.get_template(template).render(**context)
+    return web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
+
+
+def form_to_data(form: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    address: dict[str, str] = {}
+    for key, value in form.items():
+        value = str(value).strip()
+        if key.startswith("address."):
+            if value:
+                address[key.split(".", 1)[1]] = value
+        elif key.startswith("extra."):
+            data.setdefault("extra", {})[key.split(".", 1)[1]] = value
+        elif key not in ("token",) and value:
+            data[key] = value
+    if address:
+        data["address"] = address
+    return data
+
+
+def routes(hub: Any) -> list[web.RouteDef]:
+    async def _companies(hub: Any) -> list[Company]:
+        async with hub.sessionmaker() as session:
+            return list((await session.execute(select(Company).order_by(Company.name))).scalars())
+
+    async def request_form(request: web.Request) -> web.Response:
+        hub = request.app[HUB_KEY]
+        return page("request_form.html.j2", fields=FORM_FIELDS, companies=await _companies(hub),
+                    values={}, error=None, hub_name=hub.config.hub.name)
+
+    async def request_submit(request: web.Request) -> web.Response:
+        hub = request.app[HUB_KEY]
+        form = await request.post()
+        data = form_to_data(form)
+        try:
+            async with hub.transaction() as session:
+                req, _ = await onboarding.submit_request(session, hub, data)
+                state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
+        except AccountsError as err:
+            return page("request_form.html.j2", status=err.status, fields=FORM_FIELDS,
+                        companies=await _companies(hub), values=dict(form), error=err.message,
+                        hub_name=hub.config.hub.name)
+        return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
+
+    async def complete_form(request: web.Request) -> web.Response:
+        hub = request.app[HUB_KEY]
+        async with hub.sessionmaker() as session:
+            req = await session.get(AccountRequest, int(request.match_info["id"]))
+        token = request.query.get("token", "")
+        if req is None or req.completion_token_hash != onboarding.hash_secret(token):
+            return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
+        missing = set(req.missing_fields or [])
+        fields = [f for f in FORM_FIELDS if f[0] in missing or f[0].split(".")[0] in missing]
+        extra = [m for m in missing if m not in {f[0] for f in FORM_FIELDS} and m.split(".")[0] not in
+                 {f[0].split(".")[0] for f in FORM_FIELDS} and m != "company"]
+        return page("complete_form.html.j2", req=req, token=token, fields=fields, extra=extra,
+                    labels=onboarding.label, hub_name=hub.config.hub.name)
+
+    async def complete_submit(request: web.Request) -> web.Response:
+        hub = request.app[HUB_KEY]
+        form = await request.post()
+        data = form_to_data(form)
+        try:
+            async with hub.transaction() as session:
+                req = await session.get(AccountRequest, int(request.match_info["id"]))
+                if req is not None and data.get("address"):
+                    data["address"] = {**(req.address or {}), **data["address"]}
+                req = await onboarding.complete_request(session, hub, int(request.match_info["id"]),
+                                                        str(form.get("token", "")), data)
+                state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
+        except AccountsError as err:
+            return page("message.html.j2", status=err.status, title="Not saved", message=err.message)
+        return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
+
+    async def password_form(request: web.Request) -> web.Response:
+        return page("password_form.html.j2", token=request.query.get("token", ""), error=None)
+
+    async def password_submit(request: web.Request) -> web.Response:
+        hub = request.app[HUB_KEY]
+        form = await request.post()
+        try:
+            async with hub.transaction() as session:
+                await onboarding.set_password(session, hub, str(form.get("token", "")),
+                                              str(form.get("password", "")))
+        except AccountsError as err:
+            return page("password_form.html.j2", status=err.status, token=form.get("token", ""),
+                        error=err.message)
+        return page("message.html.j2", title="Password set", message="Your password is set; you can log in now.")
+
+    async def respond_page(request: web.Request) -> web.Response:
+        hub = request.app[HUB_KEY]
+        q = request.query if request.method == "GET" else await request.post()
+        try:
+            switch_id = int(request.match_info["id"])
+            action, expires, sig = str(q.get("action", "")), int(q.get("expires", "0")), str(q.get("sig", ""))
+            verify_response(hub.config.hub.secret_key.get_secret_value(), switch_id, action, expires, sig,
+                            hub.clock.now())
+        except (ValueError, LinkError) as err:
+            code = getattr(err, "code", "bad_link")
+            return page("message.html.j2", status=410 if code == "link_expired" else 403,
+                        title="Link not valid", message=str(err) if code else "This link is not valid.")
+        if request.method == "GET":
+            async with hub.sessionmaker() as session:
+                sr = await session.get(SwitchRequest, switch_id)
+                practice = await session.get(Practice, sr.practice_id)
+                new = await session.get(Company, sr.new_company_id)
+            return page("respond.html.j2", sr=sr, practice=practice, new=new, action=action,
+                        expires=expires, sig=sig)
+        try:
+            async with hub.transaction() as session:
+                decision = await switching.record_response(session, hub, switch_id, action,
+                                                           note=str(q.get("note", ""))[:2000])
+        except AccountsError as err:
+            return page("message.html.j2", status=err.status, title="Not recorded", message=err.message)
+        return page("message.html.j2", title="Answer recorded",
+                    message=f"Thank you: your answer ({action}) is recorded. Outcome: "
+                            f"{decision.outcome.value.replace('_', ' ')}.")
+
+    return [
+        web.get("/account-request", request_form),
+        web.post("/account-request", request_submit),
+        web.get("/account-requests/{id}/complete", complete_form),
+        web.post("/account-requests/{id}/complete", complete_submit),
+        web.get("/set-password", password_form),
+        web.post("/set-password", password_submit),
+        web.get("/switch-requests/{id}/respond", respond_page),
+        web.post("/switch-requests/{id}/respond", respond_page),
+    ]
