@@ -221,22 +221,6 @@ def upgrade() -> None:
         op.f("ix_pims_rejects_practice_id"), "pims_rejects", ["practice_id"], unique=False
     )
     op.create_index(op.f("ix_pims_rejects_run_id"), "pims_rejects", ["run_id"], unique=False)
-    op.drop_index(op.f("ix_account_history_account_id"), table_name="account_history")
-    op.drop_index(op.f("ix_account_history_practice_id"), table_name="account_history")
-    op.drop_table("account_history")
-    op.drop_index(op.f("ix_switch_steps_switch_request_id"), table_name="switch_steps")
-    op.drop_table("switch_steps")
-    op.drop_index(op.f("ix_account_requests_account_id"), table_name="account_requests")
-    op.drop_index(
-        op.f("ix_account_requests_company_id_requested_at"), table_name="account_requests"
-    )
-    op.drop_table("account_requests")
-    op.drop_index(op.f("ix_switch_requests_current_company_id"), table_name="switch_requests")
-    op.drop_index(op.f("ix_switch_requests_new_company_id"), table_name="switch_requests")
-    op.drop_index(op.f("ix_switch_requests_practice_id"), table_name="switch_requests")
-    op.drop_table("switch_requests")
-    op.drop_index(op.f("ix_password_set_tokens_user_id"), table_name="password_set_tokens")
-    op.drop_table("password_set_tokens")
 
 
 def downgrade() -> None:
