@@ -362,7 +362,7 @@ class SmtpEmailChannel:
         async with self._slots:
             try:
                 conn = await self._acquire()
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 raise classify_smtp_error(exc) from exc
             try:
                 errors, reply = await conn.smtp.sendmail(self.envelope_from, recipients, data)
@@ -371,7 +371,7 @@ class SmtpEmailChannel:
                 conn.last_used = time.monotonic()
                 self._idle.append(conn)
                 raise classify_smtp_error(exc) from exc
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 await self._discard(conn)
                 raise classify_smtp_error(exc) from exc
             except BaseException:
