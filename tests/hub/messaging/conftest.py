@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from hub.clock import FrozenClock
 from hub.core import Hub
-from hub.db.models import Practice
+from hub.db.models import Account, Company, Practice
 from hub.pims.models import Client, Patient
 from hub.testing.smtp import SmtpSink
 
@@ -65,8 +65,12 @@ async def world_factory(hub_factory, smtp_sink) -> Callable[..., Awaitable[World
             p = Practice(slug="parkside", name="Parkside Vets", country="US", timezone="America/New_York",
                          email="desk@parkside.example", address={})
             o = Practice(slug="other", name="Other Vets", country="US", timezone="UTC", address={})
-            s.add_all([p, o])
+            co = Company(slug="readers", name="Readers", email="ops@readers.example", modalities=[], settings={})
+            s.add_all([p, o, co])
             await s.flush()
+            # staff tokens need an approved account
+            s.add_all([Account(practice_id=p.id, company_id=co.id, approved_for_access=True, modalities=[]),
+                       Account(practice_id=o.id, company_id=co.id, approved_for_access=True, modalities=[])])
             pid, oid = p.id, o.id
         return World(hub, smtp_sink, clock, pid, oid)
 
