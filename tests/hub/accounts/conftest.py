@@ -1,0 +1,3 @@
+"""Fixtures for the accounts tests (the helpers live in accounts_world.py)."""
+
+from accounts_world import world, world_factory  # noqa: F401
