@@ -4,10 +4,10 @@ It builds a hub from CONFIG with one extra plugin whose handlers append a line t
 with O_APPEND and fsynced, so a line written before a SIGKILL is on disk), starts the hub's
 workers and runs until SIGTERM. MODE:
 
-- ``block``: ``test.crash`` records ``started`` and then waits forever (to be SIGKILLed);
-- ``finish``: ``test.crash`` records ``started`` then ``done``.
+- ``block``: ``t.crash`` records ``started`` and then waits forever (to be SIGKILLed);
+- ``finish``: ``t.crash`` records ``started`` then ``done``.
 
-``test.record`` inserts ``(job_id, pid)`` into the table ``job_runs`` (no unique constraint, so
+``t.record`` inserts ``(job_id, pid)`` into the table ``job_runs`` (no unique constraint, so
 a job run twice shows up as two rows) and appends ``run <id> <pid>`` to LOG.
 
 When the workers run, the file ``LOG.ready.<pid>`` is created, so the test can wait for it.
@@ -46,7 +46,7 @@ class WorkerPlugin:
 
     @hookimpl
     def vethub_job_handlers(self) -> dict[str, Any]:
-        return {"test.crash": self.crash, "test.record": self.record}
+        return {"t.crash": self.crash, "t.record": self.record}
 
     async def crash(self, hub: Hub, job: JobContext) -> None:
         append_line(self.log_path, f"started {job.id} {os.getpid()} attempt={job.attempts}")

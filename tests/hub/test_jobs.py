@@ -353,3 +353,206 @@ async def test_replay_dead_jobs_through_the_cli(jhub: Hub, handlers: Handlers,
 
     none_dead = await asyncio.to_thread(run_cli, config, "jobs", "list", "--status", "dead")
     assert none_dead.returncode == 0 and none_dead.stdout.strip() == ""
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+
+async def test_two_hubs_ticking_one_schedule_make_one_job_per_tick(
+        hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers, frozen_clock: FrozenClock) -> None:
+    a = await hub_factory({"jobs": BACKOFF}, clock=frozen_clock, plugins=[("jobs_test", handlers)])
+    b = await hub_factory({"jobs": BACKOFF}, clock=frozen_clock, plugins=[("jobs_test", handlers)])
+    t0 = frozen_clock.now()
+    for hub in (a, b):  # both replicas declare it at start-up
+        async with hub.transaction() as session:
+            await hub.jobs.ensure_schedule(session, "reminders.daily", "t.ok", {"what": "tick"}, 60)
+    async with a.sessionmaker() as session:
+        assert (await session.execute(select(func.count()).select_from(Schedule))).scalar_one() == 1
+
+    ticks = 20
+    for i in range(ticks):
+        if i:
+            frozen_clock.advance(seconds=60)
+        # Both replicas tick at the same moment, several times each.
+        fired = await asyncio.gather(*(h.jobs.tick_schedules() for h in (a, b, a, b)))
+        assert sum(fired) == 1, (i, fired)
+    assert await count_jobs(a, Job.kind == "t.ok") == ticks
+    async with a.sessionmaker() as session:
+        keys = (await session.execute(select(Job.idempotency_key).order_by(Job.id))).scalars().all()
+    assert keys == [f"schedule:reminders.daily:{(t0 + timedelta(seconds=60 * i)).isoformat()}" for i in range(ticks)]
+
+    # Both replicas run the queue: every tick's job runs once.
+    done = await asyncio.gather(a.jobs.run_until_idle(), b.jobs.run_until_idle())
+    assert sum(done) == ticks
+    assert len(handlers.runs) == ticks and len({r[1] for r in handlers.runs}) == ticks
+
+
+async def test_schedule_after_downtime_fires_once_not_per_missed_tick(jhub: Hub, frozen_clock: FrozenClock) -> None:
+    async with jhub.transaction() as session:
+        await jhub.jobs.ensure_schedule(session, "sync", "t.ok", {}, 60)
+    assert await jhub.jobs.tick_schedules() == 1
+    frozen_clock.advance(hours=5)
+    assert await jhub.jobs.tick_schedules() == 1
+    assert await jhub.jobs.tick_schedules() == 0
+    async with jhub.sessionmaker() as session:
+        schedule = await session.get(Schedule, "sync")
+        assert schedule is not None and schedule.next_run_at == frozen_clock.now() + timedelta(seconds=60)
+    assert await count_jobs(jhub) == 2
+
+
+# --- graceful stop -------------------------------------------------------------------------------
+
+
+async def test_stop_lets_an_in_flight_job_finish_within_the_grace(
+        hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers) -> None:
+    hub = await hub_factory({"jobs": {"workers": 1}}, plugins=[("jobs_test", handlers)])
+    job_id = await enqueue(hub, "t.slow", {"seconds": 0.5})
+    hub.jobs.start()
+    await asyncio.wait_for(handlers.started.wait(), 10)
+    t0 = time.monotonic()
+    await hub.jobs.stop(grace=10)
+    assert time.monotonic() - t0 < 5
+    job = await get_job(hub, job_id)
+    assert (job.status, job.attempts, job.last_error) == ("succeeded", 1, None)
+
+
+async def test_stop_releases_a_job_still_running_after_the_grace(
+        hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers) -> None:
+    hub = await hub_factory({"jobs": {"workers": 1, "max_attempts": 1}}, plugins=[("jobs_test", handlers)])
+    job_id = await enqueue(hub, "t.stuck")
+    later = await enqueue(hub, "t.ok", delay=0)
+    hub.jobs.start()
+    await asyncio.wait_for(handlers.started.wait(), 10)
+    t0 = time.monotonic()
+    await hub.jobs.stop(grace=0.3)
+    assert 0.3 <= time.monotonic() - t0 < 5
+    job = await get_job(hub, job_id)
+    # Back in the queue at once, the interrupted attempt not counted (max_attempts=1 still runs).
+    assert (job.status, job.attempts, job.lease_until) == ("queued", 0, None)
+    assert job.last_error == "released at shutdown"
+    assert (await get_job(hub, later)).status == "queued"  # nothing claimed after the stop began
+    handlers.release.set()
+    assert await hub.jobs.run_until_idle() == 2
+    job = await get_job(hub, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1)
+
+
+async def test_stop_with_zero_grace_releases_at_once(hub_factory: Callable[..., Awaitable[Hub]],
+                                                     handlers: Handlers) -> None:
+    hub = await hub_factory({"jobs": {"workers": 1}}, plugins=[("jobs_test", handlers)])
+    job_id = await enqueue(hub, "t.stuck")
+    hub.jobs.start()
+    await asyncio.wait_for(handlers.started.wait(), 10)
+    await asyncio.wait_for(hub.jobs.stop(grace=0), 5)
+    job = await get_job(hub, job_id)
+    assert (job.status, job.attempts) == ("queued", 0)
+
+
+# --- worker processes ----------------------------------------------------------------------------
+
+
+class Workers:
+    """Worker processes (tests/hub/jobs_worker.py), always killed at the end of the test."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, mode: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen([sys.executable, str(WORKER), str(self.config), str(self.log), mode],
+                                env=env, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        ready = Path(f"{self.log}.ready.{proc.pid}")
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 60, "a worker to start")
+        if proc.poll() is not None:
+            pytest.fail(f"worker exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+        return proc
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+            if proc.stderr:
+                proc.stderr.close()
+
+
+@pytest.fixture
+def workers(write_config: Callable[..., Path], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:
+    overrides = getattr(request, "param", {})
+    config = write_config({"jobs": {"workers": 1, "lease_seconds": 1.5, **overrides}}, name="worker.toml")
+    w = Workers(config, tmp_path / "worker.log")
+    yield w
+    w.close()
+
+
+async def test_sigkilled_worker_job_is_reclaimed_after_the_lease_and_runs_once_more(
+        hub_factory: Callable[..., Awaitable[Hub]], workers: Workers) -> None:
+    hub = await hub_factory({"jobs": {"lease_seconds": 1.5}})  # creates the schema; runs no jobs
+    job_id = await enqueue(hub, "t.crash", {"n": 1})
+
+    first = await asyncio.to_thread(workers.start, "block")
+    await asyncio.to_thread(wait_for, lambda: any(line.startswith("started") for line in workers.lines()),
+                            30, "the job to start")
+    claimed = await get_job(hub, job_id)
+    assert (claimed.status, claimed.attempts) == ("running", 1)
+    assert claimed.locked_by is not None and f":{first.pid}:" in claimed.locked_by
+    assert claimed.lease_until is not None
+
+    async def lease_extended() -> bool:  # the live worker's heartbeat keeps its lease
+        job = await get_job(hub, job_id)
+        return job.lease_until is not None and job.lease_until > claimed.lease_until
+
+    await await_for(lease_extended, 30, "the heartbeat to extend the lease")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    still = await get_job(hub, job_id)
+    assert still.status == "running" and still.lease_until is not None
+
+    second = await asyncio.to_thread(workers.start, "finish")
+
+    async def succeeded() -> bool:
+        return (await get_job(hub, job_id)).status == "succeeded"
+
+    await await_for(succeeded, 60, "the reclaimed job to succeed")
+    job = await get_job(hub, job_id)
+    assert job.attempts == 2 and job.last_error is None
+    assert f":{second.pid}:" in (job.locked_by or "")
+    assert job.finished_at is not None and job.finished_at.timestamp() >= still.lease_until.timestamp()
+    assert workers.lines() == [
+        f"started {job_id} {first.pid} attempt=1",
+        f"started {job_id} {second.pid} attempt=2",
+        f"done {job_id} {second.pid}",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [{"workers": 4, "lease_seconds": 30}], indirect=True)
+async def test_two_worker_processes_run_2000_jobs_each_exactly_once(
+        hub_factory: Callable[..., Awaitable[Hub]], workers: Workers, db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("two worker processes over one queue: the PostgreSQL test (SKIP LOCKED)")
+    hub = await hub_factory()
+    async with hub.transaction() as session:
+        await session.execute(text("CREATE TABLE job_runs (job_id integer NOT NULL, pid integer NOT NULL)"))
+    procs = [await asyncio.to_thread(workers.start, "finish") for _ in range(2)]
+    n = 2000
+    async with hub.transaction() as session:
+        ids = [(await hub.jobs.enqueue(session, "t.record", {"i": i})).id for i in range(n)]
+
+    async def all_done() -> bool:
+        return await count_jobs(hub, Job.status == "succeeded") == n
+
+    await await_for(all_done, 120, f"{n} jobs to succeed", interval=0.2)
+    async with hub.sessionmaker() as session:
+        rows = (await session.execute(text("SELECT job_id, pid FROM job_runs"))).all()
+        attempts = (await session.execute(select(Job.attempts, func.count()).group_by(Job.attempts))).all()
+    assert len(rows) == n
+    assert sorted(r.job_id for r in rows) == sorted(ids)  # every job ran, none twice
+    assert attempts == [(1, n)]
+    per_pid = {p.pid: sum(1 for r in rows if r.pid == p.pid) for p in procs}
+    assert all(count > 0 for count in per_pid.values()), per_pid

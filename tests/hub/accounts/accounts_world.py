@@ -88,3 +88,41 @@ async def world_factory(hub_factory, smtp_sink, tmp_path) -> Callable[..., Await
 @pytest_asyncio.fixture
 async def world(world_factory) -> World:
     return await world_factory()
+
+
+async def add_practice(hub: Hub, slug: str, accounts: dict[int, list[str]], *,
+                       email: str | None = None) -> tuple[int, dict[int, int]]:
+    """A practice (as onboarding would leave it) with approved accounts {company_id: modalities}."""
+    from hub.db.models import Account, Practice
+
+    async with hub.transaction() as s:
+        p = Practice(slug=slug, name=slug.replace("-", " ").title(), email=email or f"desk@{slug}.example",
+                     country="GB", address={})
+        s.add(p)
+        await s.flush()
+        ids = {}
+        for company_id, modalities in accounts.items():
+            a = Account(practice_id=p.id, company_id=company_id, approved_for_access=True,
+                        modalities=modalities, status="active")
+            s.add(a)
+            await s.flush()
+            ids[company_id] = a.id
+        return p.id, ids
+
+
+async def add_case(hub: Hub, practice_id: int, account_id: int, company_id: int, at: datetime) -> int:
+    """A case submitted at ``at`` (history data, written as the imaging domain would)."""
+    from hub.imaging.models import Case, Study
+
+    async with hub.transaction() as s:
+        study = Study(practice_id=practice_id, study_instance_uid=f"1.2.3.{at.timestamp():.0f}",
+                      modalities=["DX"], instance_count=1, size_bytes=1, status="stable",
+                      first_received_at=at, last_received_at=at)
+        s.add(study)
+        await s.flush()
+        case = Case(practice_id=practice_id, study_id=study.id, account_id=account_id,
+                    company_id=company_id, status="delivered", submitted_by="test", created_at=at,
+                    updated_at=at)
+        s.add(case)
+        await s.flush()
+        return case.id

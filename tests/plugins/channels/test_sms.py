@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
+from hub.clock import FrozenClock
 from hub.core import Hub
+from hub.db.models import Practice
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
+from hub.messaging.models import (
+    AddressSuppression,
+    Communication,
+    CommunicationStatus,
+    ConsentRecord,
+    InboundMessage,
+)
+from hub.messaging.outbound import queue_communication
+from hub.pims.models import Client, Patient
 from hub.testing.fake_twilio import FakeTwilio
 from hub.testing.fixtures_channels import TWILIO_FROM
 from hub.web.app import create_app
-from plugins.channels.sms import EMPTY_TWIML, SmsChannel, SmsConfig
+from plugins.channels.sms import EMPTY_TWIML, OPT_OUT_KEYWORDS, SmsChannel, SmsConfig
 
 PUBLIC = "https://hub.example-vets.test"
 CLIENT_PHONE = "+15551230001"
@@ -193,3 +206,178 @@ async def test_inbound_answers_empty_twiml(sms_hub: SmsHub) -> None:
     assert resp.content_type == "text/xml"
     assert sms_hub.fake.callbacks[-1][2] == 200
     assert EMPTY_TWIML.endswith("<Response/>")
+
+
+async def test_21610_from_twilio_is_opted_out_and_permanent(sms_hub: SmsHub) -> None:
+    sms_hub.fake.block(TWILIO_FROM, CLIENT_PHONE)
+    with pytest.raises(ChannelError) as info:
+        await sms_hub.channel.send(sms())
+    assert (info.value.reason, info.value.permanent, info.value.code) == ("opted_out", True, 21610)
+
+
+# -- end to end: verdict, outbox job, Twilio, callbacks --------------------------------------
+# 15:00 UTC is 10:00 in New York: outside quiet hours.
+DAYTIME = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+MOBILE = "+12025550143"
+REMINDER = {"patient_name": "Rex", "service": "rabies vaccine", "due_date": "2026-03-09"}
+
+
+@pytest_asyncio.fixture
+async def world(hub_factory, fake_twilio: FakeTwilio, sms_config) -> AsyncIterator[SmsHub]:
+    clock = FrozenClock(DAYTIME)
+    hub = await hub_factory({"sms": sms_config(fake_twilio, public_url=PUBLIC)}, clock=clock)
+    client = TestClient(TestServer(create_app(hub, start_hub=False, run_workers=False),
+                                   host="127.0.0.1", port=0))
+    await client.start_server()
+    fake_twilio.reverse_proxy(PUBLIC, str(client.make_url("")).rstrip("/"))
+    async with hub.transaction() as s:
+        practice = Practice(slug="parkside", name="Parkside Vets", country="US",
+                            timezone="America/New_York", address={})
+        s.add(practice)
+        await s.flush()
+        pet_owner = Client(practice_id=practice.id, external_id="ann", first_name="Ann",
+                           last_name="Smith", status="active", email=None, phone_mobile=MOBILE,
+                           country="US")
+        s.add(pet_owner)
+        s.add(Patient(practice_id=practice.id, external_id="ann-p0", client_external_id="ann",
+                      name="Rex", status="active"))
+        await s.flush()
+    world = SmsHub(hub, client, fake_twilio)
+    world.clock, world.client_id = clock, pet_owner.id  # type: ignore[attr-defined]
+    try:
+        yield world
+    finally:
+        await client.close()
+
+
+async def queue_sms(world: SmsHub) -> int:
+    async with world.hub.transaction() as s:
+        comm = await queue_communication(s, world.hub, client_id=world.client_id,  # type: ignore[attr-defined]
+                                         template="reminder", category="reminder",
+                                         channels=("sms",), context=REMINDER)
+        return comm.id
+
+
+async def load(hub: Hub, comm_id: int) -> tuple[Communication, list[tuple[str, bool]]]:
+    async with hub.sessionmaker() as s:
+        comm = await s.get(Communication, comm_id)
+        history = (await s.execute(select(CommunicationStatus).where(
+            CommunicationStatus.communication_id == comm_id).order_by(
+            CommunicationStatus.id))).scalars().all()
+    assert comm is not None
+    return comm, [(h.status, h.applied) for h in history]
+
+
+async def test_out_of_order_callbacks_end_forward_only(world: SmsHub) -> None:
+    comm_id = await queue_sms(world)
+    assert await world.hub.jobs.run_until_idle() == 1
+    [message] = world.fake.sent_to(MOBILE)
+    assert message["body"].startswith("Parkside Vets: Rex is due for rabies vaccine")
+    assert world.fake.status_callback_url(message["sid"]) == f"{PUBLIC}/webhooks/twilio/status"
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.provider_id == message["sid"] and comm.status == "queued"
+
+    responses = await world.fake.send_statuses(
+        message["sid"], ["sent", "delivered", "sending", "sent", "queued", "delivered"])
+    assert [r.status for r in responses] == [200] * 6
+    comm, history = await load(world.hub, comm_id)
+    assert comm.status == "delivered"
+    assert history[-6:] == [("sent", True), ("delivered", True), ("sending", False),
+                            ("sent", False), ("queued", False), ("delivered", False)]
+
+
+async def test_undelivered_landline_marks_the_number_invalid(world: SmsHub) -> None:
+    comm_id = await queue_sms(world)
+    await world.hub.jobs.run_until_idle()
+    [message] = world.fake.sent_to(MOBILE)
+    await world.fake.send_status(message["sid"], "undelivered", error_code=30006)
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "undelivered"
+    async with world.hub.sessionmaker() as s:
+        rows = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert [(r.kind, r.address, r.reason, r.active) for r in rows] == [
+        ("sms", MOBILE, "invalid", True)]
+
+
+async def test_stop_then_send_sends_nothing_and_start_sends_again(world: SmsHub) -> None:
+    inbound = f"{PUBLIC}/webhooks/twilio/inbound"
+    resp = await world.fake.send_inbound(inbound, MOBILE, TWILIO_FROM, "Stop")
+    assert resp.status == 200 and resp.content_type == "text/xml"
+    async with world.hub.sessionmaker() as s:
+        [reply] = (await s.execute(select(InboundMessage))).scalars().all()
+        ledger = (await s.execute(select(ConsentRecord))).scalars().all()
+    assert (reply.body, reply.client_id, reply.from_address) == ("Stop", world.client_id, MOBILE)  # type: ignore[attr-defined]
+    assert [(r.channel, r.allowed, r.source) for r in ledger] == [("sms", False, "sms_keyword")]
+
+    comm_id = await queue_sms(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "suppressed" and comm.verdict == "veto"
+    assert world.fake.sent_to(MOBILE) == [] and world.fake.requests == []
+
+    await world.fake.send_inbound(inbound, MOBILE, TWILIO_FROM, "START")
+    comm_id = await queue_sms(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "queued" and len(world.fake.sent_to(MOBILE)) == 1
+
+
+@pytest.mark.parametrize("body", ["HELP", "info", "STOP PLEASE", "Thanks!"])
+async def test_help_and_ordinary_replies_change_no_consent(world: SmsHub, body: str) -> None:
+    await world.fake.send_inbound(f"{PUBLIC}/webhooks/twilio/inbound", MOBILE, TWILIO_FROM, body)
+    async with world.hub.sessionmaker() as s:
+        assert (await s.execute(select(ConsentRecord))).scalars().all() == []
+        assert len((await s.execute(select(InboundMessage))).scalars().all()) == 1
+
+
+@pytest.mark.parametrize("keyword", sorted(OPT_OUT_KEYWORDS))
+async def test_every_opt_out_keyword(world: SmsHub, keyword: str) -> None:
+    await world.fake.send_inbound(f"{PUBLIC}/webhooks/twilio/inbound", MOBILE, TWILIO_FROM,
+                                  f"  {keyword.lower()} ")
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.reason, row.active) == ("opt_out", True)
+
+
+async def test_stop_known_only_to_twilio_21610(world: SmsHub) -> None:
+    world.fake.block(TWILIO_FROM, MOBILE)  # e.g. the STOP reached another app
+    comm_id = await queue_sms(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "failed" and "21610" in (comm.last_error or "")
+    assert len(world.fake.requests) == 1  # not retried
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.kind, row.address, row.reason, row.active) == ("sms", MOBILE, "opt_out", True)
+    # and the next message is vetoed before reaching Twilio
+    comm_id = await queue_sms(world)
+    await world.hub.jobs.run_until_idle()
+    assert (await load(world.hub, comm_id))[0].status == "suppressed"
+    assert len(world.fake.requests) == 1
+
+
+async def test_429_storm_is_retried_after_retry_after(world: SmsHub) -> None:
+    world.fake.fail_next(2, status=429, retry_after=30)
+    comm_id = await queue_sms(world)
+    assert await world.hub.jobs.run_until_idle() == 1  # first attempt, then not due yet
+    assert (await load(world.hub, comm_id))[0].status == "sending"
+    world.clock.advance(seconds=31)  # type: ignore[attr-defined]
+    await world.hub.jobs.run_until_idle()
+    world.clock.advance(seconds=31)  # type: ignore[attr-defined]
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "queued" and len(world.fake.requests) == 3
+    assert len(world.fake.sent_to(MOBILE)) == 1
+
+
+async def test_invalid_number_21211_fails_and_marks_invalid(world: SmsHub) -> None:
+    async with world.hub.transaction() as s:
+        pet_owner = await s.get(Client, world.client_id)  # type: ignore[attr-defined]
+        pet_owner.phone_mobile = "+15005550001"  # Twilio's "invalid number" test value
+    comm_id = await queue_sms(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status in ("bounced", "failed") and "21211" in (comm.last_error or "")
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.kind, row.reason) == ("sms", "invalid")
