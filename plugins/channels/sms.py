@@ -12,8 +12,8 @@ communication forward only: Twilio's callbacks arrive out of order (§1.2).
 
 Keywords (§1.6) are matched on the whole body, trimmed, case-insensitive: STOP and its synonyms
 opt the number out, START/UNSTOP/YES opt it back in, HELP/INFO are only logged (Twilio answers
-them itself). Twilio blocks the pair on its side too; a later send gets error 21610, which
-records the opt-out again and fails the message permanently.
+them itself). Twilio blocks the pair on its side too; a later send gets error 21610: the send job
+records the opt-out and fails the message permanently.
 
 Send errors: 21610 → ``opted_out`` (permanent); 21211 and the other "this number cannot take
 SMS" codes → ``invalid_address`` (permanent); 429 and 5xx → ``transient`` with Twilio's
@@ -219,7 +219,7 @@ class SmsChannel:
             async with asyncio.timeout(self.config.timeout):
                 created = await self._client.messages.create_async(**kwargs)
         except TwilioRestException as err:
-            raise await self._error(err, message) from err
+            raise self._error(err) from err
         except (aiohttp.ClientError, TimeoutError) as err:
             self._last_error = f"network: {err!r}"
             raise ChannelError(f"Twilio unreachable: {err!r}", reason="transient",
@@ -234,16 +234,13 @@ class SmsChannel:
             detail={"twilio_status": str(created.status), "num_segments": created.num_segments},
         )
 
-    async def _error(self, err: TwilioRestException, message: OutboundMessage) -> ChannelError:
+    def _error(self, err: TwilioRestException) -> ChannelError:
         code = err.code if isinstance(err.code, int) else None
         text = f"Twilio {err.status} {code}: {err.msg}"
         if code == OPTED_OUT_CODE:
-            # Twilio holds a STOP we may not have seen (the reply came before the hub knew the
-            # number, or through another app): record it so the verdict stops trying.
-            async with self.hub.transaction() as session:
-                await service.set_address_opt_out(
-                    session, self.hub, kind="sms", address=message.to, opted_out=True,
-                    source="sms_keyword", detail="Twilio error 21610 (recipient replied STOP)")
+            # Twilio holds a STOP the hub may not have seen. The send job records the opt-out
+            # for a permanent ``opted_out`` failure (hub.messaging.sending), so the verdict
+            # stops trying; the channel itself writes nothing during a send.
             return ChannelError(text, reason="opted_out", permanent=True, code=code)
         if code in INVALID_NUMBER_CODES:
             return ChannelError(text, reason="invalid_address", permanent=True, code=code)
