@@ -7,22 +7,28 @@
   with a practice ``vet-one`` (calling AE ``SCANNER1``), a company ``rad-co`` reading CT, MR,
   DX and CR, a company ``sono-co`` reading US, and approved accounts with both.
 - ``dicom_hub``: a started hub with that config; ``dicom_port(hub)`` is its receiver's port.
+- ``dicom_api``: an API client (see ``api``) for ``dicom_hub``; ``api_for(hub)`` for any hub.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
 from hub.core import Hub
 from hub.testing.dicom import DicomPeer, file_meta_of, storage_sop_classes
-from hub.testing.fixtures_core import deep_merge
+from hub.testing.fixtures_core import ApiClient, deep_merge
+from hub.web.app import create_app
 
-__all__ = ["dicom_config_data", "dicom_hub", "dicom_peer", "dicom_port", "dicom_samples"]
+__all__ = [
+    "api_for", "dicom_api", "dicom_config_data", "dicom_hub", "dicom_peer", "dicom_port",
+    "dicom_samples",
+]
 
 HUB_AE = "VETHUB"
 PRACTICE_AE = "SCANNER1"
@@ -102,3 +108,25 @@ async def dicom_hub(
     hub_factory: Callable[..., Awaitable[Hub]], dicom_config_data: Callable[..., dict[str, Any]]
 ) -> Hub:
     return await hub_factory(dicom_config_data())
+
+
+@pytest_asyncio.fixture
+async def api_for() -> AsyncIterator[Callable[[Hub], Awaitable[ApiClient]]]:
+    """``await api_for(hub)`` -> an :class:`ApiClient` on that hub's app (closed afterwards)."""
+    clients: list[TestClient] = []
+
+    async def _make(hub: Hub) -> ApiClient:
+        app = create_app(hub, start_hub=False, run_workers=False)
+        client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+        await client.start_server()
+        clients.append(client)
+        return ApiClient(client, hub)
+
+    yield _make
+    for client in clients:
+        await client.close()
+
+
+@pytest_asyncio.fixture
+async def dicom_api(dicom_hub: Hub, api_for: Callable[[Hub], Awaitable[ApiClient]]) -> ApiClient:
+    return await api_for(dicom_hub)
