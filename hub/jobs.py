@@ -337,7 +337,7 @@ class JobQueue:
         in_flight = list(self._in_flight.items())
         if in_flight:
             log.info("waiting up to %.0fs for %d in-flight job(s)", grace, len(in_flight))
-            _done, pending = await asyncio.wait([t for _, t in in_flight], timeout=grace or None)
+            _done, pending = await asyncio.wait([t for _, t in in_flight], timeout=grace)
             for job_id, task in in_flight:
                 if task in pending:
                     task.cancel()
