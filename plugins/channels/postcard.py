@@ -16,6 +16,9 @@ Lob answers: 422 is permanent (an address problem → ``invalid_address``, anyth
 the headers ``X-Rate-Limit-Reset`` in its prose and ``ratelimit-reset`` in its schema; both are
 read); a refused API key is transient with a long delay (the operator fixes the key).
 
+A ``postcard.returned_to_sender`` event marks the address invalid (the hub's postal key travels
+in the postcard's metadata), so the next postcard to it is vetoed until the PIMS address changes.
+
 The webhook ``/webhooks/lob`` checks ``Lob-Signature`` (hex HMAC-SHA256 of
 ``"{Lob-Signature-Timestamp}.{raw body}"`` with ``webhook_secret``) and refuses events more
 than five minutes old or ahead. Lob has not said whether the timestamp is in seconds or
@@ -241,6 +244,11 @@ class PostcardChannel:
         }
         if message.practice_id is not None:
             body["metadata"]["practice_id"] = str(message.practice_id)
+        # Lob echoes metadata in every event: a returned card names the address to suppress
+        # without the webhook reading communications (Lob rewrites the address it returns).
+        key = service.postal_suppression_address(message.postal_address)
+        if key:
+            body["metadata"]["postal_key"] = key
         sender = self.config.from_address
         if isinstance(sender, PostalAddress):
             body["from"] = lob_address(sender.model_dump())
@@ -357,6 +365,11 @@ class PostcardChannel:
                 status=status, provider_status=event_type,
                 at=_parse_time(event.get("date_created")) or self.hub.clock.now(),
                 detail={k: v for k, v in detail.items() if v is not None})
+            postal = (postcard.get("metadata") or {}).get("postal_key")
+            if status == "returned_to_sender" and postal:
+                await service.mark_address_invalid(
+                    session, self.hub, kind="postal", address=str(postal),
+                    reason=f"postcard {provider_id} returned to sender", source="bounce")
         return web.Response(status=200)
 
     async def health(self) -> tuple[bool, str]:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from hub.clock import FrozenClock
 from hub.core import Hub
+from hub.db.models import Practice
 from hub.messaging.channel import ChannelError, OutboundMessage
+from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
+from hub.messaging.outbound import queue_communication
+from hub.messaging.sending import outbound_message
+from hub.pims.models import Client, Patient
 from hub.testing.fake_lob import FakeLob, sign_event
 from hub.web.app import create_app
 from plugins.channels.postcard import (
@@ -145,8 +152,9 @@ async def test_send_creates_postcard(lob_hub: LobHub) -> None:
     assert body["front"] == "<h1>Rex is due</h1>" and body["back"] == "<p>Call us</p>"
     assert body["to"]["address_line2"] == "Apt 4" and body["to"]["address_country"] == "US"
     assert body["from"]["name"] == "Riverside Vets"
-    assert body["metadata"] == {"communication_id": "41", "category": "reminder",
-                                "practice_id": "3"}
+    assert body["metadata"]["communication_id"] == "41"
+    assert body["metadata"]["practice_id"] == "3" and body["metadata"]["category"] == "reminder"
+    assert body["metadata"]["postal_key"].startswith("postal:")
 
 
 @pytest.mark.parametrize(("category", "use_type"), [
@@ -255,3 +263,138 @@ async def test_fresh_signed_event_passes_the_check(lob_hub: LobHub, unit: str) -
     assert lob_hub.channel.verify(ts, "x", b"{}") == "bad signature"  # fresh, wrong signature
     assert lob_hub.channel.verify(ts, sign_event(lob_hub.fake.webhook_secret, ts, b"{}"),
                                   b"{}") is None
+
+
+# -- end to end: verdict, outbox job, Lob, events --------------------------------------------
+DAYTIME = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+REMINDER = {"patient_name": "Rex", "service": "rabies vaccine", "due_date": "2026-03-09"}
+
+
+@pytest_asyncio.fixture
+async def world(lob_hub: LobHub) -> LobHub:
+    lob_hub.clock.set(DAYTIME)
+    async with lob_hub.hub.transaction() as s:
+        practice = Practice(slug="parkside", name="Parkside Vets", country="US",
+                            timezone="America/New_York", address={})
+        s.add(practice)
+        await s.flush()
+        owner = Client(practice_id=practice.id, external_id="ann", first_name="Ann",
+                       last_name="Smith", status="active", email=None, phone_mobile=None,
+                       address_line1="210 King St", address_line2="Apt 4",
+                       city="San Francisco", region="CA", postcode="94107", country="US")
+        s.add(owner)
+        s.add(Patient(practice_id=practice.id, external_id="ann-p0", client_external_id="ann",
+                      name="Rex", status="active"))
+        await s.flush()
+    lob_hub.client_id = owner.id  # type: ignore[attr-defined]
+    return lob_hub
+
+
+async def queue_card(world: LobHub, category: str = "reminder") -> int:
+    async with world.hub.transaction() as s:
+        comm = await queue_communication(s, world.hub, client_id=world.client_id,  # type: ignore[attr-defined]
+                                         template="reminder", category=category,
+                                         channels=("postcard",), context=REMINDER)
+        return comm.id
+
+
+async def load(hub: Hub, comm_id: int) -> tuple[Communication, list[tuple[str, bool]]]:
+    async with hub.sessionmaker() as s:
+        comm = await s.get(Communication, comm_id)
+        history = (await s.execute(select(CommunicationStatus).where(
+            CommunicationStatus.communication_id == comm_id).order_by(
+            CommunicationStatus.id))).scalars().all()
+    assert comm is not None
+    return comm, [(h.status, h.applied) for h in history]
+
+
+async def test_postcard_end_to_end_with_tracking_events(world: LobHub) -> None:
+    comm_id = await queue_card(world)
+    assert await world.hub.jobs.run_until_idle() == 1
+    [request] = world.fake.requests
+    assert request.headers["Idempotency-Key"] == str(comm_id)
+    assert "Rex is due for rabies vaccine" in request.body["front"]
+    assert request.body["to"]["name"] == "Ann Smith" and request.body["use_type"] == "operational"
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "processed" and comm.provider_id in world.fake.postcards
+
+    for event in ("postcard.in_transit", "postcard.mailed", "postcard.rendered_pdf",
+                  "postcard.delivered", "postcard.in_local_area"):
+        resp = await world.fake.send_event(world.webhook, comm.provider_id, event)
+        assert resp.status == 200
+    comm, history = await load(world.hub, comm_id)
+    assert comm.status == "delivered"
+    assert history[-4:] == [("in_transit", True), ("mailed", False), ("delivered", True),
+                            ("in_local_area", False)]
+
+
+async def test_a_replayed_send_gets_the_same_postcard(world: LobHub) -> None:
+    comm_id = await queue_card(world)
+    async with world.hub.sessionmaker() as s:
+        comm = await s.get(Communication, comm_id)
+        message = outbound_message(world.hub, comm)
+    # the first attempt reached Lob, then the worker died before recording it
+    first = await world.channel.send(message)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.provider_id == first.provider_id and comm.status == "processed"
+    assert len(world.fake.postcards) == 1 and len(world.fake.requests) == 2
+
+
+async def test_marketing_category_is_marketing_mail(world: LobHub) -> None:
+    await queue_card(world, category="loyalty")
+    await world.hub.jobs.run_until_idle()
+    assert world.fake.requests[-1].body["use_type"] == "marketing"
+
+
+async def test_returned_to_sender_suppresses_the_address(world: LobHub) -> None:
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    for event in ("postcard.mailed", "postcard.returned_to_sender"):
+        await world.fake.send_event(world.webhook, comm.provider_id, event)
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "returned_to_sender"
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.kind, row.reason, row.active) == ("postal", "invalid", True)
+    again = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    assert (await load(world.hub, again))[0].status == "suppressed"
+    assert len(world.fake.postcards) == 1
+
+
+async def test_unmailable_address_fails_without_calling_lob(world: LobHub) -> None:
+    async with world.hub.transaction() as s:
+        owner = await s.get(Client, world.client_id)  # type: ignore[attr-defined]
+        owner.postcode = "9410"
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "bounced" and "address_zip" in (comm.last_error or "")
+    assert world.fake.requests == []
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.kind, row.reason) == ("postal", "invalid")
+
+
+async def test_rate_limited_send_waits_for_the_reset(world: LobHub) -> None:
+    world.fake.rate_limit_next(1, reset_in=20)
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    assert (await load(world.hub, comm_id))[0].status == "sending"
+    world.clock.advance(seconds=10)
+    assert await world.hub.jobs.run_until_idle() == 0  # not before the reset
+    world.clock.advance(seconds=11)
+    await world.hub.jobs.run_until_idle()
+    assert (await load(world.hub, comm_id))[0].status == "processed"
+    assert len(world.fake.postcards) == 1
+
+
+async def test_422_fails_the_communication_for_good(world: LobHub) -> None:
+    world.fake.fail_next(1, status=422, code="invalid", message="front is not valid HTML")
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "failed" and "422" in (comm.last_error or "")
+    assert len(world.fake.requests) == 1
