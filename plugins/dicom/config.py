@@ -44,7 +44,6 @@ class DicomConfig(BaseModel):
         64, ge=1, le=1000, description="most instances committed in one transaction"
     )
     forward_timeout: float = Field(60, gt=0, description="seconds per forward association")
-    forward_max_attempts: int = Field(10, ge=1)
 
     @field_validator("ae_title")
     @classmethod

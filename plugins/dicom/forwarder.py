@@ -180,8 +180,16 @@ async def forward_case(hub: Hub, job: JobContext) -> None:
         try:
             dest = destination_of(company)
         except PermanentJobError as err:
-            await add_status(session, hub, case, CASE_FAILED, note=str(err))
-            raise
+            no_destination = err
+        else:
+            no_destination = None
+        if no_destination is not None:
+            await add_status(session, hub, case, CASE_FAILED, note=str(no_destination))
+    if no_destination is not None:  # after the commit, so the case keeps its failed status
+        raise no_destination
+    async with hub.transaction() as session:
+        case = await session.get(Case, case_id)
+        assert case is not None
         instances = (
             (
                 await session.execute(
