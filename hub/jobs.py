@@ -137,16 +137,21 @@ class JobQueue:
         self, session: AsyncSession, name: str, kind: str, payload: Mapping[str, Any],
         every_seconds: int, *, first_run_at: datetime | None = None,
     ) -> Schedule:
-        """Create or update a periodic schedule; its ticks become jobs exactly once each."""
-        schedule = await session.get(Schedule, name)
-        if schedule is None:
-            schedule = Schedule(
-                name=name, kind=kind, payload=dict(payload), every_seconds=every_seconds,
-                next_run_at=first_run_at or self.hub.clock.now(), enabled=True,
-            )
-            session.add(schedule)
-        else:
-            schedule.kind, schedule.payload, schedule.every_seconds = kind, dict(payload), every_seconds
+        """Create or update a periodic schedule; its ticks become jobs exactly once each.
+
+        Replicas starting together all declare their schedules: the row is inserted with ON
+        CONFLICT DO NOTHING (a plain get-then-add raised IntegrityError in the later replica).
+        """
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(Schedule)
+            .values(name=name, kind=kind, payload=dict(payload), every_seconds=every_seconds,
+                    next_run_at=first_run_at or self.hub.clock.now(), enabled=True)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        stmt = select(Schedule).where(Schedule.name == name).execution_options(populate_existing=True)
+        schedule = (await session.execute(stmt)).scalar_one()
+        schedule.kind, schedule.payload, schedule.every_seconds = kind, dict(payload), every_seconds
         await session.flush()
         return schedule
 
