@@ -387,6 +387,23 @@ async def test_two_hubs_ticking_one_schedule_make_one_job_per_tick(
     assert len(handlers.runs) == ticks and len({r[1] for r in handlers.runs}) == ticks
 
 
+async def test_two_hubs_declaring_one_schedule_at_once(hub_factory: Callable[..., Awaitable[Hub]],
+                                                     frozen_clock: FrozenClock) -> None:
+    """Replicas started together both declare their schedules; neither start-up fails."""
+    a = await hub_factory(clock=frozen_clock)
+    b = await hub_factory(clock=frozen_clock)
+
+    async def declare(hub: Hub, n: int) -> None:
+        async with hub.transaction() as session:
+            await hub.jobs.ensure_schedule(session, f"s{n}", "t.ok", {"n": n}, 60)
+
+    for n in range(5):
+        await asyncio.gather(declare(a, n), declare(b, n))
+    async with a.sessionmaker() as session:
+        rows = (await session.execute(select(Schedule).order_by(Schedule.name))).scalars().all()
+    assert [(r.name, r.every_seconds) for r in rows] == [(f"s{i}", 60) for i in range(5)]
+
+
 async def test_schedule_after_downtime_fires_once_not_per_missed_tick(jhub: Hub, frozen_clock: FrozenClock) -> None:
     async with jhub.transaction() as session:
         await jhub.jobs.ensure_schedule(session, "sync", "t.ok", {}, 60)
