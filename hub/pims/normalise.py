@@ -60,7 +60,10 @@ def normalise_phone(value: str, region: str) -> str:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as err:
         raise ValueError(f"unparseable phone {value!r}: {err}") from err
-    if not phonenumbers.is_valid_number(number):
+    # The practice's own region first: it is the common case and much cheaper than asking
+    # every region that shares the country code.
+    if not (phonenumbers.is_valid_number_for_region(number, region)
+            or phonenumbers.is_valid_number(number)):
         raise ValueError(f"invalid phone {value!r} for region {region}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -12,6 +12,7 @@ and counts as unchanged. Inactivation and death arrive as status updates; nothin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -61,8 +62,6 @@ KINDS: dict[str, tuple[str, Table, type]] = {
 }
 _FIELDS = {kind: [f.name for f in dataclasses.fields(cls) if f.name != "raw"]
            for kind, (_a, _t, cls) in KINDS.items()}
-#: stay under SQLite's and asyncpg's bound-parameter limits (32766 / 32767).
-MAX_PARAMS = 30000
 
 
 class SyncError(Exception):
@@ -269,6 +268,19 @@ def _insert_for(session: AsyncSession) -> Callable[[Table], Any]:
     return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
 
 
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
+    """INSERT … ON CONFLICT (practice_id, external_id) DO UPDATE, touching only rows whose
+    values differ, RETURNING the ids of rows inserted or changed."""
+    compared = [c for c in columns if c not in ("practice_id", "external_id", "synced_at")]
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=["practice_id", "external_id"],
+        set_={c: stmt.excluded[c] for c in [*compared, "synced_at"]},
+        where=or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compared]),
+    ).returning(table.c.id, table.c.external_id)
+
+
 async def upsert(session: AsyncSession, table: Table, practice_id: int,
                  rows: list[dict[str, Any]], now: Any) -> tuple[int, int, int, list[int]]:
     """Insert or update ``rows`` by (practice_id, external_id); rows whose values are unchanged
@@ -282,18 +294,10 @@ async def upsert(session: AsyncSession, table: Table, practice_id: int,
     existing = set((await session.execute(
         select(table.c.external_id).where(table.c.practice_id == practice_id,
                                           table.c.external_id.in_(list(by_id))))).scalars())
-    compared = [c for c in rows[0] if c not in ("practice_id", "external_id", "synced_at")]
-    chunk = max(MAX_PARAMS // len(rows[0]), 1)
-    insert = _insert_for(session)
-    changed: list[tuple[int, str]] = []
-    for start in range(0, len(rows), chunk):
-        stmt = insert(table).values(rows[start:start + chunk])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["practice_id", "external_id"],
-            set_={c: stmt.excluded[c] for c in [*compared, "synced_at"]},
-            where=or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compared]),
-        ).returning(table.c.id, table.c.external_id)
-        changed += [(r[0], r[1]) for r in await session.execute(stmt)]
+    stmt = _upsert_statement(session.bind.dialect.name, table, tuple(rows[0]))
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+    # from one cached compiled statement.
+    changed = [(r[0], r[1]) for r in await session.execute(stmt, rows)]
     inserted = sum(1 for _i, ext in changed if ext not in existing)
     return inserted, len(changed) - inserted, len(rows), [i for i, _e in changed]
 
