@@ -1,3 +1,8 @@
-"""Fixtures for the accounts tests (the helpers live in accounts_world.py)."""
+"""Fixtures for the accounts tests (the helpers live in accounts_world.py, beside this file)."""
 
-from accounts_world import world, world_factory  # noqa: F401
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from accounts_world import world, world_factory  # noqa: E402, F401
