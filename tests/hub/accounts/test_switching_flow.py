@@ -20,7 +20,7 @@ MINUTE = timedelta(minutes=1)
 
 
 async def setup(world: World, *, last_case_days_ago: float | None = 30, modalities=("DX", "CT")):
-    rr, sc = world.companies["read-right"], world.companies["scan-co"]
+    rr = world.companies["read-right"]
     pid, accounts = await add_practice(world.hub, "elm-vets", {rr: list(modalities)})
     async with world.hub.transaction() as s:
         s.add(CallingAE(practice_id=pid, account_id=accounts[rr], ae_title="ELM1"))
