@@ -381,3 +381,25 @@ async def test_invalid_number_21211_fails_and_marks_invalid(world: SmsHub) -> No
     async with world.hub.sessionmaker() as s:
         [row] = (await s.execute(select(AddressSuppression))).scalars().all()
     assert (row.kind, row.reason) == ("sms", "invalid")
+
+
+async def test_public_url_with_a_path_prefix_behind_a_proxy(hub_factory, fake_twilio,
+                                                            sms_config) -> None:
+    public = "https://vets.example/hub"
+    hub = await hub_factory({"sms": sms_config(fake_twilio, public_url=public + "/")})
+    client = TestClient(TestServer(create_app(hub, start_hub=False, run_workers=False),
+                                   host="127.0.0.1", port=0))
+    await client.start_server()
+    try:
+        # the proxy strips /hub: Twilio signs https://vets.example/hub/webhooks/..., the hub
+        # receives /webhooks/... and must check against the configured public URL
+        fake_twilio.reverse_proxy(public, str(client.make_url("")).rstrip("/"))
+        result = await hub.channels["sms"].send(sms())
+        assert fake_twilio.status_callback_url(result.provider_id) == (
+            f"{public}/webhooks/twilio/status")
+        assert (await fake_twilio.send_status(result.provider_id, "sent")).status == 200
+        forged_host = await fake_twilio.send_status(
+            result.provider_id, "sent", sign_url=str(client.make_url("/webhooks/twilio/status")))
+        assert forged_host.status == 403
+    finally:
+        await client.close()
