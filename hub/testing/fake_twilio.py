@@ -109,6 +109,11 @@ class CreateRequest:
     status: int
     response: dict[str, Any]
 
+    @property
+    def unknown_fields(self) -> set[str]:
+        """Fields twilio-python 9.x would not send (a hand-rolled client's typo, say)."""
+        return set(self.form) - CREATE_FIELDS
+
 
 @dataclass
 class FakeTwilio:

@@ -72,6 +72,19 @@ async def test_create_201_parsed_by_sdk(fake: FakeTwilio, client: Client) -> Non
     assert fake.status_callback_url(msg.sid) == "https://hub.example/webhooks/twilio/status"
 
 
+async def test_every_field_the_sdk_sends_is_known(fake: FakeTwilio, client: Client) -> None:
+    await client.messages.create_async(
+        to="+15551230001", from_="+15005550006", body="x", status_callback="https://h/s",
+        validity_period=600, smart_encoded=True, shorten_urls=False, attempt=1,
+        content_retention="discard", address_retention="retain", risk_check="enable",
+        provide_feedback=True, force_delivery=False, media_url=["https://h/a.png"],
+        persistent_action=["mailto:a@b.c"], max_price=0.5, application_sid="AP" + "0" * 32)
+    req = fake.requests[-1]
+    assert req.status == 201 and req.unknown_fields == set()
+    assert req.form["SmartEncoded"] == ["true"] and req.form["ShortenUrls"] == ["false"]
+    assert req.response["sid"].startswith("MM") and req.response["num_media"] == "1"
+
+
 async def test_messaging_service_is_accepted(fake: FakeTwilio, client: Client) -> None:
     msg = await client.messages.create_async(to="+15551230001", messaging_service_sid="MG" + "1" * 32,
                                              body="hi")
