@@ -403,3 +403,15 @@ async def test_public_url_with_a_path_prefix_behind_a_proxy(hub_factory, fake_tw
         assert forged_host.status == 403
     finally:
         await client.close()
+
+
+async def test_advanced_opt_out_type_is_trusted_for_custom_keywords(world: SmsHub) -> None:
+    service_sid = "MG" + "b" * 32
+    params = dict(world.fake.inbound_params(MOBILE, TWILIO_FROM, "ARRET",
+                                            messaging_service_sid=service_sid))
+    params["OptOutType"] = "STOP"  # a custom keyword configured in Advanced Opt-Out
+    resp = await world.fake.post_form(f"{PUBLIC}/webhooks/twilio/inbound", params)
+    assert resp.status == 200
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.kind, row.address, row.reason, row.active) == ("sms", MOBILE, "opt_out", True)
