@@ -1,0 +1,146 @@
+"""PIMS sync benchmark: a generated export through the file-export connector and the sync engine.
+
+    .venv/bin/python bench/pims_sync.py [--clients 100000 --patients 150000 --reminders 300000]
+        [--db sqlite] [--db postgresql --pg-url postgresql+asyncpg://postgres@127.0.0.1/postgres]
+
+For each database: the floor (a plain SQLAlchemy Core bulk INSERT of the same normalised rows
+into empty tables, batches of 1,000 in one transaction each: what no upsert can beat), then the
+hub's full sync of the export (CSV parsing, normalisation, upserts, checkpoints, rejects), then
+an incremental run with 1,000 changed clients. Prints rows/s and the ratio to the floor.
+Targets (issue 4): full sync within 3x the floor; the incremental run under 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.engine import make_url
+
+from hub.config import load_config
+from hub.core import create_hub
+from hub.db.models import Practice
+from hub.pims.connector import ConnectorContext
+from hub.pims.normalise import normalise
+from hub.pims.sync import _FIELDS, KINDS, sync_practices
+from hub.testing.exports import generate, make_stable, write_export
+
+BATCH = 1000
+
+
+def config_for(url: str, work: Path, drop: Path) -> Any:
+    return load_config("<bench>", env={}, data={
+        "hub": {"data_dir": str(work / "var"), "secret_key": "bench-secret-key-0123456789",
+                "public_url": "http://127.0.0.1"},
+        "database": {"url": url},
+        "practices": [{"slug": "bench", "name": "Bench", "country": "US", "pims": [
+            {"connector": "file_export", "drop_dir": str(drop), "batch_size": BATCH,
+             "sync_every_seconds": 0}]}],
+    })
+
+
+async def fresh_url(kind: str, work: Path, pg_url: str | None) -> str:
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{work / f'{uuid.uuid4().hex[:8]}.db'}"
+    import asyncpg
+
+    assert pg_url, "--pg-url is needed for postgresql"
+    name = f"vethub_bench_{uuid.uuid4().hex[:8]}"
+    u = make_url(pg_url)
+    conn = await asyncpg.connect(user=u.username, password=u.password, host=u.host or "127.0.0.1",
+                                 port=u.port or 5432, database=u.database or "postgres")
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+async def normalised_rows(drop: Path, practice_id: int) -> dict[str, list[dict[str, Any]]]:
+    """The rows the sync stores, produced by the same connector and normaliser (not timed)."""
+    from connectors.file_export.connector import FileExportConfig, FileExportConnector
+
+    # Read a copy so the real files stay for the sync.
+    connector = FileExportConnector(FileExportConfig(drop_dir=drop, stable_seconds=0, batch_size=BATCH),
+                                    ConnectorContext("bench", "US"))
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+    for kind, path in connector.ready_files():
+        opened = connector._open(kind, path, "")
+        row = 0
+        more = True
+        while more:
+            batch, row, more = connector._read(opened, row, 0)
+            for attr_kind, (attr, _t, _c) in KINDS.items():
+                for record in getattr(batch, attr):
+                    if not isinstance(normalise(record, "US"), str):
+                        r = {f: getattr(record, f) for f in _FIELDS[attr_kind]}
+                        r["practice_id"] = practice_id
+                        rows[attr_kind].append(r)
+        opened.handle.close()
+    return rows
+
+
+async def run_db(kind: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    data = generate(args.clients, args.patients, args.reminders, appointments=0, seed=1)
+    drop = work / f"drop-{kind}"
+    make_stable(*write_export(drop, data).values())
+    total = len(data.clients) + len(data.patients) + len(data.reminders)
+
+    # Floor: plain Core bulk insert of the same rows into empty tables.
+    hub = create_hub(config_for(await fresh_url(kind, work, args.pg_url), work, drop))
+    await hub.start(lifecycle=False, upgrade=True)
+    async with hub.sessionmaker() as s:
+        practice_id = (await s.execute(Practice.__table__.select())).first().id
+    rows = await normalised_rows(drop, practice_id)
+    now = hub.clock.now()
+    start = time.perf_counter()
+    for k, (_a, table, _c) in KINDS.items():
+        for i in range(0, len(rows[k]), BATCH):
+            chunk = [{**r, "synced_at": now} for r in rows[k][i:i + BATCH]]
+            async with hub.engine.begin() as conn:
+                await conn.execute(insert(table), chunk)
+    floor = time.perf_counter() - start
+    await hub.stop()
+
+    # The hub's full sync, then an incremental run of 1,000 changed clients.
+    hub = create_hub(config_for(await fresh_url(kind, work, args.pg_url), work, drop))
+    await hub.start(lifecycle=False, upgrade=True)
+    start = time.perf_counter()
+    [full] = await sync_practices(hub, full=True)
+    full_s = time.perf_counter() - start
+    assert full.status == "succeeded", full.error
+    make_stable(*write_export(drop, data.change(1000), suffix="-delta").values())
+    start = time.perf_counter()
+    [inc] = await sync_practices(hub)
+    inc_s = time.perf_counter() - start
+    assert inc.status == "succeeded", inc.error
+    await hub.stop()
+    changed = inc.counts["client"]["updated"] + inc.counts["patient"]["updated"]
+    print(f"{kind:<11} rows {total:,}: floor {floor:6.1f}s ({total / floor:8,.0f} rows/s) | "
+          f"full sync {full_s:6.1f}s ({total / full_s:8,.0f} rows/s) ratio {full_s / floor:4.2f}x | "
+          f"incremental 1,000 changes {inc_s:5.2f}s ({changed} updated)", flush=True)
+    return {"floor": floor, "full": full_s, "incremental": inc_s, "rows": total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100_000)
+    parser.add_argument("--patients", type=int, default=150_000)
+    parser.add_argument("--reminders", type=int, default=300_000)
+    parser.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
+    parser.add_argument("--pg-url", default=None)
+    args = parser.parse_args()
+    print(f"PIMS sync bench on {platform.node()} ({platform.machine()}, Python {platform.python_version()}): "
+          f"{args.clients:,} clients, {args.patients:,} patients, {args.reminders:,} reminders")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.db or ["sqlite"]:
+            asyncio.run(run_db(kind, args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
