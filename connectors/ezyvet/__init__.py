@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from hub.hookspecs import hookimpl
-
 from connectors.ezyvet.connector import EzyVetConfig, EzyVetConnector
+from hub.hookspecs import hookimpl
 
 __all__ = ["EzyVetConfig", "EzyVetConnector"]
 

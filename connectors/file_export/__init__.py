@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from hub.hookspecs import hookimpl
-
 from connectors.file_export.connector import FileExportConfig, FileExportConnector
+from hub.hookspecs import hookimpl
 
 __all__ = ["FileExportConfig", "FileExportConnector"]
 

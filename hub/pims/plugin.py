@@ -11,7 +11,7 @@ from aiohttp import web
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext, PermanentJobError
 from hub.pims import api
-from hub.pims.sync import ConnectorEntry, RunResult, SyncError, SyncEngine, connector_entries
+from hub.pims.sync import ConnectorEntry, RunResult, SyncEngine, SyncError, connector_entries
 
 JOB_KIND = "pims.sync"
 

@@ -6,7 +6,15 @@ import json
 
 from sqlalchemy import func, select
 
-from hub.pims.models import Appointment, Client, Patient, Reminder, SyncCheckpoint, SyncReject, Visit
+from hub.pims.models import (
+    Appointment,
+    Client,
+    Patient,
+    Reminder,
+    SyncCheckpoint,
+    SyncReject,
+    Visit,
+)
 from hub.pims.sync import sync_practices
 from hub.testing.fake_ezyvet import DETAIL_EMAIL, FakeEzyVet
 
