@@ -187,3 +187,17 @@ async def test_status_callbacks_signed_any_order(fake: FakeTwilio, client: Clien
     assert params["ErrorCode"] == "30003" and "RawDlrDoneDate" in params
     assert {"AccountSid", "From", "MessageSid", "MessageStatus", "SmsSid", "SmsStatus"} <= set(
         fake.status_params(msg.sid, "sent"))
+
+
+def test_fake_signs_exactly_like_twilio_request_validator() -> None:
+    from multidict import MultiDict
+
+    from hub.testing.fake_twilio import twilio_signature
+
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
+              "From": "+12349013030", "To": "+18005551212"}
+    assert twilio_signature("12345", url, params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    assert twilio_signature("12345", url, params) == RequestValidator("12345").compute_signature(url, params)
+    repeated = MultiDict([("MediaUrl", "b"), ("MediaUrl", "a"), ("Body", "hi")])
+    assert twilio_signature("tok", url, repeated) == RequestValidator("tok").compute_signature(url, repeated)
