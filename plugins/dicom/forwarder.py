@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, _config
+from pynetdicom import _config
 from pynetdicom.presentation import build_context
 from sqlalchemy import select
 
@@ -40,6 +40,7 @@ from hub.imaging.models import (
 from hub.jobs import PermanentJobError
 
 from .config import DicomConfig
+from .net import NoDelayAE
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -128,7 +129,7 @@ def send_instances(
     if not sendable:
         return report
 
-    ae = AE(ae_title=calling_ae)
+    ae = NoDelayAE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.maximum_pdu_size = 131072
     # One context per (SOP class, transfer syntax): the acceptor picks one syntax per context.

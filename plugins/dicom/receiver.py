@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from hub.imaging.service import ImagingError, ReceivedInstance
 from .committer import Committer
 from .config import DicomConfig
 from .header import HeaderError, parse_header
+from .net import NoDelayServer, ReusePortServer
 from .storage import DicomStore, StorageError, instance_relpath
 
 if TYPE_CHECKING:
@@ -76,14 +76,6 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     return ds
 
 
-class _ReusePortServer(ThreadedAssociationServer):
-    """Sets SO_REUSEPORT so several receiver processes can share one port."""
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-
 class DicomReceiver:
     def __init__(self, hub: Hub, config: DicomConfig) -> None:
         self.hub = hub
@@ -117,7 +109,7 @@ class DicomReceiver:
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
-        server_class = _ReusePortServer if reuse_port else ThreadedAssociationServer
+        server_class = ReusePortServer if reuse_port else NoDelayServer
 
         def _start() -> ThreadedAssociationServer:
             return _start_server(ae, (self.config.host, self.config.port), handlers, server_class)
