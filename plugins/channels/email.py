@@ -416,13 +416,10 @@ class SmtpEmailChannel:
 
 
 def hub_secret(hub) -> bytes:
-    """The hub secret as bytes, for deterministic Message-IDs (empty when unset)."""
-    for attr in ("secret", "secret_key"):
-        value = getattr(hub.config, attr, None)
-        if value is not None:
-            raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-            return raw.encode()
-    return b""
+    """The hub secret (``[hub] secret_key``), so Message-IDs are the same across restarts."""
+    value = hub.config.hub.secret_key
+    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    return raw.encode()
 
 
 def email_config(hub) -> EmailConfig | None:
