@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -238,6 +239,7 @@ async def accept_request(
         session.add(user)
     await session.flush()
     req.practice_id, req.account_id, req.user_id = practice.id, account.id, user.id
+    _first_images_done.get(hub, set()).discard(practice.id)
     req.state, req.decided_by, req.account_created_at = "accepted", actor, now
     await history.record(session, account, "created", actor, after=history.account_state(account))
     await audit.record(
@@ -352,17 +354,28 @@ async def set_password(session: AsyncSession, hub: Hub, token: str, password: st
 # --- stages from imaging ------------------------------------------------------------------------
 
 
-async def note_first_images(session: AsyncSession, practice_id: int, at: datetime) -> None:
+# Practices known to have no accepted request still lacking "first images received", per hub
+# (weakly keyed, so a stopped hub takes its set with it). Acceptance clears the practice's entry.
+_first_images_done: WeakKeyDictionary[Any, set[int]] = WeakKeyDictionary()
+
+
+def first_images_pending(hub: Hub, practice_id: int) -> bool:
+    return practice_id not in _first_images_done.get(hub, ())
+
+
+async def note_first_images(session: AsyncSession, hub: Hub, practice_id: int, at: datetime) -> None:
     """Stamp "first images received" on the practice's accepted requests that lack it."""
     await session.execute(
         update(AccountRequest)
         .where(
             AccountRequest.practice_id == practice_id,
+            AccountRequest.account_created_at <= at,
             AccountRequest.first_images_received_at.is_(None),
         )
         .values(first_images_received_at=at)
         .execution_options(synchronize_session=False)
     )
+    _first_images_done.setdefault(hub, set()).add(practice_id)
 
 
 async def refresh_stages(session: AsyncSession, requests: list[AccountRequest]) -> None:
@@ -377,7 +390,10 @@ async def refresh_stages(session: AsyncSession, requests: list[AccountRequest]) 
         if req.first_images_received_at is None:
             first = (
                 await session.execute(
-                    select(func.min(Instance.received_at)).where(Instance.practice_id == req.practice_id)
+                    select(func.min(Instance.received_at)).where(
+                        Instance.practice_id == req.practice_id,
+                        Instance.received_at >= req.account_created_at,
+                    )
                 )
             ).scalar()
             if first is not None:

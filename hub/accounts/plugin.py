@@ -42,16 +42,17 @@ def vethub_template_dirs():
 
 @hookimpl
 def vethub_instance_stored(hub: Hub, instance: Any):
-    practice_id = getattr(instance, "practice_id", None)
-    if practice_id is None:
+    """Stamp "first images received". The receiver fires this for every instance, so after one
+    look per practice (per process) that finds nothing left to stamp it costs nothing."""
+    from hub.accounts.onboarding import first_images_pending, note_first_images
+
+    practice_id = instance.get("practice_id") if isinstance(instance, dict) else getattr(instance, "practice_id", None)
+    if practice_id is None or not first_images_pending(hub, practice_id):
         return None
 
     async def _stamp() -> None:
-        from hub.accounts.onboarding import note_first_images
-
-        at = getattr(instance, "received_at", None) or hub.clock.now()
         async with hub.transaction() as session:
-            await note_first_images(session, practice_id, at)
+            await note_first_images(session, hub, practice_id, hub.clock.now())
 
     return _stamp()
 

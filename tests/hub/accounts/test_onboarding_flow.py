@@ -106,6 +106,8 @@ async def test_request_to_first_case(world: World, tmp_path) -> None:
     assert all(res.status == 0 for res in results), results
     async with hub.sessionmaker() as s:
         study = (await s.execute(select(Study))).scalar_one()
+        stamped = (await s.get(AccountRequest, rid)).first_images_received_at
+    assert stamped == world.clock.now()  # by vethub_instance_stored, as the images arrived
 
     # 7. the practice submits the case
     world.clock.advance(hours=3)
