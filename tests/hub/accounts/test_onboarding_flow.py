@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import timedelta
 
 from accounts_world import READ_RIGHT, World
 from sqlalchemy import select
@@ -213,4 +212,36 @@ async def test_request_not_visible_to_other_company(world: World) -> None:
     assert (await other.get(f"/api/account-requests/{rid}")).status == 404
     assert (await other.post(f"/api/account-requests/{rid}/accept")).status == 404
     assert (await (await other.get("/api/account-requests")).json())["items"] == []
-    _ = timedelta
+
+
+async def test_html_complete_and_set_password_pages(world_factory) -> None:
+    world = await world_factory(companies=[
+        {"slug": "read-right", "name": "ReadRight", "email": READ_RIGHT, "modalities": ["DX"],
+         "auto_approve": True},
+    ])
+    r = await world.api.post("/api/account-requests", json={**PARTIAL, "phone": "+441134960000"})
+    body = await r.json()
+    rid, token = body["id"], body["completion_token"]
+    # the emailed link opens a form asking only for what is missing
+    r = await world.api.get(f"/account-requests/{rid}/complete?token={token}")
+    html = await r.text()
+    assert r.status == 200 and 'name="pims"' in html and 'name="address.postcode"' in html
+    assert 'name="practice_name"' not in html
+    assert (await world.api.get(f"/account-requests/{rid}/complete?token=wrong")).status == 404
+    r = await world.api.post(f"/account-requests/{rid}/complete",
+                             data={"token": token, "pims": "ezyVet", "address.postcode": "LS1 1AA"})
+    assert r.status == 200 and "Your account is ready" in await r.text()
+    async with world.hub.sessionmaker() as s:
+        req = await s.get(AccountRequest, rid)
+    assert req.state == "accepted" and req.address["city"] == "Leeds" and req.address["postcode"] == "LS1 1AA"
+    # the welcome link's page sets the password once
+    await world.run_jobs()
+    link = re.search(r"/set-password\?token=(\S+)", body_of(world.mails()[-1])).group(1)
+    r = await world.api.get(f"/set-password?token={link}")
+    assert r.status == 200 and 'type="password"' in await r.text()
+    r = await world.api.post("/set-password", data={"token": link, "password": "short"})
+    assert r.status == 422
+    r = await world.api.post("/set-password", data={"token": link, "password": "correct horse battery"})
+    assert r.status == 200 and "Password set" in await r.text()
+    r = await world.api.post("/set-password", data={"token": link, "password": "correct horse battery"})
+    assert r.status == 410
