@@ -156,6 +156,8 @@ class SyncRun(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: written with every batch: a "running" run whose heartbeat is old died with its process.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     batches: Mapped[int] = mapped_column(default=0)
     #: {kind: {"inserted", "updated", "unchanged", "rejected"}}
     counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

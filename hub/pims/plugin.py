@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
 import click
 from aiohttp import web
+from sqlalchemy import select
 
+from hub.db.models import Practice
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext, PermanentJobError
 from hub.pims import api
+from hub.pims.models import SyncRun
 from hub.pims.sync import ConnectorEntry, RunResult, SyncEngine, SyncError, connector_entries
 
 JOB_KIND = "pims.sync"
@@ -53,6 +57,29 @@ def vethub_job_handlers() -> dict[str, Any]:
 @hookimpl
 def vethub_startup(hub: Any) -> Any:
     return _ensure_schedules(hub)
+
+
+@hookimpl
+def vethub_health_checks(hub: Any) -> dict[str, Any]:
+    """One readiness check per configured connector, from its last finished run (no call to
+    the PIMS: a probe every few seconds must not spend the PIMS's rate limit)."""
+    return {f"pims:{entry.practice}/{entry.name}": functools.partial(_last_run_health, hub, entry)
+            for entry in connector_entries(hub.config.practices)}
+
+
+async def _last_run_health(hub: Any, entry: ConnectorEntry) -> tuple[bool, str]:
+    async with hub.sessionmaker() as session:
+        row = (await session.execute(
+            select(SyncRun.status, SyncRun.finished_at, SyncRun.error)
+            .join(Practice, Practice.id == SyncRun.practice_id)
+            .where(Practice.slug == entry.practice, SyncRun.connector == entry.name,
+                   SyncRun.status.in_(("succeeded", "failed")))
+            .order_by(SyncRun.id.desc()).limit(1))).first()
+    if row is None:
+        return True, "not synced yet"
+    if row.status == "failed":
+        return False, f"last sync failed: {row.error}"
+    return True, f"last sync succeeded at {row.finished_at.isoformat()}"
 
 
 @hookimpl

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Table, or_, select, update
@@ -60,6 +61,8 @@ KINDS: dict[str, tuple[str, Table, type]] = {
     "appointment": ("appointments", Appointment.__table__, AppointmentRecord),
     "visit": ("visits", Visit.__table__, VisitRecord),
 }
+#: a "running" run without a heartbeat for this long is taken for dead by the schedule.
+STALE_SECONDS = 600
 _FIELDS = {kind: [f.name for f in dataclasses.fields(cls) if f.name != "raw"]
            for kind, (_a, _t, cls) in KINDS.items()}
 
@@ -145,24 +148,35 @@ class SyncEngine:
     async def run(self, *, full: bool = False, trigger: str = "cli") -> RunResult:
         hub, entry = self.hub, self.entry
         started = time.monotonic()
+        now = hub.clock.now()
         async with hub.transaction() as session:
             practice = (await session.execute(
                 select(Practice).where(Practice.slug == entry.practice))).scalar_one_or_none()
             if practice is None:
                 raise SyncError(f"no practice with slug {entry.practice!r} in the database")
-            # A run still "running" here was cut off (the process died): say so.
+            running = select(SyncRun).where(SyncRun.practice_id == practice.id,
+                                            SyncRun.connector == entry.name,
+                                            SyncRun.status == "running")
+            alive = (await session.execute(running.where(
+                SyncRun.heartbeat_at > now - timedelta(seconds=STALE_SECONDS)))).scalars().first()
+            if alive is not None and trigger == "schedule":
+                # The previous tick's run is still going (a long full sync): let it finish.
+                log.info("PIMS sync %s/%s: run %s still running, tick skipped",
+                         entry.practice, entry.name, alive.id)
+                return RunResult(alive.id, entry.practice, entry.name, "skipped",
+                                 _empty_counts(), 0, 0, 0.0)
+            # Any other run still "running" was cut off (its process died), or an operator
+            # chose to run anyway: it is over.
             await session.execute(
-                update(SyncRun).where(SyncRun.practice_id == practice.id,
-                                      SyncRun.connector == entry.name,
-                                      SyncRun.status == "running")
-                .values(status="interrupted", finished_at=hub.clock.now()))
+                update(SyncRun).where(SyncRun.id.in_(running.with_only_columns(SyncRun.id)))
+                .values(status="interrupted", finished_at=now))
             previous = (await session.execute(
                 select(SyncRun.status).where(SyncRun.practice_id == practice.id,
                                              SyncRun.connector == entry.name,
                                              SyncRun.status.in_(("succeeded", "failed")))
                 .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
             run = SyncRun(practice_id=practice.id, connector=entry.name, full=full,
-                          trigger=trigger, status="running", started_at=hub.clock.now(),
+                          trigger=trigger, status="running", started_at=now, heartbeat_at=now,
                           counts=_empty_counts())
             session.add(run)
             checkpoint = (await session.execute(
@@ -172,10 +186,10 @@ class SyncEngine:
             await session.flush()
         self.practice_id = practice.id
         self.run_id = run.id
-        connector = build_connector(hub, entry, practice)
         result = RunResult(run.id, entry.practice, entry.name, "running", _empty_counts(), 0, 0, 0.0)
         want_events = bool(hub.pm.hook.vethub_client_synced.get_hookimpls())
         try:
+            connector = build_connector(hub, entry, practice)
             batches = connector.batches(None if full else checkpoint, full)
             try:
                 async for batch in batches:
@@ -186,7 +200,9 @@ class SyncEngine:
                     if self.progress:
                         self.progress(result)
             finally:
-                await batches.aclose()
+                close = getattr(batches, "aclose", None)
+                if close is not None:
+                    await close()
         except Exception as err:
             result.status, result.error = "failed", f"{type(err).__name__}: {err}"
             log.warning("PIMS sync %s/%s failed: %s", entry.practice, entry.name, result.error)
@@ -247,7 +263,8 @@ class SyncEngine:
                      "created_at": now} for r in batch.rejects])
             result.batches += 1
             await session.execute(update(SyncRun).where(SyncRun.id == self.run_id).values(
-                counts=result.counts, rejected=result.rejected, batches=result.batches))
+                counts=result.counts, rejected=result.rejected, batches=result.batches,
+                heartbeat_at=now))
             await save_checkpoint(session, self.practice_id, self.entry.name,
                                   _jsonable(batch.checkpoint), now)
         return changed_clients

@@ -96,3 +96,27 @@ def test_cli_sync(write_config, pims_practice, drop_dir: Path) -> None:
     missing = subprocess.run([*cli, "sync", "--config", str(config), "--practice", "nope"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no PIMS connector is configured" in missing.stderr
+
+
+async def test_readiness_and_overlapping_ticks(hub, api) -> None:
+    resp = await api.get("/readyz")
+    assert (await resp.json())["checks"]["pims:oak/file_export"] == {"ok": True, "detail": "not synced yet"}
+    await hub.jobs.run_until_idle()
+    checks = (await (await api.get("/readyz")).json())["checks"]
+    assert checks["pims:oak/file_export"]["ok"] and "succeeded" in checks["pims:oak/file_export"]["detail"]
+
+    # A run still beating (a long sync in another replica): the next tick leaves it alone.
+    now = hub.clock.now()
+    async with hub.transaction() as s:
+        s.add(SyncRun(practice_id=1, connector="file_export", trigger="cli", status="running",
+                      started_at=now, heartbeat_at=now, counts={}))
+    from hub.pims.sync import SyncEngine, connector_entries
+
+    [entry] = connector_entries(hub.config.practices, "oak")
+    skipped = await SyncEngine(hub, entry).run(trigger="schedule")
+    assert skipped.status == "skipped"
+    forced = await SyncEngine(hub, entry).run(trigger="cli")
+    assert forced.status == "succeeded"
+    async with hub.sessionmaker() as s:
+        statuses = [r.status for r in (await s.execute(select(SyncRun).order_by(SyncRun.id))).scalars()]
+    assert statuses == ["succeeded", "interrupted", "succeeded"]

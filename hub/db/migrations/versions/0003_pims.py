@@ -133,6 +133,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("started_at", UTCDateTime(), nullable=False),
         sa.Column("finished_at", UTCDateTime(), nullable=True),
+        sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
         sa.Column("batches", sa.Integer(), nullable=False),
         sa.Column("counts", JSON, nullable=False),
         sa.Column("rejected", sa.Integer(), nullable=False),
