@@ -95,11 +95,15 @@ def _query_date(request: web.Request, name: str) -> date | None:
         raise ApiError(400, "invalid", f"{name} must be a date (YYYY-MM-DD)", name) from None
 
 
-def routes(hub: Any) -> list[web.RouteDef]:
+def make_limiter(hub: Any) -> RateLimiter:
     from hub.accounts.config import onboarding_settings
 
     s = onboarding_settings(hub)
-    limiter = RateLimiter(s.rate_limit, s.rate_window_seconds)
+    return RateLimiter(s.rate_limit, s.rate_window_seconds)
+
+
+def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
+    limiter = limiter or make_limiter(hub)
 
     # --- onboarding -----------------------------------------------------------------------------
 

@@ -177,6 +177,10 @@ async def update_account(
     if principal.role not in ("operator", "company_admin"):
         raise ManageError(403, "forbidden", "only the company or an operator changes an account")
     account, practice, company = await get_account(session, principal, account_id)
+    if account.managed_by_config and changes:
+        # the config file is applied at every start: a change made here would be undone then
+        raise ManageError(409, "managed_by_config", "this account is declared in the hub's config file; "
+                          "change it there (accounts[].approved_for_access, modalities, auto_submit)")
     for name, value in changes.items():
         if name not in EDITABLE:
             raise ManageError(422, "not_editable", f"{name} cannot be changed here; editable: {', '.join(EDITABLE)}", name)

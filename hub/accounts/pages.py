@@ -63,7 +63,9 @@ def form_to_data(form: Any) -> dict[str, Any]:
     return data
 
 
-def routes(hub: Any) -> list[web.RouteDef]:
+def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
+    """``limiter``: the same :class:`hub.accounts.api.RateLimiter` as the JSON API's."""
+
     async def _companies(hub: Any) -> list[Company]:
         async with hub.sessionmaker() as session:
             return list((await session.execute(select(Company).order_by(Company.name))).scalars())
@@ -75,6 +77,9 @@ def routes(hub: Any) -> list[web.RouteDef]:
 
     async def request_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
+        if limiter is not None and limiter.check(request.remote or "unknown") is not None:
+            return page("message.html.j2", status=429, title="Too many requests",
+                        message="Too many account requests from this address; please try again later.")
         form = await request.post()
         data = form_to_data(form)
         try:

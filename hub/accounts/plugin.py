@@ -32,7 +32,8 @@ def vethub_job_handlers():
 
 @hookimpl
 def vethub_web_routes(hub: Hub):
-    return api.routes(hub) + pages.routes(hub)
+    limiter = api.make_limiter(hub)  # one budget for the JSON API and the HTML form
+    return api.routes(hub, limiter) + pages.routes(hub, limiter)
 
 
 @hookimpl

@@ -217,3 +217,14 @@ async def test_onboarding_report_formats_and_scope(world: World) -> None:
     assert len((await (await op.get("/api/reports/onboarding")).json())["items"]) == 3
     r = await op.get("/api/reports/onboarding", params={"company": "scan-co"})
     assert len((await r.json())["items"]) == 1
+
+
+async def test_config_declared_accounts_are_changed_in_the_config(world_factory) -> None:
+    world = await world_factory(
+        practices=[{"slug": "cfg-vets", "name": "Cfg Vets"}],
+        accounts=[{"practice": "cfg-vets", "company": "read-right", "modalities": ["DX"]}],
+    )
+    company = await world.as_company("read-right")
+    [item] = (await (await company.get("/api/accounts", params={"managed_by_config": "true"})).json())["items"]
+    r = await company.patch(f"/api/accounts/{item['id']}", json={"approved_for_access": False})
+    assert r.status == 409 and (await r.json())["error"]["code"] == "managed_by_config"

@@ -245,3 +245,12 @@ async def test_html_complete_and_set_password_pages(world_factory) -> None:
     assert r.status == 200 and "Password set" in await r.text()
     r = await world.api.post("/set-password", data={"token": link, "password": "correct horse battery"})
     assert r.status == 410
+
+
+async def test_html_form_shares_the_rate_limit(world: World) -> None:
+    for _ in range(3):
+        assert (await world.api.post("/api/account-requests", json={"practice_name": "x"})).status == 201
+    for _ in range(2):
+        assert (await world.api.post("/account-request", data={"practice_name": "x"})).status == 200
+    r = await world.api.post("/account-request", data={"practice_name": "x"})
+    assert r.status == 429 and "Too many" in await r.text()
