@@ -125,9 +125,7 @@ async def create_request(
     )
     session.add(sr)
     await session.flush()
-    await _step(session, hub, sr, "submitted", principal.actor, detail={"kind": kind, "source": source})
-    await audit.record(session, principal.actor, "switch_request.create", "switch_request", sr.id,
-                       after=switch_json(sr), company_id=current.id, practice_id=practice.id)
+    await _step(session, hub, sr, "submitted", principal.actor, detail=switch_json(sr))
     decision = await evaluate(session, hub, sr.id, actor=principal.actor)
     return sr, decision
 
@@ -360,9 +358,6 @@ async def record_response(session: AsyncSession, hub: Hub, switch_id: int, actio
         raise SwitchError(409, "already_answered", "this request is no longer waiting for an answer")
     await session.refresh(sr)
     await _step(session, hub, sr, "responded", actor, action, {"note": note} if note else None)
-    await audit.record(session, actor, f"switch_request.{action}", "switch_request", sr.id,
-                       after={"response": action, "note": note}, company_id=sr.current_company_id,
-                       practice_id=sr.practice_id)
     return await evaluate(session, hub, sr.id, actor=actor)
 
 
@@ -387,9 +382,6 @@ async def operator_decide(session: AsyncSession, hub: Hub, switch_id: int, decis
         raise SwitchError(409, "already_decided", "an operator already decided")
     await session.refresh(sr)
     await _step(session, hub, sr, "operator_decided", actor, decision, {"note": note} if note else None)
-    await audit.record(session, actor, f"switch_request.operator_{decision}", "switch_request", sr.id,
-                       after={"decision": decision, "note": note}, company_id=sr.current_company_id,
-                       practice_id=sr.practice_id)
     return await evaluate(session, hub, sr.id, actor=actor)
 
 
@@ -410,9 +402,12 @@ async def deadline_job(hub: Hub, job: Any) -> None:
 
 async def _step(session: AsyncSession, hub: Hub, sr: SwitchRequest, step: str, actor: str,
                 outcome: str | None = None, detail: dict[str, Any] | None = None) -> None:
+    """One step on the request (``GET /api/switch-requests/{id}``) and the same in the audit log."""
     session.add(SwitchStep(switch_request_id=sr.id, at=hub.clock.now(), step=step, actor=actor,
                            outcome=outcome, detail=detail))
-    await session.flush()
+    await audit.record(session, actor, f"switch_request.{step}", "switch_request", sr.id,
+                       after={"outcome": outcome, "state": sr.state, **(detail or {})},
+                       company_id=sr.current_company_id, practice_id=sr.practice_id)
 
 
 def _fmt(value: datetime | None) -> str:

@@ -82,7 +82,9 @@ async def test_no_case_ever_switches_at_once_and_tells_everyone(world: World) ->
     assert old.status == "switched" and not old.approved_for_access
     assert ae.account_id == new.id
     assert hist == ["switched_out", "switched_in"]
-    assert "switch_request.create" in audits and audits.count("account.switch") == 2
+    assert [a for a in audits if a.startswith("switch_request.")] == [
+        "switch_request.submitted", "switch_request.switched"]
+    assert audits.count("account.switch") == 2
 
 
 def links_from(world: World) -> dict[str, str]:
@@ -172,8 +174,12 @@ async def test_operator_decides_an_objection(world: World) -> None:
     r = await op.post(f"/api/switch-requests/{sr['id']}/decision", json={"decision": "reject", "note": "valid"})
     got = await r.json()
     assert (got["state"], got["outcome"]) == ("rejected", "operator_rejected")
-    assert [s["step"] for s in got["steps"]] == ["submitted", "notified", "responded", "escalated",
-                                                  "operator_decided", "rejected"]
+    steps = ["submitted", "notified", "responded", "escalated", "operator_decided", "rejected"]
+    assert [s["step"] for s in got["steps"]] == steps
+    async with world.hub.sessionmaker() as s:
+        audited = (await s.execute(select(AuditEntry.action).where(AuditEntry.entity == "switch_request")
+                                   .order_by(AuditEntry.id))).scalars().all()
+    assert audited == [f"switch_request.{step}" for step in steps]
     await world.run_jobs()
     refused = world.mails("ada@elm.example")[-1]
     assert "not approved" in str(refused["Subject"]) and SCAN_CO in str(refused["Cc"])
