@@ -122,6 +122,21 @@ def build_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> Pims
     return cls(config, context)
 
 
+#: kind -> [(field, maximum length)] of the text columns: a longer value would fail the whole
+#: batch on PostgreSQL (and stop every later run at the same batch), so it is one reject.
+_LIMITS = {kind: [(c.name, c.type.length) for c in table.columns
+                  if c.name in _FIELDS[kind] and getattr(c.type, "length", None)]
+           for kind, (_a, table, _c) in KINDS.items()}
+
+
+def _too_long(kind: str, record: Any) -> str | None:
+    for name, limit in _LIMITS[kind]:
+        value = getattr(record, name)
+        if value is not None and len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+    return None
+
+
 def _source(raw: Any) -> str | None:
     if isinstance(raw, dict) and "file" in raw:
         return f"{raw['file']}:{raw.get('line', '')}"
@@ -231,6 +246,8 @@ class SyncEngine:
             good = []
             for record in getattr(batch, attr):
                 outcome = normalise(record, country)
+                if not isinstance(outcome, str):
+                    outcome = _too_long(kind, outcome) or outcome
                 if isinstance(outcome, str):
                     raw = record.raw if record.raw is not None else dataclasses.asdict(record)
                     batch.rejects.append(Reject(kind, outcome, raw, record.external_id or None,
