@@ -35,3 +35,22 @@ async def record(
     session.add(row)
     await session.flush()
     return row
+
+
+ACCOUNT_CHANGED_JOB = "accounts.account_changed"
+
+
+async def announce(session: AsyncSession, hub, history_row: AccountHistory) -> None:
+    """Fire ``vethub_account_changed`` after the change commits: it is written as a job in the
+    same transaction (so listeners may open their own transactions, and a crash loses nothing)."""
+    await hub.jobs.enqueue(session, ACCOUNT_CHANGED_JOB, {"history_id": history_row.id},
+                           idempotency_key=f"{ACCOUNT_CHANGED_JOB}:{history_row.id}")
+
+
+async def account_changed_job(hub, job) -> None:
+    async with hub.sessionmaker() as session:
+        row = await session.get(AccountHistory, int(job.payload["history_id"]))
+        account = await session.get(Account, row.account_id) if row is not None else None
+    if row is None or account is None:
+        return
+    await hub.fire("vethub_account_changed", hub=hub, account=account, before=row.before, after=row.after)

@@ -202,12 +202,12 @@ async def update_account(
             change = "suspended"
         elif not before["approved_for_access"] and after["approved_for_access"]:
             change = "reinstated"
-        await history.record(session, account, change, principal.actor, before=before, after=after,
-                             at=hub.clock.now())
+        row = await history.record(session, account, change, principal.actor, before=before, after=after,
+                                   at=hub.clock.now())
         await audit.record(session, principal.actor, f"account.{change}", "account", account.id,
                            before=before, after=after, company_id=account.company_id,
                            practice_id=account.practice_id)
-        await hub.fire("vethub_account_changed", hub=hub, account=account, before=before, after=after)
+        await history.announce(session, hub, row)
     return account_json(account, practice, company)
 
 

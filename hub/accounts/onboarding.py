@@ -241,7 +241,8 @@ async def accept_request(
     req.practice_id, req.account_id, req.user_id = practice.id, account.id, user.id
     _first_images_done.get(hub, set()).discard(practice.id)
     req.state, req.decided_by, req.account_created_at = "accepted", actor, now
-    await history.record(session, account, "created", actor, after=history.account_state(account))
+    created = await history.record(session, account, "created", actor, after=history.account_state(account),
+                                   at=now)
     await audit.record(
         session, actor, "account_request.accept", "account_request", req.id,
         after={"practice_id": practice.id, "account_id": account.id, "calling_ae": ae.ae_title},
@@ -263,8 +264,7 @@ async def accept_request(
     )
     req.welcome_sent_at = hub.clock.now()
     await session.flush()
-    await hub.fire("vethub_account_changed", hub=hub, account=account, before=None,
-                   after=history.account_state(account))
+    await history.announce(session, hub, created)
     return req
 
 

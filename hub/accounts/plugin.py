@@ -13,6 +13,7 @@ import click
 
 from hub.accounts import api, pages
 from hub.accounts.config import OnboardingSection, SwitchingSection
+from hub.accounts.history import ACCOUNT_CHANGED_JOB, account_changed_job
 from hub.accounts.switching import DEADLINE_JOB, deadline_job
 from hub.hookspecs import hookimpl
 
@@ -27,7 +28,7 @@ def vethub_config_sections():
 
 @hookimpl
 def vethub_job_handlers():
-    return {DEADLINE_JOB: deadline_job}
+    return {DEADLINE_JOB: deadline_job, ACCOUNT_CHANGED_JOB: account_changed_job}
 
 
 @hookimpl

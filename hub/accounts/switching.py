@@ -296,10 +296,12 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
     sr.new_account_id = target.id
     await session.flush()
     old_after, target_after = history.account_state(old), history.account_state(target)
-    await history.record(session, old, change_old, actor, before=old_before, after=old_after,
-                         switch_request_id=sr.id, at=now)
-    await history.record(session, target, change_new, actor, before=target_before, after=target_after,
-                         switch_request_id=sr.id, at=now)
+    rows = [
+        await history.record(session, old, change_old, actor, before=old_before, after=old_after,
+                             switch_request_id=sr.id, at=now),
+        await history.record(session, target, change_new, actor, before=target_before, after=target_after,
+                             switch_request_id=sr.id, at=now),
+    ]
     await _step(session, hub, sr, "added" if decision.effect == "add" else "switched", actor,
                 decision.outcome.value,
                 {"reason": decision.reason, "from_account_id": old.id, "to_account_id": target.id,
@@ -308,8 +310,8 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
         await audit.record(session, actor, "account.switch", "account", acc.id, before=before, after=after,
                            company_id=acc.company_id, practice_id=acc.practice_id)
     await _tell_everyone(session, hub, sr, "switch_completed", decision)
-    for acc, before, after in ((old, old_before, old_after), (target, target_before, target_after)):
-        await hub.fire("vethub_account_changed", hub=hub, account=acc, before=before, after=after)
+    for row in rows:
+        await history.announce(session, hub, row)
 
 
 async def _tell_everyone(session: AsyncSession, hub: Hub, sr: SwitchRequest, template: str,

@@ -69,9 +69,10 @@ def config_data(sink: SmtpSink, tmp_path: Path, **overrides: Any) -> dict[str, A
 async def world_factory(hub_factory, smtp_sink, tmp_path) -> Callable[..., Awaitable[World]]:
     clients: list[TestClient] = []
 
-    async def make(clock: FrozenClock | None = None, **overrides: Any) -> World:
+    async def make(clock: FrozenClock | None = None, plugins: list[tuple[str, Any]] | None = None,
+                   **overrides: Any) -> World:
         clock = clock or FrozenClock(T0)
-        hub = await hub_factory(config_data(smtp_sink, tmp_path, **overrides), clock=clock)
+        hub = await hub_factory(config_data(smtp_sink, tmp_path, **overrides), clock=clock, plugins=plugins)
         app = create_app(hub, start_hub=False, run_workers=False)
         client = TestClient(TestServer(app, host="127.0.0.1", port=0))
         await client.start_server()

@@ -228,3 +228,27 @@ async def test_config_declared_accounts_are_changed_in_the_config(world_factory)
     [item] = (await (await company.get("/api/accounts", params={"managed_by_config": "true"})).json())["items"]
     r = await company.patch(f"/api/accounts/{item['id']}", json={"approved_for_access": False})
     assert r.status == 409 and (await r.json())["error"]["code"] == "managed_by_config"
+
+
+async def test_account_changed_is_fired_after_commit(world_factory) -> None:
+    from hub.hookspecs import hookimpl
+
+    seen: list[tuple[int, bool, bool]] = []
+
+    class Listener:
+        @hookimpl
+        def vethub_account_changed(self, hub, account, before, after):
+            async def _record() -> None:
+                async with hub.transaction() as s:  # a listener may write: the change is committed
+                    await s.get(User, 1)
+                seen.append((account.id, before["approved_for_access"], after["approved_for_access"]))
+
+            return _record()
+
+    world = await world_factory(plugins=[("listener", Listener())])
+    pid, account_id = await practice_with_login(world, "elm-vets", "read-right", ae="ELM1")
+    company = await world.as_company("read-right")
+    await company.patch(f"/api/accounts/{account_id}", json={"approved_for_access": False})
+    assert seen == []
+    await world.run_jobs()
+    assert seen == [(account_id, True, False)]
