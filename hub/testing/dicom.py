@@ -133,7 +133,11 @@ def _send_batch(
                 results.append(SendResult(path, uid, None, repr(err)))
                 continue
             status = getattr(rsp, "Status", None)
-            results.append(SendResult(path, uid, int(status) if status is not None else None))
+            if status is None:
+                why = "aborted" if assoc.is_aborted else "no valid response in time"
+                results.append(SendResult(path, uid, None, why))
+                continue
+            results.append(SendResult(path, uid, int(status)))
     finally:
         if assoc.is_established:
             assoc.release()

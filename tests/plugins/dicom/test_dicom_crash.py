@@ -1,0 +1,131 @@
+"""SIGKILL of `vethub run` while storescu sends 300 instances: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from hub.imaging.models import Instance, Study
+from hub.testing.dicom import dataset_bytes, storescu_command, write_synthetic_series
+from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(subprocess.run(["which", "storescu"], capture_output=True).returncode,
+                       reason="dcmtk not installed"),
+]
+
+
+def _start(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "run", "--config", str(config), "--port", "0"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_listening(proc: subprocess.Popen[str], port: int, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"vethub run exited {proc.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("the DICOM receiver did not start listening in time")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+async def test_sigkill_during_storescu_loses_nothing_acknowledged(
+    write_config, dicom_config_data, free_port, db_url, tmp_path
+):
+    data = dicom_config_data(dicom={"port": free_port})
+    config = write_config(data)
+    subprocess.run([sys.executable, "-m", "hub.cli", "db", "upgrade", "--config", str(config)],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    series = tmp_path / "series"
+    paths = write_synthetic_series(series, 300, rows=128, columns=128)
+    root = Path(data["dicom"]["storage_root"])
+
+    hub = _start(config, tmp_path)
+    try:
+        _wait_listening(hub, free_port)
+        cmd = storescu_command("127.0.0.1", free_port, [series], called_ae=HUB_AE,
+                               calling_ae=PRACTICE_AE, extra=["-v"])
+        sender = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, env={**os.environ, "TCP_NODELAY": "1"})
+        acknowledged: list[Path] = []
+        killed = threading.Event()
+        current: Path | None = None
+        assert sender.stdout is not None
+        for line in sender.stdout:
+            if m := re.search(r"Sending file: (\S+)", line):
+                current = Path(m.group(1))
+            elif "Received Store Response (Success)" in line and current is not None:
+                acknowledged.append(current)
+                if len(acknowledged) == 120 and not killed.is_set():
+                    hub.send_signal(signal.SIGKILL)  # mid-series, while storescu keeps sending
+                    killed.set()
+        sender.wait(timeout=120)
+        hub.wait(timeout=30)
+        assert killed.is_set() and hub.returncode == -signal.SIGKILL
+        assert 120 <= len(acknowledged) < 300
+
+        # Restart: every acknowledged instance is on disk, whole, and in the database.
+        hub = _start(config, tmp_path)
+        _wait_listening(hub, free_port)
+        engine = create_async_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                rows = {r.sop_instance_uid: r.path for r in await conn.execute(
+                    select(Instance.sop_instance_uid, Instance.path))}
+        finally:
+            await engine.dispose()
+        from hub.testing.dicom import file_meta_of
+
+        for path in acknowledged:
+            uid = str(file_meta_of(path)[0].MediaStorageSOPInstanceUID)
+            assert uid in rows, f"{path.name} was acknowledged but has no row"
+            assert dataset_bytes(root / rows[uid]) == dataset_bytes(path)
+        assert not [p for p in root.rglob("*.dcm") if p.stat().st_size == 0]
+
+        # A re-send completes, without duplicates.
+        proc = subprocess.run(
+            storescu_command("127.0.0.1", free_port, [series], called_ae=HUB_AE,
+                             calling_ae=PRACTICE_AE),
+            capture_output=True, text=True, timeout=300, env={**os.environ, "TCP_NODELAY": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        engine = create_async_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                count = await conn.scalar(select(func.count()).select_from(Instance))
+                distinct = await conn.scalar(select(func.count(func.distinct(
+                    Instance.sop_instance_uid))))
+                study_count = await conn.scalar(select(Study.instance_count))
+        finally:
+            await engine.dispose()
+        assert count == distinct == study_count == len(paths) == 300
+    finally:
+        _stop(hub)
