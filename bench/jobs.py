@@ -14,7 +14,10 @@ For each backend and each number of worker processes P, on a fresh database:
   succeeded. Workers in one process take jobs that another process enqueued.
 
 Timing starts when every process is ready (engine connected, hub built) and ends when the last
-one is done, so start-up is not counted. Prints jobs/s for each and floor/queue (target: <= 3).
+one is done, so start-up is not counted. Prints jobs/s for each and floor/queue (target: <= 3),
+and the client CPU per job (process time of the worker processes, the aiosqlite thread included;
+not the PostgreSQL server's): on a machine shared with other work, wall-clock rates swing with
+the load while CPU per job shows the work the code itself does.
 PostgreSQL needs ``--pg-url`` or ``VETHUB_BENCH_POSTGRES_URL`` / ``VETHUB_TEST_POSTGRES_URL``
 (a user that may create databases); without one it is skipped.
 """
@@ -76,13 +79,13 @@ def make_hub(url: str, data_dir: str, poll: float = 0.05) -> Hub:
 # --- one process of a run --------------------------------------------------------------------------
 
 
-async def floor_child(url: str, share: int, ready: Any, go: Any) -> tuple[float, float]:
+async def floor_child(url: str, share: int, ready: Any, go: Any) -> tuple[float, float, float]:
     engine = make_engine(url)
     async with engine.begin() as conn:  # connect before the clock starts
         await conn.execute(select(1))
     ready.wait()
     go.wait()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     now = datetime.now(UTC)
     ids = []
     for i in range(share):
@@ -95,19 +98,20 @@ async def floor_child(url: str, share: int, ready: Any, go: Any) -> tuple[float,
         async with engine.begin() as conn:
             await conn.execute(update(Job).where(Job.id == job_id)
                                .values(status="succeeded", attempts=1, finished_at=datetime.now(UTC)))
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     await engine.dispose()
-    return t0, t1
+    return t0, t1, c1 - c0
 
 
-async def queue_child(url: str, share: int, total: int, data_dir: str, ready: Any, go: Any) -> tuple[float, float]:
+async def queue_child(url: str, share: int, total: int, data_dir: str, ready: Any,
+                      go: Any) -> tuple[float, float, float]:
     hub = make_hub(url, data_dir)
     await hub.start(upgrade=False, lifecycle=False)
     async with hub.transaction() as session:  # connect before the clock starts
         await session.execute(select(1))
     ready.wait()
     go.wait()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(share):
         async with hub.transaction() as session:
             await hub.jobs.enqueue(session, "bench.noop", {"i": i})
@@ -119,9 +123,9 @@ async def queue_child(url: str, share: int, total: int, data_dir: str, ready: An
         if done >= total:
             break
         await asyncio.sleep(0.02)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     await hub.stop()
-    return t0, t1
+    return t0, t1, c1 - c0
 
 
 def child_main(kind: str, url: str, share: int, total: int, data_dir: str, ready: Any, go: Any, out: Any) -> None:
@@ -185,7 +189,8 @@ class Database:
             asyncio.run(pg_admin(self.pg_url or "", f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
 
-def run(kind: str, db: Database, procs: int, n: int) -> float:
+def run(kind: str, db: Database, procs: int, n: int) -> tuple[float, float]:
+    """-> (jobs/s, client CPU ms per job summed over the processes)."""
     # fork: the children inherit the imported hub (spawn re-imports it, seconds per run on a
     # busy machine); the parent holds no event loop, thread or connection at this point.
     ctx = mp.get_context("fork")
@@ -205,7 +210,8 @@ def run(kind: str, db: Database, procs: int, n: int) -> float:
             raise SystemExit(f"{kind} worker process failed with exit code {c.exitcode}")
     if kind == "queue":
         asyncio.run(check_all_succeeded(url, n))
-    return n / (max(t1 for _, t1 in times) - min(t0 for t0, _ in times))
+    wall = max(t[1] for t in times) - min(t[0] for t in times)
+    return n / wall, sum(t[2] for t in times) / n * 1000
 
 
 async def check_all_succeeded(url: str, n: int) -> None:
@@ -231,7 +237,8 @@ def main() -> None:
 
     print(f"# vethub job queue, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {args.jobs} no-op jobs per run")
-    print(f"{'backend':<11} {'procs':>5} {'floor jobs/s':>13} {'queue jobs/s':>13} {'floor/queue':>12}")
+    print(f"{'backend':<11} {'procs':>5} {'floor jobs/s':>13} {'queue jobs/s':>13} {'floor/queue':>12}"
+          f" {'floor cpu ms/job':>17} {'queue cpu ms/job':>17}")
     results = []
     with tempfile.TemporaryDirectory(prefix="vethub-bench-") as tmp:
         for backend in backends:
@@ -240,10 +247,11 @@ def main() -> None:
                 continue
             with Database(backend, args.pg_url, Path(tmp)) as db:
                 for p in procs:
-                    floor = run("floor", db, p, args.jobs)
-                    queue = run("queue", db, p, args.jobs)
+                    floor, floor_cpu = run("floor", db, p, args.jobs)
+                    queue, queue_cpu = run("queue", db, p, args.jobs)
                     results.append((backend, p, floor, queue))
-                    print(f"{backend:<11} {p:>5} {floor:>13.0f} {queue:>13.0f} {floor / queue:>11.2f}x", flush=True)
+                    print(f"{backend:<11} {p:>5} {floor:>13.0f} {queue:>13.0f} {floor / queue:>11.2f}x"
+                          f" {floor_cpu:>17.2f} {queue_cpu:>17.2f}", flush=True)
     for backend in backends:
         by_p = {p: q for b, p, _f, q in results if b == backend}
         if 1 in by_p and 2 in by_p:
