@@ -156,10 +156,10 @@ class EzyVetConnector:
         state: dict[str, Any] = {} if full or not since else {k: dict(v) for k, v in since.items()}
         try:
             async with self._open() as client:
-                for resource, path, kind in RESOURCES:
-                    if resource == "reminder" and not self.config.reminders:
-                        continue
+                resources = [r for r in RESOURCES if r[0] != "reminder" or self.config.reminders]
+                for index, (resource, path, kind) in enumerate(resources):
                     async for batch in self._scan(client, state, resource, path, kind):
+                        batch.progress = (index + (batch.progress or 0.0)) / len(resources)
                         yield batch
         except EzyVetError as err:
             raise ConnectorError(str(err)) from err
@@ -177,7 +177,9 @@ class EzyVetConnector:
                 scan = int(meta.get("timestamp") or self.context.now().timestamp())
             batch = Batch(checkpoint={})
             await self._convert(client, kind, items, batch)
-            last = page >= int(meta.get("items_page_total") or 1) or not items
+            pages = int(meta.get("items_page_total") or 1)
+            last = page >= pages or not items
+            batch.progress = 1.0 if last else page / pages
             if last:
                 state[resource] = {"since": scan - 1}
             else:

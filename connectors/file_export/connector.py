@@ -140,9 +140,16 @@ class FileExportConnector:
 
     # -- batches ---------------------------------------------------------------------------
     async def batches(self, since: Checkpoint | None, full: bool) -> AsyncIterator[Batch]:
-        for kind, path in self.ready_files():
+        files = self.ready_files()
+        total = sum(path.stat().st_size for _k, path in files) or 1
+        done = 0
+        for kind, path in files:
+            size = path.stat().st_size
             async for batch in self._file(kind, path, since):
+                if batch.progress is not None:  # bytes read in this file
+                    batch.progress = min((done + batch.progress * size) / total, 1.0)
                 yield batch
+            done += size
 
     async def _file(self, kind: str, path: Path, since: Checkpoint | None) -> AsyncIterator[Batch]:
         sha = await asyncio.to_thread(_sha256, path)
@@ -252,6 +259,8 @@ class FileExportConnector:
             values["external_id"] = values.get("external_id") or ""
             records.append(make(**values, raw=raw))
         batch.checkpoint = {"file": f.path.name, "sha256": f.sha256, "row": max(row, skip)}
+        size = os.fstat(f.handle.fileno()).st_size or 1
+        batch.progress = 1.0 if not more else min(f.handle.buffer.tell() / size, 1.0)
         return batch, row, more
 
     def _finish(self, path: Path, report: Path, extra: list[Reject], where: str) -> None:

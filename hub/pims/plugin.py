@@ -87,20 +87,37 @@ def vethub_web_routes(hub: Any) -> list[web.AbstractRouteDef]:
     return list(api.routes)
 
 
-def _progress_printer() -> Any:
-    if not sys.stdout.isatty():
-        return None
+class _ProgressBars:
+    """One click progress bar per connector run, on a terminal only."""
 
-    def show(entry: ConnectorEntry, result: RunResult) -> None:
+    STEPS = 1000
+
+    def __init__(self) -> None:
+        self.entry: ConnectorEntry | None = None
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, entry: ConnectorEntry, result: RunResult) -> None:
+        if entry is not self.entry:
+            self.close()
+            self.entry = entry
+            self.bar = click.progressbar(length=self.STEPS, label=f"{entry.practice}/{entry.name}",
+                                         show_eta=True, show_percent=True)
+            self.bar.__enter__()
+            self.shown = 0
         done = sum(sum(v for k, v in c.items() if k != "rejected") for c in result.counts.values())
-        width = 30
-        filled = result.batches % (width + 1)
-        bar = "#" * filled + "-" * (width - filled)
-        click.echo(f"\r{entry.practice}/{entry.name} [{bar}] {done:,} records, "
-                   f"{result.rejected:,} rejected, batch {result.batches}, {result.seconds:.1f}s",
-                   nl=False)
+        self.bar.label = f"{entry.practice}/{entry.name} {done:,} records, {result.rejected:,} rejected"
+        target = int((result.progress or 0.0) * self.STEPS)
+        if target > self.shown:
+            self.bar.update(target - self.shown)
+            self.shown = target
+        else:
+            self.bar.render_progress()
 
-    return show
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 @click.command("sync")
@@ -115,7 +132,7 @@ def sync_command(config_path: str | None, practice: str | None, connector: str |
     from hub.cli_support import with_hub
     from hub.pims.sync import sync_practices
 
-    progress = _progress_printer()
+    progress = _ProgressBars() if sys.stdout.isatty() else None
 
     async def _go(hub: Any) -> list[RunResult]:
         return await sync_practices(hub, practice=practice, connector=connector, full=full,
@@ -126,8 +143,9 @@ def sync_command(config_path: str | None, practice: str | None, connector: str |
     except SyncError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
-    if progress:
-        click.echo()
+    finally:
+        if progress:
+            progress.close()
     for r in results:
         counts = ", ".join(f"{kind}s +{c['inserted']} ~{c['updated']} ={c['unchanged']}"
                            for kind, c in r.counts.items() if any(c.values()))

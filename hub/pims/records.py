@@ -135,6 +135,9 @@ class Batch:
     appointments: list[AppointmentRecord] = field(default_factory=list)
     visits: list[VisitRecord] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    #: the connector's estimate of how far the run has got once this batch is in (0..1), for
+    #: progress bars; None when it cannot tell.
+    progress: float | None = None
 
     def __len__(self) -> int:
         return (

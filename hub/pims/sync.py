@@ -92,6 +92,8 @@ class RunResult:
     batches: int
     seconds: float
     error: str | None = None
+    #: the connector's estimate of how far the run has got (0..1), when it can tell
+    progress: float | None = None
 
 
 def connector_entries(practices: Sequence[PracticeConfig], practice: str | None = None,
@@ -210,6 +212,7 @@ class SyncEngine:
                 async for batch in batches:
                     changed = await self._apply(batch, practice.country, result)
                     result.seconds = time.monotonic() - started
+                    result.progress = batch.progress
                     if want_events and changed:
                         await self._fire(changed)
                     if self.progress:

@@ -120,3 +120,31 @@ async def test_readiness_and_overlapping_ticks(hub, api) -> None:
     async with hub.sessionmaker() as s:
         statuses = [r.status for r in (await s.execute(select(SyncRun).order_by(SyncRun.id))).scalars()]
     assert statuses == ["succeeded", "interrupted", "succeeded"]
+
+
+def test_cli_progress_bar_on_a_terminal(write_config, pims_practice, drop_dir: Path) -> None:
+    import os
+    import pty
+
+    make_stable(*write_export(drop_dir, generate(300, seed=6)).values())
+    config = write_config({"practices": practices(drop_dir, pims_practice)})
+    cli = [sys.executable, "-m", "hub.cli"]
+    assert subprocess.run([*cli, "db", "upgrade", "--config", str(config)], capture_output=True).returncode == 0
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([*cli, "sync", "--config", str(config)], stdout=terminal,
+                            stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0, out
+    text = out.decode("utf-8", "replace")
+    assert "oak/file_export" in text and "100%" in text and "records" in text
+    assert "oak/file_export: succeeded" in text
