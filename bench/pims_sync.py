@@ -46,19 +46,34 @@ def config_for(url: str, work: Path, drop: Path) -> Any:
     })
 
 
-async def fresh_url(kind: str, work: Path, pg_url: str | None) -> str:
-    if kind == "sqlite":
-        return f"sqlite+aiosqlite:///{work / f'{uuid.uuid4().hex[:8]}.db'}"
+CREATED: list[str] = []
+
+
+async def _pg_admin(pg_url: str, sql: str) -> None:
     import asyncpg
 
-    assert pg_url, "--pg-url is needed for postgresql"
-    name = f"vethub_bench_{uuid.uuid4().hex[:8]}"
     u = make_url(pg_url)
     conn = await asyncpg.connect(user=u.username, password=u.password, host=u.host or "127.0.0.1",
                                  port=u.port or 5432, database=u.database or "postgres")
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return u.set(database=name).render_as_string(hide_password=False)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def fresh_url(kind: str, work: Path, pg_url: str | None) -> str:
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{work / f'{uuid.uuid4().hex[:8]}.db'}"
+    assert pg_url, "--pg-url is needed for postgresql"
+    name = f"vethub_bench_{uuid.uuid4().hex[:8]}"
+    await _pg_admin(pg_url, f'CREATE DATABASE "{name}"')
+    CREATED.append(name)
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_created(pg_url: str | None) -> None:
+    while CREATED and pg_url:
+        await _pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{CREATED.pop()}" WITH (FORCE)')
 
 
 async def normalised_rows(drop: Path, practice_id: int) -> dict[str, list[dict[str, Any]]]:
@@ -139,7 +154,10 @@ def main() -> None:
           f"{args.clients:,} clients, {args.patients:,} patients, {args.reminders:,} reminders")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.db or ["sqlite"]:
-            asyncio.run(run_db(kind, args, Path(tmp)))
+            try:
+                asyncio.run(run_db(kind, args, Path(tmp)))
+            finally:
+                asyncio.run(drop_created(args.pg_url))
 
 
 if __name__ == "__main__":
