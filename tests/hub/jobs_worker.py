@@ -8,7 +8,7 @@ workers and runs until SIGTERM. MODE:
 - ``finish``: ``t.crash`` records ``started`` then ``done``.
 
 ``t.record`` inserts ``(job_id, pid)`` into the table ``job_runs`` (no unique constraint, so
-a job run twice shows up as two rows) and appends ``run <id> <pid>`` to LOG.
+a job run twice shows up as two rows); the test creates that table.
 
 When the workers run, the file ``LOG.ready.<pid>`` is created, so the test can wait for it.
 """

@@ -309,6 +309,44 @@ async def test_replay_dead_jobs_with_retry_jobs(jhub: Hub, handlers: Handlers, f
     assert sorted((r[1], r[2]) for r in handlers.runs) == [(a, 1), (a, 1), (b, 1), (b, 1), (c, 1), (c, 1)]
 
 
+# --- leases (in process, with the frozen clock) ---------------------------------------------------
+
+
+async def test_expired_lease_is_reclaimed_and_the_old_worker_cannot_overwrite(
+        jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
+    job_id = await enqueue(jhub, "t.ok")
+    [first] = await jhub.jobs.claim(1, worker_id="worker-a")
+    assert (first.id, first.attempts) == (job_id, 1)
+    lease = jhub.config.jobs.lease_seconds
+    frozen_clock.advance(seconds=lease - 1)
+    assert await jhub.jobs.claim(1, worker_id="worker-b") == []  # still leased
+    frozen_clock.advance(seconds=2)
+    [second] = await jhub.jobs.claim(1, worker_id="worker-b")
+    assert (second.id, second.attempts) == (job_id, 2)
+    # The first worker comes back late: its outcome is fenced off, the new holder's stands.
+    assert await jhub.jobs.run_one(first, worker_id="worker-a") == "lost-lease"
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.locked_by) == ("running", "worker-b")
+    assert await jhub.jobs.run_one(second, worker_id="worker-b") == "succeeded"
+    assert (await get_job(jhub, job_id)).status == "succeeded"
+    assert [r[2] for r in handlers.runs] == [1, 2]
+
+
+async def test_a_job_abandoned_more_than_max_attempts_times_goes_dead(
+        jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
+    """A job whose worker keeps dying (a poison job that kills the process) must not loop forever."""
+    job_id = await enqueue(jhub, "t.ok", max_attempts=2)
+    lease = jhub.config.jobs.lease_seconds
+    for worker in ("a", "b"):
+        assert [j.id for j in await jhub.jobs.claim(1, worker_id=worker)] == [job_id]
+        frozen_clock.advance(seconds=lease + 1)  # that worker died holding it
+    assert await jhub.jobs.run_until_idle() == 1
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.attempts) == ("dead", 3)
+    assert "abandoned 2 times" in (job.last_error or "")
+    assert handlers.runs == []
+
+
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VETHUB_CONFIG": str(config)}
     return subprocess.run([str(VETHUB), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
