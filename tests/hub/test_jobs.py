@@ -585,6 +585,19 @@ async def test_sigkilled_worker_job_is_reclaimed_after_the_lease_and_runs_once_m
     ]
 
 
+@pytest.mark.parametrize("workers", [{"shutdown_grace": 0.5}], indirect=True)
+async def test_sigterm_releases_a_stuck_job_after_the_grace_and_exits(
+        hub_factory: Callable[..., Awaitable[Hub]], workers: Workers) -> None:
+    hub = await hub_factory()
+    job_id = await enqueue(hub, "t.crash")
+    proc = await asyncio.to_thread(workers.start, "block")
+    await asyncio.to_thread(wait_for, lambda: workers.lines(), 30, "the job to start")
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) == 0
+    job = await get_job(hub, job_id)
+    assert (job.status, job.attempts, job.last_error) == ("queued", 0, "released at shutdown")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [{"workers": 4, "lease_seconds": 30}], indirect=True)
 async def test_two_worker_processes_run_2000_jobs_each_exactly_once(
