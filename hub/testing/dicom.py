@@ -55,6 +55,30 @@ def _nodelay(sock: socket.socket) -> None:
         pass
 
 
+def _keep_stolen_responses() -> None:
+    """pynetdicom's requestor reactor can steal a C-STORE-RSP meant for ``send_c_store``
+    on a loaded machine (it marks itself paused just before its checkpoint wait) and drop it
+    as "unexpected"; put such responses back. The hub's forwarder does the same
+    (``plugins.dicom.net``)."""
+    from pynetdicom.association import Association
+
+    if getattr(Association, "_vethub_keeps_responses", False):
+        return
+    original = Association._serve_request
+
+    def _serve_request(self, msg, context_id):
+        if self.is_requestor and not msg.is_valid_request and msg.is_valid_response:
+            self.dimse.msg_queue.put((context_id, msg))
+            return
+        original(self, msg, context_id)
+
+    Association._serve_request = _serve_request
+    Association._vethub_keeps_responses = True
+
+
+_keep_stolen_responses()
+
+
 class NoDelayAE(AE):
     """TCP_NODELAY on outgoing sockets: pynetdicom writes a C-STORE as two PDUs, and with
     Nagle on the second waits ~40 ms for the peer's delayed ACK."""

@@ -47,3 +47,31 @@ class ReusePortServer(NoDelayServer):
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+
+def _keep_stolen_responses() -> None:
+    """Work around a race in pynetdicom's requestor (seen as a lost C-STORE response).
+
+    ``send_c_store`` pauses the association's reactor thread by clearing a checkpoint and
+    spinning until ``_is_paused`` is true; but the reactor sets ``_is_paused`` just *before*
+    its checkpoint wait, so on a loaded machine it can be past that wait, take the peer's
+    C-STORE-RSP off the queue meant for ``send_c_store`` and drop it as "unexpected", leaving
+    the sender waiting until its timeout. For requestors, put such a response back instead.
+    """
+    from pynetdicom.association import Association
+
+    if getattr(Association, "_vethub_keeps_responses", False):
+        return
+    original = Association._serve_request
+
+    def _serve_request(self: Any, msg: Any, context_id: int) -> None:
+        if self.is_requestor and not msg.is_valid_request and msg.is_valid_response:
+            self.dimse.msg_queue.put((context_id, msg))
+            return
+        original(self, msg, context_id)
+
+    Association._serve_request = _serve_request  # type: ignore[method-assign]
+    Association._vethub_keeps_responses = True  # type: ignore[attr-defined]
+
+
+_keep_stolen_responses()
