@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub import audit
+from hub import audit, events
 from hub.accounts import history
 from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
@@ -198,7 +198,14 @@ async def _advance(
         await _email(session, hub, req, company, "account_request_received")
     await session.flush()
     if company is not None and (company.settings or {}).get("auto_approve"):
-        await accept_request(session, hub, req, actor="auto_approve")
+        try:
+            async with session.begin_nested():  # a refusal leaves the request for an operator
+                await accept_request(session, hub, req, actor="auto_approve")
+        except OnboardingError as err:
+            await session.refresh(req)
+            await events.record(session, "account_request.needs_operator",
+                                f"account request {req.id} was not approved automatically: {err.message}",
+                                data={"account_request_id": req.id, "code": err.code})
 
 
 # --- acceptance ----------------------------------------------------------------------------------
@@ -214,13 +221,25 @@ async def accept_request(
         )
     company = await session.get(Company, req.company_id)
     now = hub.clock.now()
-    practice = Practice(
-        slug=await _unique_slug(session, req.practice_name or "practice"),
-        name=req.practice_name, email=req.email, phone=req.phone,
-        country=(req.address.get("country") or "US").upper()[:2], address=dict(req.address),
-    )
-    session.add(practice)
-    await session.flush()
+    user = (await session.execute(select(User).where(User.email == req.email))).scalar_one_or_none()
+    if user is not None and (user.role != "practice_staff" or user.practice_id is None):
+        raise OnboardingError(409, "email_in_use", f"{req.email} is already a {user.role} user; "
+                              "ask the practice for another contact email", "email")
+    if user is not None:
+        # a practice the hub already knows asks for an account with another company
+        practice = await session.get(Practice, user.practice_id)
+        if (await session.execute(select(Account.id).where(
+                Account.practice_id == practice.id, Account.company_id == company.id))).first():
+            raise OnboardingError(409, "account_exists",
+                                  f"{practice.name} already has an account with {company.name}")
+    else:
+        practice = Practice(
+            slug=await _unique_slug(session, req.practice_name or "practice"),
+            name=req.practice_name, email=req.email, phone=req.phone,
+            country=(req.address.get("country") or "US").upper()[:2], address=dict(req.address),
+        )
+        session.add(practice)
+        await session.flush()
     account = Account(
         practice_id=practice.id, company_id=company.id, approved_for_access=True,
         modalities=list(req.modalities), status="active", created_at=now, updated_at=now,
@@ -232,7 +251,6 @@ async def accept_request(
         ae_title=await _unique_ae_title(session, hub, practice.id),
     )
     session.add(ae)
-    user = (await session.execute(select(User).where(User.email == req.email))).scalar_one_or_none()
     if user is None:
         user = User(email=req.email, name=req.contact_name or "", role="practice_staff",
                     practice_id=practice.id, is_active=True)
@@ -252,12 +270,12 @@ async def accept_request(
         session, actor, "account.create", "account", account.id,
         after=history.account_state(account), company_id=company.id, practice_id=practice.id,
     )
-    link, expires_at = await issue_password_link(session, hub, user)
+    link, expires_at = (None, None) if user.password_hash else await issue_password_link(session, hub, user)
     s = onboarding_settings(hub)
     await _email(
         session, hub, req, company, "account_welcome",
-        practice_id=practice.id,
-        set_password_url=link, link_expires_at=expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        practice_id=practice.id, login_email=user.email,
+        set_password_url=link, link_expires_at=expires_at.strftime("%Y-%m-%d %H:%M UTC") if expires_at else None,
         dicom_host=s.dicom_host or urlsplit(_public_url(hub)).hostname, dicom_port=s.dicom_port,
         called_ae=s.called_ae, calling_ae=ae.ae_title,
         submit_case_url=f"{_public_url(hub)}/api/cases",

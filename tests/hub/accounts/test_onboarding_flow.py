@@ -254,3 +254,49 @@ async def test_html_form_shares_the_rate_limit(world: World) -> None:
         assert (await world.api.post("/account-request", data={"practice_name": "x"})).status == 200
     r = await world.api.post("/account-request", data={"practice_name": "x"})
     assert r.status == 429 and "Too many" in await r.text()
+
+
+async def test_known_practice_adds_a_company_through_onboarding(world_factory) -> None:
+    world = await world_factory(companies=[
+        {"slug": "read-right", "name": "ReadRight", "email": READ_RIGHT, "modalities": ["DX"],
+         "auto_approve": True},
+        {"slug": "scan-co", "name": "ScanCo", "email": "desk@scanco.example", "modalities": ["US"],
+         "auto_approve": True},
+    ])
+    full = {**PARTIAL, "phone": "+441134960000", "pims": "ezyVet",
+            "address": {**PARTIAL["address"], "postcode": "LS1 1AA"}}
+    first = await (await world.api.post("/api/account-requests", json=full)).json()
+    await world.run_jobs()
+    link = re.search(r"/set-password\?token=(\S+)", body_of(world.mails()[-1])).group(1)
+    await world.api.post("/api/password", json={"token": link, "password": "correct horse battery"})
+
+    second = await (await world.api.post("/api/account-requests",
+                                         json={**full, "company": "scan-co", "modalities": ["US"]})).json()
+    assert second["state"] == "accepted"
+    assert second["practice_id"] == first["practice_id"] and second["account_id"] != first["account_id"]
+    await world.run_jobs()
+    welcome = world.mails()[-1]
+    assert "desk@scanco.example" in str(welcome["Cc"])
+    text = body_of(welcome)
+    assert "set-password" not in text and "password you already have" in text
+    # a third request to a company it already has is refused at acceptance
+    third = await (await world.api.post("/api/account-requests", json=full)).json()
+    assert third["state"] == "awaiting_approval"  # auto-approval refused: left to an operator
+    op = await world.as_operator()
+    events = (await (await op.get("/api/events", params={"kind": "account_request.needs_operator"})).json())["items"]
+    assert len(events) == 1 and "already has an account" in events[0]["message"]
+    r = await op.post(f"/api/account-requests/{third['id']}/accept")
+    assert r.status == 409 and (await r.json())["error"]["code"] == "account_exists"
+
+
+async def test_an_email_of_another_kind_of_user_is_refused(world: World) -> None:
+    async with world.hub.transaction() as s:
+        from hub.db.models import User
+
+        s.add(User(email="ada@elm.example", name="Ada", role="operator"))
+    full = {**PARTIAL, "phone": "+441134960000", "pims": "ezyVet",
+            "address": {**PARTIAL["address"], "postcode": "LS1 1AA"}}
+    body = await (await world.api.post("/api/account-requests", json=full)).json()
+    op = await world.as_operator()
+    r = await op.post(f"/api/account-requests/{body['id']}/accept")
+    assert r.status == 409 and (await r.json())["error"]["field"] == "email"
