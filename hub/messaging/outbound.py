@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.db.models import Job
 from hub.messaging import links
 from hub.messaging.addresses import normalise_email
 from hub.messaging.config import messaging_config
@@ -197,13 +198,12 @@ def render_for(hub: Hub, *, template: str, channel: str, context: dict[str, Any]
 # --------------------------------------------------------------------------- recording
 
 
-async def record_communication(
-    session: AsyncSession, hub: Hub, *, plan: Plan, template: str, category: str,
-    context: dict[str, Any], cc: Sequence[str] = (), company_id: int | None = None,
-    practice_id: int | None = None, created_by: str | None = None,
-    fallback_of_id: int | None = None, enqueue: bool = True,
+def build_communication(
+    hub: Hub, *, plan: Plan, template: str, category: str, context: dict[str, Any],
+    cc: Sequence[str] = (), company_id: int | None = None, practice_id: int | None = None,
+    created_by: str | None = None, fallback_of_id: int | None = None,
 ) -> Communication:
-    """Render (when the verdict allows), insert, and enqueue the send job."""
+    """The communication row for a plan: rendered when the verdict allows (no I/O)."""
     now = hub.clock.now()
     verdict = plan.verdict
     practice = plan.practice
@@ -218,27 +218,71 @@ async def record_communication(
     )
     if verdict.decision == "veto":
         comm.status = "suppressed"
+        return comm
+    full = {**standard_context(hub, client=plan.client, practice=practice, category=category,
+                               channel=plan.channel, address=plan.address), **context}
+    rendered = render_for(hub, template=template, channel=plan.channel, context=full, practice=practice)
+    comm.subject, comm.body_text, comm.body_html = rendered.subject, rendered.text, rendered.html
+    comm.postcard_front_html = rendered.postcard_front_html
+    comm.postcard_back_html = rendered.postcard_back_html
+    if plan.channel == "email":
+        comm.headers = email_headers(hub, category=category, unsubscribe_url=full.get("unsubscribe_url"),
+                                     address=plan.address)
+    if verdict.decision == "defer":
+        comm.status, comm.not_before = "deferred", verdict.defer_until
     else:
-        full = {**standard_context(hub, client=plan.client, practice=practice, category=category,
-                                   channel=plan.channel, address=plan.address), **context}
-        rendered = render_for(hub, template=template, channel=plan.channel, context=full, practice=practice)
-        comm.subject, comm.body_text, comm.body_html = rendered.subject, rendered.text, rendered.html
-        comm.postcard_front_html = rendered.postcard_front_html
-        comm.postcard_back_html = rendered.postcard_back_html
-        if plan.channel == "email":
-            comm.headers = email_headers(hub, category=category, unsubscribe_url=full.get("unsubscribe_url"),
-                                         address=plan.address)
-        if verdict.decision == "defer":
-            comm.status, comm.not_before = "deferred", verdict.defer_until
-        else:
-            comm.status = "queued"
-    session.add(comm)
+        comm.status = "queued"
+    return comm
+
+
+async def insert_communications(session: AsyncSession, hub: Hub, comms: Sequence[Communication]) -> None:
+    """Insert communications, their first history row and their send jobs, in a few statements.
+
+    The send jobs are written as :class:`hub.db.models.Job` rows exactly as
+    ``hub.jobs.enqueue`` writes them (kind, payload, run_at, idempotency key
+    ``communication:<id>``), batched: a campaign of thousands costs three INSERTs, not
+    thousands of round trips. The keys are fresh communication ids, so they cannot collide.
+    """
+    if not comms:
+        return
+    session.add_all(comms)
     await session.flush()
-    session.add(CommunicationStatus(communication_id=comm.id, status=comm.status, provider_status=None,
-                                    applied=True, at=now, detail={"verdict": verdict.decision}))
-    if enqueue and comm.status in ("queued", "deferred"):
-        await hub.jobs.enqueue(session, SEND_JOB, {"communication_id": comm.id},
-                               run_at=comm.not_before, idempotency_key=f"communication:{comm.id}")
+    now = hub.clock.now()
+    session.add_all(
+        CommunicationStatus(communication_id=c.id, status=c.status, provider_status=None, applied=True,
+                            at=now, detail={"verdict": c.verdict})
+        for c in comms
+    )
+    sendable = [c for c in comms if c.status in ("queued", "deferred")]
+    if len(sendable) == 1:
+        c = sendable[0]
+        await hub.jobs.enqueue(session, SEND_JOB, {"communication_id": c.id}, run_at=c.not_before,
+                               idempotency_key=f"communication:{c.id}")
+    elif sendable:
+        max_attempts = hub.config.jobs.max_attempts
+        session.add_all(
+            Job(kind=SEND_JOB, payload={"communication_id": c.id}, status="queued",
+                run_at=c.not_before or now, attempts=0, max_attempts=max_attempts,
+                idempotency_key=f"communication:{c.id}", created_at=now)
+            for c in sendable
+        )
+        wake = getattr(hub.jobs, "_wake_after_commit", None)
+        if wake is not None:
+            wake(session)
+    await session.flush()
+
+
+async def record_communication(
+    session: AsyncSession, hub: Hub, *, plan: Plan, template: str, category: str,
+    context: dict[str, Any], cc: Sequence[str] = (), company_id: int | None = None,
+    practice_id: int | None = None, created_by: str | None = None,
+    fallback_of_id: int | None = None,
+) -> Communication:
+    """Render (when the verdict allows), insert, and enqueue the send job."""
+    comm = build_communication(hub, plan=plan, template=template, category=category, context=context,
+                               cc=cc, company_id=company_id, practice_id=practice_id,
+                               created_by=created_by, fallback_of_id=fallback_of_id)
+    await insert_communications(session, hub, [comm])
     return comm
 
 
@@ -317,11 +361,12 @@ async def queue_many(
     missing = [cid for cid, p in plans.items() if p is None]
     if missing:
         raise MessagingError("unknown_client", f"no client with id {missing[0]}", "client_id")
-    out = []
+    comms = []
     for cid in client_ids:
         plan = plans[cid]
         assert plan is not None
         ctx = {**(context or {}), **((per_client_context or {}).get(cid) or {})}
-        out.append(await record_communication(session, hub, plan=plan, template=template,
-                                              category=category, context=ctx, created_by=created_by))
-    return out
+        comms.append(build_communication(hub, plan=plan, template=template, category=category,
+                                         context=ctx, created_by=created_by))
+    await insert_communications(session, hub, comms)
+    return comms

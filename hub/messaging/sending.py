@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from hub.jobs import JobContext, PermanentJobError, RetryAfter
 from hub.messaging import links, service, statuses
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 RESUMABLE = frozenset({"queued", "deferred", "sending"})
 
 
-def tracked_html(hub: Hub, comm: Communication) -> str | None:
+def tracked_html(hub: Hub, comm: Any) -> str | None:
     """The HTML part with an open pixel and click redirects, when tracking is on."""
     html = comm.body_html
     if html is None or not messaging_config(hub).tracking:
@@ -60,7 +60,7 @@ def tracked_html(hub: Hub, comm: Communication) -> str | None:
     return html.replace("</body>", pixel + "</body>") if "</body>" in html else html + pixel
 
 
-def outbound_message(hub: Hub, comm: Communication) -> OutboundMessage:
+def outbound_message(hub: Hub, comm: Any) -> OutboundMessage:
     return OutboundMessage(
         communication_id=comm.id,
         channel=comm.channel,
@@ -79,43 +79,69 @@ def outbound_message(hub: Hub, comm: Communication) -> OutboundMessage:
     )
 
 
-async def _active_suppression(session, comm: Communication) -> AddressSuppression | None:
+async def _active_suppression(session, comm: Any) -> Any:
     kind, address = suppression_key(comm.channel, comm.address, comm.postal_address)
     if not address:
         return None
     rows = (await session.execute(
-        select(AddressSuppression).where(AddressSuppression.kind == kind,
-                                         AddressSuppression.address == address,
-                                         AddressSuppression.active.is_(True))
-    )).scalars().all()
+        select(AddressSuppression.reason, AddressSuppression.source, AddressSuppression.detail)
+        .where(AddressSuppression.kind == kind, AddressSuppression.address == address,
+               AddressSuppression.active.is_(True))
+    )).all()
     for row in rows:
         if row.reason == "invalid" or comm.category != "account":
             return row
     return None
 
 
+_SEND_COLUMNS = (
+    Communication.id, Communication.channel, Communication.category, Communication.address,
+    Communication.cc, Communication.subject, Communication.body_text, Communication.body_html,
+    Communication.postcard_front_html, Communication.postcard_back_html, Communication.postal_address,
+    Communication.headers, Communication.practice_id, Communication.status,
+)
+
+
+# Statements built once: constructing SQLAlchemy expressions per message costs more CPU than
+# executing them (the compiled form is cached either way).
+_LOAD = select(*_SEND_COLUMNS).where(Communication.id == bindparam("cid"))
+_MARK_SENDING = (update(Communication).where(Communication.id == bindparam("cid"))
+                 .values(status="sending", updated_at=bindparam("now")))
+_HISTORY = insert(CommunicationStatus)
+_MARK_SENT = (
+    update(Communication)
+    .where(Communication.id == bindparam("cid"), Communication.status.in_(("queued", "deferred", "sending")))
+    .values(status=bindparam("status"), provider_id=bindparam("provider_id"), sent_at=bindparam("now"),
+            updated_at=bindparam("now"), last_error=None)
+)
+
+
 async def send_job(hub: Hub, job: JobContext) -> None:
+    """Send one communication. The hot path uses Core statements: no unit-of-work flushes."""
     comm_id = int(job.payload["communication_id"])
     async with hub.transaction() as session:
-        comm = await session.get(Communication, comm_id)
+        comm = (await session.execute(_LOAD, {"cid": comm_id})).first()
         if comm is None:
             raise PermanentJobError(f"communication {comm_id} does not exist")
         if comm.status not in RESUMABLE:
             return  # already sent (or suppressed, or failed): a replayed job does nothing
         suppression = await _active_suppression(session, comm)
         if suppression is not None:
-            comm.verdict = "veto"
-            comm.verdict_reasons = [*comm.verdict_reasons, {
+            full = await session.get(Communication, comm_id)
+            assert full is not None
+            full.verdict = "veto"
+            full.verdict_reasons = [*full.verdict_reasons, {
                 "code": "address_invalid" if suppression.reason == "invalid" else "address_opted_out",
                 "message": f"suppressed before sending ({suppression.source}: {suppression.detail})",
-                "plugin": "messaging", "decision": "veto", "channel": comm.channel}]
-            await service.apply_status(session, hub, comm, "suppressed", detail={"suppression": suppression.source})
+                "plugin": "messaging", "decision": "veto", "channel": full.channel}]
+            await service.apply_status(session, hub, full, "suppressed", detail={"suppression": suppression.source})
             return
         if comm.status != "sending":
             now = hub.clock.now()
-            comm.status, comm.updated_at = "sending", now
-            session.add(CommunicationStatus(communication_id=comm.id, status="sending", applied=True,
-                                            at=now, detail={"attempt": job.attempts}))
+            await session.execute(_MARK_SENDING, {"cid": comm_id, "now": now})
+            await session.execute(_HISTORY, [{
+                "communication_id": comm_id, "status": "sending", "provider_status": None, "applied": True,
+                "at": now, "detail": {"attempt": job.attempts}}])
         message = outbound_message(hub, comm)
     channel = hub.channels.get(message.channel)
     try:
@@ -133,14 +159,11 @@ async def _sent(hub: Hub, comm_id: int, result: SendResult) -> None:
     status = result.status if statuses.is_known(result.status) else "sent"
     async with hub.transaction() as session:
         now = hub.clock.now()
-        # one UPDATE rather than load-and-flush: this runs once per message and is the hot path
-        moved = (await session.execute(
-            update(Communication)
-            .where(Communication.id == comm_id, Communication.status.in_(("queued", "deferred", "sending")))
-            .values(status=status, provider_id=result.provider_id, sent_at=now, updated_at=now, last_error=None)
-        )).rowcount
-        session.add(CommunicationStatus(communication_id=comm_id, status=status, provider_status=result.status,
-                                        applied=bool(moved), at=now, detail=result.detail or None))
+        moved = (await session.execute(_MARK_SENT, {"cid": comm_id, "status": status, "now": now,
+                                                    "provider_id": result.provider_id})).rowcount
+        await session.execute(_HISTORY, [{
+            "communication_id": comm_id, "status": status, "provider_status": result.status,
+            "applied": bool(moved), "at": now, "detail": result.detail or None}])
         if moved and hub.pm.hook.vethub_delivery_status.get_hookimpls():
             comm = await session.get(Communication, comm_id)
             await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
