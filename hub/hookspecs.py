@@ -100,8 +100,17 @@ def vethub_cli_commands() -> Sequence[click.Command]:
 def vethub_template_dirs() -> Sequence[Path]:
     """Add folders of Jinja2 message templates.
 
-    :returns: folders searched after a practice's own overrides and before the core's
-        defaults. Every plugin's result counts; earlier-registered plugins are searched first.
+    Called once per hub, the first time a message is rendered. A template named ``welcome``
+    is a set of files in one of these folders: ``welcome.subject.j2``, ``welcome.txt.j2`` and
+    optionally ``welcome.html.j2`` (email); ``welcome.sms.j2`` (SMS);
+    ``welcome.front.html.j2`` and ``welcome.back.html.j2`` (postcard). ``.html.j2`` files are
+    autoescaped; an undefined variable is an error. Every template also receives ``client``,
+    ``practice``, ``preferences_url`` and ``unsubscribe_url`` (``None`` when not applicable).
+
+    :returns: folders (:class:`pathlib.Path`) searched after a practice's own overrides
+        (``<messaging.templates_dir>/<practice slug>/``) and before the core's defaults
+        (``hub/messaging/templates/``). Every plugin's result counts; earlier-registered
+        plugins are searched first.
     """
 
 
@@ -189,11 +198,18 @@ def vethub_contact_verdict(context: Any) -> Any:
 
     Called before every communication is recorded, and by the preview endpoint.
 
-    :param context: everything the core knows: recipient, client and patients, consent,
-        suppressions, practice time zone, channel, category, now.
-    :returns: a verdict (allow, veto or defer, with reasons) or ``None`` to abstain.
-        **Every result counts: any veto wins**, with its reason; a deferral wins over an
-        allow. The verdict and all reasons are stored with the communication.
+    :param context: a :class:`hub.messaging.verdict.ContactContext`, everything the core
+        knows: ``channel``, ``category``, ``now``, the channel's ``address`` (email, E.164
+        mobile, or ``postal_address``), ``client`` (:class:`~hub.messaging.verdict.ClientFacts`:
+        active, comms_disabled, active_patients... or ``None`` for a practice or company),
+        the client's ``preference`` for this category and channel from the consent ledger
+        (``None`` when never stated), ``suppressions`` against the address (opt-outs, bounces),
+        ``practice_timezone`` and the configured ``quiet_hours``. Pure data: do no I/O.
+    :returns: a :class:`hub.messaging.verdict.Verdict` — ``Verdict.allow(...)``,
+        ``Verdict.veto(code, message)`` or ``Verdict.defer(code, message, until)`` — or
+        ``None`` to abstain. **Every result counts: any veto wins**, with its reason; a
+        deferral wins over an allow. The verdict and all reasons, each with the name of the
+        plugin that gave it, are stored with the communication.
     """
 
 

@@ -54,7 +54,8 @@ class TemplateRenderer:
     def plugin_dirs(self) -> list[Path]:
         if self._plugin_dirs is None:
             dirs: list[Path] = []
-            for result in self.hub.pm.hook.vethub_template_dirs():
+            # pluggy calls the latest-registered plugin first; search in registration order
+            for result in reversed(self.hub.pm.hook.vethub_template_dirs()):
                 dirs.extend(Path(d) for d in result or ())
             self._plugin_dirs = dirs
         return self._plugin_dirs
