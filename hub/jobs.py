@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -72,6 +72,7 @@ class JobQueue:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._expired_checked_at: datetime | None = None
         settings = hub.config.jobs
         self._wait = wait_exponential_jitter(
             multiplier=settings.backoff_initial, max=settings.backoff_max, jitter=settings.backoff_initial
@@ -158,27 +159,47 @@ class JobQueue:
     # --- claiming and running -----------------------------------------------------------------
 
     async def claim(self, limit: int = 1, worker_id: str | None = None) -> list[JobContext]:
+        """Lease up to ``limit`` due jobs: jobs whose lease expired, then queued jobs by run_at.
+
+        Each kind is its own statement over an ordered range of ix_jobs_status_run_at. One query
+        for ``queued OR lease expired`` cannot use the index's order, so it sorted the whole due
+        backlog on every claim (260 ms a claim with 100,000 due jobs on PostgreSQL). Expired
+        leases are looked for whenever nothing queued is due, and otherwise at least every
+        quarter lease, so a busy queue cannot starve them.
+        """
         now = self.hub.clock.now()
-        due = or_(
-            and_(Job.status == "queued", Job.run_at <= now),
-            and_(Job.status == "running", Job.lease_until < now),
-        )
-        pick = select(Job.id).where(due).order_by(Job.run_at, Job.id).limit(limit)
+        worker_id = worker_id or self.worker_id
+        expired = (and_(Job.status == "running", Job.lease_until < now), Job.lease_until)
+        queued = (and_(Job.status == "queued", Job.run_at <= now), Job.run_at)
+        last = self._expired_checked_at
+        check_expired = last is None or (now - last).total_seconds() >= self.settings.lease_seconds / 4
+        rows: list[Any] = []
         async with self.hub.transaction() as session:
-            if session.bind.dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True)
-            stmt = (
-                update(Job)
-                .where(Job.id.in_(pick.scalar_subquery()))
-                .values(
-                    status="running", attempts=Job.attempts + 1, locked_by=worker_id or self.worker_id,
-                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                )
-                .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
-                .execution_options(synchronize_session=False)
-            )
-            rows = (await session.execute(stmt)).all()
+            for due, order in ([expired] if check_expired else []) + [queued]:
+                if len(rows) < limit:
+                    rows += await self._lease(session, due, order, limit - len(rows), now, worker_id)
+            if not rows and not check_expired:
+                rows += await self._lease(session, *expired, limit, now, worker_id)
+        if check_expired or not rows:
+            self._expired_checked_at = now
         return [JobContext(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
+
+    async def _lease(self, session: AsyncSession, due: Any, order: Any, limit: int, now: datetime,
+                     worker_id: str) -> list[Any]:
+        pick = select(Job.id).where(due).order_by(order, Job.id).limit(limit)
+        if session.bind.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(Job)
+            .where(Job.id.in_(pick.scalar_subquery()))
+            .values(
+                status="running", attempts=Job.attempts + 1, locked_by=worker_id,
+                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+            )
+            .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+            .execution_options(synchronize_session=False)
+        )
+        return list((await session.execute(stmt)).all())
 
     async def run_one(self, job: JobContext, worker_id: str | None = None) -> str:
         """Run one claimed job and record its outcome: succeeded, queued (retry) or dead."""
