@@ -332,6 +332,31 @@ async def test_expired_lease_is_reclaimed_and_the_old_worker_cannot_overwrite(
     assert [r[2] for r in handlers.runs] == [1, 2]
 
 
+async def test_an_expired_lease_is_not_starved_by_a_busy_queue(
+        jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
+    stuck = await enqueue(jhub, "t.ok")
+    assert [j.id for j in await jhub.jobs.claim(1, worker_id="dead-worker")] == [stuck]
+    frozen_clock.advance(seconds=jhub.config.jobs.lease_seconds + 1)
+    # Plenty of queued work is due, and older than the expired job's lease.
+    busy = [await enqueue(jhub, "t.ok", run_at=frozen_clock.now() - timedelta(hours=1)) for _ in range(10)]
+    claimed = [j.id for _ in range(3) for j in await jhub.jobs.claim(1, worker_id="live-worker")]
+    assert stuck in claimed and len(claimed) == 3
+    assert set(claimed) - {stuck} <= set(busy)
+    job = await get_job(jhub, stuck)
+    assert (job.locked_by, job.attempts) == ("live-worker", 2)
+
+
+async def test_claim_takes_due_jobs_in_run_at_order(jhub: Hub, frozen_clock: FrozenClock) -> None:
+    now = frozen_clock.now()
+    later = await enqueue(jhub, "t.ok", run_at=now - timedelta(seconds=10))
+    first = await enqueue(jhub, "t.ok", run_at=now - timedelta(seconds=30))
+    second = await enqueue(jhub, "t.ok", run_at=now - timedelta(seconds=20))
+    not_due = await enqueue(jhub, "t.ok", run_at=now + timedelta(seconds=1))
+    assert [j.id for j in await jhub.jobs.claim(2)] == [first, second]
+    assert [j.id for j in await jhub.jobs.claim(5)] == [later]
+    assert not_due not in [j.id for j in await jhub.jobs.claim(5)]
+
+
 async def test_a_job_abandoned_more_than_max_attempts_times_goes_dead(
         jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
     """A job whose worker keeps dying (a poison job that kills the process) must not loop forever."""
