@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from pydantic import Field
 
+from hub.accounts.policy import SwitchWindows
 from hub.config import Section
-from plugins.policies.switching import SwitchWindows
 
 
 class OnboardingSection(Section):

@@ -24,10 +24,10 @@ from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import hash_secret, new_secret
 from hub.accounts.models import AccountRequest, PasswordSetToken
+from hub.accounts.policy import label
 from hub.auth import hash_password
 from hub.db.models import Account, CallingAE, Company, Practice, User
 from hub.messaging.outbound import queue_email
-from plugins.policies.onboarding import label
 
 if TYPE_CHECKING:
     from hub.core import Hub

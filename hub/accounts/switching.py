@@ -23,16 +23,9 @@ from hub.accounts.config import switching_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import sign_response
 from hub.accounts.models import SwitchRequest, SwitchStep
+from hub.accounts.policy import CompanyResponse, Decision, OperatorDecision, Outcome, SwitchFacts
 from hub.db.models import Account, CallingAE, Company, Practice
 from hub.messaging.outbound import queue_email
-from plugins.policies.switching import (
-    CompanyResponse,
-    Decision,
-    OperatorDecision,
-    Outcome,
-    SwitchFacts,
-    decide,
-)
 
 if TYPE_CHECKING:
     from hub.auth import Principal
@@ -168,7 +161,9 @@ async def gather_facts(session: AsyncSession, hub: Hub, sr: SwitchRequest) -> Sw
 
 def policy_decision(hub: Hub, sr: SwitchRequest, facts: SwitchFacts) -> Decision:
     decision = hub.pm.hook.vethub_switch_decision(request=sr, facts=facts)
-    return decision if decision is not None else decide(sr, facts)
+    if decision is None:  # the built-in rules are disabled and no other plugin answered
+        return Decision(Outcome.WAIT, "no switch policy is enabled: nothing is decided automatically")
+    return decision
 
 
 async def evaluate(session: AsyncSession, hub: Hub, switch_id: int, *, actor: str) -> Decision:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hub.accounts.policy import LABELS, label
 from hub.hookspecs import hookimpl
+
+__all__ = ["ADDRESS_PARTS", "LABELS", "REQUIRED_FIELDS", "label", "missing_fields"]
 
 #: Fields every request needs, in the order they are listed to the practice.
 REQUIRED_FIELDS: tuple[str, ...] = (
@@ -28,28 +31,6 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 
 #: Parts of ``address`` that must be filled; a missing part is named ``address.<part>``.
 ADDRESS_PARTS: tuple[str, ...] = ("line1", "city", "postcode", "country")
-
-#: Human labels for the email that lists what is missing.
-LABELS: dict[str, str] = {
-    "practice_name": "Practice name",
-    "contact_name": "Contact name",
-    "email": "Email address",
-    "phone": "Phone number",
-    "address": "Postal address",
-    "address.line1": "Address (street)",
-    "address.city": "Address (city)",
-    "address.postcode": "Address (postcode)",
-    "address.country": "Address (country)",
-    "pims": "Practice-management system (PIMS)",
-    "imaging_software": "Imaging software",
-    "modalities": "Modalities",
-    "company": "Company",
-}
-
-
-def label(name: str) -> str:
-    return LABELS.get(name, name.replace("_", " ").capitalize())
-
 
 def _get(request: Any, name: str) -> Any:
     if isinstance(request, Mapping):

@@ -27,98 +27,23 @@ Boundaries (both chosen to favour the current company, which is what the rules p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Protocol
-
+from hub.accounts.policy import (
+    GO_OUTCOMES,
+    CompanyResponse,
+    Decision,
+    OperatorDecision,
+    Outcome,
+    SwitchFacts,
+    SwitchKind,
+    SwitchRequestLike,
+    SwitchWindows,
+)
 from hub.hookspecs import hookimpl
 
-
-class SwitchKind(StrEnum):
-    MOVE = "move"  # move the account from the current company to the new one
-    ADD = "add"  # keep the current account, add one with the new company for some modalities
-
-
-class CompanyResponse(StrEnum):
-    APPROVE = "approve"
-    OBJECT = "object"
-    NONE = "none"
-
-
-class OperatorDecision(StrEnum):
-    APPROVE = "approve"
-    REJECT = "reject"
-    NONE = "none"
-
-
-class Outcome(StrEnum):
-    SWITCH_NOW = "switch_now"
-    NOTIFY_CURRENT = "notify_current"
-    WAIT = "wait"
-    SWITCH_APPROVED = "switch_approved"
-    SWITCH_WITHOUT_PERMISSION = "switch_without_permission"
-    ESCALATE_TO_OPERATOR = "escalate_to_operator"
-    OPERATOR_APPROVED = "operator_approved"
-    OPERATOR_REJECTED = "operator_rejected"
-    ADD_COMPANY = "add_company"
-
-
-#: Outcomes after which the account is moved (or the new company added).
-GO_OUTCOMES = frozenset(
-    {
-        Outcome.SWITCH_NOW,
-        Outcome.SWITCH_APPROVED,
-        Outcome.SWITCH_WITHOUT_PERMISSION,
-        Outcome.OPERATOR_APPROVED,
-        Outcome.ADD_COMPANY,
-    }
-)
-
-
-@dataclass(frozen=True)
-class SwitchWindows:
-    activity: timedelta = timedelta(days=365)
-    response: timedelta = timedelta(hours=72)
-
-
-class SwitchRequestLike(Protocol):
-    """What the policy reads from the request (the ORM row satisfies it)."""
-
-    kind: str
-    modalities: list[str] | None
-
-
-@dataclass(frozen=True)
-class SwitchFacts:
-    """Everything the rules need, gathered by the service; all datetimes tz-aware UTC."""
-
-    now: datetime
-    requested_at: datetime
-    last_case_at: datetime | None
-    windows: SwitchWindows = field(default_factory=SwitchWindows)
-    notified_at: datetime | None = None
-    response: CompanyResponse = CompanyResponse.NONE
-    responded_at: datetime | None = None
-    operator_decision: OperatorDecision = OperatorDecision.NONE
-    current_modalities: Sequence[str] = ()
-
-    @property
-    def deadline(self) -> datetime | None:
-        return None if self.notified_at is None else self.notified_at + self.windows.response
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    reason: str
-    effect: str | None = None  # "move" | "add" when the outcome goes ahead, else None
-    deadline: datetime | None = None
-
-    @property
-    def goes_ahead(self) -> bool:
-        return self.outcome in GO_OUTCOMES
+__all__ = [
+    "GO_OUTCOMES", "CompanyResponse", "Decision", "OperatorDecision", "Outcome", "SwitchFacts",
+    "SwitchKind", "SwitchRequestLike", "SwitchWindows", "decide", "vethub_switch_decision",
+]
 
 
 def case_within_activity_window(facts: SwitchFacts) -> bool:
