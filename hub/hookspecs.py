@@ -181,14 +181,22 @@ def vethub_channels(hub: Hub) -> Sequence[Any]:
 def vethub_switch_decision(request: Any, facts: Any) -> Any:
     """Decide what happens to a practice's request to switch companies.
 
-    Called when a switch request is submitted, when the current company answers, and when its
-    response deadline passes.
+    Called when a switch request is submitted, when the current company answers, when an
+    operator decides after an objection, and when the response deadline passes (a durable job).
+    The built-in rules are ``plugins/policies/switching.py``; register a house rule with
+    ``@hookimpl(tryfirst=True)`` to answer before them.
 
-    :param request: the switch request (requester, current and new company, kind: move or add).
-    :param facts: what the core gathered: now, the account's last case date, the configured
-        windows, the current company's answer if any.
-    :returns: a typed decision with its reason, or ``None`` to let the next implementation
-        decide. **Stops at the first non-None result.**
+    :param request: the :class:`hub.accounts.models.SwitchRequest` row (read it, do not change
+        it): ``kind`` (``"move"`` or ``"add"``), ``modalities`` (for ``add``), the practice,
+        the current and the new company, the requester and their written statement.
+    :param facts: a :class:`hub.accounts.policy.SwitchFacts`: ``now`` (the hub's clock),
+        ``requested_at``, ``last_case_at`` (the account's last case at or before the request),
+        ``windows`` (activity, response, from ``[switching]``), ``notified_at``, ``deadline``,
+        the current company's ``response`` (approve / object / none) and ``responded_at``, the
+        ``operator_decision`` and the current account's modalities. Pure data: do no I/O.
+    :returns: a :class:`hub.accounts.policy.Decision` (``outcome``, ``reason``, ``effect``,
+        ``deadline``), or ``None`` to let the next implementation decide.
+        **Stops at the first non-None result.**
     """
 
 
@@ -229,11 +237,16 @@ def vethub_route_case(case: Any, study: Any, accounts: Sequence[Any]) -> Any:
 def vethub_onboarding_missing_fields(request: Any, company: Any) -> Sequence[str]:
     """Name the fields an account request still lacks.
 
-    Called when a request is created or updated.
+    Called when a request is created and each time the practice adds information.
 
-    :param request: the account request's fields.
-    :param company: the company it is addressed to (its settings may require more).
-    :returns: missing field names. Every result counts: the union is what is asked for.
+    :param request: a dict of the request's fields: ``practice_name``, ``contact_name``,
+        ``email``, ``phone``, ``address`` (dict), ``pims``, ``imaging_software``,
+        ``modalities`` (list), ``company_id`` and ``extra`` (answers to anything else).
+    :param company: the :class:`hub.db.models.Company` it is addressed to, or ``None`` when the
+        practice named none (its ``settings`` may require more).
+    :returns: missing field names (``extra`` answers are looked up by the same names; see
+        :func:`hub.accounts.policy.label` for how a name is shown to the practice).
+        Every result counts: the union is what is asked for.
     """
 
 
@@ -289,4 +302,13 @@ def vethub_delivery_status(hub: Hub, communication: Any, status: str) -> Awaitab
 
 @hookspec
 def vethub_account_changed(hub: Hub, account: Any, before: Any, after: Any) -> Awaitable[None] | None:
-    """An account was created or changed (approved, suspended, switched)."""
+    """An account was created or changed (approved, suspended, switched).
+
+    Fired after the change is committed, from a job written with it (at least once).
+
+    :param account: the :class:`hub.db.models.Account` as it is now.
+    :param before: the account's state before the change (``company_id``, ``practice_id``,
+        ``approved_for_access``, ``modalities``, ``auto_submit``, ``status``), ``None`` when
+        it was created.
+    :param after: the same fields after the change.
+    """
