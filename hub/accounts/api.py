@@ -104,6 +104,7 @@ def make_limiter(hub: Any) -> RateLimiter:
 
 def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
     limiter = limiter or make_limiter(hub)
+    logins = RateLimiter(30, 300.0)  # password guessing: 30 tries per 5 minutes per address
 
     # --- onboarding -----------------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
     @public
     async def login(request: web.Request) -> web.Response:
         """Email and password -> a bearer token; refused for a suspended practice."""
-        wait = limiter.check("login:" + client_address(request))
+        wait = logins.check(client_address(request))
         if wait is not None:
             raise ApiError(429, "rate_limited", "too many attempts; try later")
         hub = request.app[HUB_KEY]
