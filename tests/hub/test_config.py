@@ -91,7 +91,7 @@ def test_env_expansion_with_defaults(tmp_path: Path) -> None:
 
 def test_valid_config_round_trips(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, BASE), env={})
-    again = load_config(write(tmp_path, dump_toml(config.model_dump(mode="json", exclude={"hub": {"secret_key"}}))), env={})
+    again = load_config(write(tmp_path, dump_toml(config.model_dump(mode="json", exclude={"hub": {"secret_key"}}, exclude_none=True))), env={})
     assert again.model_dump() == config.model_dump()
     assert again.accounts[0].practice == "demo" and again.practices[0].calling_aes == ["DEMOCLINIC"]
 
