@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 
 from hub.jobs import JobContext, PermanentJobError, RetryAfter
 from hub.messaging import links, service, statuses
@@ -98,51 +98,83 @@ _SEND_COLUMNS = (
     Communication.id, Communication.channel, Communication.category, Communication.address,
     Communication.cc, Communication.subject, Communication.body_text, Communication.body_html,
     Communication.postcard_front_html, Communication.postcard_back_html, Communication.postal_address,
-    Communication.headers, Communication.practice_id, Communication.status,
+    Communication.headers, Communication.practice_id,
 )
 
-
 # Statements built once: constructing SQLAlchemy expressions per message costs more CPU than
-# executing them (the compiled form is cached either way).
-_LOAD = select(*_SEND_COLUMNS).where(Communication.id == bindparam("cid"))
-_MARK_SENDING = (update(Communication).where(Communication.id == bindparam("cid"))
-                 .values(status="sending", updated_at=bindparam("now")))
+# executing them (the compiled form is cached either way), and every statement is a round trip
+# to the driver's thread, so the common path is one UPDATE ... RETURNING before the send and one
+# UPDATE plus one INSERT after it.
+#
+# The suppression re-check (a STOP or a bounce recorded after the message was queued) is part
+# of the UPDATE. Email and SMS suppressions are keyed by the lower-cased address (SMS addresses
+# are E.164 already); postcards' keys are computed in Python (see _active_suppression).
+_SUPPRESSED = (
+    select(AddressSuppression.id)
+    .where(
+        AddressSuppression.kind == case((Communication.channel == "sms", "sms"), else_="email"),
+        AddressSuppression.address == func.lower(Communication.address),
+        AddressSuppression.active.is_(True),
+        or_(AddressSuppression.reason == "invalid", Communication.category != "account"),
+    )
+    .exists()
+)
+_START = (
+    update(Communication)
+    .where(
+        Communication.id == bindparam("cid"),
+        Communication.status.in_(sorted(RESUMABLE)),
+        or_(Communication.channel == "postcard", ~_SUPPRESSED),
+    )
+    .values(status="sending", updated_at=bindparam("now"))
+    .returning(*_SEND_COLUMNS)
+)
 _HISTORY = insert(CommunicationStatus)
 _MARK_SENT = (
     update(Communication)
-    .where(Communication.id == bindparam("cid"), Communication.status.in_(("queued", "deferred", "sending")))
+    .where(Communication.id == bindparam("cid"), Communication.status.in_(sorted(RESUMABLE)))
     .values(status=bindparam("status"), provider_id=bindparam("provider_id"), sent_at=bindparam("now"),
             updated_at=bindparam("now"), last_error=None)
 )
 
 
+async def _suppress(session, hub: Hub, comm_id: int, suppression: Any) -> None:
+    full = await session.get(Communication, comm_id)
+    assert full is not None
+    full.verdict = "veto"
+    full.verdict_reasons = [*full.verdict_reasons, {
+        "code": "address_invalid" if suppression.reason == "invalid" else "address_opted_out",
+        "message": f"suppressed before sending ({suppression.source}: {suppression.detail})",
+        "plugin": "messaging", "decision": "veto", "channel": full.channel}]
+    await service.apply_status(session, hub, full, "suppressed", detail={"suppression": suppression.source})
+
+
 async def send_job(hub: Hub, job: JobContext) -> None:
-    """Send one communication. The hot path uses Core statements: no unit-of-work flushes."""
+    """Send one communication (see the module docstring for the steps and the guarantees)."""
     comm_id = int(job.payload["communication_id"])
     async with hub.transaction() as session:
-        comm = (await session.execute(_LOAD, {"cid": comm_id})).first()
+        started = hub.clock.now()
+        comm = (await session.execute(_START, {"cid": comm_id, "now": started})).first()
         if comm is None:
-            raise PermanentJobError(f"communication {comm_id} does not exist")
-        if comm.status not in RESUMABLE:
-            return  # already sent (or suppressed, or failed): a replayed job does nothing
-        suppression = await _active_suppression(session, comm)
-        if suppression is not None:
+            # the uncommon paths: gone, already done, or suppressed since it was queued
             full = await session.get(Communication, comm_id)
-            assert full is not None
-            full.verdict = "veto"
-            full.verdict_reasons = [*full.verdict_reasons, {
-                "code": "address_invalid" if suppression.reason == "invalid" else "address_opted_out",
-                "message": f"suppressed before sending ({suppression.source}: {suppression.detail})",
-                "plugin": "messaging", "decision": "veto", "channel": full.channel}]
-            await service.apply_status(session, hub, full, "suppressed", detail={"suppression": suppression.source})
+            if full is None:
+                raise PermanentJobError(f"communication {comm_id} does not exist")
+            if full.status not in RESUMABLE:
+                return  # already sent (or suppressed, or failed): a replayed job does nothing
+            suppression = await _active_suppression(session, full)
+            if suppression is None:  # pragma: no cover - the UPDATE and the check disagree
+                raise RuntimeError(f"communication {comm_id} could not be started")
+            await _suppress(session, hub, comm_id, suppression)
             return
-        if comm.status != "sending":
-            now = hub.clock.now()
-            await session.execute(_MARK_SENDING, {"cid": comm_id, "now": now})
-            await session.execute(_HISTORY, [{
-                "communication_id": comm_id, "status": "sending", "provider_status": None, "applied": True,
-                "at": now, "detail": {"attempt": job.attempts}}])
+        if comm.channel == "postcard":
+            suppression = await _active_suppression(session, comm)
+            if suppression is not None:
+                await _suppress(session, hub, comm_id, suppression)
+                return
         message = outbound_message(hub, comm)
+    sending = {"communication_id": comm_id, "status": "sending", "provider_status": None,
+               "applied": True, "at": started, "detail": {"attempt": job.attempts}}
     channel = hub.channels.get(message.channel)
     try:
         if channel is None:
@@ -150,18 +182,19 @@ async def send_job(hub: Hub, job: JobContext) -> None:
                                permanent=True)
         result: SendResult = await channel.send(message)
     except ChannelError as err:
-        await _failed(hub, job, comm_id, err)
+        await _failed(hub, job, comm_id, err, sending)
         return
-    await _sent(hub, comm_id, result)
+    await _sent(hub, comm_id, result, sending)
 
 
-async def _sent(hub: Hub, comm_id: int, result: SendResult) -> None:
+async def _sent(hub: Hub, comm_id: int, result: SendResult, sending: dict[str, Any]) -> None:
     status = result.status if statuses.is_known(result.status) else "sent"
     async with hub.transaction() as session:
         now = hub.clock.now()
         moved = (await session.execute(_MARK_SENT, {"cid": comm_id, "status": status, "now": now,
                                                     "provider_id": result.provider_id})).rowcount
-        await session.execute(_HISTORY, [{
+        # the "sending" row is written now, with the time the attempt started: one INSERT
+        await session.execute(_HISTORY, [sending, {
             "communication_id": comm_id, "status": status, "provider_status": result.status,
             "applied": bool(moved), "at": now, "detail": result.detail or None}])
         if moved and hub.pm.hook.vethub_delivery_status.get_hookimpls():
@@ -169,16 +202,18 @@ async def _sent(hub: Hub, comm_id: int, result: SendResult) -> None:
             await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
 
 
-async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError) -> None:
+async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError, sending: dict[str, Any]) -> None:
     last = job.attempts >= job.max_attempts
     if not err.permanent and not last:
         async with hub.transaction() as session:
+            await session.execute(_HISTORY, [sending])
             await session.execute(update(Communication).where(Communication.id == comm_id)
                                   .values(last_error=str(err), updated_at=hub.clock.now()))
         if err.retry_after:
             raise RetryAfter(err.retry_after, str(err)) from err
         raise err
     async with hub.transaction() as session:
+        await session.execute(_HISTORY, [sending])
         comm = await session.get(Communication, comm_id)
         assert comm is not None
         comm.last_error = str(err)

@@ -109,3 +109,27 @@ async def test_transient_failure_retries_then_succeeds(world, reminder_context, 
     async with hub.sessionmaker() as s:
         assert (await s.get(Communication, comm_id)).status == "sent"
     assert len(world.sink.messages) == 1
+
+
+async def test_opt_out_between_queue_and_send_stops_the_send(world, reminder_context, client_maker) -> None:
+    from hub.messaging import service
+
+    hub = world.hub
+    cid = await client_maker(hub, world.practice_id, "eve", email="Eve@Example.org")
+    other = await client_maker(hub, world.practice_id, "fay")
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         channels=("email",), context=reminder_context)
+        ok = await queue_communication(s, hub, client_id=other, template="reminder", category="reminder",
+                                       channels=("email",), context=reminder_context)
+        comm_id, ok_id = comm.id, ok.id
+    async with hub.transaction() as s:  # a one-click from an earlier mail lands before the send
+        await service.set_address_opt_out(s, hub, kind="email", address="eve@example.org", opted_out=True,
+                                          source="one_click")
+    await hub.jobs.run_until_idle()
+    assert [m.rcpt_tos for m in world.sink.messages] == [["fay@example.org"]]
+    async with hub.sessionmaker() as s:
+        comm = await s.get(Communication, comm_id)
+        assert comm.status == "suppressed" and comm.verdict == "veto"
+        assert comm.verdict_reasons[-1]["code"] == "address_opted_out"
+        assert (await s.get(Communication, ok_id)).status == "sent"
