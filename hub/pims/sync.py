@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -308,14 +308,20 @@ def _insert_for(session: AsyncSession) -> Callable[[Table], Any]:
 @functools.lru_cache(maxsize=64)
 def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
     """INSERT … ON CONFLICT (practice_id, external_id) DO UPDATE, touching only rows whose
-    values differ, RETURNING the ids of rows inserted or changed."""
+    values differ, RETURNING the id and external id of rows inserted or changed and, on
+    PostgreSQL, whether the row was inserted: ``xmax`` is 0 on a row version that an insert
+    created and the updating transaction's id on one that ON CONFLICT DO UPDATE wrote."""
     compared = [c for c in columns if c not in ("practice_id", "external_id", "synced_at")]
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    return stmt.on_conflict_do_update(
+    stmt = stmt.on_conflict_do_update(
         index_elements=["practice_id", "external_id"],
         set_={c: stmt.excluded[c] for c in [*compared, "synced_at"]},
         where=or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compared]),
-    ).returning(table.c.id, table.c.external_id)
+    )
+    if dialect == "postgresql":
+        return stmt.returning(table.c.id, table.c.external_id,
+                              literal_column("(xmax = 0)").label("inserted"))
+    return stmt.returning(table.c.id, table.c.external_id)
 
 
 async def upsert(session: AsyncSession, table: Table, practice_id: int,
@@ -328,15 +334,20 @@ async def upsert(session: AsyncSession, table: Table, practice_id: int,
     rows = list(by_id.values())
     for r in rows:
         r["synced_at"] = now
-    existing = set((await session.execute(
-        select(table.c.external_id).where(table.c.practice_id == practice_id,
-                                          table.c.external_id.in_(list(by_id))))).scalars())
-    stmt = _upsert_statement(session.bind.dialect.name, table, tuple(rows[0]))
-    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
-    # from one cached compiled statement.
-    changed = [(r[0], r[1]) for r in await session.execute(stmt, rows)]
-    inserted = sum(1 for _i, ext in changed if ext not in existing)
-    return inserted, len(changed) - inserted, len(rows), [i for i, _e in changed]
+    dialect = session.bind.dialect.name
+    stmt = _upsert_statement(dialect, table, tuple(rows[0]))
+    if dialect == "postgresql":
+        # PostgreSQL tells inserts from updates itself (RETURNING xmax = 0, below).
+        changed = [(r[0], bool(r[2])) for r in await session.execute(stmt, rows)]
+    else:
+        existing = set((await session.execute(
+            select(table.c.external_id).where(table.c.practice_id == practice_id,
+                                              table.c.external_id.in_(list(by_id))))).scalars())
+        # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs
+        # ("insertmanyvalues") from one cached compiled statement.
+        changed = [(r[0], r[1] not in existing) for r in await session.execute(stmt, rows)]
+    inserted = sum(1 for _i, new in changed if new)
+    return inserted, len(changed) - inserted, len(rows), [i for i, _n in changed]
 
 
 async def save_checkpoint(session: AsyncSession, practice_id: int, connector: str,
