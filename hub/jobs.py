@@ -25,7 +25,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tenacity import wait_exponential_jitter
 
 from hub.db.models import Job, Schedule
@@ -174,20 +174,21 @@ class JobQueue:
         last = self._expired_checked_at
         check_expired = last is None or (now - last).total_seconds() >= self.settings.lease_seconds / 4
         rows: list[Any] = []
-        async with self.hub.transaction() as session:
+        # Core statements on a connection: an ORM session adds CPU to every claim and finish.
+        async with self.hub.engine.begin() as conn:
             for due, order in ([expired] if check_expired else []) + [queued]:
                 if len(rows) < limit:
-                    rows += await self._lease(session, due, order, limit - len(rows), now, worker_id)
+                    rows += await self._lease(conn, due, order, limit - len(rows), now, worker_id)
             if not rows and not check_expired:
-                rows += await self._lease(session, *expired, limit, now, worker_id)
+                rows += await self._lease(conn, *expired, limit, now, worker_id)
         if check_expired or not rows:
             self._expired_checked_at = now
         return [JobContext(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
 
-    async def _lease(self, session: AsyncSession, due: Any, order: Any, limit: int, now: datetime,
+    async def _lease(self, conn: AsyncConnection, due: Any, order: Any, limit: int, now: datetime,
                      worker_id: str) -> list[Any]:
         pick = select(Job.id).where(due).order_by(order, Job.id).limit(limit)
-        if session.bind.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         stmt = (
             update(Job)
@@ -197,9 +198,8 @@ class JobQueue:
                 lease_until=now + timedelta(seconds=self.settings.lease_seconds),
             )
             .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
-            .execution_options(synchronize_session=False)
         )
-        return list((await session.execute(stmt)).all())
+        return list((await conn.execute(stmt)).all())
 
     async def run_one(self, job: JobContext, worker_id: str | None = None) -> str:
         """Run one claimed job and record its outcome: succeeded, queued (retry) or dead."""
@@ -260,9 +260,9 @@ class JobQueue:
             values["run_at"] = run_at
         if status in ("succeeded", "dead"):
             values["finished_at"] = self.hub.clock.now()
-        async with self.hub.transaction() as session:
+        async with self.hub.engine.begin() as conn:
             # Fenced by locked_by: a worker whose lease was taken over does not overwrite.
-            result = await session.execute(
+            result = await conn.execute(
                 update(Job).where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running").values(**values)
             )
         if result.rowcount == 0:
