@@ -150,29 +150,30 @@ async def _suppress(session, hub: Hub, comm_id: int, suppression: Any) -> None:
 
 
 async def send_job(hub: Hub, job: JobContext) -> None:
-    """Send one communication (see the module docstring for the steps and the guarantees)."""
+    """Send one communication (see the module docstring for the steps and the guarantees).
+
+    The common path runs on a plain connection (``hub.engine.begin()``): Core statements need
+    no ORM session, and at one message per job the session's set-up is measurable. The
+    uncommon paths (gone, done, suppressed) use an ORM session.
+    """
     comm_id = int(job.payload["communication_id"])
-    async with hub.transaction() as session:
-        started = hub.clock.now()
-        comm = (await session.execute(_START, {"cid": comm_id, "now": started})).first()
-        if comm is None:
-            # the uncommon paths: gone, already done, or suppressed since it was queued
+    started = hub.clock.now()
+    async with hub.engine.begin() as conn:
+        comm = (await conn.execute(_START, {"cid": comm_id, "now": started})).first()
+    if comm is None or comm.channel == "postcard":
+        async with hub.transaction() as session:
             full = await session.get(Communication, comm_id)
             if full is None:
                 raise PermanentJobError(f"communication {comm_id} does not exist")
-            if full.status not in RESUMABLE:
+            if comm is None and full.status not in RESUMABLE:
                 return  # already sent (or suppressed, or failed): a replayed job does nothing
             suppression = await _active_suppression(session, full)
-            if suppression is None:  # pragma: no cover - the UPDATE and the check disagree
-                raise RuntimeError(f"communication {comm_id} could not be started")
-            await _suppress(session, hub, comm_id, suppression)
-            return
-        if comm.channel == "postcard":
-            suppression = await _active_suppression(session, comm)
             if suppression is not None:
                 await _suppress(session, hub, comm_id, suppression)
                 return
-        message = outbound_message(hub, comm)
+            if comm is None:  # pragma: no cover - the UPDATE and the check disagree
+                raise RuntimeError(f"communication {comm_id} could not be started")
+    message = outbound_message(hub, comm)
     sending = {"communication_id": comm_id, "status": "sending", "provider_status": None,
                "applied": True, "at": started, "detail": {"attempt": job.attempts}}
     channel = hub.channels.get(message.channel)
@@ -189,17 +190,18 @@ async def send_job(hub: Hub, job: JobContext) -> None:
 
 async def _sent(hub: Hub, comm_id: int, result: SendResult, sending: dict[str, Any]) -> None:
     status = result.status if statuses.is_known(result.status) else "sent"
-    async with hub.transaction() as session:
-        now = hub.clock.now()
-        moved = (await session.execute(_MARK_SENT, {"cid": comm_id, "status": status, "now": now,
-                                                    "provider_id": result.provider_id})).rowcount
+    now = hub.clock.now()
+    async with hub.engine.begin() as conn:
+        moved = (await conn.execute(_MARK_SENT, {"cid": comm_id, "status": status, "now": now,
+                                                 "provider_id": result.provider_id})).rowcount
         # the "sending" row is written now, with the time the attempt started: one INSERT
-        await session.execute(_HISTORY, [sending, {
+        await conn.execute(_HISTORY, [sending, {
             "communication_id": comm_id, "status": status, "provider_status": result.status,
             "applied": bool(moved), "at": now, "detail": result.detail or None}])
-        if moved and hub.pm.hook.vethub_delivery_status.get_hookimpls():
+    if moved and hub.pm.hook.vethub_delivery_status.get_hookimpls():
+        async with hub.sessionmaker() as session:
             comm = await session.get(Communication, comm_id)
-            await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
+        await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
 
 
 async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError, sending: dict[str, Any]) -> None:
