@@ -87,12 +87,13 @@ def make_data(folder: Path, quick: bool) -> list[Path]:
 
 def storescu_script(port: int, called: str, groups: list[list[Path]]) -> str:
     """A shell fragment that runs one storescu per group in parallel and prints elapsed seconds."""
-    lines = ["start=$(date +%s.%N)"]
+    lines = ["start=$(date +%s.%N)", "scus="]
     for i, group in enumerate(groups):
         listing = " ".join(str(p) for p in group)
         lines.append(f"TCP_NODELAY=1 storescu -aet {CALLING_AE} -aec {called} 127.0.0.1 {port} "
                      f"{listing} > /tmp/vethub-bench-scu-{os.getpid()}-{i}.log 2>&1 &")
-    lines += ["fail=0", "for j in $(jobs -p); do wait $j || fail=1; done",
+        lines.append('scus="$scus $!"')
+    lines += ["fail=0", "for j in $scus; do wait $j || fail=1; done",
               "end=$(date +%s.%N)", 'echo "ELAPSED $(echo "$end - $start" | bc) $fail"']
     return "\n".join(lines)
 
@@ -160,7 +161,7 @@ calling_aes = ["{CALLING_AE}"]
     try:
         wait_port(port, proc)
         out = subprocess.run(["bash", "-c", storescu_script(port, HUB_AE, groups_of(files, associations))],
-                             capture_output=True, text=True, check=False)
+                             capture_output=True, text=True, check=False, timeout=900)
         result = _elapsed(out.stdout)
         stored = sum(1 for _ in (run_dir / "dicom").rglob("*.dcm"))
         if stored != len(files):
@@ -181,7 +182,7 @@ def in_netns(script: str) -> str:
     """Run a bash script in a private network namespace with only loopback up."""
     wrapped = "ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n" + script
     out = subprocess.run(["unshare", "--net", "bash", "-c", wrapped], capture_output=True,
-                         text=True, check=False)
+                         text=True, check=False, timeout=900)
     return out.stdout + out.stderr
 
 

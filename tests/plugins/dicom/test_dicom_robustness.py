@@ -15,7 +15,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy import func, select
 
