@@ -87,7 +87,7 @@ class EzyVetClient:
         max_wait: float = 120,
         timeout: float = 30,
     ) -> None:
-        self._http = http
+        self.http = http
         self._base = base_url.rstrip("/")
         self._credentials = credentials
         self._now = now
@@ -187,7 +187,7 @@ class EzyVetClient:
             headers["Authorization"] = f"Bearer {token}"
         url = self._base + path
         try:
-            async with self._http.request(method, url, params=params, json=json_body,
+            async with self.http.request(method, url, params=params, json=json_body,
                                           headers=headers, timeout=self._timeout) as resp:
                 if resp.status == 401 and token:
                     raise _Unauthorized()

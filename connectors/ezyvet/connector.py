@@ -139,7 +139,7 @@ class EzyVetConnector:
                     timeout=c.timeout_seconds,
                 )
             else:
-                self.client._http = http  # a new session for this run; the token stays cached
+                self.client.http = http  # this run's session; the cached token stays
             yield self.client
 
     async def health(self) -> Health:

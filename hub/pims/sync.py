@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -110,7 +111,25 @@ def connector_entries(practices: Sequence[PracticeConfig], practice: str | None 
     return out
 
 
+#: Connectors live as long as their hub, so what they cache between runs (an API token that is
+#: good for 12 hours) is reused by the next run. Keyed weakly by hub: a stopped hub takes its
+#: connectors with it.
+_CONNECTORS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], PimsConnector]] = (
+    weakref.WeakKeyDictionary())
+
+
 def build_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsConnector:
+    """The connector for ``entry``: the one built for an earlier run of this hub when the
+    entry's config and the practice's country and time zone are the same, else a new one."""
+    key = (entry.practice, entry.name, json.dumps(entry.table, sort_keys=True, default=str),
+           practice.country, practice.timezone, id(hub.http))
+    cache = _CONNECTORS.setdefault(hub, {})
+    if key not in cache:
+        cache[key] = _new_connector(hub, entry, practice)
+    return cache[key]
+
+
+def _new_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsConnector:
     classes = pims_connector_classes(hub.pm)
     cls = classes.get(entry.connector)
     if cls is None:

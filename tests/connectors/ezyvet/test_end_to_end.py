@@ -137,3 +137,12 @@ async def test_storm_longer_than_retries_fails_then_resumes(
     assert await count(hub, Client) == 9
     first = fake_ezyvet.api_calls("/v1/contact")[0][2]
     assert first["page"] == "3" and "modified_at" not in first
+
+
+async def test_token_reused_by_the_next_run(hub_factory, pims_practice, fake_ezyvet, ezyvet_entry) -> None:
+    populate(fake_ezyvet, 2)
+    hub = await hub_factory({"practices": [pims_practice([ezyvet_entry(fake_ezyvet)])]})
+    for _ in range(3):
+        [run] = await sync_practices(hub, practice="oak")
+        assert run.status == "succeeded", run.error
+    assert fake_ezyvet.token_requests == 1
