@@ -323,6 +323,9 @@ class JobQueue:
                 await self._idle(self.settings.poll_interval)
                 continue
             job = jobs[0]
+            if self._stopping.is_set():  # claimed while stop() began: not one of its in-flight jobs
+                await self._release(job.id)
+                return
             task = asyncio.create_task(self.run_one(job))
             self._in_flight[job.id] = task
             try:
