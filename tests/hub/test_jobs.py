@@ -517,6 +517,33 @@ async def test_stop_releases_a_job_still_running_after_the_grace(
     assert (job.status, job.attempts) == ("succeeded", 1)
 
 
+async def test_a_job_claimed_while_stopping_is_released_not_left_running(
+        hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers, db_url: str) -> None:
+    """A worker whose claim was under way when stop() began gives that job straight back.
+
+    On SQLite an open write transaction holds the worker's claim at BEGIN IMMEDIATE, so the
+    claim completes only after stop() has started: deterministic without touching the queue.
+    """
+    if not db_url.startswith("sqlite"):
+        pytest.skip("holds a claim back with SQLite's single write lock")
+    hub = await hub_factory({"jobs": {"workers": 2, "poll_interval": 0.01}}, plugins=[("jobs_test", handlers)])
+    first = await enqueue(hub, "t.stuck")
+    hub.jobs.start()
+    await asyncio.wait_for(handlers.started.wait(), 10)
+    async with hub.transaction() as session:  # takes the write lock; the idle worker's next claim waits
+        late = (await hub.jobs.enqueue(session, "t.slow", {"seconds": 30})).id
+        await asyncio.sleep(0.3)  # several poll intervals: the second worker is now blocked in claim
+        stopping = asyncio.create_task(hub.jobs.stop(grace=0.5))
+        await asyncio.sleep(0)  # stop() has begun: flag set, in-flight jobs noted
+    # The lock is free: the blocked claim now takes the late job, after stop() began.
+    await asyncio.wait_for(stopping, 10)
+    job = await get_job(hub, late)
+    assert (job.status, job.attempts) == ("queued", 0), (job.status, job.attempts, job.locked_by)
+    assert [r[0] for r in handlers.runs] == ["t.stuck"]
+    assert (await get_job(hub, first)).status == "queued"  # released after the grace
+    handlers.release.set()
+
+
 async def test_stop_with_zero_grace_releases_at_once(hub_factory: Callable[..., Awaitable[Hub]],
                                                      handlers: Handlers) -> None:
     hub = await hub_factory({"jobs": {"workers": 1}}, plugins=[("jobs_test", handlers)])
