@@ -374,7 +374,8 @@ async def test_a_job_abandoned_more_than_max_attempts_times_goes_dead(
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VETHUB_CONFIG": str(config)}
-    return subprocess.run([str(VETHUB), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    command = [str(VETHUB)] if VETHUB.exists() else [sys.executable, "-c", "from hub.cli import main; main()"]
+    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 async def test_replay_dead_jobs_through_the_cli(jhub: Hub, handlers: Handlers,
