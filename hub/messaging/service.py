@@ -9,7 +9,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -106,9 +106,15 @@ async def _client_for_address(session: AsyncSession, kind: str, address: str) ->
             Client, _ = pims_models()
         except Exception:  # noqa: BLE001 - no PIMS domain: nothing to match against
             return None, None, None
-        column = getattr(Client, "phone_mobile" if kind == "sms" else "email", None)
-        if column is not None:
-            hit = (await session.execute(select(Client.id, Client.practice_id).where(column == address).limit(1))).first()
+        # the PIMS sync stores phones as E.164 and emails as given: compare accordingly
+        names = ("phone_mobile", "phone_home", "phone_work") if kind == "sms" else ("email",)
+        for name in names:
+            column = getattr(Client, name, None)
+            if column is None:
+                continue
+            match = column == address if kind == "sms" else func.lower(column) == address
+            hit = (await session.execute(
+                select(Client.id, Client.practice_id).where(match).order_by(Client.id.desc()).limit(1))).first()
             if hit is not None:
                 return hit.id, hit.practice_id, None
     return None, None, None
