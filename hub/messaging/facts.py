@@ -74,6 +74,7 @@ class PracticeFacts:
     timezone: str
     country: str
     email: str | None
+    phone: str | None = None
 
 
 async def load_practices(session: AsyncSession, ids: Iterable[int | None]) -> dict[int, PracticeFacts]:
@@ -82,10 +83,11 @@ async def load_practices(session: AsyncSession, ids: Iterable[int | None]) -> di
     for chunk in _chunks(wanted):
         rows = await session.execute(
             select(Practice.id, Practice.slug, Practice.name, Practice.timezone, Practice.country,
-                   Practice.email).where(Practice.id.in_(chunk))
+                   Practice.email, Practice.phone).where(Practice.id.in_(chunk))
         )
         for r in rows:
-            out[r.id] = PracticeFacts(r.id, r.slug, r.name, r.timezone or "UTC", r.country or "US", r.email)
+            out[r.id] = PracticeFacts(r.id, r.slug, r.name, r.timezone or "UTC", r.country or "US", r.email,
+                                      r.phone)
     return out
 
 

@@ -152,7 +152,8 @@ def standard_context(hub: Hub, *, client: ClientFacts | None, practice: Practice
     return {
         "client": {"id": client.id, "name": client.name} if client else None,
         "practice": {"id": practice.id, "name": practice.name, "slug": practice.slug,
-                     "email": practice.email, "phone": None} if practice else {"name": hub.config.hub.name, "phone": None},
+                     "email": practice.email, "phone": practice.phone}
+        if practice else {"id": None, "name": hub.config.hub.name, "slug": None, "email": None, "phone": None},
         "preferences_url": preferences_url,
         "unsubscribe_url": unsubscribe_url,
         "category": category,

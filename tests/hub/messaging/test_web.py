@@ -189,3 +189,30 @@ async def test_tracking_pixel_and_click(world_factory, client_maker, reminder_co
             assert (await s.get(Communication, cid)).status == "clicked"
     finally:
         await client.close()
+
+
+async def test_one_click_for_an_address_without_a_client(world, wapi) -> None:
+    """Mail to a bare address (no PIMS client): one-click suppresses the address; account mail
+    (not unsubscribable) still goes."""
+    from hub.messaging.models import AddressSuppression
+
+    hub = world.hub
+    async with hub.transaction() as s:
+        await queue_email(s, hub, to="News@Example.org", template="message", category="marketing",
+                          context={"subject": "Spring offers", "body": "..."}, practice_id=world.practice_id)
+    await hub.jobs.run_until_idle()
+    msg = world.sink.messages[-1].message
+    url = _path(re.search(r"<(http[^>]+)>", msg["List-Unsubscribe"]).group(1))
+    resp = await wapi.client.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert resp.status == 200
+    async with hub.sessionmaker() as s:
+        [sup] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (sup.kind, sup.address, sup.reason, sup.source, sup.active) == (
+        "email", "news@example.org", "opt_out", "one_click", True)
+    async with hub.transaction() as s:
+        again = await queue_email(s, hub, to="news@example.org", template="message", category="loyalty",
+                                  context={"subject": "s", "body": "b"})
+        account = await queue_email(s, hub, to="news@example.org", template="message", category="account",
+                                    context={"subject": "Your invoice", "body": "b"})
+    assert again.status == "suppressed" and again.verdict_reasons[0]["code"] == "address_opted_out"
+    assert account.status == "queued"
