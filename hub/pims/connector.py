@@ -38,6 +38,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: seconds between a connector's scheduled incremental syncs, unless its config says otherwise.
+DEFAULT_SYNC_EVERY = 900
+
+
 class ConnectorConfig(BaseModel):
     """Base for a connector's ``config_model``: unknown keys are errors; ``name`` (which tells
     two connectors of one practice apart) and ``sync_every_seconds`` are accepted for every
@@ -47,7 +51,7 @@ class ConnectorConfig(BaseModel):
 
     name: str | None = None
     #: how often the hub runs an incremental sync of this entry; 0 turns the schedule off.
-    sync_every_seconds: int = Field(900, ge=0)
+    sync_every_seconds: int = Field(DEFAULT_SYNC_EVERY, ge=0)
 
 
 @dataclass(frozen=True)

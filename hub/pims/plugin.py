@@ -8,30 +8,43 @@ from typing import Any
 
 import click
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, true, update
 
-from hub.db.models import Practice
+from hub.db.models import Practice, Schedule
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext, PermanentJobError
 from hub.pims import api
+from hub.pims.connector import DEFAULT_SYNC_EVERY
 from hub.pims.models import SyncRun
 from hub.pims.sync import ConnectorEntry, RunResult, SyncEngine, SyncError, connector_entries
 
 JOB_KIND = "pims.sync"
 
 
+SCHEDULE_PREFIX = "pims-sync:"
+
+
 def schedule_name(entry: ConnectorEntry) -> str:
-    return f"pims-sync:{entry.practice}:{entry.name}"
+    return f"{SCHEDULE_PREFIX}{entry.practice}:{entry.name}"
 
 
 async def _ensure_schedules(hub: Any) -> None:
+    """One periodic sync per configured connector; schedules of connectors no longer in the
+    config (or with ``sync_every_seconds = 0``) are disabled, not left to fail every tick."""
+    wanted = set()
     async with hub.transaction() as session:
         for entry in connector_entries(hub.config.practices):
-            every = int(entry.table.get("sync_every_seconds", 900))
+            every = int(entry.table.get("sync_every_seconds", DEFAULT_SYNC_EVERY))
             if every > 0:
-                await hub.jobs.ensure_schedule(
+                schedule = await hub.jobs.ensure_schedule(
                     session, schedule_name(entry), JOB_KIND,
                     {"practice": entry.practice, "connector": entry.name}, every)
+                schedule.enabled = True
+                wanted.add(schedule.name)
+        await session.execute(
+            update(Schedule).where(Schedule.name.like(f"{SCHEDULE_PREFIX}%"),
+                                   Schedule.name.not_in(wanted) if wanted else true())
+            .values(enabled=False))
 
 
 async def run_sync_job(hub: Any, job: JobContext) -> None:

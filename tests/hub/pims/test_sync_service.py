@@ -61,6 +61,18 @@ async def test_schedule_runs_sync_and_fires_client_synced(hub, listener: Listene
     assert sorted(listener.synced) == [f"C{i:07d}" for i in range(1, 9)]
 
 
+async def test_schedules_of_removed_connectors_are_disabled(hub, hub_factory, pims_practice,
+                                                            drop_dir: Path) -> None:
+    async with hub.transaction() as s:
+        await hub.jobs.ensure_schedule(s, "pims-sync:oak:gone", "pims.sync",
+                                       {"practice": "oak", "connector": "gone"}, 60)
+    await hub.stop()
+    again = await hub_factory({"practices": practices(drop_dir, pims_practice)})
+    async with again.sessionmaker() as s:
+        assert (await s.get(Schedule, "pims-sync:oak:gone")).enabled is False
+        assert (await s.get(Schedule, "pims-sync:oak:file_export")).enabled is True
+
+
 async def test_status_api_is_scoped(hub, api) -> None:
     await hub.jobs.run_until_idle()
     operator = await api.as_role("operator")
