@@ -123,3 +123,26 @@ async def test_a_vendor_policy_veto_counts(world_factory, client_maker) -> None:
     assert plans[cid].reasons == [{"code": "house_rule", "message": "this practice sends no marketing",
                                    "plugin": "house", "decision": "veto", "channel": "email"}]
     assert ok[cid].verdict.decision == "allow"
+
+
+async def test_deferred_message_goes_out_when_quiet_hours_end(world_factory, client_maker, reminder_context) -> None:
+    from hub.clock import FrozenClock
+    from hub.messaging.models import Communication
+
+    clock = FrozenClock(datetime(2026, 3, 3, 3, 30, tzinfo=UTC))  # 22:30 in New York
+    world = await world_factory({"messaging": {"quiet_hours_channels": ["email", "sms"]}}, clock=clock)
+    hub = world.hub
+    cid = await client_maker(hub, world.practice_id, "owl")
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         channels=("email",), context=reminder_context)
+        comm_id = comm.id
+    assert comm.status == "deferred"
+    assert await hub.jobs.run_until_idle() == 0  # not due yet
+    clock.set(datetime(2026, 3, 3, 12, 59, tzinfo=UTC))
+    assert await hub.jobs.run_until_idle() == 0
+    clock.set(datetime(2026, 3, 3, 13, 0, tzinfo=UTC))  # 08:00 in New York
+    assert await hub.jobs.run_until_idle() == 1
+    assert [m.rcpt_tos for m in world.sink.messages] == [["owl@example.org"]]
+    async with hub.sessionmaker() as s:
+        assert (await s.get(Communication, comm_id)).status == "sent"
