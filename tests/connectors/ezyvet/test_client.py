@@ -66,3 +66,37 @@ async def test_fake_filters_and_paging(fake_ezyvet) -> None:
         fake_ezyvet.update("contact", 3, first_name="Changed")
         changed = await client.all_items("/v1/contact", {"modified_at": {"gt": str(first)}})
         assert [c["first_name"] for c in changed] == ["Changed"]
+
+
+async def test_retry_waits_as_long_as_the_server_asks(fake_ezyvet) -> None:
+    import time
+
+    async with aiohttp.ClientSession() as http:
+        client = EzyVetClient(http, fake_ezyvet.base_url,
+                              Credentials(fake_ezyvet.client_id, fake_ezyvet.client_secret,
+                                          fake_ezyvet.partner_id, "read-contact"), max_wait=5)
+        await client.token()
+        fake_ezyvet.throttle(1, retry_after=1)
+        started = time.monotonic()
+        await client.get("/v1/contact", {})
+        assert time.monotonic() - started >= 1.0
+
+
+async def test_fake_rate_limit_window_headers(fake_ezyvet) -> None:
+    fake_ezyvet.rate_limit = 2
+    async with aiohttp.ClientSession() as http:
+        client = EzyVetClient(http, fake_ezyvet.base_url,
+                              Credentials(fake_ezyvet.client_id, fake_ezyvet.client_secret,
+                                          fake_ezyvet.partner_id, "read-contact"))
+        headers = {"Authorization": f"Bearer {await client.token()}"}
+        statuses = []
+        for _ in range(3):
+            async with http.get(fake_ezyvet.base_url + "/v1/contact", headers=headers) as resp:
+                statuses.append((resp.status, resp.headers["x-ratelimit-remaining"]))
+                last = resp.headers
+        assert statuses == [(200, "1"), (200, "0"), (429, "0")]
+        assert 0 < int(last["retry-after"]) <= 60
+        assert int(last["x-ratelimit-reset"]) > fake_ezyvet.now()
+        # Another endpoint has its own window.
+        async with http.get(fake_ezyvet.base_url + "/v1/animal", headers=headers) as resp:
+            assert resp.status == 200
