@@ -19,8 +19,6 @@ from hub.pims.models import SyncRun
 from hub.pims.sync import ConnectorEntry, RunResult, SyncEngine, SyncError, connector_entries
 
 JOB_KIND = "pims.sync"
-
-
 SCHEDULE_PREFIX = "pims-sync:"
 
 
