@@ -10,6 +10,7 @@ import click
 from aiohttp import web
 from sqlalchemy import select, true, update
 
+from hub.cli_support import config_option, with_hub
 from hub.db.models import Practice, Schedule
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext, PermanentJobError
@@ -132,15 +133,13 @@ class _ProgressBars:
 
 
 @click.command("sync")
-@click.option("--config", "config_path", envvar="VETHUB_CONFIG", default=None, metavar="PATH",
-              help="Configuration file (default: $VETHUB_CONFIG or ./vethub.toml).")
+@config_option
 @click.option("--practice", default=None, help="Only this practice (slug).")
 @click.option("--connector", default=None, help="Only this connector (entry name or connector).")
 @click.option("--full", is_flag=True, help="Read everything, not only changes since the checkpoint.")
 def sync_command(config_path: str | None, practice: str | None, connector: str | None,
                  full: bool) -> None:
     """Sync practices' PIMS data now (every configured connector unless filtered)."""
-    from hub.cli_support import with_hub
     from hub.pims.sync import sync_practices
 
     progress = _ProgressBars() if sys.stdout.isatty() else None
