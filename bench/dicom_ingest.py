@@ -230,7 +230,8 @@ kill $orth; wait $orth 2>/dev/null
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "vethub-bench-dicom")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="where the synthetic files are kept between runs")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--processes", type=int, default=1, help="hub receiver processes")
     args = parser.parse_args()
@@ -238,7 +239,9 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"needs {tool} (dcmtk, util-linux, bc)", file=sys.stderr)
             return 2
-    files = make_data(args.data, args.quick)
+    data = args.data or Path(tempfile.gettempdir()) / (
+        "vethub-bench-dicom-quick" if args.quick else "vethub-bench-dicom")
+    files = make_data(data, args.quick)
     total_mb = sum(p.stat().st_size for p in files) / 1e6
     work = Path(tempfile.mkdtemp(prefix="vethub-bench-"))
     print(f"# DICOM ingest, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "

@@ -115,79 +115,119 @@ async def store_instance(
     stable_age: float,
     overwrite: bool = False,
 ) -> StoreOutcome:
-    """File one received instance (flushes, never commits).
+    """File one received instance (flushes, never commits); see :func:`store_instances`."""
+    (outcome,) = await store_instances(
+        session, hub, [item], stable_age=stable_age, overwrite=overwrite
+    )
+    return outcome
+
+
+async def store_instances(
+    session: AsyncSession,
+    hub: Hub,
+    items: list[ReceivedInstance],
+    *,
+    stable_age: float,
+    overwrite: bool = False,
+) -> list[StoreOutcome]:
+    """File received instances (flushes, never commits), in a few round trips per batch.
 
     A SOP Instance UID already stored makes no new row: its ``received_count`` goes up and,
     with ``overwrite``, its header fields are replaced by the new ones. A UID already stored
-    for another practice is refused (:class:`ImagingError`).
+    for another practice is refused (:class:`ImagingError`, which fails the whole batch; the
+    caller retries the instances one by one).
     """
     now = hub.clock.now()
-    existing = (
-        await session.execute(
-            select(Instance).where(Instance.sop_instance_uid == item.sop_instance_uid)
-        )
-    ).scalar_one_or_none()
-    if existing is not None and existing.practice_id != item.practice_id:
-        raise ImagingError("this SOP Instance UID is already stored for another practice")
+    uids = {item.sop_instance_uid for item in items}
+    instances: dict[str, Instance] = {
+        row.sop_instance_uid: row
+        for row in (
+            await session.execute(select(Instance).where(Instance.sop_instance_uid.in_(uids)))
+        ).scalars()
+    }
+    for item in items:
+        existing = instances.get(item.sop_instance_uid)
+        if existing is not None and existing.practice_id != item.practice_id:
+            raise ImagingError("this SOP Instance UID is already stored for another practice")
 
-    study = (
-        await session.execute(
-            select(Study).where(
-                Study.practice_id == item.practice_id,
-                Study.study_instance_uid == item.study_instance_uid,
+    keys = {(item.practice_id, item.study_instance_uid) for item in items}
+    studies: dict[tuple[int, str], Study] = {
+        (row.practice_id, row.study_instance_uid): row
+        for row in (
+            await session.execute(
+                select(Study).where(
+                    Study.practice_id.in_({k[0] for k in keys}),
+                    Study.study_instance_uid.in_({k[1] for k in keys}),
+                )
             )
-        )
-    ).scalar_one_or_none()
-    if study is None:
-        study = Study(
-            practice_id=item.practice_id,
-            study_instance_uid=item.study_instance_uid,
-            calling_ae=item.calling_ae,
-            modalities=[],
-            instance_count=0,
-            size_bytes=0,
-            status=RECEIVING,
-            first_received_at=now,
-            last_received_at=now,
-            **{f: getattr(item, f) for f in HEADER_FIELDS},
-        )
-        session.add(study)
+        ).scalars()
+        if (row.practice_id, row.study_instance_uid) in keys
+    }
+    new_studies = False
+    for item in items:
+        key = (item.practice_id, item.study_instance_uid)
+        if key not in studies:
+            studies[key] = Study(
+                practice_id=item.practice_id,
+                study_instance_uid=item.study_instance_uid,
+                calling_ae=item.calling_ae,
+                modalities=[],
+                instance_count=0,
+                size_bytes=0,
+                status=RECEIVING,
+                first_received_at=now,
+                last_received_at=now,
+                **{f: getattr(item, f) for f in HEADER_FIELDS},
+            )
+            session.add(studies[key])
+            new_studies = True
+    if new_studies:
         await session.flush()
 
-    if existing is None:
-        instance = Instance(
-            practice_id=item.practice_id,
-            study_id=study.id,
-            received_count=1,
-            received_at=now,
-            updated_at=now,
-            **{f.name: getattr(item, f.name) for f in fields(item) if f.name != "practice_id"},
-        )
-        session.add(instance)
-        study.instance_count += 1
-        study.size_bytes += item.size_bytes
-        if item.modality and item.modality not in (study.modalities or []):
-            study.modalities = [*(study.modalities or []), item.modality]
-        created = True
-    else:
-        instance = existing
-        instance.received_count += 1
-        instance.updated_at = now
-        if overwrite:
-            study.size_bytes += item.size_bytes - instance.size_bytes
-            for f in fields(item):
-                if f.name not in ("practice_id",):
-                    setattr(instance, f.name, getattr(item, f.name))
-        created = False
+    results: list[tuple[Instance, Study, bool]] = []
+    touched: dict[int, Study] = {}
+    for item in items:
+        study = studies[(item.practice_id, item.study_instance_uid)]
+        instance = instances.get(item.sop_instance_uid)
+        if instance is None:
+            instance = Instance(
+                practice_id=item.practice_id,
+                study_id=study.id,
+                received_count=1,
+                received_at=now,
+                updated_at=now,
+                **{f.name: getattr(item, f.name) for f in fields(item) if f.name != "practice_id"},
+            )
+            session.add(instance)
+            instances[item.sop_instance_uid] = instance
+            study.instance_count += 1
+            study.size_bytes += item.size_bytes
+            if item.modality and item.modality not in (study.modalities or []):
+                study.modalities = [*(study.modalities or []), item.modality]
+            created = True
+            if study.status == STABLE:
+                study.status = RECEIVING
+                study.stable_at = None
+        else:
+            instance.received_count += 1
+            instance.updated_at = now
+            if overwrite:
+                study.size_bytes += item.size_bytes - instance.size_bytes
+                for f in fields(item):
+                    if f.name != "practice_id":
+                        setattr(instance, f.name, getattr(item, f.name))
+            created = False
+        study.last_received_at = now
+        touched[study.id] = study
+        results.append((instance, study, created))
 
-    study.last_received_at = now
-    if study.status == STABLE and created:
-        study.status = RECEIVING
-        study.stable_at = None
-    if study.stable_check_at is None and study.status == RECEIVING:
-        await _arm_stability(session, hub, study, now + timedelta(seconds=stable_age), stable_age)
+    for study in touched.values():
+        if study.stable_check_at is None and study.status == RECEIVING:
+            await _arm_stability(
+                session, hub, study, now + timedelta(seconds=stable_age), stable_age
+            )
     await session.flush()
-    return StoreOutcome(instance.id, study.id, created)
+    return [StoreOutcome(inst.id, study.id, created) for inst, study, created in results]
 
 
 async def check_study_stability(hub: Hub, job: JobContext) -> None:

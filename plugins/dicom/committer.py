@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from hub.imaging.service import ReceivedInstance, StoreOutcome, store_instance
+from hub.imaging.service import ReceivedInstance, StoreOutcome, store_instances
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -72,12 +72,9 @@ class Committer:
 
     async def _store_all(self, items: list[ReceivedInstance]) -> list[StoreOutcome]:
         async with self.hub.transaction() as session:
-            return [
-                await store_instance(
-                    session, self.hub, item, stable_age=self.stable_age, overwrite=self.overwrite
-                )
-                for item in items
-            ]
+            return await store_instances(
+                session, self.hub, items, stable_age=self.stable_age, overwrite=self.overwrite
+            )
 
     async def _commit(self, batch: list) -> None:
         try:

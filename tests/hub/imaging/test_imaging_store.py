@@ -1,0 +1,67 @@
+"""Filing instances in batches: dedupe within and across batches, studies, stability arming."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from hub.db.models import Job, Practice
+from hub.imaging.models import Instance, Study
+from hub.imaging.service import ImagingError, ReceivedInstance, store_instances
+
+
+def _item(practice_id: int, sop: str, study: str = "1.2.3", **kw) -> ReceivedInstance:
+    return ReceivedInstance(
+        practice_id=practice_id, calling_ae="SCANNER1", peer_address="127.0.0.1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=sop,
+        study_instance_uid=study, series_instance_uid="1.2.3.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1", size_bytes=kw.pop("size", 100),
+        path=f"p{practice_id}/{study}/1.2.3.4/{sop}.dcm", modality=kw.pop("modality", "CT"), **kw,
+    )
+
+
+async def test_batch_dedupes_and_files_studies(hub_factory, dicom_config_data, frozen_clock):
+    data = dicom_config_data()
+    data["practices"].append({"slug": "vet-two", "name": "Vet Two"})
+    hub = await hub_factory(data, clock=frozen_clock)
+    async with hub.sessionmaker() as s:
+        one = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
+        two = await s.scalar(select(Practice.id).where(Practice.slug == "vet-two"))
+    async with hub.transaction() as s:
+        outcomes = await store_instances(s, hub, [
+            _item(one, "1.1"), _item(one, "1.1", size=120), _item(one, "2.1", study="2.2",
+                                                                   modality="US"),
+        ], stable_age=30)
+    assert [o.created for o in outcomes] == [True, False, True]
+    assert outcomes[0].instance_id == outcomes[1].instance_id
+    async with hub.sessionmaker() as s:
+        studies = {st.study_instance_uid: st for st in (await s.execute(select(Study))).scalars()}
+        inst = (await s.execute(select(Instance).where(Instance.sop_instance_uid == "1.1"))).scalar_one()
+        jobs = (await s.execute(select(Job).where(Job.kind == "imaging.study_stability"))).scalars().all()
+    assert studies["1.2.3"].instance_count == 1 and studies["2.2"].modalities == ["US"]
+    assert inst.received_count == 2 and inst.size_bytes == 100  # first copy kept
+    assert len(jobs) == 2  # one armed check per study
+
+    async with hub.transaction() as s:  # a later batch re-arms nothing, files into the study
+        (again,) = await store_instances(s, hub, [_item(one, "1.2")], stable_age=30)
+    assert again.created and again.study_id == outcomes[0].study_id
+
+    with pytest.raises(ImagingError, match="another practice"):
+        async with hub.transaction() as s:
+            await store_instances(s, hub, [_item(two, "1.1")], stable_age=30)
+
+
+async def test_overwrite_replaces_header_fields(hub_factory, dicom_config_data):
+    hub = await hub_factory(dicom_config_data())
+    async with hub.sessionmaker() as s:
+        one = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
+    async with hub.transaction() as s:
+        await store_instances(s, hub, [_item(one, "1.1", animal_name="Rex")], stable_age=30)
+    async with hub.transaction() as s:
+        await store_instances(s, hub, [_item(one, "1.1", animal_name="Max", size=150)],
+                              stable_age=30, overwrite=True)
+    async with hub.sessionmaker() as s:
+        inst = (await s.execute(select(Instance))).scalar_one()
+        study = (await s.execute(select(Study))).scalar_one()
+    assert (inst.animal_name, inst.size_bytes, inst.received_count) == ("Max", 150, 2)
+    assert study.size_bytes == 150 and study.instance_count == 1
