@@ -124,6 +124,8 @@ _START = (
     .where(
         Communication.id == bindparam("cid"),
         Communication.status.in_(sorted(RESUMABLE)),
+        # a provider that accepted it (and gave an id) is never asked again
+        Communication.provider_id.is_(None),
         or_(Communication.channel == "postcard", ~_SUPPRESSED),
     )
     .values(status="sending", updated_at=bindparam("now"))
@@ -165,7 +167,7 @@ async def send_job(hub: Hub, job: JobContext) -> None:
             full = await session.get(Communication, comm_id)
             if full is None:
                 raise PermanentJobError(f"communication {comm_id} does not exist")
-            if comm is None and full.status not in RESUMABLE:
+            if comm is None and (full.status not in RESUMABLE or full.provider_id is not None):
                 return  # already sent (or suppressed, or failed): a replayed job does nothing
             suppression = await _active_suppression(session, full)
             if suppression is not None:
@@ -189,6 +191,9 @@ async def send_job(hub: Hub, job: JobContext) -> None:
 
 
 async def _sent(hub: Hub, comm_id: int, result: SendResult, sending: dict[str, Any]) -> None:
+    # The contract: SendResult.status is the hub status after the send, even when it ranks below
+    # "sending" (Twilio answers "queued"; its callbacks then move the message on). A recorded
+    # provider id is what stops a replayed job from sending again (see _START).
     status = result.status if statuses.is_known(result.status) else "sent"
     now = hub.clock.now()
     async with hub.engine.begin() as conn:

@@ -133,3 +133,50 @@ async def test_opt_out_between_queue_and_send_stops_the_send(world, reminder_con
         assert comm.status == "suppressed" and comm.verdict == "veto"
         assert comm.verdict_reasons[-1]["code"] == "address_opted_out"
         assert (await s.get(Communication, ok_id)).status == "sent"
+
+
+async def test_provider_queued_is_never_resent(world, reminder_context, client_maker) -> None:
+    """Twilio answers "queued": the communication is "queued" with the provider's id (the
+    contract's status after the send), and a replayed job does not send it again."""
+    from hub.messaging import service
+    from hub.messaging.channel import SendResult
+
+    calls: list[int] = []
+
+    class FakeSms:
+        name = "sms"
+
+        async def send(self, message):
+            calls.append(message.communication_id)
+            return SendResult(provider_id=f"SM{message.communication_id:032d}", status="queued", detail={})
+
+        def routes(self):
+            return []
+
+        async def health(self):
+            return True, "fake"
+
+        async def close(self):
+            return None
+
+    hub = world.hub
+    hub.channels["sms"] = FakeSms()
+    cid = await client_maker(hub, world.practice_id, "gus")
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         channels=("sms",), context=reminder_context)
+        comm_id = comm.id
+    await hub.jobs.run_until_idle()
+    async with hub.transaction() as s:
+        await hub.jobs.enqueue(s, "messaging.send", {"communication_id": comm_id})
+    await hub.jobs.run_until_idle()
+    assert calls == [comm_id]
+    async with hub.transaction() as s:
+        comm = await s.get(Communication, comm_id)
+        assert comm.status == "queued" and comm.provider_id.startswith("SM")
+        assert await service.record_status(s, hub, channel="sms", provider_id=comm.provider_id, status="sent",
+                                           provider_status="sent")
+    async with hub.sessionmaker() as s:
+        history = [(h.status, h.applied) for h in (await s.execute(select(CommunicationStatus).where(
+            CommunicationStatus.communication_id == comm_id).order_by(CommunicationStatus.id))).scalars()]
+    assert history == [("queued", True), ("sending", True), ("queued", True), ("sent", True)]
