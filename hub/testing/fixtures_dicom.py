@@ -26,7 +26,12 @@ from hub.testing.fixtures_core import ApiClient, deep_merge
 from hub.web.app import create_app
 
 __all__ = [
-    "api_for", "dicom_api", "dicom_config_data", "dicom_hub", "dicom_peer", "dicom_port",
+    "api_for",
+    "dicom_api",
+    "dicom_config_data",
+    "dicom_hub",
+    "dicom_peer",
+    "dicom_port",
     "dicom_samples",
 ]
 

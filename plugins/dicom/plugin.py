@@ -57,16 +57,25 @@ async def _start(hub: Hub, config: DicomConfig) -> None:
     _receivers[hub] = receiver
     extra = config.processes - 1
     if extra and (hub.config_path is None or config.port == 0):
-        log.warning("[dicom] processes = %d needs a config file and a fixed port; "
-                    "running one receiver", config.processes)
+        log.warning(
+            "[dicom] processes = %d needs a config file and a fixed port; running one receiver",
+            config.processes,
+        )
         extra = 0
     await receiver.start(reuse_port=extra > 0)
     procs = []
     for _ in range(extra):
-        procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "plugins.dicom.worker", "--config", str(hub.config_path),
-            "--parent", str(os.getpid()),
-        ))
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "plugins.dicom.worker",
+                "--config",
+                str(hub.config_path),
+                "--parent",
+                str(os.getpid()),
+            )
+        )
     _workers[hub] = procs
     if procs:
         log.info("started %d extra DICOM receiver processes on port %d", len(procs), config.port)

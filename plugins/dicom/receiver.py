@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +80,7 @@ class DicomReceiver:
     def __init__(self, hub: Hub, config: DicomConfig) -> None:
         self.hub = hub
         self.config = config
-        root = config.storage_root or (hub.data_dir / "dicom")
-        self.store = DicomStore(root, overwrite=config.overwrite_resent)
+        self.store = DicomStore(storage_root(hub, config), overwrite=config.overwrite_resent)
         self.committer = Committer(
             hub,
             stable_age=config.stable_age,
@@ -302,9 +301,7 @@ class DicomReceiver:
 def _start_server(
     ae: AE, address: tuple[str, int], handlers: list, server_class: type
 ) -> ThreadedAssociationServer:
-    """ae.start_server(block=False), with a chosen server class (for SO_REUSEPORT)."""
-    import threading
-
+    """ae.start_server(block=False), with a chosen server class (TCP_NODELAY, SO_REUSEPORT)."""
     server = ae.make_server(address, evt_handlers=handlers, server_class=server_class)
     thread = threading.Thread(target=server.serve_forever, name="vethub-dicom-acceptor")
     thread.daemon = True
@@ -315,6 +312,3 @@ def _start_server(
 
 def storage_root(hub: Hub, config: DicomConfig) -> Path:
     return (config.storage_root or (hub.data_dir / "dicom")).resolve()
-
-
-ReceiverFactory = Callable[["Hub", DicomConfig], DicomReceiver]
