@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,6 +22,9 @@ class DicomConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    engine: Literal["asyncio", "pynetdicom"] = Field(
+        "asyncio", description="the hub's own asyncio upper layer, or pynetdicom's threads"
+    )
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=0, le=65535, description="0 picks a free port (tests)")
     ae_title: str = Field("VETHUB", min_length=1, max_length=16)

@@ -18,13 +18,14 @@ import logging
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
-from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.dsutils import create_file_meta, encode_file_meta
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -68,7 +69,7 @@ class Caller:
     peer_address: str
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
+def status_dataset(code: int, comment: str | None = None) -> Dataset:
     ds = Dataset()
     ds.Status = code
     if comment:
@@ -90,6 +91,7 @@ class DicomReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
+        self._ul: Any = None  # the asyncio upper layer server (engine = "asyncio")
         self.port: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -98,6 +100,18 @@ class DicomReceiver:
         self._loop = asyncio.get_running_loop()
         self.store.root.mkdir(parents=True, exist_ok=True)
         await self.committer.start()
+        if self.config.engine == "asyncio":
+            from .ul import UpperLayerServer
+
+            supported = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+            supported.add(str(Verification))
+            self._ul = UpperLayerServer(self, supported, set(TRANSFER_SYNTAXES))
+            self.port = await self._ul.start(self.config.host, self.config.port, reuse_port)
+            log.info(
+                "DICOM receiver %s listening on %s:%s (asyncio), storing under %s",
+                self.config.ae_title, self.config.host, self.port, self.store.root,
+            )
+            return
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = self.config.max_pdu
@@ -125,6 +139,9 @@ class DicomReceiver:
         )
 
     async def stop(self) -> None:
+        if self._ul is not None:
+            await self._ul.stop()
+            self._ul = None
         server, ae = self._server, self._ae
         self._server = self._ae = None
         if server is not None and ae is not None:
@@ -227,22 +244,46 @@ class DicomReceiver:
             return self._store(event)
         except Exception as err:  # never let a bad instance take the receiver down
             log.exception("C-STORE failed unexpectedly")
-            return _status(STATUS_CANNOT_UNDERSTAND, f"processing failure: {type(err).__name__}")
+            return status_dataset(STATUS_CANNOT_UNDERSTAND, f"processing failure: {type(err).__name__}")
 
     def _store(self, event: Any) -> Dataset:
         caller: Caller | None = getattr(event.assoc, "vethub_caller", None)
         if caller is None:
-            return _status(STATUS_NOT_AUTHORISED, "calling AE not identified")
+            return status_dataset(STATUS_NOT_AUTHORISED, "calling AE not identified")
         request = event.request
-        stream = request.DataSet
+        result = self.write_instance(
+            caller,
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(event.context.transfer_syntax),
+            request.DataSet,
+            event.file_meta,
+        )
+        if isinstance(result, Dataset):
+            return result
+        try:
+            self._call(self.committer.submit(result))
+        except Exception as err:
+            return commit_failure(result, err)
+        return status_dataset(0x0000)
+
+    def write_instance(
+        self,
+        caller: Caller,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        stream: BytesIO,
+        meta: Any = None,
+    ) -> ReceivedInstance | Dataset:
+        """Blocking: check the header, write the file durably; the row to commit, or a status."""
         stream.seek(0)
-        transfer_syntax = str(event.context.transfer_syntax)
         try:
             header = parse_header(
                 stream,
                 transfer_syntax,
-                expected_sop_class=str(request.AffectedSOPClassUID),
-                expected_sop_instance=str(request.AffectedSOPInstanceUID),
+                expected_sop_class=sop_class,
+                expected_sop_instance=sop_instance,
             )
             relpath = instance_relpath(
                 caller.practice_id,
@@ -252,22 +293,27 @@ class DicomReceiver:
             )
         except HeaderError as err:
             log.info("C-STORE from %s refused (0x%04X): %s", caller.calling_ae, err.status, err)
-            return _status(err.status, err.comment)
+            return status_dataset(err.status, err.comment)
         except StorageError as err:
-            return _status(err.status, str(err))
+            return status_dataset(err.status, str(err))
 
-        meta = event.file_meta
+        if meta is None:
+            meta = create_file_meta(
+                sop_class_uid=header.sop_class_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                transfer_syntax=transfer_syntax,
+            )
         meta.SourceApplicationEntityTitle = caller.calling_ae
         head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
         body = stream.getbuffer()
         try:
             stored = self.store.write(relpath, (head, body))
         except StorageError as err:
-            return _status(err.status, str(err))
+            return status_dataset(err.status, str(err))
         finally:
             body.release()
 
-        item = ReceivedInstance(
+        return ReceivedInstance(
             practice_id=caller.practice_id,
             calling_ae=caller.calling_ae,
             peer_address=caller.peer_address,
@@ -288,14 +334,14 @@ class DicomReceiver:
             study_description=header.study_description,
             institution=header.institution,
         )
-        try:
-            self._call(self.committer.submit(item))
-        except ImagingError as err:
-            return _status(err.status, str(err))
-        except Exception as err:
-            log.exception("instance %s could not be committed", header.sop_instance_uid)
-            return _status(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(err).__name__}")
-        return _status(0x0000)
+
+
+def commit_failure(item: ReceivedInstance, err: Exception) -> Dataset:
+    """The C-STORE status for an instance whose row could not be committed."""
+    if isinstance(err, ImagingError):
+        return status_dataset(err.status, str(err))
+    log.error("instance %s could not be committed: %r", item.sop_instance_uid, err)
+    return status_dataset(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(err).__name__}")
 
 
 def _start_server(
