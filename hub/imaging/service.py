@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.imaging.models import RECEIVING, STABLE, Instance, Study
@@ -130,104 +130,126 @@ async def store_instances(
     stable_age: float,
     overwrite: bool = False,
 ) -> list[StoreOutcome]:
-    """File received instances (flushes, never commits), in a few round trips per batch.
+    """File received instances (flushes, never commits) with a few Core statements per batch.
 
+    This is the receiver's hot path, so it avoids the ORM's unit of work: one select of the
+    instances already stored, one of the studies, one multi-row insert, one update per study.
     A SOP Instance UID already stored makes no new row: its ``received_count`` goes up and,
     with ``overwrite``, its header fields are replaced by the new ones. A UID already stored
     for another practice is refused (:class:`ImagingError`, which fails the whole batch; the
     caller retries the instances one by one).
     """
+    await session.flush()
     now = hub.clock.now()
+    it, st = Instance.__table__, Study.__table__
     uids = {item.sop_instance_uid for item in items}
-    instances: dict[str, Instance] = {
+    existing = {
         row.sop_instance_uid: row
-        for row in (
-            await session.execute(select(Instance).where(Instance.sop_instance_uid.in_(uids)))
-        ).scalars()
+        for row in await session.execute(
+            select(it.c.id, it.c.sop_instance_uid, it.c.practice_id, it.c.study_id,
+                   it.c.size_bytes).where(it.c.sop_instance_uid.in_(uids))
+        )
     }
     for item in items:
-        existing = instances.get(item.sop_instance_uid)
-        if existing is not None and existing.practice_id != item.practice_id:
+        row = existing.get(item.sop_instance_uid)
+        if row is not None and row.practice_id != item.practice_id:
             raise ImagingError("this SOP Instance UID is already stored for another practice")
 
     keys = {(item.practice_id, item.study_instance_uid) for item in items}
-    studies: dict[tuple[int, str], Study] = {
-        (row.practice_id, row.study_instance_uid): row
-        for row in (
-            await session.execute(
-                select(Study).where(
-                    Study.practice_id.in_({k[0] for k in keys}),
-                    Study.study_instance_uid.in_({k[1] for k in keys}),
-                )
+    studies: dict[tuple[int, str], dict] = {
+        (row.practice_id, row.study_instance_uid): dict(row._mapping)
+        for row in await session.execute(
+            select(st.c.id, st.c.practice_id, st.c.study_instance_uid, st.c.status,
+                   st.c.stable_check_at, st.c.modalities).where(
+                st.c.practice_id.in_({k[0] for k in keys}),
+                st.c.study_instance_uid.in_({k[1] for k in keys}),
             )
-        ).scalars()
+        )
         if (row.practice_id, row.study_instance_uid) in keys
     }
-    new_studies = False
     for item in items:
         key = (item.practice_id, item.study_instance_uid)
-        if key not in studies:
-            studies[key] = Study(
-                practice_id=item.practice_id,
-                study_instance_uid=item.study_instance_uid,
-                calling_ae=item.calling_ae,
-                modalities=[],
-                instance_count=0,
-                size_bytes=0,
-                status=RECEIVING,
-                first_received_at=now,
-                last_received_at=now,
-                **{f: getattr(item, f) for f in HEADER_FIELDS},
-            )
-            session.add(studies[key])
-            new_studies = True
-    if new_studies:
-        await session.flush()
+        if key in studies:
+            continue
+        values = dict(
+            practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
+            calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
+            status=RECEIVING, first_received_at=now, last_received_at=now,
+            **{f: getattr(item, f) for f in HEADER_FIELDS},
+        )
+        study_id = (await session.execute(insert(st).values(**values).returning(st.c.id))).scalar_one()
+        studies[key] = {"id": study_id, "status": RECEIVING, "stable_check_at": None,
+                        "modalities": [], **values}
 
-    results: list[tuple[Instance, Study, bool]] = []
-    touched: dict[int, Study] = {}
+    new_rows: list[dict] = []
+    new_index: dict[str, int] = {}
+    outcome_refs: list[tuple[str, int, bool]] = []  # (sop uid, study id, created)
+    deltas: dict[int, dict] = {}
     for item in items:
         study = studies[(item.practice_id, item.study_instance_uid)]
-        instance = instances.get(item.sop_instance_uid)
-        if instance is None:
-            instance = Instance(
-                practice_id=item.practice_id,
-                study_id=study.id,
-                received_count=1,
-                received_at=now,
-                updated_at=now,
-                **{f.name: getattr(item, f.name) for f in fields(item) if f.name != "practice_id"},
-            )
-            session.add(instance)
-            instances[item.sop_instance_uid] = instance
-            study.instance_count += 1
-            study.size_bytes += item.size_bytes
-            if item.modality and item.modality not in (study.modalities or []):
-                study.modalities = [*(study.modalities or []), item.modality]
-            created = True
-            if study.status == STABLE:
-                study.status = RECEIVING
-                study.stable_at = None
-        else:
-            instance.received_count += 1
-            instance.updated_at = now
-            if overwrite:
-                study.size_bytes += item.size_bytes - instance.size_bytes
-                for f in fields(item):
-                    if f.name != "practice_id":
-                        setattr(instance, f.name, getattr(item, f.name))
-            created = False
-        study.last_received_at = now
-        touched[study.id] = study
-        results.append((instance, study, created))
+        delta = deltas.setdefault(study["id"], {"count": 0, "size": 0, "study": study,
+                                                "reopen": False})
+        if item.sop_instance_uid in existing or item.sop_instance_uid in new_index:
+            if item.sop_instance_uid in new_index:  # sent twice within this batch
+                row = new_rows[new_index[item.sop_instance_uid]]
+                row["received_count"] += 1
+                if overwrite:
+                    delta["size"] += item.size_bytes - row["size_bytes"]
+                    row.update({f.name: getattr(item, f.name) for f in fields(item)})
+            else:
+                old = existing[item.sop_instance_uid]
+                values = {"received_count": it.c.received_count + 1, "updated_at": now}
+                if overwrite:
+                    delta["size"] += item.size_bytes - old.size_bytes
+                    values.update({f.name: getattr(item, f.name) for f in fields(item)
+                                   if f.name != "practice_id"})
+                await session.execute(update(it).where(it.c.id == old.id).values(**values))
+            outcome_refs.append((item.sop_instance_uid, study["id"], False))
+            continue
+        new_index[item.sop_instance_uid] = len(new_rows)
+        new_rows.append(dict(
+            study_id=study["id"], received_count=1, received_at=now, updated_at=now,
+            **{f.name: getattr(item, f.name) for f in fields(item)},
+        ))
+        delta["count"] += 1
+        delta["size"] += item.size_bytes
+        if item.modality and item.modality not in study["modalities"]:
+            study["modalities"] = [*study["modalities"], item.modality]
+            delta["modalities"] = study["modalities"]
+        if study["status"] == STABLE:
+            delta["reopen"] = True
+        outcome_refs.append((item.sop_instance_uid, study["id"], True))
 
-    for study in touched.values():
-        if study.stable_check_at is None and study.status == RECEIVING:
-            await _arm_stability(
-                session, hub, study, now + timedelta(seconds=stable_age), stable_age
+    ids = {row.sop_instance_uid: row.id for row in existing.values()}
+    if new_rows:
+        result = await session.execute(
+            insert(it).returning(it.c.id, it.c.sop_instance_uid, sort_by_parameter_order=True),
+            new_rows,
+        )
+        ids.update({row.sop_instance_uid: row.id for row in result})
+
+    for study_id, delta in deltas.items():
+        study = delta["study"]
+        values: dict = {
+            "instance_count": st.c.instance_count + delta["count"],
+            "size_bytes": st.c.size_bytes + delta["size"],
+            "last_received_at": now,
+        }
+        if "modalities" in delta:
+            values["modalities"] = delta["modalities"]
+        status = study["status"]
+        if delta["reopen"]:
+            values.update(status=RECEIVING, stable_at=None)
+            status = RECEIVING
+        if study["stable_check_at"] is None and status == RECEIVING:
+            due = now + timedelta(seconds=stable_age)
+            values["stable_check_at"] = due
+            await hub.jobs.enqueue(
+                session, STABILITY_JOB, {"study_id": study_id, "stable_age": stable_age},
+                run_at=due, idempotency_key=f"{STABILITY_JOB}:{study_id}:{due.isoformat()}",
             )
-    await session.flush()
-    return [StoreOutcome(inst.id, study.id, created) for inst, study, created in results]
+        await session.execute(update(st).where(st.c.id == study_id).values(**values))
+    return [StoreOutcome(ids[uid], study_id, created) for uid, study_id, created in outcome_refs]
 
 
 async def check_study_stability(hub: Hub, job: JobContext) -> None:
