@@ -268,7 +268,3 @@ async def _fall_back(session, hub: Hub, comm: Communication) -> Communication | 
     log.info("communication %s failed on %s; fell back to %s as communication %s (%s)",
              comm.id, comm.channel, nxt.channel, nxt.id, nxt.status)
     return nxt
-
-
-def payload(comm_id: int) -> dict[str, Any]:
-    return {"communication_id": comm_id}

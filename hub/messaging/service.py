@@ -57,6 +57,10 @@ async def apply_status(
         comm.status = status
         comm.updated_at = now
     await session.flush()
+    if moved and status == "returned_to_sender" and comm.channel == "postcard" and comm.postal_address:
+        # the post office could not deliver to this address: do not spend money on it again
+        await mark_address_invalid(session, hub, kind="postal", address=postal_key(comm.postal_address),
+                                   reason="returned to sender", source="bounce")
     if moved:
         await hub.fire("vethub_delivery_status", hub=hub, communication=comm, status=status)
     return moved
@@ -232,7 +236,3 @@ async def record_consent(
     session.add(row)
     await session.flush()
     return row
-
-
-def postal_suppression_address(postal: dict | None) -> str:
-    return postal_key(postal)

@@ -101,3 +101,23 @@ async def test_maildir_is_the_default_without_an_email_section(hub_factory, tmp_
     assert isinstance(channel, MaildirEmailChannel)
     assert channel.path == Path(hub.data_dir) / "maildir"
     assert "sms" not in hub.channels and "postcard" not in hub.channels
+
+
+async def test_returned_postcard_marks_the_address_invalid(world, client_maker, reminder_context) -> None:
+    hub = world.hub
+    cid = await client_maker(hub, world.practice_id, "pam")
+    async with hub.transaction() as s:
+        comm = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                         channels=("postcard",), context=reminder_context)
+        assert comm.status == "queued" and comm.postal_address["address_line1"] == "1 Main St"
+        assert "Rex is due for rabies vaccine" in comm.postcard_front_html
+        comm.provider_id = "psc_123"
+    for status in ("mailed", "in_transit", "returned_to_sender"):
+        async with hub.transaction() as s:
+            assert await service.record_status(s, hub, channel="postcard", provider_id="psc_123", status=status,
+                                               provider_status=f"postcard.{status}")
+    async with hub.transaction() as s:
+        again = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",
+                                          channels=("postcard", "email"), context=reminder_context)
+    assert again.channel == "email"  # the postcard address is suppressed; email is next
+    assert [r["code"] for r in again.verdict_reasons][:1] == ["address_invalid"]
