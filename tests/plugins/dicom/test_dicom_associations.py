@@ -42,7 +42,13 @@ async def _events(hub):
         return list(rows.scalars())
 
 
-async def test_unknown_calling_ae_is_rejected_and_listed(dicom_hub):
+@pytest.fixture(params=["asyncio", "pynetdicom"])
+async def engine_hub(request, hub_factory, dicom_config_data):
+    return await hub_factory(dicom_config_data(dicom={"engine": request.param}))
+
+
+async def test_unknown_calling_ae_is_rejected_and_listed(engine_hub):
+    dicom_hub = engine_hub
     rj = await asyncio.to_thread(
         _associate, dicom_port(dicom_hub), calling="SCANNER2", called=HUB_AE
     )
@@ -52,7 +58,8 @@ async def test_unknown_calling_ae_is_rejected_and_listed(dicom_hub):
     assert event.data["reason"] == "calling_ae"
 
 
-async def test_wrong_called_ae_is_rejected_and_listed(dicom_hub):
+async def test_wrong_called_ae_is_rejected_and_listed(engine_hub):
+    dicom_hub = engine_hub
     rj = await asyncio.to_thread(
         _associate, dicom_port(dicom_hub), calling=PRACTICE_AE, called="NOTTHEHUB"
     )
@@ -78,7 +85,8 @@ async def test_rejections_are_listed_in_the_events_api(dicom_hub, dicom_api):
 
 
 @needs_dcmtk
-async def test_dcmtk_sees_the_rejection_reason(dicom_hub):
+async def test_dcmtk_sees_the_rejection_reason(engine_hub):
+    dicom_hub = engine_hub
     proc = await asyncio.to_thread(
         echoscu, "127.0.0.1", dicom_port(dicom_hub), called_ae=HUB_AE, calling_ae="SCANNER2"
     )
@@ -122,3 +130,18 @@ async def test_unknown_callers_filed_under_a_practice_when_allowed(
         rows = list((await s.execute(select(Instance))).scalars())
     assert {(r.practice_id, r.calling_ae) for r in rows} == {(practice_id, "STRANGER")}
     assert await _events(hub) == []
+
+
+async def test_too_many_associations_rejected_transiently(hub_factory, dicom_config_data):
+    hub = await hub_factory(dicom_config_data(dicom={"max_associations": 1}))
+    port = dicom_port(hub)
+    ae = AE(ae_title=PRACTICE_AE)
+    ae.add_requested_context(Verification)
+    first = await asyncio.to_thread(ae.associate, "127.0.0.1", port, ae_title=HUB_AE)
+    try:
+        assert first.is_established
+        rj = await asyncio.to_thread(_associate, port, calling=PRACTICE_AE, called=HUB_AE)
+        assert rj == (0x02, 0x03, 0x02)  # transient, provider (presentation), limit exceeded
+    finally:
+        await asyncio.to_thread(first.release)
+    assert await asyncio.to_thread(_associate, port, calling=PRACTICE_AE, called=HUB_AE) is None

@@ -44,8 +44,23 @@ async def test_echoscu_gets_an_echo(dicom_hub):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.fixture(params=["asyncio", "pynetdicom"])
+async def engine_hub(request, hub_factory, dicom_config_data):
+    """A hub whose receiver runs on each engine: the asyncio upper layer and pynetdicom."""
+    return await hub_factory(dicom_config_data(dicom={"engine": request.param}))
+
+
 @needs_dcmtk
-async def test_storescu_series_is_stored_with_header_fields(dicom_hub, tmp_path):
+async def test_echoscu_gets_an_echo_on_both_engines(engine_hub):
+    proc = await asyncio.to_thread(
+        echoscu, "127.0.0.1", dicom_port(engine_hub), called_ae=HUB_AE, calling_ae=PRACTICE_AE
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@needs_dcmtk
+async def test_storescu_series_is_stored_with_header_fields(engine_hub, tmp_path):
+    dicom_hub = engine_hub
     paths = write_synthetic_series(
         tmp_path / "series", 5, modality="CT", animal_name="Biscuit", animal_id="P-77",
         species="Feline", responsible_person="Doe^John",
@@ -82,15 +97,16 @@ async def test_storescu_series_is_stored_with_header_fields(dicom_hub, tmp_path)
     assert study.status == "receiving" and study.stable_check_at is not None
 
 
+@pytest.mark.parametrize("engine", ["asyncio", "pynetdicom"])
 async def test_every_pydicom_sample_arrives_byte_identical(
-    hub_factory, dicom_config_data, dicom_samples
+    hub_factory, dicom_config_data, dicom_samples, engine
 ):
     """Every bundled sample with a storage SOP class: stored as sent, compressed ones too.
 
     Several samples share a SOP Instance UID (one image in several encodings), so they go in
     rounds of distinct UIDs to a hub that overwrites re-sent instances, each round checked.
     """
-    hub = await hub_factory(dicom_config_data(dicom={"overwrite_resent": True}))
+    hub = await hub_factory(dicom_config_data(dicom={"overwrite_resent": True, "engine": engine}))
     assert len(dicom_samples) > 40
     rounds: list[list[Path]] = []
     for path in dicom_samples:
@@ -155,7 +171,8 @@ async def test_resent_instances_make_no_duplicates(dicom_hub, tmp_path):
     assert study.instance_count == 3
 
 
-async def test_parallel_associations_share_commits(dicom_hub, tmp_path):
+async def test_parallel_associations_share_commits(engine_hub, tmp_path):
+    dicom_hub = engine_hub
     paths = write_synthetic_series(tmp_path / "s", 40)
     results = await asyncio.to_thread(
         send_files, "127.0.0.1", dicom_port(dicom_hub), paths,

@@ -197,3 +197,36 @@ async def test_storage_root_that_refuses_writes(hub_factory, dicom_config_data, 
     assert [r.status for r in results] == [0xA700, 0xA700]
     async with hub.sessionmaker() as s:
         assert await s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+async def test_garbage_on_the_wire_leaves_the_receiver_up(dicom_hub, tmp_path):
+    """Random bytes, a truncated PDU, a huge length, a P-DATA before any association."""
+    import socket as socket_mod
+
+    port = dicom_port(dicom_hub)
+    rng = random.Random(7)
+    payloads = [
+        bytes(rng.randrange(256) for _ in range(200)),
+        b"\x01\x00\x00\x00\x00\x10",  # A-ASSOCIATE-RQ header, body never comes
+        b"\x01\x00\xff\xff\xff\xff" + b"x" * 10,  # absurd length
+        b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\x02\x01\x03",  # P-DATA first
+        b"\x01\x00\x00\x00\x00\x44" + b"\x00" * 68,  # empty A-ASSOCIATE-RQ
+    ]
+
+    def _blast() -> None:
+        for payload in payloads:
+            with socket_mod.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(payload)
+                s.shutdown(socket_mod.SHUT_WR)
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+    await asyncio.to_thread(_blast)
+    good = write_synthetic_series(tmp_path / "good", 1)
+    results = await asyncio.to_thread(
+        send_files, "127.0.0.1", port, good, called_ae=HUB_AE, calling_ae=PRACTICE_AE
+    )
+    assert [r.status for r in results] == [0]
