@@ -236,3 +236,9 @@ async def record_consent(
     session.add(row)
     await session.flush()
     return row
+
+
+def postal_suppression_address(postal: dict | None) -> str:
+    """The key under which a mailing address is suppressed (``kind="postal"``): pass it as the
+    ``address`` of :func:`mark_address_invalid` or :func:`set_address_opt_out`."""
+    return postal_key(postal)
