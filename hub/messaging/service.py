@@ -203,8 +203,20 @@ async def set_address_opt_out(
 async def mark_address_invalid(
     session: AsyncSession, hub: Hub, *, kind: str, address: str, reason: str, source: str
 ) -> None:
-    """Suppress an address as invalid (hard bounce, Twilio 21211...) and raise an operator event."""
+    """Suppress an address as invalid (hard bounce, Twilio 21211...) and raise an operator event.
+
+    Idempotent: an address already marked invalid gets no second ledger row or event (several
+    channels, or a webhook and the send job, may report the same bounce; one alert per address,
+    not one per report).
+    """
     address = _norm(kind, address)
+    already = (await session.execute(
+        select(AddressSuppression.id).where(
+            AddressSuppression.kind == kind, AddressSuppression.address == address,
+            AddressSuppression.reason == "invalid", AddressSuppression.active.is_(True))
+    )).first()
+    if already is not None:
+        return
     await _upsert_suppression(session, hub, kind=kind, address=address, reason="invalid",
                               active=True, source=source, detail=reason)
     client_id, practice_id, comm_id = await _client_for_address(session, kind, address)

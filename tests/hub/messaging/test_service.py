@@ -121,3 +121,16 @@ async def test_returned_postcard_marks_the_address_invalid(world, client_maker, 
                                           channels=("postcard", "email"), context=reminder_context)
     assert again.channel == "email"  # the postcard address is suppressed; email is next
     assert [r["code"] for r in again.verdict_reasons][:1] == ["address_invalid"]
+
+
+async def test_mark_invalid_twice_raises_one_event(world) -> None:
+    from hub.db.models import HubEvent
+
+    hub = world.hub
+    for _ in range(3):
+        async with hub.transaction() as s:
+            await service.mark_address_invalid(s, hub, kind="email", address="Gone@Example.org",
+                                               reason="550 5.1.1", source="bounce")
+    async with hub.sessionmaker() as s:
+        events = (await s.execute(select(HubEvent).where(HubEvent.kind == "messaging.address_invalid"))).scalars().all()
+    assert len(events) == 1
