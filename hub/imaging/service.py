@@ -14,9 +14,12 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.db.types import UTCDateTime
 from hub.imaging.models import RECEIVING, STABLE, Instance, Study
 from hub.imaging.routing import StudyFacts
 
@@ -129,11 +132,16 @@ async def store_instances(
     *,
     stable_age: float,
     overwrite: bool = False,
+    study_ids: dict[tuple[int, str], int] | None = None,
 ) -> list[StoreOutcome]:
-    """File received instances (flushes, never commits) with a few Core statements per batch.
+    """File received instances (flushes, never commits) in as few statements as possible.
 
-    This is the receiver's hot path, so it avoids the ORM's unit of work: one select of the
-    instances already stored, one of the studies, one multi-row insert, one update per study.
+    This is the receiver's hot path, so it avoids the ORM's unit of work. For new instances of
+    a known study it is two statements: a multi-row ``INSERT … ON CONFLICT DO NOTHING
+    RETURNING`` and one ``UPDATE … RETURNING`` per study (which also re-opens a stable study
+    and arms its stability check when none is armed). ``study_ids`` is a caller-owned cache of
+    (practice id, Study Instance UID) -> study id (ids never change).
+
     A SOP Instance UID already stored makes no new row: its ``received_count`` goes up and,
     with ``overwrite``, its header fields are replaced by the new ones. A UID already stored
     for another practice is refused (:class:`ImagingError`, which fails the whole batch; the
@@ -142,114 +150,141 @@ async def store_instances(
     await session.flush()
     now = hub.clock.now()
     it, st = Instance.__table__, Study.__table__
-    uids = {item.sop_instance_uid for item in items}
-    existing = {
-        row.sop_instance_uid: row
-        for row in await session.execute(
-            select(it.c.id, it.c.sop_instance_uid, it.c.practice_id, it.c.study_id,
-                   it.c.size_bytes).where(it.c.sop_instance_uid.in_(uids))
-        )
-    }
-    for item in items:
-        row = existing.get(item.sop_instance_uid)
-        if row is not None and row.practice_id != item.practice_id:
-            raise ImagingError("this SOP Instance UID is already stored for another practice")
+    cache = study_ids if study_ids is not None else {}
+    dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
 
-    keys = {(item.practice_id, item.study_instance_uid) for item in items}
-    studies: dict[tuple[int, str], dict] = {
-        (row.practice_id, row.study_instance_uid): dict(row._mapping)
+    # Studies: from the cache, else looked up, else created.
+    keys = {(item.practice_id, item.study_instance_uid) for item in items} - set(cache)
+    if keys:
         for row in await session.execute(
-            select(st.c.id, st.c.practice_id, st.c.study_instance_uid, st.c.status,
-                   st.c.stable_check_at, st.c.modalities).where(
+            select(st.c.id, st.c.practice_id, st.c.study_instance_uid).where(
                 st.c.practice_id.in_({k[0] for k in keys}),
                 st.c.study_instance_uid.in_({k[1] for k in keys}),
             )
+        ):
+            if (row.practice_id, row.study_instance_uid) in keys:
+                cache[(row.practice_id, row.study_instance_uid)] = row.id
+        for item in items:
+            key = (item.practice_id, item.study_instance_uid)
+            if key in cache:
+                continue
+            values = dict(
+                practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
+                calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
+                status=RECEIVING, first_received_at=now, last_received_at=now,
+                **{f: getattr(item, f) for f in HEADER_FIELDS},
+            )
+            cache[key] = (
+                await session.execute(insert(st).values(**values).returning(st.c.id))
+            ).scalar_one()
+
+    # New instances in one statement; the UIDs it did not insert are already stored.
+    by_uid: dict[str, list[ReceivedInstance]] = {}
+    for item in items:
+        by_uid.setdefault(item.sop_instance_uid, []).append(item)
+    rows = [
+        dict(
+            study_id=cache[(same[0].practice_id, same[0].study_instance_uid)],
+            received_count=1, received_at=now, updated_at=now,
+            **{f.name: getattr(same[0], f.name) for f in fields(same[0])},
         )
-        if (row.practice_id, row.study_instance_uid) in keys
+        for same in by_uid.values()
+    ]
+    inserted = {
+        row.sop_instance_uid: row.id
+        for row in await session.execute(
+            dialect_insert(it)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(it.c.id, it.c.sop_instance_uid),
+            rows,
+        )
     }
-    for item in items:
-        key = (item.practice_id, item.study_instance_uid)
-        if key in studies:
-            continue
-        values = dict(
-            practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
-            calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
-            status=RECEIVING, first_received_at=now, last_received_at=now,
-            **{f: getattr(item, f) for f in HEADER_FIELDS},
+    ids = dict(inserted)
+    size_adjust: dict[int, int] = {}
+    stored_before = {
+        row.sop_instance_uid: row
+        for row in (
+            await session.execute(
+                select(it.c.id, it.c.sop_instance_uid, it.c.practice_id, it.c.size_bytes).where(
+                    it.c.sop_instance_uid.in_(set(by_uid) - set(inserted))
+                )
+            )
+            if len(inserted) < len(by_uid)
+            else []
         )
-        study_id = (await session.execute(insert(st).values(**values).returning(st.c.id))).scalar_one()
-        studies[key] = {"id": study_id, "status": RECEIVING, "stable_check_at": None,
-                        "modalities": [], **values}
-
-    new_rows: list[dict] = []
-    new_index: dict[str, int] = {}
-    outcome_refs: list[tuple[str, int, bool]] = []  # (sop uid, study id, created)
-    deltas: dict[int, dict] = {}
-    for item in items:
-        study = studies[(item.practice_id, item.study_instance_uid)]
-        delta = deltas.setdefault(study["id"], {"count": 0, "size": 0, "study": study,
-                                                "reopen": False})
-        if item.sop_instance_uid in existing or item.sop_instance_uid in new_index:
-            if item.sop_instance_uid in new_index:  # sent twice within this batch
-                row = new_rows[new_index[item.sop_instance_uid]]
-                row["received_count"] += 1
-                if overwrite:
-                    delta["size"] += item.size_bytes - row["size_bytes"]
-                    row.update({f.name: getattr(item, f.name) for f in fields(item)})
-            else:
-                old = existing[item.sop_instance_uid]
-                values = {"received_count": it.c.received_count + 1, "updated_at": now}
-                if overwrite:
-                    delta["size"] += item.size_bytes - old.size_bytes
-                    values.update({f.name: getattr(item, f.name) for f in fields(item)
-                                   if f.name != "practice_id"})
-                await session.execute(update(it).where(it.c.id == old.id).values(**values))
-            outcome_refs.append((item.sop_instance_uid, study["id"], False))
+    }
+    for uid, same in by_uid.items():
+        resent = same[1:] if uid in inserted else same
+        if not resent:
             continue
-        new_index[item.sop_instance_uid] = len(new_rows)
-        new_rows.append(dict(
-            study_id=study["id"], received_count=1, received_at=now, updated_at=now,
-            **{f.name: getattr(item, f.name) for f in fields(item)},
-        ))
-        delta["count"] += 1
-        delta["size"] += item.size_bytes
-        if item.modality and item.modality not in study["modalities"]:
-            study["modalities"] = [*study["modalities"], item.modality]
-            delta["modalities"] = study["modalities"]
-        if study["status"] == STABLE:
-            delta["reopen"] = True
-        outcome_refs.append((item.sop_instance_uid, study["id"], True))
+        if uid in stored_before:
+            old = stored_before[uid]
+            if old.practice_id != same[0].practice_id:
+                raise ImagingError("this SOP Instance UID is already stored for another practice")
+            ids[uid], old_size = old.id, old.size_bytes
+        else:
+            old_size = same[0].size_bytes
+        values: dict = {"received_count": it.c.received_count + len(resent), "updated_at": now}
+        if overwrite:
+            last = resent[-1]
+            values.update(
+                {f.name: getattr(last, f.name) for f in fields(last) if f.name != "practice_id"}
+            )
+            study_id = cache[(last.practice_id, last.study_instance_uid)]
+            size_adjust[study_id] = size_adjust.get(study_id, 0) + last.size_bytes - old_size
+        await session.execute(update(it).where(it.c.id == ids[uid]).values(**values))
 
-    ids = {row.sop_instance_uid: row.id for row in existing.values()}
-    if new_rows:
-        result = await session.execute(
-            insert(it).returning(it.c.id, it.c.sop_instance_uid, sort_by_parameter_order=True),
-            new_rows,
-        )
-        ids.update({row.sop_instance_uid: row.id for row in result})
-
-    for study_id, delta in deltas.items():
-        study = delta["study"]
-        values: dict = {
+    # Per study: counts, sizes, last arrival, re-open, arm the stability check.
+    outcomes: list[StoreOutcome] = []
+    per_study: dict[int, dict] = {}
+    for uid, same in by_uid.items():
+        study_id = cache[(same[0].practice_id, same[0].study_instance_uid)]
+        delta = per_study.setdefault(study_id, {"count": 0, "size": 0, "modalities": []})
+        if uid in inserted:
+            delta["count"] += 1
+            delta["size"] += same[0].size_bytes
+            if same[0].modality and same[0].modality not in delta["modalities"]:
+                delta["modalities"].append(same[0].modality)
+    for item in items:
+        study_id = cache[(item.practice_id, item.study_instance_uid)]
+        created = item.sop_instance_uid in inserted and item is by_uid[item.sop_instance_uid][0]
+        outcomes.append(StoreOutcome(ids[item.sop_instance_uid], study_id, created))
+    due = now + timedelta(seconds=stable_age)
+    for study_id, delta in per_study.items():
+        values = {
             "instance_count": st.c.instance_count + delta["count"],
-            "size_bytes": st.c.size_bytes + delta["size"],
+            "size_bytes": st.c.size_bytes + delta["size"] + size_adjust.get(study_id, 0),
             "last_received_at": now,
         }
-        if "modalities" in delta:
-            values["modalities"] = delta["modalities"]
-        status = study["status"]
-        if delta["reopen"]:
-            values.update(status=RECEIVING, stable_at=None)
-            status = RECEIVING
-        if study["stable_check_at"] is None and status == RECEIVING:
-            due = now + timedelta(seconds=stable_age)
-            values["stable_check_at"] = due
+        if delta["count"]:  # new instances re-open a stable study and arm a missing check
+            values.update(
+                status=RECEIVING,
+                stable_at=None,
+                stable_check_at=case(
+                    (st.c.stable_check_at.is_(None), literal(due, UTCDateTime())),
+                    else_=st.c.stable_check_at,
+                ),
+            )
+        row = (
+            await session.execute(
+                update(st)
+                .where(st.c.id == study_id)
+                .values(**values)
+                .returning(st.c.stable_check_at, st.c.modalities)
+            )
+        ).one()
+        if delta["count"] and row.stable_check_at == due:  # this statement armed it
             await hub.jobs.enqueue(
                 session, STABILITY_JOB, {"study_id": study_id, "stable_age": stable_age},
                 run_at=due, idempotency_key=f"{STABILITY_JOB}:{study_id}:{due.isoformat()}",
             )
-        await session.execute(update(st).where(st.c.id == study_id).values(**values))
-    return [StoreOutcome(ids[uid], study_id, created) for uid, study_id, created in outcome_refs]
+        missing = [m for m in delta["modalities"] if m not in (row.modalities or [])]
+        if missing:
+            await session.execute(
+                update(st).where(st.c.id == study_id)
+                .values(modalities=[*(row.modalities or []), *missing])
+            )
+    return outcomes
 
 
 async def check_study_stability(hub: Hub, job: JobContext) -> None:

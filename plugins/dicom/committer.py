@@ -33,6 +33,7 @@ class Committer:
         self._queue = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
+        self._study_ids: dict[tuple[int, str], int] = {}
         self.committed = 0
 
     async def start(self) -> None:
@@ -71,10 +72,16 @@ class Committer:
                 await self._commit(batch)
 
     async def _store_all(self, items: list[ReceivedInstance]) -> list[StoreOutcome]:
+        study_ids = dict(self._study_ids)  # only what a committed transaction saw is kept
         async with self.hub.transaction() as session:
-            return await store_instances(
-                session, self.hub, items, stable_age=self.stable_age, overwrite=self.overwrite
+            outcomes = await store_instances(
+                session, self.hub, items, stable_age=self.stable_age, overwrite=self.overwrite,
+                study_ids=study_ids,
             )
+        if len(study_ids) > 10_000:
+            study_ids.clear()
+        self._study_ids = study_ids
+        return outcomes
 
     async def _commit(self, batch: list) -> None:
         try:
