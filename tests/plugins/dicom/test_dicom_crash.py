@@ -129,3 +129,42 @@ async def test_sigkill_during_storescu_loses_nothing_acknowledged(
         assert count == distinct == study_count == len(paths) == 300
     finally:
         _stop(hub)
+
+
+async def test_two_receiver_processes_share_the_port(
+    write_config, dicom_config_data, free_port, db_url, tmp_path
+):
+    """[dicom] processes = 2: a worker process beside the hub, both on one port (SO_REUSEPORT)."""
+    data = dicom_config_data(dicom={"port": free_port, "processes": 2})
+    config = write_config(data)
+    subprocess.run([sys.executable, "-m", "hub.cli", "db", "upgrade", "--config", str(config)],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    series = tmp_path / "series"
+    paths = write_synthetic_series(series, 40)
+    hub = _start(config, tmp_path)
+    try:
+        _wait_listening(hub, free_port)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the worker is a child of the hub
+            children = subprocess.run(["pgrep", "-P", str(hub.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            if children:
+                break
+            time.sleep(0.1)
+        assert children, "no receiver worker process started"
+        from hub.testing.dicom import send_files
+
+        results = send_files("127.0.0.1", free_port, paths, called_ae=HUB_AE,
+                             calling_ae=PRACTICE_AE, associations=4)
+        assert {r.status for r in results} == {0}
+        engine = create_async_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                assert await conn.scalar(select(func.count()).select_from(Instance)) == 40
+                assert await conn.scalar(select(Study.instance_count)) == 40
+        finally:
+            await engine.dispose()
+    finally:
+        _stop(hub)
+    for pid in children:  # the worker went with the hub
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
