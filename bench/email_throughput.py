@@ -130,7 +130,8 @@ async def raw_rate(sink: Sink, n: int, connections: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def hub_rate(sink: Sink, n: int, db: str, workdir: Path, workers: int = 10) -> tuple[float, dict[str, float]]:
+async def hub_rate(sink: Sink, n: int, db: str, workdir: Path, workers: int = 10,
+                   claim_batch: int = 1) -> tuple[float, dict[str, float]]:
     from sqlalchemy import func, select
 
     from hub.config import load_config
@@ -145,7 +146,7 @@ async def hub_rate(sink: Sink, n: int, db: str, workdir: Path, workers: int = 10
         "hub": {"data_dir": str(workdir / "var"), "secret_key": "bench-secret"},
         "database": {"url": url},
         "http": {"port": 0},
-        "jobs": {"workers": workers, "poll_interval": 0.05, "lease_seconds": 60},
+        "jobs": {"workers": workers, "claim_batch": claim_batch, "poll_interval": 0.05, "lease_seconds": 60},
         "email": {"backend": "smtp", "host": "127.0.0.1", "port": sink.port, "tls": "none",
                   "from_address": "hub@vet.example", "from_name": "Parkside Vets", "connections": 10},
         "messaging": {"quiet_hours_channels": []},
@@ -198,6 +199,7 @@ async def main() -> None:
     parser.add_argument("--raw-n", type=int, default=2000, help="messages per raw reference run")
     parser.add_argument("--db", default="sqlite", help="'sqlite' or a postgresql+asyncpg:// URL")
     parser.add_argument("--workers", type=int, default=10, help="hub job workers (SMTP connections: 10)")
+    parser.add_argument("--claim-batch", type=int, default=1, help="jobs each worker claims at once (jobs.claim_batch)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vethub-bench-") as tmp:
         workdir = Path(tmp)
@@ -205,7 +207,7 @@ async def main() -> None:
         try:
             raw1 = await raw_rate(sink, args.raw_n, 1)
             raw10 = await raw_rate(sink, args.raw_n, 10)
-            rate, timings = await hub_rate(sink, args.n, args.db, workdir, args.workers)
+            rate, timings = await hub_rate(sink, args.n, args.db, workdir, args.workers, args.claim_batch)
             raw10_after = await raw_rate(sink, args.raw_n, 10)
         finally:
             sink.stop()
@@ -213,7 +215,7 @@ async def main() -> None:
     print(f"raw aiosmtplib, EmailMessage per message, 1 connection : {raw1:8.0f} msg/s")
     print(f"raw aiosmtplib, EmailMessage per message, 10 connections: {raw10:8.0f} msg/s (before), "
           f"{raw10_after:.0f} (after)")
-    print(f"hub whole path ({args.n} emails, {args.db.split(':')[0]}, {args.workers} workers, 10 SMTP connections): {rate:8.0f} msg/s")
+    print(f"hub whole path ({args.n} emails, {args.db.split(':')[0]}, {args.workers} workers x {args.claim_batch} claimed, 10 SMTP connections): {rate:8.0f} msg/s")
     for k, v in timings.items():
         print(f"    {k}: {v:.2f}{'' if k.startswith('communications') else ' s'}")
     print(f"ratio hub / raw ten-connection (mean of before and after): {rate / ref:.2f} (target >= 0.50)")

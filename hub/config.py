@@ -81,6 +81,7 @@ class JobsSection(Section):
     lease_seconds: float = Field(60.0, gt=0)
     poll_interval: float = Field(0.5, gt=0)
     max_attempts: int = Field(8, ge=1)
+    claim_batch: int = Field(1, ge=1, le=100, description="jobs a worker claims at once and runs concurrently")
     backoff_initial: float = Field(2.0, gt=0)
     backoff_max: float = Field(3600.0, gt=0)
     shutdown_grace: float = Field(20.0, ge=0)
