@@ -33,6 +33,7 @@ IMPLEMENTATION_UID = b"1.2.826.0.1.3680043.10.1207.1"
 IMPLEMENTATION_VERSION = b"VETHUB_UL_1"
 VERIFICATION = "1.2.840.10008.1.1"
 READ_TIMEOUT = 60.0
+LINGER_SECONDS = 5.0
 
 # PS3.8 9.3.3.2 presentation context results
 PC_ACCEPT, PC_ABSTRACT_NOT_SUPPORTED, PC_TS_NOT_SUPPORTED = 0, 3, 4
@@ -230,6 +231,7 @@ class UpperLayerServer:
         except Exception:
             log.exception("association from %s failed", peer[0])
         finally:
+            await _linger(reader)
             self.active -= 1
             self._tasks.discard(task)
             writer.close()
@@ -237,6 +239,17 @@ class UpperLayerServer:
                 await writer.wait_closed()
             except Exception:  # noqa: BLE001
                 pass
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Let the peer close first (PS3.8 ARTIM): after an A-ASSOCIATE-RJ, A-RELEASE-RP or
+    A-ABORT the requestor closes the connection. Closing at once can reset it before the peer
+    has read our last PDU, which it then sees as an abort."""
+    try:
+        while await asyncio.wait_for(reader.read(65536), LINGER_SECONDS):
+            pass
+    except (TimeoutError, ConnectionError, asyncio.CancelledError, OSError):
+        pass
 
 
 class Association:
