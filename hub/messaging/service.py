@@ -76,9 +76,14 @@ async def record_status(
     provider_status: str,
     at: datetime | None = None,
     detail: dict | None = None,
+    communication_id: int | None = None,
 ) -> bool:
     """Append a status history row for the communication sent with ``provider_id`` on
     ``channel`` and move its status forward (never backward).
+
+    ``communication_id`` (carried in the callback URL by channels that can) covers a callback
+    that outruns the send job: the provider answered and called back before the job stored
+    the provider id. Then the communication is found by id and the provider id recorded.
 
     :returns: True when the communication's status changed; False for a duplicate or a
         backward/out-of-order status (history only) or an unknown provider id.
@@ -87,6 +92,11 @@ async def record_status(
         select(Communication).where(Communication.channel == channel, Communication.provider_id == provider_id)
         .order_by(Communication.id.desc()).limit(1)
     )).scalar_one_or_none()
+    if comm is None and communication_id is not None:
+        candidate = await session.get(Communication, communication_id)
+        if candidate is not None and candidate.channel == channel and candidate.provider_id in (None, provider_id):
+            candidate.provider_id = provider_id
+            comm = candidate
     if comm is None:
         log.info("%s status %s for unknown provider id %s", channel, status, provider_id)
         return False

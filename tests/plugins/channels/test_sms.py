@@ -105,7 +105,7 @@ async def test_send_creates_message_with_status_callback(sms_hub: SmsHub) -> Non
     assert request.status == 201
     assert request.form == {"To": [CLIENT_PHONE], "From": [TWILIO_FROM],
                             "Body": ["Rex is due his booster"],
-                            "StatusCallback": [f"{PUBLIC}/webhooks/twilio/status"]}
+                            "StatusCallback": [f"{PUBLIC}/webhooks/twilio/status?c=1"]}
     assert (await sms_hub.channel.health())[0]
 
 
@@ -117,7 +117,7 @@ async def test_send_through_messaging_service(hub_factory, fake_twilio, sms_conf
     form = fake_twilio.requests[-1].form
     assert form["MessagingServiceSid"] == [service_sid] and "From" not in form
     # default public URL: [hub] public_url
-    assert form["StatusCallback"] == ["http://127.0.0.1:8080/webhooks/twilio/status"]
+    assert form["StatusCallback"] == ["http://127.0.0.1:8080/webhooks/twilio/status?c=1"]
 
 
 @pytest.mark.parametrize(("fault", "retry_after"), [
@@ -273,7 +273,7 @@ async def test_out_of_order_callbacks_end_forward_only(world: SmsHub) -> None:
     assert await world.hub.jobs.run_until_idle() == 1
     [message] = world.fake.sent_to(MOBILE)
     assert message["body"].startswith("Parkside Vets: Rex is due for rabies vaccine")
-    assert world.fake.status_callback_url(message["sid"]) == f"{PUBLIC}/webhooks/twilio/status"
+    assert world.fake.status_callback_url(message["sid"]) == f"{PUBLIC}/webhooks/twilio/status?c={comm_id}"
     comm, _ = await load(world.hub, comm_id)
     assert comm.provider_id == message["sid"] and comm.status == "queued"
 
@@ -284,6 +284,19 @@ async def test_out_of_order_callbacks_end_forward_only(world: SmsHub) -> None:
     assert comm.status == "delivered"
     assert history[-6:] == [("sent", True), ("delivered", True), ("sending", False),
                             ("sent", False), ("queued", False), ("delivered", False)]
+
+
+async def test_callback_that_outruns_the_send_job_is_kept(world: SmsHub) -> None:
+    """Twilio may call back before the send job has stored the message's sid."""
+    comm_id = await queue_sms(world)
+    # the provider's message exists, the hub's row does not know its sid yet
+    result = await world.hub.channels["sms"].send(sms(MOBILE, communication_id=comm_id))
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.provider_id is None
+    assert (await world.fake.send_status(result.provider_id, "sent")).status == 200
+    comm, history = await load(world.hub, comm_id)
+    assert comm.provider_id == result.provider_id and comm.status == "sent"
+    assert history[-1] == ("sent", True)
 
 
 async def test_undelivered_landline_marks_the_number_invalid(world: SmsHub) -> None:
@@ -396,7 +409,7 @@ async def test_public_url_with_a_path_prefix_behind_a_proxy(hub_factory, fake_tw
         fake_twilio.reverse_proxy(public, str(client.make_url("")).rstrip("/"))
         result = await hub.channels["sms"].send(sms())
         assert fake_twilio.status_callback_url(result.provider_id) == (
-            f"{public}/webhooks/twilio/status")
+            f"{public}/webhooks/twilio/status?c=1")
         assert (await fake_twilio.send_status(result.provider_id, "sent")).status == 200
         forged_host = await fake_twilio.send_status(
             result.provider_id, "sent", sign_url=str(client.make_url("/webhooks/twilio/status")))
