@@ -17,26 +17,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pynetdicom import _config
 from pynetdicom.presentation import build_context
-from sqlalchemy import select
 
-from hub.db.models import Company
-from hub.imaging.cases import add_status
-from hub.imaging.models import (
-    CASE_DELIVERED,
-    CASE_FAILED,
-    CASE_FORWARDING,
-    FWD_FAILED,
-    FWD_PENDING,
-    FWD_SUCCESS,
-    FWD_WARNING,
-    Case,
-    CaseInstanceForward,
-    Instance,
-)
+from hub.imaging.forwarding import Destination, ForwardRefused, plan_forward, record_forward
+from hub.imaging.models import FWD_FAILED, FWD_SUCCESS, FWD_WARNING
 from hub.jobs import PermanentJobError
 
 from .config import DicomConfig
@@ -59,16 +46,6 @@ class ForwardIncomplete(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
-    host: str
-    port: int
-    ae_title: str
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
 class Outgoing:
     instance_id: int
     path: Path
@@ -80,21 +57,6 @@ class Outgoing:
 class SendReport:
     association_error: str | None = None
     statuses: dict[int, tuple[int | None, str | None]] = field(default_factory=dict)
-
-
-def destination_of(company: Company) -> Destination:
-    raw = (company.settings or {}).get("dicom_destination")
-    if not isinstance(raw, dict):
-        raise PermanentJobError(f"company {company.slug} has no dicom_destination in its settings")
-    try:
-        dest = Destination(str(raw["host"]), int(raw["port"]), str(raw["ae_title"]).strip())
-    except (KeyError, TypeError, ValueError) as err:
-        raise PermanentJobError(
-            f"company {company.slug}: dicom_destination needs host, port and ae_title ({err})"
-        ) from err
-    if not dest.ae_title or len(dest.ae_title) > 16 or not 0 < dest.port < 65536:
-        raise PermanentJobError(f"company {company.slug}: invalid dicom_destination {raw!r}")
-    return dest
 
 
 def category(code: int | None) -> str:
@@ -169,114 +131,28 @@ async def forward_case(hub: Hub, job: JobContext) -> None:
     config: DicomConfig = hub.config.section("dicom") or DicomConfig()
     root = storage_root(hub, config)
     case_id = int(job.payload["case_id"])
+    refused: ForwardRefused | None = None
     async with hub.transaction() as session:
-        case = await session.get(Case, case_id)
-        if case is None:
-            raise PermanentJobError(f"case {case_id} does not exist")
-        if case.status == CASE_DELIVERED:
-            return
-        company = await session.get(Company, case.company_id) if case.company_id else None
-        if company is None:
-            raise PermanentJobError(f"case {case_id} is not routed to a company")
         try:
-            dest = destination_of(company)
-        except PermanentJobError as err:
-            no_destination = err
-        else:
-            no_destination = None
-        if no_destination is not None:
-            await add_status(session, hub, case, CASE_FAILED, note=str(no_destination))
-    if no_destination is not None:  # after the commit, so the case keeps its failed status
-        raise no_destination
-    async with hub.transaction() as session:
-        case = await session.get(Case, case_id)
-        assert case is not None
-        instances = (
-            (
-                await session.execute(
-                    select(Instance).where(Instance.study_id == case.study_id).order_by(Instance.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        rows = {
-            r.instance_id: r
-            for r in (
-                await session.execute(
-                    select(CaseInstanceForward).where(CaseInstanceForward.case_id == case.id)
-                )
-            ).scalars()
-        }
-        now = hub.clock.now()
-        for inst in instances:
-            if inst.id not in rows:
-                row = CaseInstanceForward(
-                    case_id=case.id,
-                    instance_id=inst.id,
-                    status=FWD_PENDING,
-                    attempts=0,
-                    updated_at=now,
-                )
-                session.add(row)
-                rows[inst.id] = row
-        todo = [
-            Outgoing(inst.id, root / inst.path, inst.sop_class_uid, inst.transfer_syntax_uid)
-            for inst in instances
-            if rows[inst.id].status not in (FWD_SUCCESS, FWD_WARNING)
-        ]
-        if case.status != CASE_FORWARDING:
-            await add_status(session, hub, case, CASE_FORWARDING, note=f"to {dest}")
-
+            plan = await plan_forward(session, hub, case_id)
+        except ForwardRefused as err:
+            refused = err  # raised after the commit, so the case keeps its failed status
+    if refused is not None:
+        raise PermanentJobError(str(refused)) from refused
+    if plan is None:
+        return
     report = SendReport()
-    if todo:
+    if plan.items:
+        todo = [Outgoing(i.instance_id, root / i.path, i.sop_class_uid, i.transfer_syntax_uid) for i in plan.items]
         report = await asyncio.to_thread(
-            send_instances,
-            dest,
-            todo,
-            calling_ae=config.ae_title,
-            timeout=config.forward_timeout,
+            send_instances, plan.destination, todo, calling_ae=config.ae_title, timeout=config.forward_timeout,
         )
-
     async with hub.transaction() as session:
-        case = await session.get(Case, case_id)
-        assert case is not None
-        rows = {
-            r.instance_id: r
-            for r in (
-                await session.execute(
-                    select(CaseInstanceForward).where(CaseInstanceForward.case_id == case.id)
-                )
-            ).scalars()
-        }
-        now = hub.clock.now()
-        for instance_id, (code, comment) in report.statuses.items():
-            row = rows[instance_id]
-            row.status = category(code)
-            row.status_code = code
-            row.comment = comment
-            row.attempts += 1
-            row.updated_at = now
-        pending = [r for r in rows.values() if r.status not in (FWD_SUCCESS, FWD_WARNING)]
-        summary = _summary(rows.values())
-        if not pending:
-            case.delivered_at = now
-            await add_status(session, hub, case, CASE_DELIVERED, note=f"to {dest}: {summary}")
-            return
-        why = report.association_error or f"{len(pending)} instance(s) not accepted ({summary})"
-        last = job.attempts >= job.max_attempts
-        await add_status(
-            session,
-            hub,
-            case,
-            CASE_FAILED if last else CASE_FORWARDING,
-            note=f"attempt {job.attempts} of {job.max_attempts}: {why}",
+        why = await record_forward(
+            session, hub, case_id, plan.destination, report.statuses, category,
+            association_error=report.association_error, attempt=job.attempts, max_attempts=job.max_attempts,
         )
-    raise ForwardIncomplete(why)
+    if why is not None:
+        raise ForwardIncomplete(why)
 
 
-def _summary(rows: Any) -> str:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

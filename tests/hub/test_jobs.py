@@ -518,6 +518,7 @@ async def test_stop_releases_a_job_still_running_after_the_grace(
     assert (job.status, job.attempts) == ("succeeded", 1)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # relies on SQLite's single write lock
 async def test_a_job_claimed_while_stopping_is_released_not_left_running(
         hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers, db_url: str) -> None:
     """A worker whose claim was under way when stop() began gives that job straight back.
@@ -525,8 +526,6 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     On SQLite an open write transaction holds the worker's claim at BEGIN IMMEDIATE, so the
     claim completes only after stop() has started: deterministic without touching the queue.
     """
-    if not db_url.startswith("sqlite"):
-        pytest.skip("holds a claim back with SQLite's single write lock")
     hub = await hub_factory({"jobs": {"workers": 2, "poll_interval": 0.01}}, plugins=[("jobs_test", handlers)])
     first = await enqueue(hub, "t.stuck")
     hub.jobs.start()
@@ -652,11 +651,10 @@ async def test_sigterm_releases_a_stuck_job_after_the_grace_and_exits(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SKIP LOCKED across processes
 @pytest.mark.parametrize("workers", [{"workers": 4, "lease_seconds": 30}], indirect=True)
 async def test_two_worker_processes_run_2000_jobs_each_exactly_once(
         hub_factory: Callable[..., Awaitable[Hub]], workers: Workers, db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("two worker processes over one queue: the PostgreSQL test (SKIP LOCKED)")
     hub = await hub_factory()
     async with hub.transaction() as session:
         await session.execute(text("CREATE TABLE job_runs (job_id integer NOT NULL, pid integer NOT NULL)"))
