@@ -109,8 +109,9 @@ async def submit_case(
     if not chosen.approved_for_access:
         raise CaseRefused(
             "account_not_approved",
-            f"the practice's account with {chosen.company_name} is not approved for access yet; "
-            f"{chosen.company_name} must approve it before cases can be submitted",
+            f"the practice's account with {chosen.company_name} is not approved for access "
+            f"(new or suspended); contact {chosen.company_name} to submit cases. "
+            "Images sent meanwhile are kept.",
             403,
         )
     if chosen.status not in ("active",):

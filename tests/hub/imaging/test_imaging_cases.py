@@ -125,8 +125,8 @@ async def test_case_refused_when_account_not_approved(
         error = (await rsp.json())["error"]
     assert error["code"] == "account_not_approved"
     assert error["message"] == (
-        "the practice's account with Rad Co is not approved for access yet; "
-        "Rad Co must approve it before cases can be submitted"
+        "the practice's account with Rad Co is not approved for access (new or suspended); "
+        "contact Rad Co to submit cases. Images sent meanwhile are kept."
     )
     async with hub.sessionmaker() as s:
         assert (await s.execute(select(Case))).scalars().all() == []
