@@ -131,7 +131,7 @@ async def raw_rate(sink: Sink, n: int, connections: int) -> float:
 
 
 async def hub_rate(sink: Sink, n: int, db: str, workdir: Path, workers: int = 10,
-                   claim_batch: int = 1) -> tuple[float, dict[str, float]]:
+                   claim_batch: int = 1, _fresh: bool = False) -> tuple[float, dict[str, float]]:
     from sqlalchemy import func, select
 
     from hub.config import load_config
@@ -141,6 +141,20 @@ async def hub_rate(sink: Sink, n: int, db: str, workdir: Path, workers: int = 10
     from hub.messaging.outbound import queue_many
     from hub.pims.models import Client, Patient
 
+    if db != "sqlite" and not _fresh:  # a throwaway database on that server, never the one named
+        import uuid
+
+        from sqlalchemy.engine import make_url
+
+        from hub.testing.fixtures_core import _pg_admin
+
+        name = f"vethub_email_bench_{uuid.uuid4().hex[:8]}"
+        await _pg_admin(db, f'CREATE DATABASE "{name}"')
+        try:
+            return await hub_rate(sink, n, make_url(db).set(database=name).render_as_string(hide_password=False),
+                                  workdir, workers, claim_batch, _fresh=True)
+        finally:
+            await _pg_admin(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}" if db == "sqlite" else db
     config = load_config("<bench>", env={}, data={
         "hub": {"data_dir": str(workdir / "var"), "secret_key": "bench-secret"},
@@ -198,8 +212,8 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--raw-n", type=int, default=2000, help="messages per raw reference run")
     parser.add_argument("--db", default="sqlite", help="'sqlite' or a postgresql+asyncpg:// URL")
-    parser.add_argument("--workers", type=int, default=10, help="hub job workers (SMTP connections: 10)")
-    parser.add_argument("--claim-batch", type=int, default=1, help="jobs each worker claims at once (jobs.claim_batch)")
+    parser.add_argument("--workers", type=int, default=4, help="hub job workers (SMTP connections: 10)")
+    parser.add_argument("--claim-batch", type=int, default=25, help="jobs each worker claims at once (jobs.claim_batch)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vethub-bench-") as tmp:
         workdir = Path(tmp)

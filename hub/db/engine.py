@@ -33,6 +33,14 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 10)
         return create_async_engine(url, **kwargs)
 
+    # Every transaction takes the write lock anyway, so a second pooled connection buys no
+    # concurrency; it only makes writers wait in SQLite's busy handler, which sleeps 1-100 ms
+    # between tries. One connection queues them in the event loop instead, and the pool
+    # timeout keeps the busy timeout's meaning (give up after 30 s). Other processes (CLI,
+    # receiver workers) still meet the busy timeout.
+    kwargs.setdefault("pool_size", 1)
+    kwargs.setdefault("max_overflow", 0)
+    kwargs.setdefault("pool_timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
