@@ -8,7 +8,6 @@ import csv
 import io
 
 import pytest
-from accounts_world import World, add_practice
 from sqlalchemy import func, select
 
 from hub.accounts.onboarding import issue_password_link, set_password
@@ -16,6 +15,8 @@ from hub.db.models import AuditEntry, CallingAE, User
 from hub.imaging.models import Instance, Study
 from hub.testing.dicom import send_files, write_synthetic_series
 from hub.testing.fixtures_dicom import dicom_port
+
+from .accounts_world import World, add_practice
 
 
 async def practice_with_login(world: World, slug: str, company: str, *, ae: str) -> tuple[int, int]:

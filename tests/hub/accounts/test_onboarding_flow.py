@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import re
 
-from accounts_world import READ_RIGHT, World
 from sqlalchemy import select
 
 from hub.accounts.models import AccountRequest
 from hub.imaging.models import Study
 from hub.testing.dicom import send_files, write_synthetic_series
 from hub.testing.fixtures_dicom import dicom_port
+
+from .accounts_world import READ_RIGHT, World
 
 PARTIAL = {
     "company": "read-right",

@@ -8,7 +8,7 @@ import io
 import sys
 from pathlib import Path
 
-from accounts_world import World
+from .accounts_world import World
 
 
 async def vethub(*args: str) -> tuple[int, bytes, str]:

@@ -11,11 +11,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-from accounts_world import World, add_practice
 from sqlalchemy import func, select
 
 from hub.accounts.models import AccountHistory, SwitchRequest, SwitchStep
 from hub.db.models import Account, Job
+
+from .accounts_world import World, add_practice
 
 SCRIPT = Path(__file__).with_name("switch_decider.py")
 

@@ -8,11 +8,12 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from accounts_world import READ_RIGHT, SCAN_CO, T0, World, add_case, add_practice
 from sqlalchemy import func, select
 
 from hub.accounts.models import AccountHistory, SwitchRequest
 from hub.db.models import Account, AuditEntry, CallingAE, Job
+
+from .accounts_world import READ_RIGHT, SCAN_CO, T0, World, add_case, add_practice
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
