@@ -44,6 +44,8 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.testing.loopback import LoopbackServer
+
 API_PATHS = {
     "/v1/contact": "contact",
     "/v1/contactdetail": "contactdetail",
@@ -123,7 +125,7 @@ def _matches(item: dict[str, Any], name: str, spec: Any) -> bool:
 
 
 @dataclass
-class FakeEzyVet:
+class FakeEzyVet(LoopbackServer):
     client_id: str = "vethub-client"
     client_secret: str = "vethub-secret"
     partner_id: str = "vethub-partner"
@@ -145,33 +147,13 @@ class FakeEzyVet:
     _throttle: list[int] = field(default_factory=list)
     _failures: list[int] = field(default_factory=list)
     _windows: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
     _expire_after: int | None = None
     _throttle_after: int = 0
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def start(self) -> FakeEzyVet:
-        app = web.Application()
-        app.router.add_post("/v1/oauth/access_token", self._token)
-        for path in API_PATHS:
-            app.router.add_get(path, self._list)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeEzyVet:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/oauth/access_token", self._token),
+                *(web.get(path, self._list) for path in API_PATHS)]
 
     # -- test controls -------------------------------------------------------------------
     def now(self) -> int:

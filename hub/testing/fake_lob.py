@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from aiohttp import ClientResponse, ClientSession, web
+from aiohttp import ClientResponse, web
+
+from hub.testing.loopback import LoopbackServer
 
 RATE_LIMIT = 150
 RATE_WINDOW = 5.0
@@ -97,7 +99,7 @@ class CreateRequest:
 
 
 @dataclass
-class FakeLob:
+class FakeLob(LoopbackServer):
     """``async with FakeLob() as lob:`` starts it on 127.0.0.1 port 0; ``lob.base_url`` ends in /v1."""
 
     api_key: str = field(default_factory=lambda: "test_" + secrets.token_hex(12))
@@ -111,34 +113,12 @@ class FakeLob:
     _idempotent: dict[tuple[str, str], str] = field(default_factory=dict)
     _faults: list[tuple[int, str, str, float | None]] = field(default_factory=list)
     _hits: list[float] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    _session: ClientSession | None = None
     base_url: str = ""
 
-    async def start(self) -> FakeLob:
-        app = web.Application()
-        app.router.add_post("/v1/postcards", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-        self._session = ClientSession()
-        return self
+    base_path: ClassVar[str] = "/v1"
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeLob:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/postcards", self._create)]
 
     # -- controls --------------------------------------------------------------------------
     def fail_next(self, n: int = 1, *, status: int = 500, code: str | None = None,

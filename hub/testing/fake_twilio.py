@@ -32,8 +32,10 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from aiohttp import ClientResponse, ClientSession, web
+from aiohttp import ClientResponse, web
 from multidict import MultiDict
+
+from hub.testing.loopback import LoopbackServer
 
 API_VERSION = "2010-04-01"
 MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
@@ -118,7 +120,7 @@ class CreateRequest:
 
 
 @dataclass
-class FakeTwilio:
+class FakeTwilio(LoopbackServer):
     """The fake server. ``async with FakeTwilio() as fake:`` starts it on 127.0.0.1, port 0."""
 
     account_sid: str = field(default_factory=lambda: new_sid("AC"))
@@ -135,36 +137,11 @@ class FakeTwilio:
     #: (public prefix, local prefix): webhooks for a URL under the public prefix are sent to the
     #: local one but signed over the public URL, as through the hub's reverse proxy.
     proxy: tuple[str, str] | None = None
-    _runner: web.AppRunner | None = None
-    _session: ClientSession | None = None
     base_url: str = ""
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def start(self) -> FakeTwilio:
-        app = web.Application()
-        app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._session = ClientSession()
-        return self
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeTwilio:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)]
 
     # -- test controls -------------------------------------------------------------------
     def fail_next(self, n: int = 1, *, status: int = 500, retry_after: float | None = None,
