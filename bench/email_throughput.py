@@ -146,15 +146,15 @@ async def hub_rate(sink: Sink, n: int, db: str, workdir: Path, workers: int = 10
 
         from sqlalchemy.engine import make_url
 
-        from hub.testing.fixtures_core import _pg_admin
+        from hub.testing.fixtures_core import pg_admin
 
         name = f"vethub_email_bench_{uuid.uuid4().hex[:8]}"
-        await _pg_admin(db, f'CREATE DATABASE "{name}"')
+        await pg_admin(db, f'CREATE DATABASE "{name}"')
         try:
             return await hub_rate(sink, n, make_url(db).set(database=name).render_as_string(hide_password=False),
                                   workdir, workers, claim_batch, _fresh=True)
         finally:
-            await _pg_admin(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await pg_admin(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}" if db == "sqlite" else db
     config = load_config("<bench>", env={}, data={
         "hub": {"data_dir": str(workdir / "var"), "secret_key": "bench-secret"},

@@ -51,6 +51,7 @@ from hub.db.models import Job  # noqa: E402
 from hub.hookspecs import hookimpl  # noqa: E402
 from hub.jobs import JobContext  # noqa: E402
 from hub.plugins import get_plugin_manager  # noqa: E402
+from hub.testing.fixtures_core import pg_admin  # noqa: E402
 
 
 class NoopPlugin:
@@ -151,16 +152,6 @@ def child_main(kind: str, url: str, share: int, total: int, data_dir: str, ready
 # --- a run: a fresh database, P processes -----------------------------------------------------------
 
 
-async def pg_admin(admin_url: str, sql: str) -> None:
-    import asyncpg
-
-    u = make_url(admin_url)
-    conn = await asyncpg.connect(user=u.username, password=u.password, host=u.host or "127.0.0.1",
-                                 port=u.port or 5432, database=u.database or "postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 class Database:

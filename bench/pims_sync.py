@@ -31,6 +31,7 @@ from hub.pims.connector import ConnectorContext
 from hub.pims.normalise import normalise
 from hub.pims.sync import _FIELDS, KINDS, sync_practices
 from hub.testing.exports import generate, make_stable, write_export
+from hub.testing.fixtures_core import pg_admin
 
 BATCH = 1000
 
@@ -49,16 +50,6 @@ def config_for(url: str, work: Path, drop: Path) -> Any:
 CREATED: list[str] = []
 
 
-async def _pg_admin(pg_url: str, sql: str) -> None:
-    import asyncpg
-
-    u = make_url(pg_url)
-    conn = await asyncpg.connect(user=u.username, password=u.password, host=u.host or "127.0.0.1",
-                                 port=u.port or 5432, database=u.database or "postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def fresh_url(kind: str, work: Path, pg_url: str | None) -> str:
@@ -66,14 +57,14 @@ async def fresh_url(kind: str, work: Path, pg_url: str | None) -> str:
         return f"sqlite+aiosqlite:///{work / f'{uuid.uuid4().hex[:8]}.db'}"
     assert pg_url, "--pg-url is needed for postgresql"
     name = f"vethub_bench_{uuid.uuid4().hex[:8]}"
-    await _pg_admin(pg_url, f'CREATE DATABASE "{name}"')
+    await pg_admin(pg_url, f'CREATE DATABASE "{name}"')
     CREATED.append(name)
     return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_created(pg_url: str | None) -> None:
     while CREATED and pg_url:
-        await _pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{CREATED.pop()}" WITH (FORCE)')
+        await pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{CREATED.pop()}" WITH (FORCE)')
 
 
 async def normalised_rows(drop: Path, practice_id: int) -> dict[str, list[dict[str, Any]]]:

@@ -7,12 +7,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
-from hub.db.models import Practice
 from hub.pims.models import SyncCheckpoint, SyncReject, SyncRun
 from hub.pims.sync import connector_entries
-from hub.web.api_core import int_param
+from hub.web.api_core import int_param, scoped_practice
 from hub.web.auth import get_principal
-from hub.web.errors import not_found
 from hub.web.keys import HUB_KEY
 
 routes = web.RouteTableDef()
@@ -35,9 +33,7 @@ async def practice_sync(request: web.Request) -> web.Response:
     hub, principal = request.app[HUB_KEY], get_principal(request)
     practice_id = int_param(request, "id")
     async with hub.sessionmaker() as session:
-        practice = await session.get(Practice, practice_id)
-        if practice is None or not await principal.can_access_practice(session, practice_id):
-            raise not_found("practice")
+        practice = await scoped_practice(session, principal, practice_id)
         names = [e.name for e in connector_entries(hub.config.practices, practice.slug)]
         names += [n for n in (await session.execute(
             select(SyncRun.connector).where(SyncRun.practice_id == practice_id).distinct())

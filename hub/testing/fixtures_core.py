@@ -26,7 +26,7 @@ PG_ENV = "VETHUB_TEST_POSTGRES_URL"
 REQUIRE_PG_ENV = "VETHUB_REQUIRE_POSTGRES"
 
 __all__ = [
-    "api", "db_url", "free_port", "frozen_clock", "hub", "hub_factory", "make_config", "postgres_url",
+    "api", "db_url", "pg_admin", "free_port", "frozen_clock", "hub", "hub_factory", "make_config", "postgres_url",
     "write_config", "ApiClient", "deep_merge", "dump_toml",
 ]
 
@@ -41,7 +41,7 @@ def _pg_admin_url() -> str | None:
     return url
 
 
-async def _pg_admin(url: str, sql: str) -> None:
+async def pg_admin(url: str, sql: str) -> None:
     import asyncpg
 
     u = make_url(url)
@@ -69,13 +69,13 @@ def postgres_url() -> Iterator[str]:
     assert admin is not None
     name = f"vethub_t_{uuid.uuid4().hex[:12]}"
     try:
-        _run(_pg_admin(admin, f'CREATE DATABASE "{name}"'))
+        _run(pg_admin(admin, f'CREATE DATABASE "{name}"'))
     except Exception as err:
         if os.environ.get(REQUIRE_PG_ENV) == "1":
             pytest.fail(f"cannot create a PostgreSQL test database at {PG_ENV}: {err}", pytrace=False)
         pytest.skip(f"PostgreSQL at {PG_ENV} is not usable: {err}")
     yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    _run(_pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,8 +6,10 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import events, jobs
+from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
 from hub.web.auth import get_principal, require_role
 from hub.web.errors import ApiError, not_found
@@ -32,6 +34,17 @@ def int_param(request: web.Request, name: str) -> int:
         return int(request.match_info[name])
     except ValueError:
         raise ApiError(400, "invalid_id", f"{name} must be an integer", field=name) from None
+
+
+async def scoped_practice(session: AsyncSession, principal: Principal, practice_id: int) -> Practice:
+    """The practice, or 404 when it does not exist or belongs to another tenant.
+
+    Another tenant's practice is "not found", not "forbidden": its existence is not ours to tell.
+    """
+    practice = await session.get(Practice, practice_id)
+    if practice is None or not await principal.can_access_practice(session, practice_id):
+        raise not_found("practice")
+    return practice
 
 
 @routes.get("/api/whoami")
@@ -70,11 +83,7 @@ async def get_practice(request: web.Request) -> web.Response:
     hub, principal = request.app[HUB_KEY], get_principal(request)
     practice_id = int_param(request, "id")
     async with hub.sessionmaker() as session:
-        # Another tenant's practice is "not found", not "forbidden": its existence is not ours to tell.
-        practice = await session.get(Practice, practice_id)
-        if practice is None or not await principal.can_access_practice(session, practice_id):
-            raise not_found("practice")
-        return web.json_response(practice_json(practice))
+        return web.json_response(practice_json(await scoped_practice(session, principal, practice_id)))
 
 
 @routes.get("/api/events")
