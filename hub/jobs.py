@@ -21,10 +21,11 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tenacity import wait_exponential_jitter
 
@@ -143,29 +144,64 @@ class JobQueue:
         idempotency_key: str | None = None,
     ) -> Job:
         """Write a job in the caller's transaction; an existing idempotency key returns that job."""
-        when = run_at or self.hub.clock.now() + timedelta(seconds=delay or 0)
-        values = dict(
-            kind=kind,
-            payload=dict(payload or {}),
-            status="queued",
-            run_at=when,
-            attempts=0,
-            max_attempts=max_attempts or self.settings.max_attempts,
-            idempotency_key=idempotency_key,
-            created_at=self.hub.clock.now(),
-        )
-        self._wake_after_commit(session)
+        values = self._row(kind, payload, run_at, delay, max_attempts, idempotency_key)
+        self.wake_after_commit(session)
         if idempotency_key is None:
             job = Job(**values)
             session.add(job)
             await session.flush()
             return job
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(Job).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        await session.execute(stmt)
+        await session.execute(_insert_once(session.bind.dialect.name, values))
         return (await session.execute(select(Job).where(Job.idempotency_key == idempotency_key))).scalar_one()
 
-    def _wake_after_commit(self, session: AsyncSession) -> None:
+    def enqueue_sync(
+        self,
+        conn: Connection,
+        kind: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """:meth:`enqueue` for synchronous code on a Core connection (e.g. a function run by
+        :func:`hub.db.transactions.run_transaction`), in the caller's transaction.
+
+        It cannot see the commit, so it does not wake this process's idle workers: call
+        :meth:`wake` after the transaction commits (without it the job still runs, at the
+        workers' next poll).
+        """
+        values = self._row(kind, payload, run_at, None, None, idempotency_key)
+        if idempotency_key is None:
+            conn.execute(insert(Job).values(**values))
+        else:
+            conn.execute(_insert_once(conn.dialect.name, values))
+
+    def wake(self) -> None:
+        """Wake this process's idle workers: a job was committed that may be due."""
+        self._wake.set()
+
+    def _row(
+        self,
+        kind: str,
+        payload: Mapping[str, Any] | None,
+        run_at: datetime | None,
+        delay: float | None,
+        max_attempts: int | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        return dict(
+            kind=kind,
+            payload=dict(payload or {}),
+            status="queued",
+            run_at=run_at or self.hub.clock.now() + timedelta(seconds=delay or 0),
+            attempts=0,
+            max_attempts=max_attempts or self.settings.max_attempts,
+            idempotency_key=idempotency_key,
+            created_at=self.hub.clock.now(),
+        )
+
+    def wake_after_commit(self, session: AsyncSession) -> None:
+        """Wake this process's idle workers when ``session``'s transaction commits."""
         sync = session.sync_session
         if not sync.info.get("vethub_wake"):
             sync.info["vethub_wake"] = True
@@ -480,3 +516,9 @@ async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None
         stmt.values(status="queued", attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
     )
     return result.rowcount or 0
+
+
+def _insert_once(dialect: str, values: dict[str, Any]) -> Any:
+    """INSERT of a job row that does nothing when its idempotency key exists."""
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_(Job).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])

@@ -267,9 +267,7 @@ async def insert_communications(session: AsyncSession, hub: Hub, comms: Sequence
                 idempotency_key=f"communication:{c.id}", created_at=now)
             for c in sendable
         )
-        wake = getattr(hub.jobs, "_wake_after_commit", None)
-        if wake is not None:
-            wake(session)
+        hub.jobs.wake_after_commit(session)
     await session.flush()
 
 
