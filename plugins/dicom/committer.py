@@ -5,20 +5,43 @@ waiting (up to ``max_batch``) and files it all in one transaction, so concurrent
 share one durable commit instead of paying one each (PERFORMANCE.md: the commit is a sixth of
 the receiver's time). If the batch fails, each instance is retried in its own transaction, so
 one bad instance fails alone.
+
+An instance may be submitted while its file is still being written (``durable``, an awaitable
+that ends when the file is durable or raises why it is not). The batch's statements run
+meanwhile, and the transaction commits only once every file in it is durable: a row is never
+committed before its file, and the two waits overlap instead of adding up. An instance whose
+file failed is dropped from the batch, which is filed again without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from hub.imaging.service import ReceivedInstance, StoreOutcome, store_instances
+from hub.imaging.service import ReceivedInstance, StoreOutcome, file_received
 
 if TYPE_CHECKING:
     from hub.core import Hub
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: ReceivedInstance
+    durable: Awaitable[Any] | None
+    future: asyncio.Future[StoreOutcome]
+
+
+class _NotDurable(Exception):
+    """Some files of the batch could not be written; the transaction rolls back."""
+
+    def __init__(self, failed: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failed)} file(s) not durable")
+        self.failed = failed
 
 
 class Committer:
@@ -29,8 +52,7 @@ class Committer:
         self.stable_age = stable_age
         self.overwrite = overwrite
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[ReceivedInstance, asyncio.Future[StoreOutcome]]] | None
-        self._queue = None
+        self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self._study_ids: dict[tuple[int, str], int] = {}
@@ -50,15 +72,21 @@ class Committer:
             self._task = None
         if self._queue is not None:
             while not self._queue.empty():
-                _item, fut = self._queue.get_nowait()
-                if not fut.done():
-                    fut.set_exception(RuntimeError("the receiver is stopping"))
+                pending = self._queue.get_nowait()
+                if not pending.future.done():
+                    pending.future.set_exception(RuntimeError("the receiver is stopping"))
 
-    async def submit(self, item: ReceivedInstance) -> StoreOutcome:
-        """File ``item``; returns once its row is committed (raises if it could not be)."""
+    async def submit(
+        self, item: ReceivedInstance, durable: Awaitable[Any] | None = None
+    ) -> StoreOutcome:
+        """File ``item``; returns once its row is committed (raises if it could not be).
+
+        ``durable``, when given, ends once the instance's file is durable; the row commits
+        only after it, and its exception (e.g. a :class:`StorageError`) is raised here.
+        """
         assert self._queue is not None, "committer not started"
         fut: asyncio.Future[StoreOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, fut))
+        self._queue.put_nowait(_Pending(item, durable, fut))
         return await fut
 
     async def _run(self) -> None:
@@ -67,52 +95,74 @@ class Committer:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            batch = [(item, fut) for item, fut in batch if not fut.done()]
+            batch = [p for p in batch if not p.future.done()]
             if batch:
                 await self._commit(batch)
 
-    async def _store_all(self, items: list[ReceivedInstance]) -> list[StoreOutcome]:
+    async def _store_all(self, batch: list[_Pending]) -> list[StoreOutcome]:
         study_ids = dict(self._study_ids)  # only what a committed transaction saw is kept
-        async with self.hub.transaction() as session:
-            outcomes = await store_instances(
-                session, self.hub, items, stable_age=self.stable_age, overwrite=self.overwrite,
-                study_ids=study_ids,
-            )
+
+        async def files_durable() -> None:
+            failed = await _wait_durable(batch)
+            if failed:
+                raise _NotDurable(failed)
+
+        outcomes = await file_received(
+            self.hub, [p.item for p in batch], stable_age=self.stable_age,
+            overwrite=self.overwrite, study_ids=study_ids, before_commit=files_durable,
+        )
         if len(study_ids) > 10_000:
             study_ids.clear()
         self._study_ids = study_ids
         return outcomes
 
-    async def _commit(self, batch: list) -> None:
+    async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            outcomes = await self._store_all([item for item, _ in batch])
+            outcomes = await self._store_all(batch)
+        except _NotDurable as err:
+            for index, exc in err.failed.items():
+                if not batch[index].future.done():
+                    batch[index].future.set_exception(exc)
+            rest = [p for i, p in enumerate(batch) if i not in err.failed]
+            if rest:
+                await self._commit(rest)
+            return
         except Exception:
-            if len(batch) == 1:
-                outcomes = None
-            else:
+            if len(batch) > 1:
                 log.info("batch of %d failed; committing one by one", len(batch))
-                for pair in batch:
-                    await self._commit([pair])
+                for pending in batch:
+                    await self._commit([pending])
                 return
-        if outcomes is None:
-            item, fut = batch[0]
             try:  # one retry: a concurrent process may have created the same study
-                outcome = (await self._store_all([item]))[0]
-            except Exception as err:
-                if not fut.done():
-                    fut.set_exception(err)
+                outcomes = await self._store_all(batch)
+            except Exception as again:
+                if isinstance(again, _NotDurable):
+                    again = next(iter(again.failed.values()))
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(again)
                 return
-            outcomes = [outcome]
         self.batches += 1
         self.committed += len(batch)
-        for (_item, fut), outcome in zip(batch, outcomes, strict=True):
-            if not fut.done():
-                fut.set_result(outcome)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(outcome)
         if self.hub.pm.hook.vethub_instance_stored.get_hookimpls():
-            for (item, _fut), outcome in zip(batch, outcomes, strict=True):
+            for pending, outcome in zip(batch, outcomes, strict=True):
                 await self.hub.fire(
-                    "vethub_instance_stored", hub=self.hub, instance=_view(item, outcome)
+                    "vethub_instance_stored", hub=self.hub, instance=_view(pending.item, outcome)
                 )
+
+
+async def _wait_durable(batch: list[_Pending]) -> dict[int, BaseException]:
+    """Wait for every file of the batch; the ones that failed, by position."""
+    waits = [(i, p.durable) for i, p in enumerate(batch) if p.durable is not None]
+    if not waits:
+        return {}
+    results = await asyncio.gather(*(d for _, d in waits), return_exceptions=True)
+    return {
+        i: result for (i, _), result in zip(waits, results, strict=True)
+        if isinstance(result, BaseException)
+    }
 
 
 def _view(item: ReceivedInstance, outcome: StoreOutcome) -> dict:

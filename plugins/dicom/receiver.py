@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -39,7 +39,7 @@ from .committer import Committer
 from .config import DicomConfig
 from .header import HeaderError, parse_header
 from .net import NoDelayServer, ReusePortServer
-from .storage import DicomStore, StorageError, instance_relpath
+from .storage import DicomStore, StorageError, StoredFile, instance_relpath
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -60,6 +60,16 @@ RJ_BUSY = (0x02, 0x03, 0x01)  # transient, service provider (presentation), cong
 # Every transfer syntax pydicom knows: data sets are stored as received, never decoded, so
 # the hub need not support a codec to accept one.
 TRANSFER_SYNTAXES = [str(ts) for ts in AllTransferSyntaxes]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An instance whose header passed the checks: its row, path and file bytes."""
+
+    item: ReceivedInstance
+    relpath: PurePosixPath
+    head: bytes  # preamble, DICM and the file meta
+    stream: BytesIO  # the data set as received
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +277,7 @@ class DicomReceiver:
             return commit_failure(result, err)
         return status_dataset(0x0000)
 
-    def write_instance(
+    def prepare_instance(
         self,
         caller: Caller,
         sop_class: str,
@@ -275,8 +285,12 @@ class DicomReceiver:
         transfer_syntax: str,
         stream: BytesIO,
         meta: Any = None,
-    ) -> ReceivedInstance | Dataset:
-        """Blocking: check the header, write the file durably; the row to commit, or a status."""
+    ) -> Prepared | Dataset:
+        """Blocking: check the header and build the file's path and bytes; or a failure status.
+
+        The row's size is known before the file is written, so filing the row can start while
+        the file is still being written (the commit waits for the file, never the other way).
+        """
         stream.seek(0)
         try:
             header = parse_header(
@@ -291,6 +305,7 @@ class DicomReceiver:
                 header.series_instance_uid,
                 header.sop_instance_uid,
             )
+            kept = self.store.kept_size(relpath)
         except HeaderError as err:
             log.info("C-STORE from %s refused (0x%04X): %s", caller.calling_ae, err.status, err)
             return status_dataset(err.status, err.comment)
@@ -305,15 +320,8 @@ class DicomReceiver:
             )
         meta.SourceApplicationEntityTitle = caller.calling_ae
         head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
-        body = stream.getbuffer()
-        try:
-            stored = self.store.write(relpath, (head, body))
-        except StorageError as err:
-            return status_dataset(err.status, str(err))
-        finally:
-            body.release()
-
-        return ReceivedInstance(
+        size = kept if kept is not None else len(head) + stream.getbuffer().nbytes
+        item = ReceivedInstance(
             practice_id=caller.practice_id,
             calling_ae=caller.calling_ae,
             peer_address=caller.peer_address,
@@ -322,7 +330,7 @@ class DicomReceiver:
             study_instance_uid=header.study_instance_uid,
             series_instance_uid=header.series_instance_uid,
             transfer_syntax_uid=transfer_syntax,
-            size_bytes=stored.size,
+            size_bytes=size,
             path=str(relpath),
             modality=header.modality,
             animal_name=header.animal_name,
@@ -334,6 +342,36 @@ class DicomReceiver:
             study_description=header.study_description,
             institution=header.institution,
         )
+        return Prepared(item, relpath, head, stream)
+
+    def write_prepared(self, prepared: Prepared) -> StoredFile:
+        """Blocking: write the instance durably (raises :class:`StorageError`)."""
+        body = prepared.stream.getbuffer()
+        try:
+            return self.store.write(prepared.relpath, (prepared.head, body))
+        finally:
+            body.release()
+
+    def write_instance(
+        self,
+        caller: Caller,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        stream: BytesIO,
+        meta: Any = None,
+    ) -> ReceivedInstance | Dataset:
+        """Blocking: check the header, write the file durably; the row to commit, or a status."""
+        prepared = self.prepare_instance(
+            caller, sop_class, sop_instance, transfer_syntax, stream, meta
+        )
+        if isinstance(prepared, Dataset):
+            return prepared
+        try:
+            self.write_prepared(prepared)
+        except StorageError as err:
+            return status_dataset(err.status, str(err))
+        return prepared.item
 
 
 def commit_failure(item: ReceivedInstance, err: Exception) -> Dataset:

@@ -136,6 +136,17 @@ class DicomStore:
         with self._lock:
             self._known_dirs.add(directory)
 
+    def kept_size(self, relpath: PurePosixPath) -> int | None:
+        """The size of the file a write of ``relpath`` would keep (no overwrite), else None."""
+        if self.overwrite:
+            return None
+        try:
+            return self.path_of(relpath).stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StorageUnavailable(f"cannot check {relpath.name}: {err.strerror or err}") from err
+
     def write(self, relpath: PurePosixPath, chunks: Iterable[bytes | memoryview]) -> StoredFile:
         """Write ``chunks`` as the file at ``relpath``, durably; see the module docstring."""
         path = self.path_of(relpath)

@@ -264,11 +264,14 @@ class Association:
         self.peer_max = 0
 
     async def _read_pdu(self) -> tuple[int, bytes]:
-        head = await asyncio.wait_for(self.reader.readexactly(6), READ_TIMEOUT)
-        kind, _, length = struct.unpack(">BBI", head)
-        if length > 64 * 1024 * 1024:
-            raise ProtocolError(f"PDU of {length} bytes")
-        body = await asyncio.wait_for(self.reader.readexactly(length), READ_TIMEOUT)
+        # asyncio.timeout, not wait_for: wait_for wraps each read in a new task (3.11), and a
+        # large image is hundreds of PDUs.
+        async with asyncio.timeout(READ_TIMEOUT):
+            head = await self.reader.readexactly(6)
+            kind, _, length = struct.unpack(">BBI", head)
+            if length > 64 * 1024 * 1024:
+                raise ProtocolError(f"PDU of {length} bytes")
+            body = await self.reader.readexactly(length)
         return kind, body
 
     async def _send(self, data: bytes) -> None:
@@ -398,21 +401,30 @@ class Association:
         self, sop_class: str, sop_instance: str, transfer_syntax: str, message: _Message
     ) -> tuple[int, str | None]:
         from .receiver import commit_failure
+        from .storage import StorageError
 
         assert self.caller is not None
         loop = asyncio.get_running_loop()
+        receiver = self.receiver
         try:
-            result = await loop.run_in_executor(
-                None, self.receiver.write_instance, self.caller, sop_class, sop_instance,
+            prepared = await loop.run_in_executor(
+                None, receiver.prepare_instance, self.caller, sop_class, sop_instance,
                 transfer_syntax, message.data,
             )
-            if not isinstance(result, Dataset):
-                try:
-                    await self.receiver.committer.submit(result)
-                    return 0x0000, None
-                except Exception as err:
-                    result = commit_failure(result, err)
+            if isinstance(prepared, Dataset):
+                return int(prepared.Status), str(prepared.get("ErrorComment", "")) or None
+            # The file is written while the row is filed; the commit waits for the file.
+            durable = loop.run_in_executor(None, receiver.write_prepared, prepared)
+            try:
+                await receiver.committer.submit(prepared.item, durable)
+                return 0x0000, None
+            except StorageError as err:
+                return err.status, str(err)
+            except Exception as err:
+                if not durable.done():  # never answer while the file is still being written
+                    await asyncio.wait([durable])
+                failure = commit_failure(prepared.item, err)
+                return int(failure.Status), str(failure.get("ErrorComment", "")) or None
         except Exception as err:  # never let one instance take the receiver down
             log.exception("C-STORE failed unexpectedly")
             return 0xC000, f"processing failure: {type(err).__name__}"
-        return int(result.Status), str(result.get("ErrorComment", "")) or None

@@ -1,0 +1,244 @@
+"""Filing received instances into studies: the receiver's hot path, as synchronous Core.
+
+:func:`file_instances` takes a :class:`~sqlalchemy.engine.Connection` in an open transaction,
+so it runs inside :func:`hub.db.transactions.run_transaction` (on SQLite, in one hand-off to
+the database thread) or through a session's ``run_sync``. It never commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from hub.db.types import UTCDateTime
+from hub.imaging.models import RECEIVING, Instance, Study
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+    from hub.imaging.service import ReceivedInstance
+
+STABILITY_JOB = "imaging.study_stability"
+
+HEADER_FIELDS = (
+    "modality",
+    "animal_name",
+    "animal_id",
+    "species",
+    "responsible_person",
+    "body_part",
+    "study_date",
+    "study_description",
+    "institution",
+)
+
+
+class ImagingError(Exception):
+    """An instance cannot be filed; ``status`` is the DICOM status a transport should answer."""
+
+    def __init__(self, message: str, status: int = 0xA900) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    instance_id: int
+    study_id: int
+    created: bool  # False for a re-sent SOP Instance UID
+
+
+@dataclass(frozen=True, slots=True)
+class Filed:
+    outcomes: list[StoreOutcome]
+    armed: bool  # a stability check job was written: wake the workers after the commit
+
+
+_IT, _ST = Instance.__table__, Study.__table__
+
+
+def _insert_new(dialect: str) -> Any:
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert_(_IT)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(_IT.c.id, _IT.c.sop_instance_uid)
+    )
+
+
+# Built once: constructing a statement and its cache key costs more than executing it.
+_INSERT_NEW = {name: _insert_new(name) for name in ("sqlite", "postgresql")}
+
+
+
+def file_instances(
+    conn: Connection,
+    hub: Hub,
+    items: list[ReceivedInstance],
+    *,
+    now: datetime,
+    stable_age: float,
+    overwrite: bool = False,
+    study_ids: dict[tuple[int, str], int] | None = None,
+) -> Filed:
+    """File received instances in as few statements as possible (never commits).
+
+    For new instances of a known study it is two statements: a multi-row ``INSERT … ON
+    CONFLICT DO NOTHING RETURNING`` and one ``UPDATE … RETURNING`` per study (which also
+    re-opens a stable study and arms its stability check when none is armed). ``study_ids`` is
+    a caller-owned cache of (practice id, Study Instance UID) -> study id (ids never change).
+
+    A SOP Instance UID already stored makes no new row: its ``received_count`` goes up and,
+    with ``overwrite``, its header fields are replaced by the new ones. A UID already stored
+    for another practice is refused (:class:`ImagingError`, which fails the whole batch; the
+    caller retries the instances one by one).
+    """
+    cache = study_ids if study_ids is not None else {}
+    _find_or_create_studies(conn, items, cache, now)
+    by_uid: dict[str, list[ReceivedInstance]] = {}
+    for item in items:
+        by_uid.setdefault(item.sop_instance_uid, []).append(item)
+    rows = [
+        dict(
+            study_id=cache[(same[0].practice_id, same[0].study_instance_uid)],
+            received_count=1, received_at=now, updated_at=now,
+            **{f.name: getattr(same[0], f.name) for f in fields(same[0])},
+        )
+        for same in by_uid.values()
+    ]
+    inserted = {
+        row.sop_instance_uid: row.id
+        for row in conn.execute(_INSERT_NEW[conn.dialect.name], rows)
+    }
+    ids, size_adjust = _count_resent(conn, by_uid, inserted, cache, now, overwrite)
+    outcomes = []
+    for item in items:
+        created = item.sop_instance_uid in inserted and item is by_uid[item.sop_instance_uid][0]
+        study_id = cache[(item.practice_id, item.study_instance_uid)]
+        outcomes.append(StoreOutcome(ids[item.sop_instance_uid], study_id, created))
+    armed = _update_studies(conn, hub, by_uid, inserted, cache, size_adjust, now, stable_age)
+    return Filed(outcomes, armed)
+
+
+def _find_or_create_studies(
+    conn: Connection, items: list[ReceivedInstance], cache: dict[tuple[int, str], int],
+    now: datetime,
+) -> None:
+    keys = {(item.practice_id, item.study_instance_uid) for item in items} - set(cache)
+    if not keys:
+        return
+    for row in conn.execute(
+        select(_ST.c.id, _ST.c.practice_id, _ST.c.study_instance_uid).where(
+            _ST.c.practice_id.in_({k[0] for k in keys}),
+            _ST.c.study_instance_uid.in_({k[1] for k in keys}),
+        )
+    ):
+        if (row.practice_id, row.study_instance_uid) in keys:
+            cache[(row.practice_id, row.study_instance_uid)] = row.id
+    for item in items:
+        key = (item.practice_id, item.study_instance_uid)
+        if key in cache:
+            continue
+        values = dict(
+            practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
+            calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
+            status=RECEIVING, first_received_at=now, last_received_at=now,
+            **{f: getattr(item, f) for f in HEADER_FIELDS},
+        )
+        cache[key] = conn.execute(insert(_ST).values(**values).returning(_ST.c.id)).scalar_one()
+
+
+def _count_resent(
+    conn: Connection, by_uid: dict[str, list[ReceivedInstance]], inserted: dict[str, int],
+    cache: dict[tuple[int, str], int], now: datetime, overwrite: bool,
+) -> tuple[dict[str, int], dict[int, int]]:
+    """Count re-sent UIDs (and, with ``overwrite``, take their new header); ids and size deltas."""
+    ids = dict(inserted)
+    size_adjust: dict[int, int] = {}
+    if len(inserted) == len(by_uid) and all(len(same) == 1 for same in by_uid.values()):
+        return ids, size_adjust
+    stored_before = {
+        row.sop_instance_uid: row
+        for row in conn.execute(
+            select(_IT.c.id, _IT.c.sop_instance_uid, _IT.c.practice_id, _IT.c.size_bytes).where(
+                _IT.c.sop_instance_uid.in_(set(by_uid) - set(inserted))
+            )
+        )
+    } if len(inserted) < len(by_uid) else {}
+    for uid, same in by_uid.items():
+        resent = same[1:] if uid in inserted else same
+        if not resent:
+            continue
+        if uid in stored_before:
+            old = stored_before[uid]
+            if old.practice_id != same[0].practice_id:
+                raise ImagingError("this SOP Instance UID is already stored for another practice")
+            ids[uid], old_size = old.id, old.size_bytes
+        else:
+            old_size = same[0].size_bytes
+        values: dict = {"received_count": _IT.c.received_count + len(resent), "updated_at": now}
+        if overwrite:
+            last = resent[-1]
+            values.update(
+                {f.name: getattr(last, f.name) for f in fields(last) if f.name != "practice_id"}
+            )
+            study_id = cache[(last.practice_id, last.study_instance_uid)]
+            size_adjust[study_id] = size_adjust.get(study_id, 0) + last.size_bytes - old_size
+        conn.execute(update(_IT).where(_IT.c.id == ids[uid]).values(**values))
+    return ids, size_adjust
+
+
+def _update_studies(
+    conn: Connection, hub: Hub, by_uid: dict[str, list[ReceivedInstance]],
+    inserted: dict[str, int], cache: dict[tuple[int, str], int], size_adjust: dict[int, int],
+    now: datetime, stable_age: float,
+) -> bool:
+    """Per study: counts, sizes, last arrival, re-open, arm the stability check."""
+    per_study: dict[int, dict] = {}
+    for uid, same in by_uid.items():
+        study_id = cache[(same[0].practice_id, same[0].study_instance_uid)]
+        delta = per_study.setdefault(study_id, {"count": 0, "size": 0, "modalities": []})
+        if uid in inserted:
+            delta["count"] += 1
+            delta["size"] += same[0].size_bytes
+            if same[0].modality and same[0].modality not in delta["modalities"]:
+                delta["modalities"].append(same[0].modality)
+    due = now + timedelta(seconds=stable_age)
+    armed = False
+    for study_id, delta in per_study.items():
+        values = {
+            "instance_count": _ST.c.instance_count + delta["count"],
+            "size_bytes": _ST.c.size_bytes + delta["size"] + size_adjust.get(study_id, 0),
+            "last_received_at": now,
+        }
+        if delta["count"]:  # new instances re-open a stable study and arm a missing check
+            values.update(
+                status=RECEIVING,
+                stable_at=None,
+                stable_check_at=case(
+                    (_ST.c.stable_check_at.is_(None), literal(due, UTCDateTime())),
+                    else_=_ST.c.stable_check_at,
+                ),
+            )
+        row = conn.execute(
+            update(_ST).where(_ST.c.id == study_id).values(**values)
+            .returning(_ST.c.stable_check_at, _ST.c.modalities)
+        ).one()
+        if delta["count"] and row.stable_check_at == due:  # this statement armed it
+            hub.jobs.enqueue_sync(
+                conn, STABILITY_JOB, {"study_id": study_id, "stable_age": stable_age},
+                run_at=due, idempotency_key=f"{STABILITY_JOB}:{study_id}:{due.isoformat()}",
+            )
+            armed = True
+        missing = [m for m in delta["modalities"] if m not in (row.modalities or [])]
+        if missing:
+            conn.execute(
+                update(_ST).where(_ST.c.id == study_id)
+                .values(modalities=[*(row.modalities or []), *missing])
+            )
+    return armed
