@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 
-_SYNC_ENGINE = "vethub_sync_engine"
+_SHADOW = "vethub_sync_shadow"
 
 
 async def run_transaction(
@@ -46,19 +46,19 @@ async def run_transaction(
                 if before_commit is not None:
                     await before_commit()
             return result
-        run, sync_engine = hop
-        tx_conn, result = await run(_begin_and_call, sync_engine, fn)
+        run, shadow = hop
+        result = await run(shadow.begin_and_call, fn)
         try:
             if before_commit is not None:
                 await before_commit()
         except BaseException:
-            await run(_end, tx_conn, False)
+            await run(shadow.end, False)
             raise
-        await run(_end, tx_conn, True)
+        await run(shadow.end, True)
         return result
 
 
-async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[Any]], Engine] | None:
+async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[Any]], _Shadow] | None:
     """aiosqlite's "run this in the connection's thread", and the sync engine on it; or None.
 
     ``_execute`` and ``_conn`` are aiosqlite internals (stable since 0.17); without them the
@@ -72,41 +72,43 @@ async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[An
     sqlite_conn = getattr(driver, "_conn", None)
     if run is None or sqlite_conn is None:
         return None
-    info = conn.info
-    sync_engine = info.get(_SYNC_ENGINE)
-    if sync_engine is None:
-        sync_engine = info[_SYNC_ENGINE] = _engine_on(sqlite_conn)
-    return run, sync_engine
+    shadow: _Shadow | None = conn.info.get(_SHADOW)
+    if shadow is None or shadow.sqlite_conn is not sqlite_conn:
+        shadow = conn.info[_SHADOW] = _Shadow(sqlite_conn)
+    return run, shadow
 
 
-def _engine_on(sqlite_conn: Any) -> Engine:
-    """A synchronous engine whose only connection is ``sqlite_conn`` (already configured:
-    WAL, foreign keys, busy timeout, isolation_level=None; see :mod:`hub.db.engine`)."""
-    engine = create_engine("sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool)
+class _Shadow:
+    """A synchronous engine and connection on ``sqlite_conn`` (already configured: WAL,
+    foreign keys, busy timeout, isolation_level=None; see :mod:`hub.db.engine`), used only in
+    aiosqlite's thread. The connection stays open between transactions: a checkout and a
+    reset per transaction cost as much as a short statement."""
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # as the async engine: take the write lock now
+    def __init__(self, sqlite_conn: Any) -> None:
+        self.sqlite_conn = sqlite_conn
+        self.engine = create_engine("sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool)
+        event.listen(self.engine, "begin", _begin_immediate)
+        self.conn: Connection | None = None
 
-    return engine
+    def begin_and_call(self, fn: Callable[[Connection], T]) -> T:
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        elif self.conn.in_transaction():  # left by a caller cancelled during a hand-off
+            self.conn.rollback()
+        self.conn.begin()
+        try:
+            return fn(self.conn)
+        except BaseException:
+            self.conn.rollback()
+            raise
 
-
-def _begin_and_call(sync_engine: Engine, fn: Callable[[Connection], T]) -> tuple[Connection, T]:
-    conn = sync_engine.connect()
-    try:
-        conn.begin()
-        return conn, fn(conn)
-    except BaseException:
-        conn.rollback()
-        conn.close()
-        raise
-
-
-def _end(conn: Connection, commit: bool) -> None:
-    try:
+    def end(self, commit: bool) -> None:
+        assert self.conn is not None
         if commit:
-            conn.commit()
+            self.conn.commit()
         else:
-            conn.rollback()
-    finally:
-        conn.close()
+            self.conn.rollback()
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")  # as the async engine: take the write lock now

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, insert, literal, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -71,8 +71,33 @@ def _insert_new(dialect: str) -> Any:
     )
 
 
-# Built once: constructing a statement and its cache key costs more than executing it.
+def _bump_study(new_instances: bool) -> Any:
+    values: dict[str, Any] = {
+        "instance_count": _ST.c.instance_count + bindparam("b_count"),
+        "size_bytes": _ST.c.size_bytes + bindparam("b_size"),
+        "last_received_at": bindparam("b_now", type_=UTCDateTime()),
+    }
+    if new_instances:  # re-open a stable study and arm a missing check
+        values.update(
+            status=RECEIVING,
+            stable_at=None,
+            stable_check_at=case(
+                (_ST.c.stable_check_at.is_(None), bindparam("b_due", type_=UTCDateTime())),
+                else_=_ST.c.stable_check_at,
+            ),
+        )
+    return (
+        update(_ST)
+        .where(_ST.c.id == bindparam("b_id"))
+        .values(**values)
+        .returning(_ST.c.stable_check_at, _ST.c.modalities)
+    )
+
+
+# Built once: on this path constructing a statement and its cache key cost more than
+# executing it.
 _INSERT_NEW = {name: _insert_new(name) for name in ("sqlite", "postgresql")}
+_BUMP_NEW, _BUMP_RESENT = _bump_study(True), _bump_study(False)
 
 
 
@@ -211,23 +236,13 @@ def _update_studies(
     due = now + timedelta(seconds=stable_age)
     armed = False
     for study_id, delta in per_study.items():
-        values = {
-            "instance_count": _ST.c.instance_count + delta["count"],
-            "size_bytes": _ST.c.size_bytes + delta["size"] + size_adjust.get(study_id, 0),
-            "last_received_at": now,
-        }
-        if delta["count"]:  # new instances re-open a stable study and arm a missing check
-            values.update(
-                status=RECEIVING,
-                stable_at=None,
-                stable_check_at=case(
-                    (_ST.c.stable_check_at.is_(None), literal(due, UTCDateTime())),
-                    else_=_ST.c.stable_check_at,
-                ),
-            )
         row = conn.execute(
-            update(_ST).where(_ST.c.id == study_id).values(**values)
-            .returning(_ST.c.stable_check_at, _ST.c.modalities)
+            _BUMP_NEW if delta["count"] else _BUMP_RESENT,
+            {
+                "b_id": study_id, "b_count": delta["count"],
+                "b_size": delta["size"] + size_adjust.get(study_id, 0), "b_now": now,
+                "b_due": due,
+            },
         ).one()
         if delta["count"] and row.stable_check_at == due:  # this statement armed it
             hub.jobs.enqueue_sync(
