@@ -5,7 +5,7 @@ SQLite, for every statement several round trips between the event loop and aiosq
 (open a cursor, execute, fetch, close), each a thread wake-up and a GIL hand-off: two short
 statements cost ~2 ms of CPU that way, ~0.1 ms run directly. :func:`run_transaction` runs the
 whole function inside aiosqlite's own thread, on the same ``sqlite3`` connection, through a
-synchronous SQLAlchemy engine bound to it: one hand-off to begin and run, one to commit.
+synchronous SQLAlchemy engine bound to it: one hand-off for the whole transaction.
 
 Other drivers (asyncpg has no thread) take SQLAlchemy's ``run_sync``. Either way the function
 gets a :class:`~sqlalchemy.engine.Connection` in an open transaction and must not commit it.
@@ -13,7 +13,9 @@ gets a :class:`~sqlalchemy.engine.Connection` in an open transaction and must no
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
@@ -30,32 +32,26 @@ async def run_transaction(
     engine: AsyncEngine,
     fn: Callable[[Connection], T],
     *,
-    before_commit: Callable[[], Awaitable[Any]] | None = None,
+    commit_after: Sequence[Future[Any]] = (),
 ) -> T:
     """Run ``fn(connection)`` in a transaction and commit; returns what ``fn`` returned.
 
-    ``before_commit``, when given, is awaited after ``fn`` and before the commit; if it raises,
-    the transaction rolls back and the exception propagates (the receiver waits there for its
-    files to be durable, so no row commits before its file).
+    ``commit_after``: work running in other threads (``concurrent.futures``) that must finish
+    before the commit, e.g. files being written while their rows are filed. If any of it
+    failed, the transaction rolls back and the first failure is raised. On SQLite the database
+    thread waits for it itself, so begin, ``fn``, the wait and the commit are one hand-off;
+    elsewhere the event loop awaits it. It must finish: the connection is held meanwhile.
     """
     async with engine.connect() as conn:
         hop = await _thread_hop(conn)
         if hop is None:
             async with conn.begin():
                 result = await conn.run_sync(fn)
-                if before_commit is not None:
-                    await before_commit()
+                for future in commit_after:
+                    await asyncio.wrap_future(future)
             return result
         run, shadow = hop
-        result = await run(shadow.begin_and_call, fn)
-        try:
-            if before_commit is not None:
-                await before_commit()
-        except BaseException:
-            await run(shadow.end, False)
-            raise
-        await run(shadow.end, True)
-        return result
+        return await run(shadow.transaction, fn, commit_after)
 
 
 async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[Any]], _Shadow] | None:
@@ -90,24 +86,19 @@ class _Shadow:
         event.listen(self.engine, "begin", _begin_immediate)
         self.conn: Connection | None = None
 
-    def begin_and_call(self, fn: Callable[[Connection], T]) -> T:
+    def transaction(self, fn: Callable[[Connection], T], commit_after: Sequence[Future[Any]]) -> T:
         if self.conn is None:
             self.conn = self.engine.connect()
-        elif self.conn.in_transaction():  # left by a caller cancelled during a hand-off
-            self.conn.rollback()
         self.conn.begin()
         try:
-            return fn(self.conn)
+            result = fn(self.conn)
+            for future in commit_after:
+                future.result()  # raises the work's failure
         except BaseException:
             self.conn.rollback()
             raise
-
-    def end(self, commit: bool) -> None:
-        assert self.conn is not None
-        if commit:
-            self.conn.commit()
-        else:
-            self.conn.rollback()
+        self.conn.commit()
+        return result
 
 
 def _begin_immediate(conn: Connection) -> None:

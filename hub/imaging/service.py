@@ -10,7 +10,8 @@ and re-armed by the job itself while instances keep arriving, so a restart loses
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -145,13 +146,13 @@ async def file_received(
     stable_age: float,
     overwrite: bool = False,
     study_ids: dict[tuple[int, str], int] | None = None,
-    before_commit: Callable[[], Awaitable[Any]] | None = None,
+    commit_after: Sequence[Future[Any]] = (),
 ) -> list[StoreOutcome]:
     """File received instances in a transaction of their own, and commit it.
 
-    ``before_commit`` is awaited after the rows are written and before the commit (the DICOM
-    receiver waits there for the instances' files to be durable); if it raises, nothing is
-    committed and the exception propagates.
+    ``commit_after``: the writes of the instances' files, still running in other threads; the
+    rows commit only once all of them succeeded, else nothing is committed and the first
+    failure is raised (see :func:`hub.db.transactions.run_transaction`).
     """
     now = hub.clock.now()
     filed = await run_transaction(
@@ -160,7 +161,7 @@ async def file_received(
             conn, hub, items, now=now, stable_age=stable_age, overwrite=overwrite,
             study_ids=study_ids,
         ),
-        before_commit=before_commit,
+        commit_after=commit_after,
     )
     if filed.armed:
         hub.jobs.wake()

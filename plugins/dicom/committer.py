@@ -6,18 +6,19 @@ share one durable commit instead of paying one each (PERFORMANCE.md: the commit 
 the receiver's time). If the batch fails, each instance is retried in its own transaction, so
 one bad instance fails alone.
 
-An instance may be submitted while its file is still being written (``durable``, an awaitable
-that ends when the file is durable or raises why it is not). The batch's statements run
-meanwhile, and the transaction commits only once every file in it is durable: a row is never
-committed before its file, and the two waits overlap instead of adding up. An instance whose
-file failed is dropped from the batch, which is filed again without it.
+An instance may be submitted while its file is still being written (``durable``, the
+``concurrent.futures.Future`` of the write, which fails with the reason the file is not
+durable). The batch's statements run meanwhile, and the transaction commits only once every
+file in it is durable: a row is never committed before its file, and the two waits overlap
+instead of adding up. An instance whose file failed is dropped from the batch, which is filed
+again without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,16 +33,8 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Pending:
     item: ReceivedInstance
-    durable: Awaitable[Any] | None
+    durable: Future[Any] | None
     future: asyncio.Future[StoreOutcome]
-
-
-class _NotDurable(Exception):
-    """Some files of the batch could not be written; the transaction rolls back."""
-
-    def __init__(self, failed: dict[int, BaseException]) -> None:
-        super().__init__(f"{len(failed)} file(s) not durable")
-        self.failed = failed
 
 
 class Committer:
@@ -76,18 +69,22 @@ class Committer:
                 if not pending.future.done():
                     pending.future.set_exception(RuntimeError("the receiver is stopping"))
 
-    async def submit(
-        self, item: ReceivedInstance, durable: Awaitable[Any] | None = None
-    ) -> StoreOutcome:
-        """File ``item``; returns once its row is committed (raises if it could not be).
+    async def submit(self, item: ReceivedInstance, durable: Future[Any] | None = None) -> StoreOutcome:
+        """File ``item``; returns once its row is committed (raises if it could not be)."""
+        return await self.enqueue(item, durable)
 
-        ``durable``, when given, ends once the instance's file is durable; the row commits
-        only after it, and its exception (e.g. a :class:`StorageError`) is raised here.
+    def enqueue(
+        self, item: ReceivedInstance, durable: Future[Any] | None = None
+    ) -> asyncio.Future[StoreOutcome]:
+        """Queue ``item`` for filing; the future ends once its row is committed.
+
+        ``durable``, when given, is the write of the instance's file; the row commits only
+        after it succeeded, and its failure (e.g. a :class:`StorageError`) is the future's.
         """
         assert self._queue is not None, "committer not started"
         fut: asyncio.Future[StoreOutcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, durable, fut))
-        return await fut
+        return fut
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -101,15 +98,10 @@ class Committer:
 
     async def _store_all(self, batch: list[_Pending]) -> list[StoreOutcome]:
         study_ids = dict(self._study_ids)  # only what a committed transaction saw is kept
-
-        async def files_durable() -> None:
-            failed = await _wait_durable(batch)
-            if failed:
-                raise _NotDurable(failed)
-
         outcomes = await file_received(
             self.hub, [p.item for p in batch], stable_age=self.stable_age,
-            overwrite=self.overwrite, study_ids=study_ids, before_commit=files_durable,
+            overwrite=self.overwrite, study_ids=study_ids,
+            commit_after=[p.durable for p in batch if p.durable is not None],
         )
         if len(study_ids) > 10_000:
             study_ids.clear()
@@ -119,27 +111,24 @@ class Committer:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             outcomes = await self._store_all(batch)
-        except _NotDurable as err:
-            for index, exc in err.failed.items():
-                if not batch[index].future.done():
-                    batch[index].future.set_exception(exc)
-            rest = [p for i, p in enumerate(batch) if i not in err.failed]
-            if rest:
-                await self._commit(rest)
-            return
-        except Exception:
+        except Exception as err:
+            failed = _failed_files(batch)
+            if failed:  # those rows go; the rest of the batch is filed again without them
+                for index, exc in failed.items():
+                    _fail(batch[index], exc)
+                rest = [p for i, p in enumerate(batch) if i not in failed]
+                if rest:
+                    await self._commit(rest)
+                return
             if len(batch) > 1:
-                log.info("batch of %d failed; committing one by one", len(batch))
+                log.info("batch of %d failed (%r); committing one by one", len(batch), err)
                 for pending in batch:
                     await self._commit([pending])
                 return
             try:  # one retry: a concurrent process may have created the same study
                 outcomes = await self._store_all(batch)
             except Exception as again:
-                if isinstance(again, _NotDurable):
-                    again = next(iter(again.failed.values()))
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(again)
+                _fail(batch[0], again)
                 return
         self.batches += 1
         self.committed += len(batch)
@@ -153,16 +142,21 @@ class Committer:
                 )
 
 
-async def _wait_durable(batch: list[_Pending]) -> dict[int, BaseException]:
-    """Wait for every file of the batch; the ones that failed, by position."""
-    waits = [(i, p.durable) for i, p in enumerate(batch) if p.durable is not None]
-    if not waits:
-        return {}
-    results = await asyncio.gather(*(d for _, d in waits), return_exceptions=True)
-    return {
-        i: result for (i, _), result in zip(waits, results, strict=True)
-        if isinstance(result, BaseException)
-    }
+def _failed_files(batch: list[_Pending]) -> dict[int, BaseException]:
+    """The batch's file writes that failed, by position (a write still running is not)."""
+    failed = {}
+    for index, pending in enumerate(batch):
+        durable = pending.durable
+        if durable is not None and durable.done() and not durable.cancelled():
+            exc = durable.exception()
+            if exc is not None:
+                failed[index] = exc
+    return failed
+
+
+def _fail(pending: _Pending, exc: BaseException) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(exc)
 
 
 def _view(item: ReceivedInstance, outcome: StoreOutcome) -> dict:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from io import BytesIO
@@ -99,6 +101,10 @@ class DicomReceiver:
             max_batch=config.commit_batch,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Header checks and file writes; writes block in fsync, so one thread per association.
+        self.executor = ThreadPoolExecutor(
+            max_workers=config.max_associations, thread_name_prefix="vethub-dicom"
+        )
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
         self._ul: Any = None  # the asyncio upper layer server (engine = "asyncio")
@@ -163,6 +169,7 @@ class DicomReceiver:
 
             await asyncio.to_thread(_stop)
         await self.committer.stop()
+        self.executor.shutdown(wait=False)
 
     # --- running coroutines on the hub's loop from pynetdicom's threads -----------------------
 
@@ -351,6 +358,27 @@ class DicomReceiver:
             return self.store.write(prepared.relpath, (prepared.head, body))
         finally:
             body.release()
+
+    def receive(
+        self,
+        caller: Caller,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        stream: BytesIO,
+        on_prepared: Callable[[Prepared], object],
+    ) -> Prepared | Dataset:
+        """Blocking, in one worker thread: check the header, hand the row over to be filed
+        (``on_prepared``) and write the file durably meanwhile; a status if it was refused.
+
+        Raises :class:`StorageError` when the file could not be written.
+        """
+        prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, stream)
+        if isinstance(prepared, Dataset):
+            return prepared
+        on_prepared(prepared)
+        self.write_prepared(prepared)
+        return prepared
 
     def write_instance(
         self,

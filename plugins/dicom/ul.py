@@ -400,30 +400,36 @@ class Association:
     async def _store(
         self, sop_class: str, sop_instance: str, transfer_syntax: str, message: _Message
     ) -> tuple[int, str | None]:
-        from .receiver import commit_failure
+        from .receiver import Prepared, commit_failure
         from .storage import StorageError
 
         assert self.caller is not None
         loop = asyncio.get_running_loop()
         receiver = self.receiver
+        committed: list[asyncio.Future[Any]] = []
+
+        def file_row(prepared: Prepared) -> None:  # on the loop, while the file is written
+            committed.append(receiver.committer.enqueue(prepared.item, work))
+
+        work = receiver.executor.submit(
+            receiver.receive, self.caller, sop_class, sop_instance, transfer_syntax,
+            message.data, lambda prepared: loop.call_soon_threadsafe(file_row, prepared),
+        )
         try:
-            prepared = await loop.run_in_executor(
-                None, receiver.prepare_instance, self.caller, sop_class, sop_instance,
-                transfer_syntax, message.data,
-            )
-            if isinstance(prepared, Dataset):
-                return int(prepared.Status), str(prepared.get("ErrorComment", "")) or None
-            # The file is written while the row is filed; the commit waits for the file.
-            durable = loop.run_in_executor(None, receiver.write_prepared, prepared)
             try:
-                await receiver.committer.submit(prepared.item, durable)
-                return 0x0000, None
+                result = await asyncio.wrap_future(work)
             except StorageError as err:
+                if committed:  # the committer drops the row; let it finish with it
+                    await asyncio.wait(committed)
                 return err.status, str(err)
+            if isinstance(result, Dataset):
+                return int(result.Status), str(result.get("ErrorComment", "")) or None
+            # file_row ran before this: both were handed to the loop in that order
+            try:
+                await committed[0]
+                return 0x0000, None
             except Exception as err:
-                if not durable.done():  # never answer while the file is still being written
-                    await asyncio.wait([durable])
-                failure = commit_failure(prepared.item, err)
+                failure = commit_failure(result.item, err)
                 return int(failure.Status), str(failure.get("ErrorComment", "")) or None
         except Exception as err:  # never let one instance take the receiver down
             log.exception("C-STORE failed unexpectedly")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -11,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from hub.db.models import Job
 from hub.db.transactions import run_transaction
+from hub.testing.work import WatchedWork, until_set
 
 
 async def _count(hub, kind: str) -> int:
@@ -48,27 +48,23 @@ async def test_a_failing_function_commits_nothing(hub):
     assert await _count(hub, "t.after") == 1
 
 
-async def test_before_commit_runs_after_the_writes_and_can_refuse(hub):
-    seen: list[str] = []
-
-    async def check() -> None:
-        seen.append("before_commit")
-        raise OSError("file not durable")
-
-    def fn(conn: Connection) -> None:
-        seen.append("fn")
-        _enqueue(hub, "t.refused")(conn)
-
+async def test_commit_waits_for_the_work_and_a_failure_commits_nothing(hub):
+    work = WatchedWork()
+    task = asyncio.create_task(
+        run_transaction(hub.engine, _enqueue(hub, "t.refused"), commit_after=[work])
+    )
+    await until_set(work.awaited, "a wait for the work")  # fn has run; the commit waits for the work
+    assert not task.done()
+    work.set_exception(OSError("file not durable"))
     with pytest.raises(OSError, match="not durable"):
-        await run_transaction(hub.engine, fn, before_commit=check)
-    assert seen == ["fn", "before_commit"]
+        await asyncio.wait_for(task, 30)
     assert await _count(hub, "t.refused") == 0
 
 
 async def test_other_writers_wait_for_the_commit_and_see_it(hub):
-    gate = asyncio.Event()
+    work = WatchedWork()
     held = asyncio.create_task(
-        run_transaction(hub.engine, _enqueue(hub, "t.held"), before_commit=gate.wait)
+        run_transaction(hub.engine, _enqueue(hub, "t.held"), commit_after=[work])
     )
 
     async def other() -> int:
@@ -76,31 +72,24 @@ async def test_other_writers_wait_for_the_commit_and_see_it(hub):
             await hub.jobs.enqueue(session, "t.other", {}, idempotency_key="t.other")
         return await _count(hub, "t.held")
 
+    await until_set(work.awaited, "a wait for the work")
     writer = asyncio.create_task(other())
-    await asyncio.sleep(0)  # both start; the gate keeps the first transaction open
-    gate.set()
+    work.set_result(None)
     await asyncio.wait_for(held, 30)
-    await asyncio.wait_for(writer, 30)
-    assert await _count(hub, "t.held") == 1 and await _count(hub, "t.other") == 1
+    assert await asyncio.wait_for(writer, 30) == 1
+    assert await _count(hub, "t.other") == 1
 
 
-async def test_cancelled_while_waiting_commits_nothing(hub):
-    ran = threading.Event()  # fn runs in the database thread on SQLite
-
-    def fn(conn: Connection) -> None:
-        _enqueue(hub, "t.cancel")(conn)
-        ran.set()
-
+async def test_a_cancelled_caller_leaves_the_connection_usable(hub):
+    work = WatchedWork()
     task = asyncio.create_task(
-        run_transaction(hub.engine, fn, before_commit=asyncio.Event().wait)
+        run_transaction(hub.engine, _enqueue(hub, "t.cancel"), commit_after=[work])
     )
-    deadline = asyncio.get_running_loop().time() + 30
-    while not ran.is_set():
-        assert asyncio.get_running_loop().time() < deadline, "the function never ran"
-        await asyncio.sleep(0.01)
+    await until_set(work.awaited, "a wait for the work")
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    # On SQLite the database thread still waits for the work; its failure rolls back.
+    work.set_exception(OSError("gone"))
+    with pytest.raises((asyncio.CancelledError, OSError)):
         await task
-    assert await _count(hub, "t.cancel") == 0
     await run_transaction(hub.engine, _enqueue(hub, "t.next"))
-    assert await _count(hub, "t.next") == 1
+    assert await _count(hub, "t.cancel") == 0 and await _count(hub, "t.next") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 
 import pytest
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from hub.db.models import Practice
 from hub.imaging.models import Instance
 from hub.imaging.service import ReceivedInstance
+from hub.testing.work import WatchedWork, until_set
 from plugins.dicom.committer import Committer
 from plugins.dicom.storage import StorageUnavailable
 
@@ -49,25 +51,19 @@ async def committed(hub_factory, dicom_config_data):
 
 async def test_the_row_waits_for_its_file(committed):
     _hub, committer, practice_id, uids = committed
-    reached, release = asyncio.Event(), asyncio.Event()
-
-    async def file_written() -> None:  # awaited by the committer just before its commit
-        reached.set()
-        await release.wait()
-
-    submit = asyncio.create_task(committer.submit(_item(practice_id, "1.1"), file_written()))
-    await asyncio.wait_for(reached.wait(), 30)
+    write = WatchedWork()
+    submit = asyncio.create_task(committer.submit(_item(practice_id, "1.1"), write))
+    await until_set(write.awaited, "a wait for the file")
     # the row is written in an open transaction that waits for the file: nothing is visible
     assert "1.1" not in await uids() and not submit.done()
-    release.set()
+    write.set_result(None)
     outcome = await asyncio.wait_for(submit, 30)
     assert outcome.created and "1.1" in await uids()
 
 
 async def test_a_file_that_fails_drops_its_row_and_not_the_others(committed):
     _hub, committer, practice_id, uids = committed
-    loop = asyncio.get_running_loop()
-    good, bad = loop.create_future(), loop.create_future()
+    good, bad = Future(), Future()
     good.set_result(None)
     bad.set_exception(StorageUnavailable("cannot store 2.1: No space left on device"))
     results = await asyncio.gather(
