@@ -82,7 +82,11 @@ class _Shadow:
 
     def __init__(self, sqlite_conn: Any) -> None:
         self.sqlite_conn = sqlite_conn
-        self.engine = create_engine("sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool)
+        # The async pool owns sqlite_conn: this engine never resets or closes it.
+        self.engine = create_engine(
+            "sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool,
+            pool_reset_on_return=None,
+        )
         event.listen(self.engine, "begin", _begin_immediate)
         self.conn: Connection | None = None
 
