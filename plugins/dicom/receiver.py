@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
-from pynetdicom.dsutils import create_file_meta, encode_file_meta
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -39,6 +39,7 @@ from hub.imaging.service import ImagingError, ReceivedInstance
 
 from .committer import Committer
 from .config import DicomConfig
+from .filemeta import file_meta
 from .header import HeaderError, parse_header
 from .net import NoDelayServer, ReusePortServer
 from .storage import DicomStore, StorageError, StoredFile, instance_relpath
@@ -319,14 +320,13 @@ class DicomReceiver:
         except StorageError as err:
             return status_dataset(err.status, str(err))
 
-        if meta is None:
-            meta = create_file_meta(
-                sop_class_uid=header.sop_class_uid,
-                sop_instance_uid=header.sop_instance_uid,
-                transfer_syntax=transfer_syntax,
+        if meta is None:  # the hub's own upper layer
+            head = file_meta(
+                header.sop_class_uid, header.sop_instance_uid, transfer_syntax, caller.calling_ae
             )
-        meta.SourceApplicationEntityTitle = caller.calling_ae
-        head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
+        else:  # pynetdicom's, for its engine
+            meta.SourceApplicationEntityTitle = caller.calling_ae
+            head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
         size = kept if kept is not None else len(head) + stream.getbuffer().nbytes
         item = ReceivedInstance(
             practice_id=caller.practice_id,
