@@ -14,9 +14,9 @@ with 0xA700 (out of resources); the temporary file is removed.
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 STATUS_OUT_OF_RESOURCES = 0xA700
+
+_random = random.Random()
 
 _UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
@@ -91,6 +93,22 @@ class StoredFile:
     written: bool  # False when an existing file was kept (re-sent instance, no overwrite)
 
 
+def _write_all(fd: int, views: list[memoryview]) -> int:
+    """Write every buffer, in one writev when the kernel takes it all (it usually does)."""
+    total = sum(v.nbytes for v in views)
+    written = os.writev(fd, views)
+    if written < total:
+        for view in views:
+            if written >= view.nbytes:
+                written -= view.nbytes
+                continue
+            view = view[written:]
+            written = 0
+            while view:
+                view = view[os.write(fd, view) :]
+    return total
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -106,14 +124,20 @@ class DicomStore:
         self.root = Path(root).resolve()
         self.overwrite = overwrite
         self._known_dirs: set[Path] = set()
+        self._inside: set[Path] = set()  # directories whose resolved path was under the root
         self._lock = threading.Lock()
 
     def path_of(self, relpath: PurePosixPath) -> Path:
         path = self.root.joinpath(*relpath.parts)
         # Defence in depth: the relpath is built from validated values, but never write
-        # anywhere that does not resolve under the root.
-        if not path.parent.resolve(strict=False).is_relative_to(self.root):
-            raise InvalidUID(f"path {relpath} leaves the storage root")
+        # anywhere that does not resolve under the root. Resolving is a stat per level, so a
+        # directory is resolved once (a series directory holds hundreds of instances).
+        parent = path.parent
+        if parent not in self._inside:
+            if not parent.resolve(strict=False).is_relative_to(self.root):
+                raise InvalidUID(f"path {relpath} leaves the storage root")
+            if parent.is_dir():
+                self._inside.add(parent)
         return path
 
     def _ensure_dir(self, directory: Path) -> None:
@@ -155,16 +179,12 @@ class DicomStore:
             if not self.overwrite and path.exists():
                 return StoredFile(relpath, path, path.stat().st_size, written=False)
             self._ensure_dir(path.parent)
-            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-            size = 0
+            # Not uuid4: it reads the kernel's random source, a system call per instance; the
+            # name only has to be unique among writes in flight, and O_EXCL checks that.
+            tmp = path.parent / f".{path.name}.{os.getpid()}-{_random.getrandbits(64):016x}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.write(fd, view)
-                        size += n
-                        view = view[n:]
+                size = _write_all(fd, [memoryview(chunk) for chunk in chunks])
                 os.fsync(fd)
             finally:
                 os.close(fd)
