@@ -226,11 +226,9 @@ def parse_header(
     start = stream.tell()
     raw: dict[str, Any] | None = None
     if isinstance(stream, io.BytesIO):
-        view = stream.getbuffer()
-        try:
-            raw = _scan(view[start:], transfer_syntax)
-        finally:
-            view.release()
+        # getvalue, not getbuffer: a BytesIO made from bytes shares them until written to,
+        # and getbuffer would copy them (a whole image) to unshare.
+        raw = _scan(memoryview(stream.getvalue())[start:], transfer_syntax)
     if raw is None:
         try:
             ds = _read(stream, transfer_syntax)

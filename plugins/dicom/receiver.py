@@ -327,7 +327,8 @@ class DicomReceiver:
         else:  # pynetdicom's, for its engine
             meta.SourceApplicationEntityTitle = caller.calling_ae
             head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
-        size = kept if kept is not None else len(head) + stream.getbuffer().nbytes
+        size = kept if kept is not None else len(head) + stream.seek(0, 2)
+        stream.seek(0)
         item = ReceivedInstance(
             practice_id=caller.practice_id,
             calling_ae=caller.calling_ae,
@@ -353,11 +354,8 @@ class DicomReceiver:
 
     def write_prepared(self, prepared: Prepared) -> StoredFile:
         """Blocking: write the instance durably (raises :class:`StorageError`)."""
-        body = prepared.stream.getbuffer()
-        try:
-            return self.store.write(prepared.relpath, (prepared.head, body))
-        finally:
-            body.release()
+        # getvalue shares the bytes of a BytesIO made from bytes (the asyncio engine's)
+        return self.store.write(prepared.relpath, (prepared.head, prepared.stream.getvalue()))
 
     def receive(
         self,

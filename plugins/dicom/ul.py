@@ -178,8 +178,14 @@ class _Message:
     context_id: int = 0
     command: bytearray = field(default_factory=bytearray)
     command_done: bool = False
-    data: BytesIO = field(default_factory=BytesIO)
+    # Fragments as received, joined once at the end: growing a BytesIO fragment by fragment
+    # re-copied a large image on every reallocation (a tenth of the receiver's CPU).
+    parts: list[memoryview] = field(default_factory=list)
     data_done: bool = False
+
+    def dataset(self) -> BytesIO:
+        """The data set; BytesIO shares the joined bytes instead of copying them."""
+        return BytesIO(b"".join(self.parts))
 
 
 class UpperLayerServer:
@@ -374,7 +380,7 @@ class Association:
                     if data_type == 0x0101:
                         done = True
             else:
-                message.data.write(fragment)
+                message.parts.append(fragment)
                 if control & 0x02:
                     message.data_done = True
                     done = True
@@ -413,7 +419,7 @@ class Association:
 
         work = receiver.executor.submit(
             receiver.receive, self.caller, sop_class, sop_instance, transfer_syntax,
-            message.data, lambda prepared: loop.call_soon_threadsafe(file_row, prepared),
+            message.dataset(), lambda prepared: loop.call_soon_threadsafe(file_row, prepared),
         )
         try:
             try:
