@@ -41,6 +41,11 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 1)
     kwargs.setdefault("max_overflow", 0)
     kwargs.setdefault("pool_timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+    # A connection returned to the pool has no transaction open: SQLAlchemy rolls back an
+    # unfinished one when its Connection or Session closes. The pool's own reset is a second,
+    # empty ROLLBACK, and on aiosqlite every call is a thread hand-off (~0.1 ms, far more
+    # when the event loop is busy), paid by every transaction in the hub.
+    kwargs.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
