@@ -84,7 +84,9 @@ async def test_sigkill_while_sending(make_config, write_config, tmp_path: Path) 
         finally:
             await hub.stop()
 
-        path = write_config(data)
+        # Not the default vethub.toml: stopping a hub by its config name (pkill -f vethub.toml)
+        # is common on a shared machine and would stop this one mid-test.
+        path = write_config(data, name="sigkill-test.toml")
         log = tmp_path / "run.log"
         first = start(path, tmp_path, log)
         procs.append(first)
