@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from .net import nodelay
+from .pdu_reader import PduReader, ProtocolError
 
 if TYPE_CHECKING:
     from .receiver import Caller, DicomReceiver
@@ -37,10 +38,6 @@ LINGER_SECONDS = 5.0
 
 # PS3.8 9.3.3.2 presentation context results
 PC_ACCEPT, PC_ABSTRACT_NOT_SUPPORTED, PC_TS_NOT_SUPPORTED = 0, 3, 4
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol; the association is aborted."""
 
 
 def _uid(raw: bytes) -> str:
@@ -200,8 +197,9 @@ class UpperLayerServer:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
-        self.server = await asyncio.start_server(
-            self._handle, host, port, reuse_port=reuse_port or None, limit=1 << 20
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: PduReader(self._connected), host, port, reuse_port=reuse_port or None
         )
         return self.server.sockets[0].getsockname()[1]
 
@@ -214,75 +212,58 @@ class UpperLayerServer:
             await self.server.wait_closed()
             self.server = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _connected(self, conn: PduReader) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(conn))
         self._tasks.add(task)
-        sock = writer.get_extra_info("socket")
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, conn: PduReader) -> None:
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
         if sock is not None:
             nodelay(sock)
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        peer = conn.transport.get_extra_info("peername") or ("?", 0)
         self.active += 1
         try:
-            await Association(self, reader, writer, str(peer[0])).run()
+            await Association(self, conn, str(peer[0])).run()
         except (ProtocolError, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as err:
             log.info("association from %s ended: %s", peer[0], err or type(err).__name__)
-            try:
-                writer.write(abort())
-                await writer.drain()
-            except Exception:  # noqa: BLE001 — the connection is going away anyway
-                pass
+            conn.write(abort())
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("association from %s failed", peer[0])
         finally:
-            await _linger(reader)
-            self.active -= 1
-            self._tasks.discard(task)
-            writer.close()
+            # Let the peer close first (PS3.8 ARTIM): after an A-ASSOCIATE-RJ, A-RELEASE-RP or
+            # A-ABORT the requestor closes the connection. Closing at once can reset it before
+            # the peer has read our last PDU, which it then sees as an abort.
             try:
-                await writer.wait_closed()
-            except Exception:  # noqa: BLE001
+                await conn.linger(LINGER_SECONDS)
+            except asyncio.CancelledError:
                 pass
-
-
-async def _linger(reader: asyncio.StreamReader) -> None:
-    """Let the peer close first (PS3.8 ARTIM): after an A-ASSOCIATE-RJ, A-RELEASE-RP or
-    A-ABORT the requestor closes the connection. Closing at once can reset it before the peer
-    has read our last PDU, which it then sees as an abort."""
-    try:
-        while await asyncio.wait_for(reader.read(65536), LINGER_SECONDS):
-            pass
-    except (TimeoutError, ConnectionError, asyncio.CancelledError, OSError):
-        pass
+            self.active -= 1
+            conn.close()
 
 
 class Association:
-    def __init__(self, server: UpperLayerServer, reader, writer, address: str) -> None:
+    def __init__(self, server: UpperLayerServer, conn: PduReader, address: str) -> None:
         self.server = server
         self.receiver = server.receiver
-        self.reader = reader
-        self.writer = writer
+        self.conn = conn
         self.address = address
         self.caller: Caller | None = None
         self.accepted: dict[int, tuple[str, str]] = {}  # context id -> (abstract, transfer)
         self.peer_max = 0
 
-    async def _read_pdu(self) -> tuple[int, bytes]:
+    async def _read_pdu(self) -> tuple[int, bytearray]:
         # asyncio.timeout, not wait_for: wait_for wraps each read in a new task (3.11), and a
         # large image is hundreds of PDUs.
         async with asyncio.timeout(READ_TIMEOUT):
-            head = await self.reader.readexactly(6)
-            kind, _, length = struct.unpack(">BBI", head)
-            if length > 64 * 1024 * 1024:
-                raise ProtocolError(f"PDU of {length} bytes")
-            body = await self.reader.readexactly(length)
-        return kind, body
+            return await self.conn.read_pdu()
 
     async def _send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        # Every PDU the hub sends is small (an AC, RJ, response or release): no back-pressure.
+        self.conn.write(data)
 
     async def run(self) -> None:
         kind, body = await self._read_pdu()
