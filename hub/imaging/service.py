@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReceivedInstance:
-    """What an inbound transport hands over once the file is durably stored."""
+    """What an inbound transport hands over to be filed; its row commits only once the
+    instance's file is durable."""
 
     practice_id: int
     calling_ae: str

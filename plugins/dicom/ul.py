@@ -396,7 +396,10 @@ class Association:
         committed: list[asyncio.Future[Any]] = []
 
         def file_row(prepared: Prepared) -> None:  # on the loop, while the file is written
-            committed.append(receiver.committer.enqueue(prepared.item, work))
+            row = receiver.committer.enqueue(prepared.item, work)
+            # a failed write fails the row too, and nobody awaits it then
+            row.add_done_callback(lambda f: f.cancelled() or f.exception())
+            committed.append(row)
 
         work = receiver.executor.submit(
             receiver.receive, self.caller, sop_class, sop_instance, transfer_syntax,
@@ -405,9 +408,7 @@ class Association:
         try:
             try:
                 result = await asyncio.wrap_future(work)
-            except StorageError as err:
-                if committed:  # the committer drops the row; let it finish with it
-                    await asyncio.wait(committed)
+            except StorageError as err:  # the committer drops the row (it commits none)
                 return err.status, str(err)
             if isinstance(result, Dataset):
                 return int(result.Status), str(result.get("ErrorComment", "")) or None
