@@ -13,9 +13,7 @@ gets a :class:`~sqlalchemy.engine.Connection` in an open transaction and must no
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
@@ -28,30 +26,20 @@ T = TypeVar("T")
 _SHADOW = "vethub_sync_shadow"
 
 
-async def run_transaction(
-    engine: AsyncEngine,
-    fn: Callable[[Connection], T],
-    *,
-    commit_after: Sequence[Future[Any]] = (),
-) -> T:
+async def run_transaction(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
     """Run ``fn(connection)`` in a transaction and commit; returns what ``fn`` returned.
 
-    ``commit_after``: work running in other threads (``concurrent.futures``) that must finish
-    before the commit, e.g. files being written while their rows are filed. If any of it
-    failed, the transaction rolls back and the first failure is raised. On SQLite the database
-    thread waits for it itself, so begin, ``fn``, the wait and the commit are one hand-off;
-    elsewhere the event loop awaits it. It must finish: the connection is held meanwhile.
+    If ``fn`` raises, the transaction rolls back and the exception propagates. Cancelling the
+    caller does not stop a function already handed to SQLite's thread: it commits or rolls
+    back as it would have.
     """
     async with engine.connect() as conn:
         hop = await _thread_hop(conn)
         if hop is None:
             async with conn.begin():
-                result = await conn.run_sync(fn)
-                for future in commit_after:
-                    await asyncio.wrap_future(future)
-            return result
+                return await conn.run_sync(fn)
         run, shadow = hop
-        return await run(shadow.transaction, fn, commit_after)
+        return await run(shadow.transaction, fn)
 
 
 async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[Any]], _Shadow] | None:
@@ -90,14 +78,12 @@ class _Shadow:
         event.listen(self.engine, "begin", _begin_immediate)
         self.conn: Connection | None = None
 
-    def transaction(self, fn: Callable[[Connection], T], commit_after: Sequence[Future[Any]]) -> T:
+    def transaction(self, fn: Callable[[Connection], T]) -> T:
         if self.conn is None:
             self.conn = self.engine.connect()
         self.conn.begin()
         try:
             result = fn(self.conn)
-            for future in commit_after:
-                future.result()  # raises the work's failure
         except BaseException:
             self.conn.rollback()
             raise

@@ -10,11 +10,9 @@ and re-armed by the job itself while instances keep arriving, so a restart loses
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -147,14 +145,9 @@ async def file_received(
     stable_age: float,
     overwrite: bool = False,
     study_ids: dict[tuple[int, str], int] | None = None,
-    commit_after: Sequence[Future[Any]] = (),
 ) -> list[StoreOutcome]:
-    """File received instances in a transaction of their own, and commit it.
-
-    ``commit_after``: the writes of the instances' files, still running in other threads; the
-    rows commit only once all of them succeeded, else nothing is committed and the first
-    failure is raised (see :func:`hub.db.transactions.run_transaction`).
-    """
+    """File received instances in a transaction of their own, and commit it (in one hand-off
+    to the database thread on SQLite; see :func:`hub.db.transactions.run_transaction`)."""
     now = hub.clock.now()
     filed = await run_transaction(
         hub.engine,
@@ -162,7 +155,6 @@ async def file_received(
             conn, hub, items, now=now, stable_age=stable_age, overwrite=overwrite,
             study_ids=study_ids,
         ),
-        commit_after=commit_after,
     )
     if filed.armed:
         hub.jobs.wake()

@@ -1,5 +1,5 @@
 """Work in another thread that a test finishes by hand, for code that waits on
-``concurrent.futures`` (e.g. ``run_transaction(commit_after=...)``)."""
+``concurrent.futures`` (e.g. the DICOM committer waiting for a file's write)."""
 
 from __future__ import annotations
 

@@ -98,6 +98,10 @@ class Committer:
             for p in self._pending:
                 if p.future.done():
                     continue
+                failure = _write_failure(p.durable)
+                if failure is not None:  # its file is not durable: no row
+                    _fail(p, failure)
+                    continue
                 ready = p.durable is None or p.durable.done()
                 (batch if ready and len(batch) < self.max_batch else waiting).append(p)
             self._pending = waiting
@@ -111,7 +115,6 @@ class Committer:
         outcomes = await file_received(
             self.hub, [p.item for p in batch], stable_age=self.stable_age,
             overwrite=self.overwrite, study_ids=study_ids,
-            commit_after=[p.durable for p in batch if p.durable is not None],
         )
         if len(study_ids) > 10_000:
             study_ids.clear()
@@ -122,14 +125,6 @@ class Committer:
         try:
             outcomes = await self._store_all(batch)
         except Exception as err:
-            failed = _failed_files(batch)
-            if failed:  # those rows go; the rest of the batch is filed again without them
-                for index, exc in failed.items():
-                    _fail(batch[index], exc)
-                rest = [p for i, p in enumerate(batch) if i not in failed]
-                if rest:
-                    await self._commit(rest)
-                return
             if len(batch) > 1:
                 log.info("batch of %d failed (%r); committing one by one", len(batch), err)
                 for pending in batch:
@@ -152,16 +147,12 @@ class Committer:
                 )
 
 
-def _failed_files(batch: list[_Pending]) -> dict[int, BaseException]:
-    """The batch's file writes that failed, by position (a write still running is not)."""
-    failed = {}
-    for index, pending in enumerate(batch):
-        durable = pending.durable
-        if durable is not None and durable.done() and not durable.cancelled():
-            exc = durable.exception()
-            if exc is not None:
-                failed[index] = exc
-    return failed
+def _write_failure(durable: Future[Any] | None) -> BaseException | None:
+    if durable is None or not durable.done():
+        return None
+    if durable.cancelled():
+        return RuntimeError("the write was cancelled")
+    return durable.exception()
 
 
 def _fail(pending: _Pending, exc: BaseException) -> None:
