@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 
 STABILITY_JOB = "imaging.study_stability"
 
+
+def stability_check(study_id: int, stable_age: float, due: datetime) -> tuple[dict[str, Any], str]:
+    """Payload and idempotency key of a study's stability check due at ``due``: arming the
+    same check twice (a batch and a re-arm racing) writes one job."""
+    return (
+        {"study_id": study_id, "stable_age": stable_age},
+        f"{STABILITY_JOB}:{study_id}:{due.isoformat()}",
+    )
+
 HEADER_FIELDS = (
     "modality",
     "animal_name",
@@ -245,10 +254,8 @@ def _update_studies(
             },
         ).one()
         if delta["count"] and row.stable_check_at == due:  # this statement armed it
-            hub.jobs.enqueue_sync(
-                conn, STABILITY_JOB, {"study_id": study_id, "stable_age": stable_age},
-                run_at=due, idempotency_key=f"{STABILITY_JOB}:{study_id}:{due.isoformat()}",
-            )
+            payload, key = stability_check(study_id, stable_age, due)
+            hub.jobs.enqueue_sync(conn, STABILITY_JOB, payload, run_at=due, idempotency_key=key)
             armed = True
         missing = [m for m in delta["modalities"] if m not in (row.modalities or [])]
         if missing:

@@ -1,10 +1,11 @@
 """Storing received instances, filing them into studies, and deciding when a study is stable.
 
-Inbound transports (the DICOM receiver) file each instance with :func:`file_received` (or
-:func:`store_instance` inside a session of their own), committing only once the file is
-durable; the transport acknowledges the sender only after that transaction commits. A study becomes stable ``stable_age`` seconds after its last instance:
-the check is a durable job (``imaging.study_stability``), armed when a study starts receiving
-and re-armed by the job itself while instances keep arriving, so a restart loses nothing.
+Inbound transports (the DICOM receiver) file instances with :func:`file_received` (or
+:func:`store_instances` in a session of their own) only once their files are durable, and
+acknowledge the sender only after that transaction commits. A study becomes stable
+``stable_age`` seconds after its last instance: the check is a durable job
+(``imaging.study_stability``), armed when a study starts receiving and re-armed by the job
+itself while instances keep arriving, so a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hub.imaging.filing import (
     ImagingError,
     StoreOutcome,
     file_instances,
+    stability_check,
 )
 from hub.imaging.models import STABLE, Study
 from hub.imaging.routing import StudyFacts
@@ -38,7 +40,6 @@ __all__ = [
     "ReceivedInstance",
     "StoreOutcome",
     "file_received",
-    "store_instance",
     "store_instances",
 ]
 
@@ -87,28 +88,8 @@ async def _arm_stability(
     session: AsyncSession, hub: Hub, study: Study, due: datetime, stable_age: float
 ) -> None:
     study.stable_check_at = due
-    await hub.jobs.enqueue(
-        session,
-        STABILITY_JOB,
-        {"study_id": study.id, "stable_age": stable_age},
-        run_at=due,
-        idempotency_key=f"{STABILITY_JOB}:{study.id}:{due.isoformat()}",
-    )
-
-
-async def store_instance(
-    session: AsyncSession,
-    hub: Hub,
-    item: ReceivedInstance,
-    *,
-    stable_age: float,
-    overwrite: bool = False,
-) -> StoreOutcome:
-    """File one received instance (flushes, never commits); see :func:`store_instances`."""
-    (outcome,) = await store_instances(
-        session, hub, [item], stable_age=stable_age, overwrite=overwrite
-    )
-    return outcome
+    payload, key = stability_check(study.id, stable_age, due)
+    await hub.jobs.enqueue(session, STABILITY_JOB, payload, run_at=due, idempotency_key=key)
 
 
 async def store_instances(
