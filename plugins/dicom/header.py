@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
@@ -118,12 +119,7 @@ def _read(stream: BinaryIO, transfer_syntax: str) -> Dataset:
 
 
 # The VR each wanted element must have; an element with another VR takes pydicom's path.
-_VRS: dict[int, bytes] = {
-    0x00080005: b"CS", 0x00080016: b"UI", 0x00080018: b"UI", 0x0020000D: b"UI",
-    0x0020000E: b"UI", 0x00080060: b"CS", 0x00100010: b"PN", 0x00100020: b"LO",
-    0x00102201: b"LO", 0x00102297: b"PN", 0x00180015: b"CS", 0x00080020: b"DA",
-    0x00081030: b"LO", 0x00080080: b"LO",
-}
+_VRS: dict[int, bytes] = {int(tag): dictionary_VR(tag).encode() for tag in HEADER_TAGS}
 _LAST = max(_VRS)
 _UID_TAGS = [tag for tag, vr in _VRS.items() if vr == b"UI"]
 _LONG = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
