@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -36,8 +37,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Every transaction takes the write lock anyway, so a second pooled connection buys no
     # concurrency; it only makes writers wait in SQLite's busy handler, which sleeps 1-100 ms
     # between tries. One connection queues them in the event loop instead, and the pool
-    # timeout keeps the busy timeout's meaning (give up after 30 s). Other processes (CLI,
-    # receiver workers) still meet the busy timeout.
+    # timeout keeps the busy timeout's meaning (give up after 30 s). Other connections (the
+    # CLI, receiver processes, the DICOM receiver's commit thread) still meet the busy timeout.
     kwargs.setdefault("pool_size", 1)
     kwargs.setdefault("max_overflow", 0)
     kwargs.setdefault("pool_timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
@@ -48,23 +49,46 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # WAL with synchronous=NORMAL is durable across process crashes (the case we must
-        # survive: SIGKILL); FULL only adds protection against power loss at a large cost.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    event.listen(engine.sync_engine, "begin", begin_immediate)
     return engine
+
+
+def make_sync_sqlite_engine(url: str) -> Engine:
+    """A synchronous engine with one connection of its own on the SQLite database at ``url``,
+    configured as the hub's (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE).
+
+    For a thread that writes a hot path without the event loop (the DICOM receiver's group
+    commit). It is a second writer beside the hub's pooled connection: the two meet on
+    SQLite's write lock, and the one that waits sleeps in the busy handler, so use it only
+    where the writes are frequent enough to be worth that.
+    """
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(
+        sync_url,
+        poolclass=StaticPool,  # one connection, used by one thread at a time
+        pool_reset_on_return=None,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", begin_immediate)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL with synchronous=NORMAL is durable across process crashes (the case we must
+    # survive: SIGKILL); FULL only adds protection against power loss at a large cost.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
+from hub.db.engine import begin_immediate
+
 T = TypeVar("T")
 
 _SHADOW = "vethub_sync_shadow"
@@ -75,7 +77,7 @@ class _Shadow:
             "sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool,
             pool_reset_on_return=None,
         )
-        event.listen(self.engine, "begin", _begin_immediate)
+        event.listen(self.engine, "begin", begin_immediate)  # as the async engine
         self.conn: Connection | None = None
 
     def transaction(self, fn: Callable[[Connection], T]) -> T:
@@ -89,7 +91,3 @@ class _Shadow:
             raise
         self.conn.commit()
         return result
-
-
-def _begin_immediate(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")  # as the async engine: take the write lock now

@@ -22,8 +22,8 @@ class DicomConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    engine: Literal["asyncio", "pynetdicom"] = Field(
-        "asyncio", description="the hub's own asyncio upper layer, or pynetdicom's threads"
+    engine: Literal["hub", "pynetdicom"] = Field(
+        "hub", description="the hub's own upper layer, or pynetdicom's (slower; for comparison)"
     )
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=0, le=65535, description="0 picks a free port (tests)")
@@ -48,6 +48,14 @@ class DicomConfig(BaseModel):
         64, ge=1, le=1000, description="most instances committed in one transaction"
     )
     forward_timeout: float = Field(60, gt=0, description="seconds per forward association")
+    network_timeout: float = Field(
+        60, gt=0, description="seconds a receiving association may send nothing before it is aborted"
+    )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: object) -> object:
+        return "hub" if value == "asyncio" else value  # its name until 2026-11-27
 
     @field_validator("ae_title")
     @classmethod

@@ -1,8 +1,9 @@
-"""The DICOM receiver: a pynetdicom Storage SCP (and Verification SCP) inside the hub process.
+"""The DICOM receiver: a Storage SCP (and Verification SCP) inside the hub process.
 
-pynetdicom runs each association in its own thread. The handlers here do the blocking work
-in that thread (parse the header from the received bytes, write and fsync the file), then
-hand the database work to the hub's event loop (:class:`Committer`) and wait for the commit
+Each association runs in a thread of its own (:mod:`plugins.dicom.association`, or
+pynetdicom's with ``engine = "pynetdicom"``). :meth:`DicomReceiver.receive_instance` does the
+blocking work in that thread (check the header from the received bytes, write and fsync the
+file), then hands the row to the committer thread (:class:`Committer`) and waits for the commit
 before answering the C-STORE: Success means the file is durable and its row committed.
 
 Who may call: the association's calling AE title must be registered (the core's
@@ -16,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from io import BytesIO
@@ -37,6 +36,7 @@ from hub import events
 from hub.db.models import CallingAE, Practice
 from hub.imaging.service import ImagingError, ReceivedInstance
 
+from .association import AssociationServer
 from .committer import Committer
 from .config import DicomConfig
 from .filemeta import file_meta
@@ -102,13 +102,9 @@ class DicomReceiver:
             max_batch=config.commit_batch,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Header checks and file writes; writes block in fsync, so one thread per association.
-        self.executor = ThreadPoolExecutor(
-            max_workers=config.max_associations, thread_name_prefix="vethub-dicom"
-        )
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
-        self._ul: Any = None  # the asyncio upper layer server (engine = "asyncio")
+        self._associations: AssociationServer | None = None  # the hub's own (engine = "hub")
         self.port: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -116,16 +112,14 @@ class DicomReceiver:
     async def start(self, *, reuse_port: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self.store.root.mkdir(parents=True, exist_ok=True)
-        await self.committer.start()
-        if self.config.engine == "asyncio":
-            from .ul import UpperLayerServer
-
+        self.committer.start(self._loop)
+        if self.config.engine == "hub":
             supported = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
             supported.add(str(Verification))
-            self._ul = UpperLayerServer(self, supported, set(TRANSFER_SYNTAXES))
-            self.port = await self._ul.start(self.config.host, self.config.port, reuse_port)
+            self._associations = AssociationServer(self, supported, set(TRANSFER_SYNTAXES))
+            self.port = self._associations.start(self.config.host, self.config.port, reuse_port)
             log.info(
-                "DICOM receiver %s listening on %s:%s (asyncio), storing under %s",
+                "DICOM receiver %s listening on %s:%s, storing under %s",
                 self.config.ae_title, self.config.host, self.port, self.store.root,
             )
             return
@@ -156,9 +150,9 @@ class DicomReceiver:
         )
 
     async def stop(self) -> None:
-        if self._ul is not None:
-            await self._ul.stop()
-            self._ul = None
+        associations, self._associations = self._associations, None
+        if associations is not None:
+            await asyncio.to_thread(associations.stop)
         server, ae = self._server, self._ae
         self._server = self._ae = None
         if server is not None and ae is not None:
@@ -169,8 +163,7 @@ class DicomReceiver:
                     assoc.abort()
 
             await asyncio.to_thread(_stop)
-        await self.committer.stop()
-        self.executor.shutdown(wait=False)
+        await asyncio.to_thread(self.committer.stop)
 
     # --- running coroutines on the hub's loop from pynetdicom's threads -----------------------
 
@@ -269,7 +262,7 @@ class DicomReceiver:
         if caller is None:
             return status_dataset(STATUS_NOT_AUTHORISED, "calling AE not identified")
         request = event.request
-        result = self.write_instance(
+        return self.receive_instance(
             caller,
             str(request.AffectedSOPClassUID),
             str(request.AffectedSOPInstanceUID),
@@ -277,10 +270,23 @@ class DicomReceiver:
             request.DataSet,
             event.file_meta,
         )
+
+    def receive_instance(
+        self,
+        caller: Caller,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        stream: BytesIO,
+        meta: Any = None,
+    ) -> Dataset:
+        """Blocking, in the association's thread: check the header, write the file durably,
+        commit the row; the C-STORE status to answer."""
+        result = self.write_instance(caller, sop_class, sop_instance, transfer_syntax, stream, meta)
         if isinstance(result, Dataset):
             return result
         try:
-            self._call(self.committer.submit(result))
+            self.committer.submit(result)
         except Exception as err:
             return commit_failure(result, err)
         return status_dataset(0x0000)
@@ -294,11 +300,7 @@ class DicomReceiver:
         stream: BytesIO,
         meta: Any = None,
     ) -> Prepared | Dataset:
-        """Blocking: check the header and build the file's path and bytes; or a failure status.
-
-        The row's size is known before the file is written, so filing the row can start while
-        the file is still being written (the commit waits for the file, never the other way).
-        """
+        """Blocking: check the header and build the file's path and bytes; or a failure status."""
         stream.seek(0)
         try:
             header = parse_header(
@@ -354,29 +356,8 @@ class DicomReceiver:
 
     def write_prepared(self, prepared: Prepared) -> StoredFile:
         """Blocking: write the instance durably (raises :class:`StorageError`)."""
-        # getvalue shares the bytes of a BytesIO made from bytes (the asyncio engine's)
+        # getvalue shares the bytes of a BytesIO made from bytes (the hub engine's)
         return self.store.write(prepared.relpath, (prepared.head, prepared.stream.getvalue()))
-
-    def receive(
-        self,
-        caller: Caller,
-        sop_class: str,
-        sop_instance: str,
-        transfer_syntax: str,
-        stream: BytesIO,
-        on_prepared: Callable[[Prepared], object],
-    ) -> Prepared | Dataset:
-        """Blocking, in one worker thread: check the header, hand the row over to be filed
-        (``on_prepared``) and write the file durably meanwhile; a status if it was refused.
-
-        Raises :class:`StorageError` when the file could not be written.
-        """
-        prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, stream)
-        if isinstance(prepared, Dataset):
-            return prepared
-        on_prepared(prepared)
-        self.write_prepared(prepared)
-        return prepared
 
     def write_instance(
         self,

@@ -43,7 +43,7 @@ async def _events(hub):
         return list(rows.scalars())
 
 
-@pytest.fixture(params=["asyncio", "pynetdicom"])
+@pytest.fixture(params=["hub", "pynetdicom"])
 async def engine_hub(request, hub_factory, dicom_config_data):
     return await hub_factory(dicom_config_data(dicom={"engine": request.param}))
 

@@ -1,9 +1,9 @@
-"""The receiver's group commit: a row commits only after its file is durable, never before."""
+"""The receiver's group commit thread: batches, one bad instance failing alone, stopping."""
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -11,19 +11,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.db.models import Practice
 from hub.imaging.models import Instance
-from hub.imaging.service import ReceivedInstance
-from hub.testing.work import WatchedWork, until_set
-from plugins.dicom.committer import Committer
-from plugins.dicom.storage import StorageUnavailable
+from hub.imaging.service import ImagingError, ReceivedInstance
+from plugins.dicom.committer import Committer, CommitterStopped
 
 
-def _item(practice_id: int, sop: str) -> ReceivedInstance:
+def _item(practice_id: int, sop: str, study: str = "1.2.3") -> ReceivedInstance:
     return ReceivedInstance(
         practice_id=practice_id, calling_ae="SCANNER1", peer_address="127.0.0.1",
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=sop,
-        study_instance_uid="1.2.3", series_instance_uid="1.2.3.4",
+        study_instance_uid=study, series_instance_uid=f"{study}.4",
         transfer_syntax_uid="1.2.840.10008.1.2.1", size_bytes=100,
-        path=f"p{practice_id}/1.2.3/1.2.3.4/{sop}.dcm", modality="CT",
+        path=f"p{practice_id}/{study}/{study}.4/{sop}.dcm", modality="CT",
     )
 
 
@@ -36,7 +34,7 @@ async def committed(hub_factory, dicom_config_data):
     async with hub.sessionmaker() as s:
         practice_id = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
     committer = Committer(hub, stable_age=30, overwrite=False)
-    await committer.start()
+    committer.start(asyncio.get_running_loop())
     # A reader of its own (no BEGIN IMMEDIATE): it sees only what is committed.
     reader = create_async_engine(hub.config.database.url)
 
@@ -45,35 +43,72 @@ async def committed(hub_factory, dicom_config_data):
             return set((await conn.execute(select(Instance.sop_instance_uid))).scalars())
 
     yield hub, committer, practice_id, uids
-    await committer.stop()
+    await asyncio.to_thread(committer.stop)
     await reader.dispose()
 
 
-async def test_the_row_waits_for_its_file(committed):
+async def test_rows_submitted_together_commit_together(committed):
     _hub, committer, practice_id, uids = committed
-    write = WatchedWork()
-    submit = asyncio.create_task(committer.submit(_item(practice_id, "1.1"), write))
-    await until_set(write.awaited, "a wait for the file")
-    # the row is written in an open transaction that waits for the file: nothing is visible
-    assert "1.1" not in await uids() and not submit.done()
-    write.set_result(None)
-    outcome = await asyncio.wait_for(submit, 30)
+    futures = [committer.submit_nowait(_item(practice_id, f"1.{n}")) for n in range(1, 21)]
+    outcomes = [await asyncio.wrap_future(f) for f in futures]
+    assert all(o.created for o in outcomes)
+    assert len({o.study_id for o in outcomes}) == 1
+    assert await uids() == {f"1.{n}" for n in range(1, 21)}
+    assert committer.committed == 20 and committer.batches < 20
+
+
+async def test_an_instance_that_cannot_be_filed_fails_alone(committed):
+    hub, committer, practice_id, uids = committed
+    async with hub.transaction() as s:
+        other = Practice(slug="vet-two", name="Vet Two")
+        s.add(other)
+        await s.flush()
+        other_id = other.id
+    await asyncio.wrap_future(committer.submit_nowait(_item(other_id, "9.1", study="9.2")))
+    # the same SOP Instance UID from another practice is refused; the batch's others commit
+    futures = [
+        committer.submit_nowait(_item(practice_id, "1.1")),
+        committer.submit_nowait(_item(practice_id, "9.1")),
+        committer.submit_nowait(_item(practice_id, "1.2")),
+    ]
+    results = await asyncio.gather(*map(asyncio.wrap_future, futures), return_exceptions=True)
+    assert results[0].created and results[2].created
+    assert isinstance(results[1], ImagingError) and "another practice" in str(results[1])
+    assert await uids() == {"9.1", "1.1", "1.2"}
+
+
+async def test_submit_blocks_its_thread_until_the_row_is_committed(committed):
+    _hub, committer, practice_id, uids = committed
+    outcome = await asyncio.to_thread(committer.submit, _item(practice_id, "1.1"))
     assert outcome.created and "1.1" in await uids()
 
 
-async def test_a_file_that_fails_drops_its_row_and_not_the_others(committed):
-    _hub, committer, practice_id, uids = committed
-    good, bad = Future(), Future()
-    good.set_result(None)
-    bad.set_exception(StorageUnavailable("cannot store 2.1: No space left on device"))
+async def test_stopping_fails_what_was_not_committed_and_refuses_more(committed):
+    hub, committer, practice_id, uids = committed
+    # Hold a lock so that the committer's first batch waits for it.
+    blocker = create_async_engine(hub.config.database.url)
+    async with blocker.connect() as conn:
+        if hub.is_sqlite:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock
+        else:
+            await conn.exec_driver_sql("LOCK TABLE instances IN EXCLUSIVE MODE")
+        first = committer.submit_nowait(_item(practice_id, "1.1"))
+        second = committer.submit_nowait(_item(practice_id, "1.2"))
+        stopped = threading.Thread(target=committer.stop)
+        stopped.start()
+        await conn.rollback()
+    await asyncio.to_thread(stopped.join, 30)
+    await blocker.dispose()
     results = await asyncio.gather(
-        committer.submit(_item(practice_id, "1.1"), good),
-        committer.submit(_item(practice_id, "2.1"), bad),
-        committer.submit(_item(practice_id, "3.1")),  # written before it was submitted
-        return_exceptions=True,
+        asyncio.wrap_future(first), asyncio.wrap_future(second), return_exceptions=True
     )
-    assert results[0].created and results[2].created
-    assert isinstance(results[1], StorageUnavailable)
-    assert await uids() == {"1.1", "3.1"}
-    # one transaction rolled back for the bad file, one committed the rest
-    assert committer.batches == 1 and committer.committed == 2
+    # whatever the batch in hand held committed; nothing was left waiting, nothing lost silently
+    committed_uids = await uids()
+    for uid, result in zip(["1.1", "1.2"], results, strict=True):
+        if isinstance(result, BaseException):
+            assert isinstance(result, CommitterStopped) and uid not in committed_uids
+        else:
+            assert result.created and uid in committed_uids
+    late = committer.submit_nowait(_item(practice_id, "1.3"))
+    with pytest.raises(CommitterStopped):
+        late.result(0)

@@ -44,9 +44,9 @@ async def test_echoscu_gets_an_echo(dicom_hub):
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.fixture(params=["asyncio", "pynetdicom"])
+@pytest.fixture(params=["hub", "pynetdicom"])
 async def engine_hub(request, hub_factory, dicom_config_data):
-    """A hub whose receiver runs on each engine: the asyncio upper layer and pynetdicom."""
+    """A hub whose receiver runs on each engine: the hub's own upper layer and pynetdicom's."""
     return await hub_factory(dicom_config_data(dicom={"engine": request.param}))
 
 
@@ -97,7 +97,7 @@ async def test_storescu_series_is_stored_with_header_fields(engine_hub, tmp_path
     assert study.status == "receiving" and study.stable_check_at is not None
 
 
-@pytest.mark.parametrize("engine", ["asyncio", "pynetdicom"])
+@pytest.mark.parametrize("engine", ["hub", "pynetdicom"])
 async def test_every_pydicom_sample_arrives_byte_identical(
     hub_factory, dicom_config_data, dicom_samples, engine
 ):
