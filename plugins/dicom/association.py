@@ -265,7 +265,7 @@ class Association:
         transfer_syntax = self.accepted[message.context_id][1]
         try:
             status = self.receiver.receive_instance(
-                self.caller, sop_class, sop_instance, transfer_syntax, message.dataset()
+                self.caller, sop_class, sop_instance, transfer_syntax, message.parts
             )
         except Exception as err:  # never let one instance take the association down
             log.exception("C-STORE failed unexpectedly")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -28,7 +29,7 @@ from pydicom.uid import (
 
 from .storage import is_valid_uid
 
-__all__ = ["HEADER_TAGS", "HeaderError", "InstanceHeader", "parse_header"]
+__all__ = ["HEADER_TAGS", "HeaderError", "InstanceHeader", "parse_fragments", "parse_header"]
 
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_DATASET_MISMATCH = 0xA900
@@ -236,6 +237,31 @@ def parse_header(
         finally:
             stream.seek(start)
 
+    return _checked(raw, expected_sop_class, expected_sop_instance)
+
+
+def parse_fragments(
+    fragments: Sequence[memoryview],
+    transfer_syntax: str,
+    *,
+    expected_sop_class: str | None = None,
+    expected_sop_instance: str | None = None,
+) -> InstanceHeader:
+    """:func:`parse_header` of a data set received in fragments (P-DATA values), without
+    joining them when the first holds the whole header (it nearly always does: the header
+    ends with Series Instance UID, long before the pixel data); otherwise joined and parsed."""
+    raw = _scan(fragments[0], transfer_syntax) if fragments else None
+    if raw is None:
+        return parse_header(
+            io.BytesIO(b"".join(fragments)), transfer_syntax,
+            expected_sop_class=expected_sop_class, expected_sop_instance=expected_sop_instance,
+        )
+    return _checked(raw, expected_sop_class, expected_sop_instance)
+
+
+def _checked(
+    raw: dict[str, Any], expected_sop_class: str | None, expected_sop_instance: str | None
+) -> InstanceHeader:
     uids: dict[str, str] = {}
     for field, label in (
         ("sop_class_uid", "SOP Class UID"),

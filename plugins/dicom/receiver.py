@@ -40,7 +40,7 @@ from .association import AssociationServer
 from .committer import Committer
 from .config import DicomConfig
 from .filemeta import file_meta
-from .header import HeaderError, parse_header
+from .header import HeaderError, parse_fragments, parse_header
 from .net import NoDelayServer, ReusePortServer
 from .storage import DicomStore, StorageError, StoredFile, instance_relpath
 
@@ -60,6 +60,9 @@ RJ_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not re
 RJ_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
 RJ_BUSY = (0x02, 0x03, 0x01)  # transient, service provider (presentation), congestion
 
+# A data set as received: pynetdicom's stream, or the hub's upper layer's P-DATA fragments.
+DataSetBytes = BytesIO | list[memoryview]
+
 # Every transfer syntax pydicom knows: data sets are stored as received, never decoded, so
 # the hub need not support a codec to accept one.
 TRANSFER_SYNTAXES = [str(ts) for ts in AllTransferSyntaxes]
@@ -72,7 +75,7 @@ class Prepared:
     item: ReceivedInstance
     relpath: PurePosixPath
     head: bytes  # preamble, DICM and the file meta
-    stream: BytesIO  # the data set as received
+    dataset: list[bytes | memoryview]  # the data set as received, in pieces
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +280,12 @@ class DicomReceiver:
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        stream: BytesIO,
+        data: DataSetBytes,
         meta: Any = None,
     ) -> Dataset:
         """Blocking, in the association's thread: check the header, write the file durably,
         commit the row; the C-STORE status to answer."""
-        result = self.write_instance(caller, sop_class, sop_instance, transfer_syntax, stream, meta)
+        result = self.write_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
         if isinstance(result, Dataset):
             return result
         try:
@@ -297,18 +300,29 @@ class DicomReceiver:
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        stream: BytesIO,
+        data: DataSetBytes,
         meta: Any = None,
     ) -> Prepared | Dataset:
-        """Blocking: check the header and build the file's path and bytes; or a failure status."""
-        stream.seek(0)
+        """Blocking: check the header and build the file's path and bytes; or a failure status.
+
+        ``data`` is the data set as received: a stream (pynetdicom's), or the P-DATA
+        fragments (the hub's upper layer), written as they are rather than joined first.
+        """
+        pieces: list[bytes | memoryview]
         try:
-            header = parse_header(
-                stream,
-                transfer_syntax,
-                expected_sop_class=sop_class,
-                expected_sop_instance=sop_instance,
-            )
+            if isinstance(data, BytesIO):
+                data.seek(0)
+                pieces = [data.getvalue()]  # shares the bytes of a BytesIO made from bytes
+                header = parse_header(
+                    data, transfer_syntax,
+                    expected_sop_class=sop_class, expected_sop_instance=sop_instance,
+                )
+            else:
+                pieces = list(data)
+                header = parse_fragments(
+                    data, transfer_syntax,
+                    expected_sop_class=sop_class, expected_sop_instance=sop_instance,
+                )
             relpath = instance_relpath(
                 caller.practice_id,
                 header.study_instance_uid,
@@ -329,8 +343,7 @@ class DicomReceiver:
         else:  # pynetdicom's, for its engine
             meta.SourceApplicationEntityTitle = caller.calling_ae
             head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
-        size = kept if kept is not None else len(head) + stream.seek(0, 2)
-        stream.seek(0)
+        size = kept if kept is not None else len(head) + sum(len(p) for p in pieces)
         item = ReceivedInstance(
             practice_id=caller.practice_id,
             calling_ae=caller.calling_ae,
@@ -352,12 +365,11 @@ class DicomReceiver:
             study_description=header.study_description,
             institution=header.institution,
         )
-        return Prepared(item, relpath, head, stream)
+        return Prepared(item, relpath, head, pieces)
 
     def write_prepared(self, prepared: Prepared) -> StoredFile:
         """Blocking: write the instance durably (raises :class:`StorageError`)."""
-        # getvalue shares the bytes of a BytesIO made from bytes (the hub engine's)
-        return self.store.write(prepared.relpath, (prepared.head, prepared.stream.getvalue()))
+        return self.store.write(prepared.relpath, [prepared.head, *prepared.dataset])
 
     def write_instance(
         self,
@@ -365,13 +377,11 @@ class DicomReceiver:
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        stream: BytesIO,
+        data: DataSetBytes,
         meta: Any = None,
     ) -> ReceivedInstance | Dataset:
         """Blocking: check the header, write the file durably; the row to commit, or a status."""
-        prepared = self.prepare_instance(
-            caller, sop_class, sop_instance, transfer_syntax, stream, meta
-        )
+        prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
         if isinstance(prepared, Dataset):
             return prepared
         try:

@@ -93,19 +93,27 @@ class StoredFile:
     written: bool  # False when an existing file was kept (re-sent instance, no overwrite)
 
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
 def _write_all(fd: int, views: list[memoryview]) -> int:
-    """Write every buffer, in one writev when the kernel takes it all (it usually does)."""
-    total = sum(v.nbytes for v in views)
-    written = os.writev(fd, views)
-    if written < total:
-        for view in views:
-            if written >= view.nbytes:
-                written -= view.nbytes
-                continue
-            view = view[written:]
-            written = 0
-            while view:
-                view = view[os.write(fd, view) :]
+    """Write every buffer: one writev per IOV_MAX of them when the kernel takes each whole
+    (it usually does), single writes for whatever a short writev left."""
+    total = 0
+    for start in range(0, len(views), _IOV_MAX):
+        group = views[start : start + _IOV_MAX]
+        size = sum(v.nbytes for v in group)
+        written = os.writev(fd, group)
+        if written < size:
+            for view in group:
+                if written >= view.nbytes:
+                    written -= view.nbytes
+                    continue
+                view = view[written:]
+                written = 0
+                while view:
+                    view = view[os.write(fd, view) :]
+        total += size
     return total
 
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from hub.testing.dicom import dataset_bytes, file_meta_of, synthetic_dataset, write_dataset
-from plugins.dicom.header import HeaderError, parse_header
+from plugins.dicom.header import HeaderError, parse_fragments, parse_header
 
 from .test_dicom_robustness import mutated_files
 
@@ -58,3 +58,20 @@ def test_character_sets(tmp_path, charset, name):
     assert _compare(path) == "same"
     ts = str(file_meta_of(path)[0].TransferSyntaxUID)
     assert parse_header(io.BytesIO(dataset_bytes(path)), ts).animal_name == name
+
+
+def test_fragments_cut_anywhere_read_as_the_whole(dicom_samples):
+    """The first fragment alone when it holds the header, joined when the cut falls inside."""
+    for path in dicom_samples[:12]:
+        ts = str(file_meta_of(path)[0].TransferSyntaxUID)
+        data = dataset_bytes(path)
+        whole = _parse(data, ts, fast=True)
+        for cut in sorted({1, 7, 8, 100, 300, 600, 1000, len(data) // 2, len(data) - 1}):
+            if not 0 < cut < len(data):
+                continue
+            view = memoryview(data)
+            try:
+                got = parse_fragments([view[:cut], view[cut:]], ts)
+            except HeaderError as err:
+                got = err.status
+            assert got == whole, (path.name, cut)
