@@ -12,7 +12,7 @@ import time
 from sqlalchemy import func, select
 
 from hub.imaging.models import Instance
-from hub.testing.dicom import send_files, write_synthetic_series
+from hub.testing.dicom import dataset_bytes, send_files, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
 from plugins.dicom.plugin import receiver_of
 
@@ -140,6 +140,23 @@ async def test_stopping_the_receiver_mid_transfer_keeps_nothing_half_written(
     assert await _count(dicom_hub) == acknowledged
     stored = [p for p in receiver.store.root.rglob("*") if p.is_file()]
     assert len(stored) == acknowledged and not [p for p in stored if p.name.endswith(".tmp")]
+
+
+async def test_an_image_in_more_fragments_than_one_writev_takes(
+    hub_factory, dicom_config_data, tmp_path
+):
+    """A 2.9 MB image in 2 KiB PDUs is ~1,400 fragments (IOV_MAX is 1024)."""
+    hub = await hub_factory(dicom_config_data(dicom={"max_pdu": 2048}))
+    (path,) = write_synthetic_series(tmp_path / "big", 1, rows=1200, columns=1200)
+    results = await asyncio.to_thread(
+        send_files, "127.0.0.1", dicom_port(hub), [path], called_ae=HUB_AE, calling_ae=PRACTICE_AE
+    )
+    assert [r.status for r in results] == [0]
+    async with hub.sessionmaker() as s:
+        (row,) = (await s.scalars(select(Instance))).all()
+    stored = receiver_of(hub).store.root / row.path
+    assert dataset_bytes(stored) == dataset_bytes(path)
+    assert row.size_bytes == stored.stat().st_size
 
 
 def test_the_engine_s_old_name_still_loads():
