@@ -82,6 +82,7 @@ class AssociationServer:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Blocking: stop accepting, abort the associations in progress, wait for their threads."""
+        deadline = time.monotonic() + timeout  # for all the threads together
         listener, self._listener = self._listener, None
         if listener is not None:
             _shutdown(listener)  # wakes the blocked accept()
@@ -94,7 +95,7 @@ class AssociationServer:
         for conn in conns:
             _shutdown(conn)  # wakes a blocked recv(); the thread sends nothing more
         for thread in conns.values():
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
