@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LINGER_SECONDS = 5.0
 MAX_PDU = 64 * 1024 * 1024  # refuse a PDU longer than this (PS3.8 allows 4 GiB; nobody sends it)
 STOP_TIMEOUT = 10.0
+ACCEPT_BACKOFF = 0.1  # seconds, after accept() failed (e.g. EMFILE) with the listener still open
 
 
 class PduTooLong(ProtocolError):
@@ -101,8 +102,14 @@ class AssociationServer:
         while True:
             try:
                 conn, peer = listener.accept()
-            except OSError:  # the listener was shut down
-                return
+            except OSError as err:
+                if self._listener is not listener:  # stop() shut it down
+                    return
+                # Out of file descriptors or memory, or a connection reset before it was
+                # accepted: keep listening, and give the process a moment to free some.
+                log.warning("accepting a DICOM association failed: %s", err)
+                time.sleep(ACCEPT_BACKOFF)
+                continue
             thread = threading.Thread(
                 target=self._serve, args=(conn, str(peer[0])), name="vethub-dicom-assoc",
                 daemon=True,

@@ -163,3 +163,59 @@ def test_the_engine_s_old_name_still_loads():
     from plugins.dicom.config import DicomConfig
 
     assert DicomConfig(engine="asyncio").engine == "hub"
+
+
+async def test_running_out_of_file_descriptors_does_not_stop_the_listener(
+    write_config, dicom_config_data, free_port, tmp_path
+):
+    """accept() failing with EMFILE is logged and retried; once descriptors are free again the
+    hub takes associations as before (a `vethub run` limited to 100 descriptors)."""
+    import resource
+    import subprocess
+    import sys
+
+    from .test_dicom_crash import _stop, _wait_listening
+
+    config = write_config(dicom_config_data(dicom={"port": free_port}))
+    subprocess.run([sys.executable, "-m", "hub.cli", "db", "upgrade", "--config", str(config)],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    log_path = tmp_path / "hub.log"
+
+    def _limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    with open(log_path, "w") as log_file:
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "run", "--config", str(config), "--port", "0"],
+            cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_limit,
+        )
+    held: list[socket.socket] = []
+    try:
+        await asyncio.to_thread(_wait_listening, hub, free_port)
+        for _ in range(150):  # more than the hub has descriptors; the rest wait in the backlog
+            held.append(await asyncio.to_thread(
+                socket.create_connection, ("127.0.0.1", free_port), 10
+            ))
+        deadline = time.monotonic() + 30
+        while "accepting a DICOM association failed" not in log_path.read_text():
+            assert time.monotonic() < deadline, "the hub never ran out of descriptors"
+            await asyncio.sleep(0.05)
+        for s in held:
+            s.close()
+        held.clear()
+        good = write_synthetic_series(tmp_path / "good", 1)
+        deadline = time.monotonic() + 60
+        while True:  # the abandoned connections are drained first
+            results = await asyncio.to_thread(
+                send_files, "127.0.0.1", free_port, good, called_ae=HUB_AE,
+                calling_ae=PRACTICE_AE,
+            )
+            if results[0].status == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert [r.status for r in results] == [0], log_path.read_text()[-3000:]
+        assert hub.poll() is None
+    finally:
+        for s in held:
+            s.close()
+        await asyncio.to_thread(_stop, hub)
