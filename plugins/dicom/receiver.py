@@ -42,7 +42,7 @@ from .config import DicomConfig
 from .filemeta import file_meta
 from .header import HeaderError, parse_fragments, parse_header
 from .net import NoDelayServer, ReusePortServer
-from .storage import DicomStore, StorageError, StoredFile, instance_relpath
+from .storage import DicomStore, StorageError, instance_relpath
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -285,13 +285,17 @@ class DicomReceiver:
     ) -> Dataset:
         """Blocking, in the association's thread: check the header, write the file durably,
         commit the row; the C-STORE status to answer."""
-        result = self.write_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
-        if isinstance(result, Dataset):
-            return result
+        prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
+        if isinstance(prepared, Dataset):
+            return prepared
         try:
-            self.committer.submit(result)
+            self.store.write(prepared.relpath, [prepared.head, *prepared.dataset])
+        except StorageError as err:
+            return status_dataset(err.status, str(err))
+        try:
+            self.committer.submit(prepared.item)
         except Exception as err:
-            return commit_failure(result, err)
+            return commit_failure(prepared.item, err)
         return status_dataset(0x0000)
 
     def prepare_instance(
@@ -318,7 +322,7 @@ class DicomReceiver:
                     expected_sop_class=sop_class, expected_sop_instance=sop_instance,
                 )
             else:
-                pieces = list(data)
+                pieces = list(data)  # a list[memoryview] is not a list[bytes | memoryview]
                 header = parse_fragments(
                     data, transfer_syntax,
                     expected_sop_class=sop_class, expected_sop_instance=sop_instance,
@@ -366,29 +370,6 @@ class DicomReceiver:
             institution=header.institution,
         )
         return Prepared(item, relpath, head, pieces)
-
-    def write_prepared(self, prepared: Prepared) -> StoredFile:
-        """Blocking: write the instance durably (raises :class:`StorageError`)."""
-        return self.store.write(prepared.relpath, [prepared.head, *prepared.dataset])
-
-    def write_instance(
-        self,
-        caller: Caller,
-        sop_class: str,
-        sop_instance: str,
-        transfer_syntax: str,
-        data: DataSetBytes,
-        meta: Any = None,
-    ) -> ReceivedInstance | Dataset:
-        """Blocking: check the header, write the file durably; the row to commit, or a status."""
-        prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
-        if isinstance(prepared, Dataset):
-            return prepared
-        try:
-            self.write_prepared(prepared)
-        except StorageError as err:
-            return status_dataset(err.status, str(err))
-        return prepared.item
 
 
 def commit_failure(item: ReceivedInstance, err: Exception) -> Dataset:
