@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -289,13 +289,16 @@ class DicomReceiver:
         if isinstance(prepared, Dataset):
             return prepared
         try:
-            self.store.write(prepared.relpath, [prepared.head, *prepared.dataset])
+            stored = self.store.write(prepared.relpath, [prepared.head, *prepared.dataset])
         except StorageError as err:
             return status_dataset(err.status, str(err))
+        item = prepared.item
+        if stored.size != item.size_bytes:  # a re-sent instance: the file kept is the one filed
+            item = replace(item, size_bytes=stored.size)
         try:
-            self.committer.submit(prepared.item)
+            self.committer.submit(item)
         except Exception as err:
-            return commit_failure(prepared.item, err)
+            return commit_failure(item, err)
         return status_dataset(0x0000)
 
     def prepare_instance(
@@ -333,7 +336,6 @@ class DicomReceiver:
                 header.series_instance_uid,
                 header.sop_instance_uid,
             )
-            kept = self.store.kept_size(relpath)
         except HeaderError as err:
             log.info("C-STORE from %s refused (0x%04X): %s", caller.calling_ae, err.status, err)
             return status_dataset(err.status, err.comment)
@@ -347,7 +349,7 @@ class DicomReceiver:
         else:  # pynetdicom's, for its engine
             meta.SourceApplicationEntityTitle = caller.calling_ae
             head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
-        size = kept if kept is not None else len(head) + sum(len(p) for p in pieces)
+        size = len(head) + sum(len(p) for p in pieces)
         item = ReceivedInstance(
             practice_id=caller.practice_id,
             calling_ae=caller.calling_ae,

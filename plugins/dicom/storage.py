@@ -5,8 +5,12 @@ only from the practice id (an integer) and three UIDs that must match the DICOM 
 (PS3.5 §9.1: dot-separated numeric components without leading zeros, at most 64 characters).
 
 A write is durable before it returns: the bytes go to a temporary file in the target
-directory, which is fsynced, renamed over the final name and the directory fsynced, so after a
-crash a file under its final name is always complete. Any OS error (disk full, I/O error, a
+directory, which is fsynced, given its final name and the directory fsynced, so after a crash a
+file under its final name is always complete. The temporary file is an unnamed one
+(``O_TMPFILE``) linked into place, where the filesystem has them: no name to clean up after a
+crash, and the inode is created outside the directory's lock, which the writes of several
+associations into one series directory otherwise queue on (docs/performance.md). Elsewhere it
+is a named ``.tmp`` file renamed over the final name. Any OS error (disk full, I/O error, a
 read-only or refusing root) becomes :class:`StorageUnavailable`, which the receiver answers
 with 0xA700 (out of resources); the temporary file is removed.
 """
@@ -125,12 +129,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def tmpfile_supported(directory: Path) -> bool:
+    """True when an unnamed temporary file can be made in ``directory`` and linked by name:
+    the filesystem has ``O_TMPFILE`` and ``/proc`` is mounted (linkat goes through
+    ``/proc/self/fd``; ``AT_EMPTY_PATH`` would need a capability)."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return False
+    try:
+        fd = os.open(directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+    except OSError:  # EOPNOTSUPP, or EISDIR from a kernel that predates it
+        return False
+    os.close(fd)
+    return True
+
+
 class DicomStore:
     """Writes instances under ``root``; safe to call from several receiver threads at once."""
 
-    def __init__(self, root: Path | str, *, overwrite: bool = False) -> None:
+    def __init__(
+        self, root: Path | str, *, overwrite: bool = False, tmpfile: bool | None = None
+    ) -> None:
+        """``tmpfile``: write through unnamed temporary files (True), named ones (False), or
+        whichever the filesystem allows, found out at the first write (None)."""
         self.root = Path(root).resolve()
         self.overwrite = overwrite
+        self._tmpfile = tmpfile
         self._known_dirs: set[Path] = set()
         self._inside: set[Path] = set()  # directories whose resolved path was under the root
         self._lock = threading.Lock()
@@ -168,45 +191,85 @@ class DicomStore:
         with self._lock:
             self._known_dirs.add(directory)
 
-    def kept_size(self, relpath: PurePosixPath) -> int | None:
-        """The size of the file a write of ``relpath`` would keep (no overwrite), else None."""
-        if self.overwrite:
-            return None
-        try:
-            return self.path_of(relpath).stat().st_size
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            raise StorageUnavailable(f"cannot check {relpath.name}: {err.strerror or err}") from err
-
     def write(self, relpath: PurePosixPath, chunks: Iterable[bytes | memoryview]) -> StoredFile:
         """Write ``chunks`` as the file at ``relpath``, durably; see the module docstring."""
         path = self.path_of(relpath)
-        tmp: Path | None = None
+        views = [memoryview(chunk) for chunk in chunks]
         try:
             if not self.overwrite and path.exists():
                 return StoredFile(relpath, path, path.stat().st_size, written=False)
             self._ensure_dir(path.parent)
-            # Not uuid4: it reads the kernel's random source, a system call per instance; the
-            # name only has to be unique among writes in flight, and O_EXCL checks that.
-            tmp = path.parent / f".{path.name}.{os.getpid()}-{_random.getrandbits(64):016x}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            if self._tmpfile is None:
+                self._tmpfile = tmpfile_supported(path.parent)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                size = _write_all(fd, [memoryview(chunk) for chunk in chunks])
-                os.fsync(fd)
+                if self._tmpfile:
+                    stored = self._write_unnamed(dir_fd, relpath, path, views)
+                else:
+                    stored = self._write_named(dir_fd, relpath, path, views)
+                if stored.written:
+                    os.fsync(dir_fd)
+                return stored
             finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            tmp = None
-            _fsync_dir(path.parent)
-            return StoredFile(relpath, path, size, written=True)
+                os.close(dir_fd)
         except OSError as err:
             with self._lock:
                 self._known_dirs.discard(path.parent)
             raise StorageUnavailable(f"cannot store {relpath.name}: {err.strerror or err}") from err
-        finally:
-            if tmp is not None:
-                try:
-                    tmp.unlink()
-                except OSError:
-                    pass
+
+    def _write_unnamed(
+        self, dir_fd: int, relpath: PurePosixPath, path: Path, views: list[memoryview]
+    ) -> StoredFile:
+        fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+        try:
+            size = _write_all(fd, views)
+            os.fsync(fd)
+            source = f"/proc/self/fd/{fd}"
+            if not self.overwrite:
+                try:  # a file already there stays: linkat does not replace
+                    os.link(source, path.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+                except FileExistsError:  # sent twice at once, and the other write won
+                    return StoredFile(relpath, path, path.stat().st_size, written=False)
+                return StoredFile(relpath, path, size, written=True)
+            tmp = _temp_name(path)
+            os.link(source, tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+        finally:  # the unnamed file goes with its last descriptor, unless it was linked
+            os.close(fd)
+        try:
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            _unlink_quietly(tmp, dir_fd)
+            raise
+        return StoredFile(relpath, path, size, written=True)
+
+    def _write_named(
+        self, dir_fd: int, relpath: PurePosixPath, path: Path, views: list[memoryview]
+    ) -> StoredFile:
+        tmp = _temp_name(path)
+        try:
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640, dir_fd=dir_fd
+            )
+            try:
+                size = _write_all(fd, views)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            _unlink_quietly(tmp, dir_fd)
+            raise
+        return StoredFile(relpath, path, size, written=True)
+
+
+def _temp_name(path: Path) -> str:
+    # Not uuid4: it reads the kernel's random source, a system call per instance; the name
+    # only has to be unique among writes in flight, and O_EXCL (or linkat) checks that.
+    return f".{path.name}.{os.getpid()}-{_random.getrandbits(64):016x}.tmp"
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass

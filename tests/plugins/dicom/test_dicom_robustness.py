@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -138,24 +134,6 @@ async def test_a_thousand_mutated_data_sets(hub_factory, dicom_config_data, tmp_
         send_files, "127.0.0.1", dicom_port(hub), good, called_ae=HUB_AE, calling_ae=PRACTICE_AE
     )
     assert [r.status for r in results] == [0, 0]
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path):
-    """A 256 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 async def test_disk_full_is_out_of_resources_and_nothing_half_written(
