@@ -131,15 +131,26 @@ def _fsync_dir(path: Path) -> None:
 
 def tmpfile_supported(directory: Path) -> bool:
     """True when an unnamed temporary file can be made in ``directory`` and linked by name:
-    the filesystem has ``O_TMPFILE`` and ``/proc`` is mounted (linkat goes through
-    ``/proc/self/fd``; ``AT_EMPTY_PATH`` would need a capability)."""
-    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+    the filesystem has ``O_TMPFILE`` and linkat through ``/proc/self/fd`` works
+    (``AT_EMPTY_PATH`` would need a capability). Tried once, with a name that is removed."""
+    if not hasattr(os, "O_TMPFILE"):
+        return False
+    probe = _temp_name(Path("probe"))
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
         return False
     try:
-        fd = os.open(directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
-    except OSError:  # EOPNOTSUPP, or EISDIR from a kernel that predates it
+        fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            os.link(f"/proc/self/fd/{fd}", probe, dst_dir_fd=dir_fd, follow_symlinks=True)
+        finally:
+            os.close(fd)
+        os.unlink(probe, dir_fd=dir_fd)
+    except OSError:  # EOPNOTSUPP, EISDIR from an older kernel, no /proc, ...
         return False
-    os.close(fd)
+    finally:
+        os.close(dir_fd)
     return True
 
 

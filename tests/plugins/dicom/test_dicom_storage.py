@@ -59,6 +59,7 @@ def test_filesystem_decides_when_not_told(tmp_path: Path):
     store.write(REL, [b"data"])
     assert store._tmpfile is tmpfile_supported(tmp_path)  # found out once, at the first write
     assert (store.root / str(REL)).read_bytes() == b"data"
+    assert _entries(store.root) == [str(REL)]  # the probe's name is gone
 
 
 def test_the_same_instance_written_at_once_is_stored_once(tmp_path: Path):
