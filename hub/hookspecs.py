@@ -282,7 +282,13 @@ def vethub_shutdown(hub: Hub) -> Awaitable[None] | None:
 
 @hookspec
 def vethub_instance_stored(hub: Hub, instance: Any) -> Awaitable[None] | None:
-    """A DICOM instance was stored and committed (after C-STORE success was decided)."""
+    """A DICOM instance was stored and committed (after C-STORE success was decided).
+
+    Called on the event loop, once per instance, in the order the rows committed; the
+    receiver neither waits for it before answering nor fails the instance if it raises.
+    ``instance`` is a dict: ``instance_id``, ``study_id``, ``created`` (False for a re-sent
+    instance), ``practice_id``, ``sop_instance_uid``, ``modality``. Return value ignored.
+    """
 
 
 @hookspec

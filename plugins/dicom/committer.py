@@ -9,7 +9,8 @@ retried in its own transaction, so one bad instance fails alone.
 Only instances whose files are already durable are submitted, so a row never commits before
 its file. Neither side touches the event loop on SQLite: a row costs two thread wake-ups
 (association to committer, committer back), where a commit through the loop and aiosqlite's
-thread cost six (docs/performance.md).
+thread cost six (docs/performance.md). Only ``vethub_instance_stored`` goes to the loop, once
+per committed batch.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Committer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._firing: Future[None] | None = None  # the last batch's vethub_instance_stored
         self.batches = 0
         self.committed = 0
 
@@ -106,6 +108,7 @@ class Committer:
                     del self._pending[: self.max_batch]
                 self._commit(filer, batch)
         finally:
+            self._wait_firing()
             filer.close()
 
     def _commit(self, filer: InstanceFiler, batch: list[_Pending]) -> None:
@@ -130,19 +133,28 @@ class Committer:
         self._fire_stored(batch, outcomes)
 
     def _fire_stored(self, batch: list[_Pending], outcomes: list[StoreOutcome]) -> None:
+        """Fire ``vethub_instance_stored`` for a committed batch: one trip to the event loop
+        per batch, not per instance, and not waited for here, so the next batch can commit
+        meanwhile. The previous batch's firing is waited for first, which keeps the events in
+        order and the loop from falling behind."""
         if self._loop is None or not self.hub.pm.hook.vethub_instance_stored.get_hookimpls():
             return
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            fired = asyncio.run_coroutine_threadsafe(
-                self.hub.fire(
-                    "vethub_instance_stored", hub=self.hub, instance=_view(pending.item, outcome)
-                ),
-                self._loop,
-            )
-            try:
-                fired.result(SUBMIT_TIMEOUT)
-            except Exception:  # a plugin's failure must not fail the instance, already stored
-                log.exception("vethub_instance_stored failed for %s", pending.item.sop_instance_uid)
+        views = [_view(p.item, outcome) for p, outcome in zip(batch, outcomes, strict=True)]
+        self._wait_firing()
+        self._firing = asyncio.run_coroutine_threadsafe(self._fire_all(views), self._loop)
+
+    async def _fire_all(self, views: list[dict]) -> None:
+        for view in views:  # Hub.fire logs a failing plugin; the instance is stored regardless
+            await self.hub.fire("vethub_instance_stored", hub=self.hub, instance=view)
+
+    def _wait_firing(self) -> None:
+        firing, self._firing = self._firing, None
+        if firing is None:
+            return
+        try:
+            firing.result(SUBMIT_TIMEOUT)
+        except Exception:  # a plugin's failure must not fail instances, already stored
+            log.exception("vethub_instance_stored failed")
 
 
 def _fail(pending: _Pending, exc: BaseException) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.db.models import Practice
+from hub.hookspecs import hookimpl
 from hub.imaging.models import Instance
 from hub.imaging.service import ImagingError, ReceivedInstance
 from plugins.dicom.committer import Committer, CommitterStopped
@@ -112,3 +113,30 @@ async def test_stopping_fails_what_was_not_committed_and_refuses_more(committed)
     late = committer.submit_nowait(_item(practice_id, "1.3"))
     with pytest.raises(CommitterStopped):
         late.result(0)
+
+
+async def test_stored_event_fires_once_per_instance_in_commit_order(committed):
+    """One trip to the loop per batch, yet every instance heard of once, in order, and a
+    failing listener neither stops the others nor fails an instance."""
+    hub, committer, practice_id, _uids = committed
+    heard: list[tuple[int, str]] = []
+
+    class Listener:
+        @hookimpl
+        def vethub_instance_stored(self, instance):
+            heard.append((instance["instance_id"], instance["sop_instance_uid"]))
+
+    class Broken:
+        @hookimpl
+        def vethub_instance_stored(self, instance):
+            raise RuntimeError("a plugin's bug")
+
+    hub.pm.register(Listener(), name="listener")
+    hub.pm.register(Broken(), name="broken")
+    futures = [committer.submit_nowait(_item(practice_id, f"1.{n}")) for n in range(1, 31)]
+    outcomes = [await asyncio.wrap_future(f) for f in futures]
+    await asyncio.to_thread(committer.stop)  # waits for the last batch's event
+    assert committer.batches < 30  # batched, so fewer trips to the loop than instances
+    assert sorted(heard) == heard  # commit order: instance ids ascend
+    assert [uid for _, uid in heard] == [f"1.{n}" for n in range(1, 31)]
+    assert {i for i, _ in heard} == {o.instance_id for o in outcomes}
