@@ -171,27 +171,21 @@ async def test_running_out_of_file_descriptors_does_not_stop_the_listener(
     """accept() failing with EMFILE is logged and retried; once descriptors are free again the
     hub takes associations as before (a `vethub run` limited to 100 descriptors)."""
     import resource
-    import subprocess
-    import sys
 
-    from .test_dicom_crash import _stop, _wait_listening
+    from .daemon import start, stop, upgrade, wait_listening
 
     config = write_config(dicom_config_data(dicom={"port": free_port}))
-    subprocess.run([sys.executable, "-m", "hub.cli", "db", "upgrade", "--config", str(config)],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    upgrade(config, tmp_path)
     log_path = tmp_path / "hub.log"
 
     def _limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
 
     with open(log_path, "w") as log_file:
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "run", "--config", str(config), "--port", "0"],
-            cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_limit,
-        )
+        hub = start(config, tmp_path, output=log_file, preexec_fn=_limit)
     held: list[socket.socket] = []
     try:
-        await asyncio.to_thread(_wait_listening, hub, free_port)
+        await asyncio.to_thread(wait_listening, hub, free_port)
         for _ in range(150):  # more than the hub has descriptors; the rest wait in the backlog
             held.append(await asyncio.to_thread(
                 socket.create_connection, ("127.0.0.1", free_port), 10
@@ -218,4 +212,4 @@ async def test_running_out_of_file_descriptors_does_not_stop_the_listener(
     finally:
         for s in held:
             s.close()
-        await asyncio.to_thread(_stop, hub)
+        await asyncio.to_thread(stop, hub)

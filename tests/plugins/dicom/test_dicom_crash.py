@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +18,8 @@ from hub.imaging.models import Instance, Study
 from hub.testing.dicom import dataset_bytes, storescu_command, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE
 
+from .daemon import start, stop, upgrade, wait_listening
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(subprocess.run(["which", "storescu"], capture_output=True).returncode,
@@ -27,50 +27,19 @@ pytestmark = [
 ]
 
 
-def _start(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "run", "--config", str(config), "--port", "0"],
-        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def _wait_listening(proc: subprocess.Popen[str], port: int, deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"vethub run exited {proc.returncode}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the DICOM receiver did not start listening in time")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 async def test_sigkill_during_storescu_loses_nothing_acknowledged(
     write_config, dicom_config_data, free_port, db_url, tmp_path
 ):
     data = dicom_config_data(dicom={"port": free_port})
     config = write_config(data)
-    subprocess.run([sys.executable, "-m", "hub.cli", "db", "upgrade", "--config", str(config)],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    upgrade(config, tmp_path)
     series = tmp_path / "series"
     paths = write_synthetic_series(series, 300, rows=128, columns=128)
     root = Path(data["dicom"]["storage_root"])
 
-    hub = _start(config, tmp_path)
+    hub = start(config, tmp_path)
     try:
-        _wait_listening(hub, free_port)
+        wait_listening(hub, free_port)
         cmd = storescu_command("127.0.0.1", free_port, [series], called_ae=HUB_AE,
                                calling_ae=PRACTICE_AE, extra=["-v"])
         sender = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -93,8 +62,8 @@ async def test_sigkill_during_storescu_loses_nothing_acknowledged(
         assert 120 <= len(acknowledged) < 300
 
         # Restart: every acknowledged instance is on disk, whole, and in the database.
-        hub = _start(config, tmp_path)
-        _wait_listening(hub, free_port)
+        hub = start(config, tmp_path)
+        wait_listening(hub, free_port)
         engine = create_async_engine(db_url)
         try:
             async with engine.connect() as conn:
@@ -128,7 +97,7 @@ async def test_sigkill_during_storescu_loses_nothing_acknowledged(
             await engine.dispose()
         assert count == distinct == study_count == len(paths) == 300
     finally:
-        _stop(hub)
+        stop(hub)
 
 
 async def test_two_receiver_processes_share_the_port(
@@ -137,13 +106,12 @@ async def test_two_receiver_processes_share_the_port(
     """[dicom] processes = 2: a worker process beside the hub, both on one port (SO_REUSEPORT)."""
     data = dicom_config_data(dicom={"port": free_port, "processes": 2})
     config = write_config(data)
-    subprocess.run([sys.executable, "-m", "hub.cli", "db", "upgrade", "--config", str(config)],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    upgrade(config, tmp_path)
     series = tmp_path / "series"
     paths = write_synthetic_series(series, 40)
-    hub = _start(config, tmp_path)
+    hub = start(config, tmp_path)
     try:
-        _wait_listening(hub, free_port)
+        wait_listening(hub, free_port)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the worker is a child of the hub
             children = subprocess.run(["pgrep", "-P", str(hub.pid)], capture_output=True,
@@ -165,6 +133,6 @@ async def test_two_receiver_processes_share_the_port(
         finally:
             await engine.dispose()
     finally:
-        _stop(hub)
+        stop(hub)
     for pid in children:  # the worker went with the hub
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
