@@ -230,6 +230,12 @@ kill $orth; wait $orth 2>/dev/null
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _best_and_median(runs: list[tuple[float, bool]]) -> tuple[float, float]:
+    """The fastest and the median round's seconds."""
+    seconds = [s for s, _ in runs]
+    return min(seconds), statistics.median(seconds)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -283,9 +289,8 @@ def main() -> int:
             if runs is None:
                 print(f"| {name} | {assoc} | not installed | | | | | |")
                 continue
-            best, median = min(s for s, _ in runs), statistics.median(s for s, _ in runs)
-            ref = rounds[("storescp", assoc)]
-            ref_best, ref_median = min(s for s, _ in ref), statistics.median(s for s, _ in ref)
+            best, median = _best_and_median(runs)
+            ref_best, ref_median = _best_and_median(rounds[("storescp", assoc)])
             ok = all(ok for _, ok in runs)
             print(f"| {name} | {assoc} | {len(files) / best:.1f} | {total_mb / best:.0f} | "
                   f"{ref_best / best:.2f} | {len(files) / median:.1f} | {ref_median / median:.2f} | "
