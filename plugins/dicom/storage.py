@@ -207,8 +207,11 @@ class DicomStore:
         path = self.path_of(relpath)
         views = [memoryview(chunk) for chunk in chunks]
         try:
-            if not self.overwrite and path.exists():
-                return StoredFile(relpath, path, path.stat().st_size, written=False)
+            if not self.overwrite:
+                try:  # a re-sent instance keeps the file already there
+                    return StoredFile(relpath, path, path.stat().st_size, written=False)
+                except FileNotFoundError:
+                    pass
             self._ensure_dir(path.parent)
             if self._tmpfile is None:
                 self._tmpfile = tmpfile_supported(path.parent)
