@@ -160,7 +160,15 @@ def _send_batch(
             if status is None:
                 why = "aborted" if assoc.is_aborted else "no valid response in time"
                 results.append(SendResult(path, uid, None, why))
-                continue
+                # Without a response the association is unusable; sending on would only wait
+                # out the timeout once pynetdicom has not yet noticed that it was aborted.
+                if assoc.is_established:
+                    assoc.abort()
+                results += [
+                    SendResult(p, str(metas[p].MediaStorageSOPInstanceUID), None, "not sent: " + why)
+                    for p in paths[i:]
+                ]
+                break
             results.append(SendResult(path, uid, int(status)))
     finally:
         if assoc.is_established:
