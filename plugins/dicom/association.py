@@ -14,6 +14,7 @@ A-ABORT.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 LINGER_SECONDS = 5.0
 MAX_PDU = 64 * 1024 * 1024  # refuse a PDU longer than this (PS3.8 allows 4 GiB; nobody sends it)
 STOP_TIMEOUT = 10.0
+BACKLOG = 128
+_RJ_STOPPING = (0x02, 0x03, 0x01)  # transient, service provider (presentation), congestion
 ACCEPT_BACKOFF = 0.1  # seconds, after accept() failed (e.g. EMFILE) with the listener still open
 
 
@@ -67,30 +70,46 @@ class AssociationServer:
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._listener: socket.socket | None = None
+        self._owner = True
         self._acceptor: threading.Thread | None = None
 
-    def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+    def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 picks a free port); returns the port."""
-        listener = socket.create_server(
-            (host, port), backlog=128, reuse_port=reuse_port, family=_family(host)
-        )
-        self._listener = listener
+        listener = socket.create_server((host, port), backlog=BACKLOG, family=_family(host))
+        return self.serve(listener)
+
+    def serve(self, listener: socket.socket, *, owner: bool = True) -> int:
+        """Accept on ``listener``, already listening; returns its port.
+
+        A worker process (``owner=False``) shares the hub process's listener: every process
+        blocks in accept() on it and the kernel wakes the one that has waited longest, so
+        associations go round the processes in turn, and a connection waiting in the backlog
+        is never lost with a process. Only the owner shuts it down when stopping, since a
+        shutdown stops every process's accept()."""
+        self._listener, self._owner = listener, owner
         self._acceptor = threading.Thread(
             target=self._accept, args=(listener,), name="vethub-dicom-accept", daemon=True
         )
         self._acceptor.start()
         return int(listener.getsockname()[1])
 
+    def stop_accepting(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Blocking: accept no new association (the owner: in any process)."""
+        listener, self._listener = self._listener, None
+        acceptor, self._acceptor = self._acceptor, None
+        if listener is None or not self._owner:
+            # A sharer's acceptor stays blocked in accept() until the owner shuts the listener
+            # down (the hub stops accepting before it stops its workers) or the process exits.
+            return
+        _shutdown(listener)  # wakes the blocked accept()
+        listener.close()
+        if acceptor is not None:
+            acceptor.join(timeout)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Blocking: stop accepting, abort the associations in progress, wait for their threads."""
         deadline = time.monotonic() + timeout  # for all the threads together
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            _shutdown(listener)  # wakes the blocked accept()
-            listener.close()
-        if self._acceptor is not None:
-            self._acceptor.join(timeout)
-            self._acceptor = None
+        self.stop_accepting(timeout)
         with self._lock:
             conns = dict(self._conns)
         for conn in conns:
@@ -105,11 +124,17 @@ class AssociationServer:
             except OSError as err:
                 if self._listener is not listener:  # stop() shut it down
                     return
+                if err.errno == errno.EINVAL:  # not listening: the owner shut it down
+                    return
                 # Out of file descriptors or memory, or a connection reset before it was
                 # accepted: keep listening, and give the process a moment to free some.
                 log.warning("accepting a DICOM association failed: %s", err)
                 time.sleep(ACCEPT_BACKOFF)
                 continue
+            if self._listener is not listener:  # stopping: only a sharer gets here
+                _send_quietly(conn, associate_rj(*_RJ_STOPPING))
+                conn.close()
+                return
             thread = threading.Thread(
                 target=self._serve, args=(conn, str(peer[0])), name="vethub-dicom-assoc",
                 daemon=True,
@@ -279,6 +304,19 @@ class Association:
             log.exception("C-STORE failed unexpectedly")
             return 0xC000, f"processing failure: {type(err).__name__}"
         return int(status.Status), str(status.get("ErrorComment", "")) or None
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and not yet listening: the hub binds it first, so
+    a port in use fails at once, and listens only once its worker processes are ready."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _family(host: str) -> socket.AddressFamily:

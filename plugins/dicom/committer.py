@@ -61,6 +61,9 @@ class Committer:
         self.committed = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the commit thread; once started, starting again does nothing."""
+        if self._thread is not None and self._thread.is_alive():
+            return
         self._loop = loop
         self._stopping = False
         filer = InstanceFiler(self.hub, loop, stable_age=self.stable_age, overwrite=self.overwrite)

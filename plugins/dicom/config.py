@@ -42,7 +42,11 @@ class DicomConfig(BaseModel):
     )
     overwrite_resent: bool = False
     processes: int = Field(
-        1, ge=1, le=64, description="receiver processes sharing the port (SO_REUSEPORT)"
+        1,
+        ge=1,
+        le=64,
+        description="receiver processes sharing the listening socket; the extra ones send "
+        "their rows to the hub process's committer",
     )
     commit_batch: int = Field(
         64, ge=1, le=1000, description="most instances committed in one transaction"
@@ -64,6 +68,12 @@ class DicomConfig(BaseModel):
         if not value or not all(32 <= ord(c) < 127 and c != "\\" for c in value):
             raise ValueError("an AE title is 1-16 printable ASCII characters, no backslash")
         return value
+
+    @model_validator(mode="after")
+    def _processes(self) -> DicomConfig:
+        if self.processes > 1 and self.engine != "hub":
+            raise ValueError('processes > 1 needs engine = "hub" (pynetdicom\'s is one process)')
+        return self
 
     @model_validator(mode="after")
     def _unknown(self) -> DicomConfig:

@@ -41,14 +41,6 @@ class NoDelayServer(ThreadedAssociationServer):
         return client, address
 
 
-class ReusePortServer(NoDelayServer):
-    """Also SO_REUSEPORT, so several receiver processes can share one port."""
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-
 def _keep_stolen_responses() -> None:
     """Work around a race in pynetdicom's requestor (seen as a lost C-STORE response).
 

@@ -6,10 +6,7 @@ The receiver starts with the hub when the config has a ``[dicom]`` section (and
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import sys
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
@@ -18,6 +15,7 @@ from hub.imaging.cases import FORWARD_JOB
 
 from .config import DicomConfig
 from .forwarder import forward_case
+from .processes import ReceiverProcesses
 from .receiver import DicomReceiver
 
 if TYPE_CHECKING:
@@ -27,11 +25,17 @@ log = logging.getLogger(__name__)
 
 # One receiver per running hub (tests run several hubs in one process).
 _receivers: WeakKeyDictionary[Hub, DicomReceiver] = WeakKeyDictionary()
+_processes: WeakKeyDictionary[Hub, ReceiverProcesses] = WeakKeyDictionary()
 
 
 def receiver_of(hub: Hub) -> DicomReceiver | None:
     """The hub's running receiver (its ``port`` is the bound one), or None."""
     return _receivers.get(hub)
+
+
+def processes_of(hub: Hub) -> ReceiverProcesses | None:
+    """The hub's extra receiver processes (``[dicom] processes`` > 1), or None."""
+    return _processes.get(hub)
 
 
 @hookimpl
@@ -49,46 +53,30 @@ def vethub_image_transports():
     return [DicomReceiver]
 
 
-_workers: WeakKeyDictionary[Hub, list[asyncio.subprocess.Process]] = WeakKeyDictionary()
-
-
 async def _start(hub: Hub, config: DicomConfig) -> None:
     receiver = DicomReceiver(hub, config)
     _receivers[hub] = receiver
     extra = config.processes - 1
-    if extra and (hub.config_path is None or config.port == 0):
+    if extra and hub.config_path is None:
         log.warning(
-            "[dicom] processes = %d needs a config file and a fixed port; running one receiver",
+            "[dicom] processes = %d needs the hub started from a config file, which its "
+            "workers read; running one receiver",
             config.processes,
         )
         extra = 0
-    await receiver.start(reuse_port=extra > 0)
-    procs = []
-    for _ in range(extra):
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "plugins.dicom.worker",
-                "--config",
-                str(hub.config_path),
-                "--parent",
-                str(os.getpid()),
-            )
-        )
-    _workers[hub] = procs
-    if procs:
-        log.info("started %d extra DICOM receiver processes on port %d", len(procs), config.port)
+    if not extra:
+        await receiver.start()
+        return
+    processes = ReceiverProcesses(hub, receiver, extra)
+    _processes[hub] = processes
+    await processes.start()
 
 
 async def _stop(hub: Hub, receiver: DicomReceiver | None) -> None:
-    procs = _workers.pop(hub, [])
-    for proc in procs:
-        if proc.returncode is None:
-            proc.terminate()
-    for proc in procs:
-        await proc.wait()
-    if receiver is not None:
+    processes = _processes.pop(hub, None)
+    if processes is not None:
+        await processes.stop()  # the hub's own receiver last
+    elif receiver is not None:
         await receiver.stop()
 
 
@@ -103,6 +91,6 @@ def vethub_startup(hub: Hub):
 @hookimpl
 def vethub_shutdown(hub: Hub):
     receiver = _receivers.pop(hub, None)
-    if receiver is None and hub not in _workers:
+    if receiver is None and hub not in _processes:
         return None
     return _stop(hub, receiver)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -41,7 +42,8 @@ from .committer import Committer
 from .config import DicomConfig
 from .filemeta import file_meta
 from .header import HeaderError, parse_fragments, parse_header
-from .net import NoDelayServer, ReusePortServer
+from .net import NoDelayServer
+from .relay import RelayCommitter
 from .storage import DicomStore, StorageError, instance_relpath
 
 if TYPE_CHECKING:
@@ -94,11 +96,15 @@ def status_dataset(code: int, comment: str | None = None) -> Dataset:
 
 
 class DicomReceiver:
-    def __init__(self, hub: Hub, config: DicomConfig) -> None:
+    def __init__(
+        self, hub: Hub, config: DicomConfig, committer: Committer | RelayCommitter | None = None
+    ) -> None:
+        """``committer``: where rows go; by default a committer of this process's own (a
+        worker process passes a :class:`RelayCommitter` to the hub process's)."""
         self.hub = hub
         self.config = config
         self.store = DicomStore(storage_root(hub, config), overwrite=config.overwrite_resent)
-        self.committer = Committer(
+        self.committer = committer or Committer(
             hub,
             stable_age=config.stable_age,
             overwrite=config.overwrite_resent,
@@ -112,7 +118,9 @@ class DicomReceiver:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, *, reuse_port: bool = False) -> None:
+    async def start(self, listener: socket.socket | None = None, *, owner: bool = True) -> None:
+        """Listen on the configured address, or accept on ``listener`` (already listening;
+        ``owner=False`` in a worker process, which shares the hub process's)."""
         self._loop = asyncio.get_running_loop()
         self.store.root.mkdir(parents=True, exist_ok=True)
         self.committer.start(self._loop)
@@ -120,12 +128,17 @@ class DicomReceiver:
             supported = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
             supported.add(str(Verification))
             self._associations = AssociationServer(self, supported, set(TRANSFER_SYNTAXES))
-            self.port = self._associations.start(self.config.host, self.config.port, reuse_port)
+            if listener is None:
+                self.port = self._associations.start(self.config.host, self.config.port)
+            else:
+                self.port = self._associations.serve(listener, owner=owner)
             log.info(
                 "DICOM receiver %s listening on %s:%s, storing under %s",
                 self.config.ae_title, self.config.host, self.port, self.store.root,
             )
             return
+        if listener is not None:
+            raise ValueError("a shared listener needs engine = \"hub\"")
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = self.config.max_pdu
@@ -136,10 +149,9 @@ class DicomReceiver:
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
-        server_class = ReusePortServer if reuse_port else NoDelayServer
 
         def _start() -> ThreadedAssociationServer:
-            return _start_server(ae, (self.config.host, self.config.port), handlers, server_class)
+            return _start_server(ae, (self.config.host, self.config.port), handlers, NoDelayServer)
 
         self._server = await asyncio.to_thread(_start)
         self._ae = ae
@@ -151,6 +163,11 @@ class DicomReceiver:
             self.port,
             self.store.root,
         )
+
+    async def stop_accepting(self) -> None:
+        """Accept no new association; those in progress go on (the hub's engine only)."""
+        if self._associations is not None:
+            await asyncio.to_thread(self._associations.stop_accepting)
 
     async def stop(self) -> None:
         associations, self._associations = self._associations, None

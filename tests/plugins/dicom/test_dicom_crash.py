@@ -46,16 +46,14 @@ async def test_sigkill_during_storescu_loses_nothing_acknowledged(
                                   text=True, env={**os.environ, "TCP_NODELAY": "1"})
         acknowledged: list[Path] = []
         killed = threading.Event()
-        current: Path | None = None
-        assert sender.stdout is not None
-        for line in sender.stdout:
-            if m := re.search(r"Sending file: (\S+)", line):
-                current = Path(m.group(1))
-            elif "Received Store Response (Success)" in line and current is not None:
-                acknowledged.append(current)
-                if len(acknowledged) == 120 and not killed.is_set():
-                    hub.send_signal(signal.SIGKILL)  # mid-series, while storescu keeps sending
-                    killed.set()
+
+        def on_success(path: Path) -> None:
+            acknowledged.append(path)
+            if len(acknowledged) == 120 and not killed.is_set():
+                hub.send_signal(signal.SIGKILL)  # mid-series, while storescu keeps sending
+                killed.set()
+
+        follow_storescu(sender, on_success)
         sender.wait(timeout=120)
         hub.wait(timeout=30)
         assert killed.is_set() and hub.returncode == -signal.SIGKILL
@@ -100,39 +98,92 @@ async def test_sigkill_during_storescu_loses_nothing_acknowledged(
         stop(hub)
 
 
-async def test_two_receiver_processes_share_the_port(
+async def test_sigkill_with_two_receiver_processes_loses_nothing_acknowledged(
     write_config, dicom_config_data, free_port, db_url, tmp_path
 ):
-    """[dicom] processes = 2: a worker process beside the hub, both on one port (SO_REUSEPORT)."""
+    """[dicom] processes = 2 and two storescu at once (associations go round the processes): a
+    SIGKILL of the hub mid-send takes its worker with it, and every acknowledged instance,
+    from either process, is filed and whole after a restart."""
     data = dicom_config_data(dicom={"port": free_port, "processes": 2})
     config = write_config(data)
     upgrade(config, tmp_path)
-    series = tmp_path / "series"
-    paths = write_synthetic_series(series, 40)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        write_synthetic_series(folder, 100, rows=128, columns=128)
+    root = Path(data["dicom"]["storage_root"])
     hub = start(config, tmp_path)
     try:
         wait_listening(hub, free_port)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the worker is a child of the hub
-            children = subprocess.run(["pgrep", "-P", str(hub.pid)], capture_output=True,
-                                      text=True).stdout.split()
-            if children:
-                break
-            time.sleep(0.1)
-        assert children, "no receiver worker process started"
-        from hub.testing.dicom import send_files
+        workers = _children(hub.pid)
+        assert len(workers) == 1, "no receiver worker process"
+        acknowledged: list[Path] = []
+        lock = threading.Lock()
 
-        results = send_files("127.0.0.1", free_port, paths, called_ae=HUB_AE,
-                             calling_ae=PRACTICE_AE, associations=4)
-        assert {r.status for r in results} == {0}
+        def on_success(path: Path) -> None:
+            with lock:
+                acknowledged.append(path)
+                if len(acknowledged) == 60:
+                    hub.send_signal(signal.SIGKILL)
+
+        senders = [
+            subprocess.Popen(
+                storescu_command("127.0.0.1", free_port, [folder], called_ae=HUB_AE,
+                                 calling_ae=PRACTICE_AE, extra=["-v"]),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env={**os.environ, "TCP_NODELAY": "1"},
+            )
+            for folder in folders
+        ]
+        readers = [threading.Thread(target=follow_storescu, args=(s, on_success)) for s in senders]
+        for reader in readers:
+            reader.start()
+        for sender, reader in zip(senders, readers, strict=True):
+            sender.wait(timeout=180)
+            reader.join(30)
+        hub.wait(timeout=30)
+        assert hub.returncode == -signal.SIGKILL and 60 <= len(acknowledged) < 200
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers):  # the worker goes with the hub
+            assert time.monotonic() < deadline, "the worker outlived the hub"
+            time.sleep(0.05)
+
+        hub = start(config, tmp_path)
+        wait_listening(hub, free_port)
         engine = create_async_engine(db_url)
         try:
             async with engine.connect() as conn:
-                assert await conn.scalar(select(func.count()).select_from(Instance)) == 40
-                assert await conn.scalar(select(Study.instance_count)) == 40
+                rows = {r.sop_instance_uid: r.path for r in await conn.execute(
+                    select(Instance.sop_instance_uid, Instance.path))}
         finally:
             await engine.dispose()
+        from hub.testing.dicom import file_meta_of
+
+        for path in acknowledged:
+            uid = str(file_meta_of(path)[0].MediaStorageSOPInstanceUID)
+            assert uid in rows, f"{path.name} was acknowledged but has no row"
+            assert dataset_bytes(root / rows[uid]) == dataset_bytes(path)
     finally:
         stop(hub)
-    for pid in children:  # the worker went with the hub
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def follow_storescu(sender: subprocess.Popen[str], on_success) -> None:
+    """Read ``storescu -v`` output; call ``on_success(path)`` for each file it got Success for."""
+    current: Path | None = None
+    assert sender.stdout is not None
+    for line in sender.stdout:
+        if m := re.search(r"Sending file: (\S+)", line):
+            current = Path(m.group(1))
+        elif "Received Store Response (Success)" in line and current is not None:
+            on_success(current)
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in found.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
