@@ -12,8 +12,9 @@ association and over four in parallel, to:
 storescp and Orthanc cannot listen on one address only, so they run with their storescu in a
 private network namespace (``unshare --net``) with only loopback in it.
 
-Usage: ``.venv/bin/python bench/dicom_ingest.py [--data DIR] [--quick] [--repeat N]``
-(``--quick`` sends 60 CT slices only, for a smoke run). The receivers take turns for ``N``
+Usage: ``.venv/bin/python bench/dicom_ingest.py [--data DIR] [--quick] [--repeat N]
+[--processes 1,2]`` (``--quick`` sends 60 CT slices only, for a smoke run; the hub runs once
+per ``[dicom] processes`` count given, by default with one receiver process and with two). The receivers take turns for ``N``
 rounds (default 3); each one's best and median round are reported, and in how many rounds the
 hub was ahead of Orthanc, because on a shared machine a single run of a few seconds moves by 30%
 or more.
@@ -236,6 +237,20 @@ def _best_and_median(runs: list[tuple[float, bool]]) -> tuple[float, float]:
     return min(seconds), statistics.median(seconds)
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,2, not {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("each count is at least 1")
+    return counts
+
+
+def _hub_name(processes: int) -> str:
+    return "vethub" if processes == 1 else f"vethub-{processes}p"
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -243,7 +258,9 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None,
                         help="where the synthetic files are kept between runs")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--processes", type=int, default=1, help="hub receiver processes")
+    parser.add_argument("--processes", default="1,2", type=_counts,
+                        help="hub receiver processes, one run of the hub per count "
+                             "(comma-separated; default 1,2)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds; each receiver's best round is reported (default 3)")
     args = parser.parse_args()
@@ -259,11 +276,10 @@ def main() -> int:
     print(f"# DICOM ingest, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{os.cpu_count()} cores; {len(files)} files, {total_mb:.0f} MB")
     rounds: dict[tuple[str, int], list[tuple[float, bool]]] = {}
-    runners = {
-        "storescp": lambda assoc: run_storescp(files, assoc, work),
-        "vethub": lambda assoc: run_hub(files, assoc, work, args.processes),
-        "orthanc": lambda assoc: run_orthanc(files, assoc, work),
-    }
+    runners = {"storescp": lambda assoc: run_storescp(files, assoc, work)}
+    for count in args.processes:
+        runners[_hub_name(count)] = lambda assoc, count=count: run_hub(files, assoc, work, count)
+    runners["orthanc"] = lambda assoc: run_orthanc(files, assoc, work)
     try:
         # Rounds interleave the receivers, so a burst of load on the machine hits all of them.
         for n in range(args.repeat):
@@ -283,7 +299,7 @@ def main() -> int:
     print("| receiver | assoc | instances/s (best) | MB/s | x storescp | instances/s (median) "
           "| x storescp | all stored |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name in ("storescp", "vethub", "orthanc"):
+    for name in runners:
         for assoc in (1, 4):
             runs = rounds.get((name, assoc))
             if runs is None:
@@ -295,13 +311,16 @@ def main() -> int:
             print(f"| {name} | {assoc} | {len(files) / best:.1f} | {total_mb / best:.0f} | "
                   f"{ref_best / best:.2f} | {len(files) / median:.1f} | {ref_median / median:.2f} | "
                   f"{'yes' if ok else 'NO'} |")
-    for assoc in (1, 4):
-        hub, orthanc = rounds.get(("vethub", assoc)), rounds.get(("orthanc", assoc))
-        if hub and orthanc:  # a round's receivers ran one after the other, on the same machine
-            ahead = sum(h < o for (h, _), (o, _) in zip(hub, orthanc, strict=True))
-            ratios = sorted(o / h for (h, _), (o, _) in zip(hub, orthanc, strict=True))
-            print(f"{assoc} assoc: vethub ahead of Orthanc in {ahead} of {len(hub)} rounds; "
-                  f"vethub / Orthanc per round {' '.join(f'{r:.2f}' for r in ratios)}")
+    for count in args.processes:
+        for assoc in (1, 4):
+            name = _hub_name(count)
+            hub, orthanc = rounds.get((name, assoc)), rounds.get(("orthanc", assoc))
+            if hub and orthanc:  # a round's receivers ran one after the other, on one machine
+                ahead = sum(h < o for (h, _), (o, _) in zip(hub, orthanc, strict=True))
+                ratios = sorted(o / h for (h, _), (o, _) in zip(hub, orthanc, strict=True))
+                print(f"{assoc} assoc: {name} ahead of Orthanc in {ahead} of {len(hub)} rounds; "
+                      f"median {statistics.median(ratios):.2f}; {name} / Orthanc per round "
+                      f"{' '.join(f'{r:.2f}' for r in ratios)}")
     return 0
 
 
