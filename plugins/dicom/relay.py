@@ -26,6 +26,8 @@ import socket
 import struct
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import fields
 from operator import attrgetter
 from pathlib import Path
@@ -38,6 +40,7 @@ from .committer import SUBMIT_TIMEOUT, Committer
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("!I")
+ACCEPT_BACKOFF = 0.1  # seconds
 MAX_MESSAGE = 1 << 20  # a row is a few hundred bytes; anything longer is not from a worker
 
 
@@ -115,7 +118,10 @@ class RelayServer:
         """Blocking: stop listening, close every connection, wait for the threads."""
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.shutdown(socket.SHUT_RDWR)
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             connections, threads = list(self._connections), list(self._threads)
@@ -130,7 +136,7 @@ class RelayServer:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def _spawn(self, target, arg, name: str) -> None:
+    def _spawn(self, target: Callable[[socket.socket], None], arg: socket.socket, name: str) -> None:
         thread = threading.Thread(target=target, args=(arg,), name=name, daemon=True)
         with self._lock:
             self._threads.add(thread)
@@ -141,8 +147,14 @@ class RelayServer:
             while True:
                 try:
                     conn, _ = listener.accept()
-                except OSError:
-                    return  # stop() closed the listener
+                except OSError as err:
+                    if self._listener is not listener:
+                        return  # stop() closed it
+                    # Out of file descriptors, say: a worker's connection waits in the
+                    # backlog meanwhile, so keep listening after a moment.
+                    log.warning("accepting a relay connection failed: %s", err)
+                    time.sleep(ACCEPT_BACKOFF)
+                    continue
                 with self._lock:
                     self._connections.add(conn)
                 self._spawn(self._serve, conn, "vethub-dicom-relay-conn")
