@@ -6,51 +6,18 @@ import asyncio
 import threading
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from hub.db.models import Practice
 from hub.hookspecs import hookimpl
-from hub.imaging.models import Instance
-from hub.imaging.service import ImagingError, ReceivedInstance
-from plugins.dicom.committer import Committer, CommitterStopped
+from hub.imaging.service import ImagingError
+from plugins.dicom.committer import CommitterStopped
 
-
-def _item(practice_id: int, sop: str, study: str = "1.2.3") -> ReceivedInstance:
-    return ReceivedInstance(
-        practice_id=practice_id, calling_ae="SCANNER1", peer_address="127.0.0.1",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=sop,
-        study_instance_uid=study, series_instance_uid=f"{study}.4",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", size_bytes=100,
-        path=f"p{practice_id}/{study}/{study}.4/{sop}.dcm", modality="CT",
-    )
-
-
-@pytest.fixture
-async def committed(hub_factory, dicom_config_data):
-    """(hub, committer, practice id, a function listing committed SOP Instance UIDs)."""
-    data = dicom_config_data()
-    data["dicom"]["enabled"] = False  # the committer alone, no receiver
-    hub = await hub_factory(data)
-    async with hub.sessionmaker() as s:
-        practice_id = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
-    committer = Committer(hub, stable_age=30, overwrite=False)
-    committer.start(asyncio.get_running_loop())
-    # A reader of its own (no BEGIN IMMEDIATE): it sees only what is committed.
-    reader = create_async_engine(hub.config.database.url)
-
-    async def uids() -> set[str]:
-        async with reader.connect() as conn:
-            return set((await conn.execute(select(Instance.sop_instance_uid))).scalars())
-
-    yield hub, committer, practice_id, uids
-    await asyncio.to_thread(committer.stop)
-    await reader.dispose()
+from .rows import received_item, second_practice
 
 
 async def test_rows_submitted_together_commit_together(committed):
     _hub, committer, practice_id, uids = committed
-    futures = [committer.submit_nowait(_item(practice_id, f"1.{n}")) for n in range(1, 21)]
+    futures = [committer.submit_nowait(received_item(practice_id, f"1.{n}")) for n in range(1, 21)]
     outcomes = [await asyncio.wrap_future(f) for f in futures]
     assert all(o.created for o in outcomes)
     assert len({o.study_id for o in outcomes}) == 1
@@ -60,17 +27,13 @@ async def test_rows_submitted_together_commit_together(committed):
 
 async def test_an_instance_that_cannot_be_filed_fails_alone(committed):
     hub, committer, practice_id, uids = committed
-    async with hub.transaction() as s:
-        other = Practice(slug="vet-two", name="Vet Two")
-        s.add(other)
-        await s.flush()
-        other_id = other.id
-    await asyncio.wrap_future(committer.submit_nowait(_item(other_id, "9.1", study="9.2")))
+    other_id = await second_practice(hub)
+    await asyncio.wrap_future(committer.submit_nowait(received_item(other_id, "9.1", study="9.2")))
     # the same SOP Instance UID from another practice is refused; the batch's others commit
     futures = [
-        committer.submit_nowait(_item(practice_id, "1.1")),
-        committer.submit_nowait(_item(practice_id, "9.1")),
-        committer.submit_nowait(_item(practice_id, "1.2")),
+        committer.submit_nowait(received_item(practice_id, "1.1")),
+        committer.submit_nowait(received_item(practice_id, "9.1")),
+        committer.submit_nowait(received_item(practice_id, "1.2")),
     ]
     results = await asyncio.gather(*map(asyncio.wrap_future, futures), return_exceptions=True)
     assert results[0].created and results[2].created
@@ -80,7 +43,7 @@ async def test_an_instance_that_cannot_be_filed_fails_alone(committed):
 
 async def test_submit_blocks_its_thread_until_the_row_is_committed(committed):
     _hub, committer, practice_id, uids = committed
-    outcome = await asyncio.to_thread(committer.submit, _item(practice_id, "1.1"))
+    outcome = await asyncio.to_thread(committer.submit, received_item(practice_id, "1.1"))
     assert outcome.created and "1.1" in await uids()
 
 
@@ -93,8 +56,8 @@ async def test_stopping_fails_what_was_not_committed_and_refuses_more(committed)
             await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock
         else:
             await conn.exec_driver_sql("LOCK TABLE instances IN EXCLUSIVE MODE")
-        first = committer.submit_nowait(_item(practice_id, "1.1"))
-        second = committer.submit_nowait(_item(practice_id, "1.2"))
+        first = committer.submit_nowait(received_item(practice_id, "1.1"))
+        second = committer.submit_nowait(received_item(practice_id, "1.2"))
         stopped = threading.Thread(target=committer.stop)
         stopped.start()
         await conn.rollback()
@@ -110,7 +73,7 @@ async def test_stopping_fails_what_was_not_committed_and_refuses_more(committed)
             assert isinstance(result, CommitterStopped) and uid not in committed_uids
         else:
             assert result.created and uid in committed_uids
-    late = committer.submit_nowait(_item(practice_id, "1.3"))
+    late = committer.submit_nowait(received_item(practice_id, "1.3"))
     with pytest.raises(CommitterStopped):
         late.result(0)
 
@@ -133,7 +96,7 @@ async def test_stored_event_fires_once_per_instance_in_commit_order(committed):
 
     hub.pm.register(Listener(), name="listener")
     hub.pm.register(Broken(), name="broken")
-    futures = [committer.submit_nowait(_item(practice_id, f"1.{n}")) for n in range(1, 31)]
+    futures = [committer.submit_nowait(received_item(practice_id, f"1.{n}")) for n in range(1, 31)]
     outcomes = [await asyncio.wrap_future(f) for f in futures]
     await asyncio.to_thread(committer.stop)  # waits for the last batch's event
     assert committer.batches < 30  # batched, so fewer trips to the loop than instances

@@ -13,42 +13,25 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from hub.db.models import Practice
 from hub.imaging.models import Instance
 from hub.imaging.service import ImagingError
 from hub.testing.dicom import send_files, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE
-from plugins.dicom.committer import Committer
 from plugins.dicom.receiver import DicomReceiver, storage_root
 from plugins.dicom.relay import RelayCommitter, RelayError, RelayServer
 
-from .test_dicom_committer import _item
+from .rows import received_item, second_practice
 
 
 @pytest.fixture
-async def relayed(hub_factory, dicom_config_data):
+async def relayed(committed):
     """(hub, relay server, practice id, committed SOP Instance UIDs), on a running committer."""
-    data = dicom_config_data()
-    data["dicom"]["enabled"] = False  # the committer and relay alone, no receiver
-    hub = await hub_factory(data)
-    async with hub.sessionmaker() as s:
-        practice_id = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
-    committer = Committer(hub, stable_age=30, overwrite=False)
-    committer.start(asyncio.get_running_loop())
+    hub, committer, practice_id, uids = committed
     relay = RelayServer(committer)
     await asyncio.to_thread(relay.start)
-    reader = create_async_engine(hub.config.database.url)
-
-    async def uids() -> set[str]:
-        async with reader.connect() as conn:
-            return set((await conn.execute(select(Instance.sop_instance_uid))).scalars())
-
     yield hub, relay, practice_id, uids
     await asyncio.to_thread(relay.stop)
-    await asyncio.to_thread(committer.stop)
-    await reader.dispose()
 
 
 def _raw(path: Path) -> socket.socket:
@@ -71,7 +54,7 @@ async def test_rows_from_many_threads_are_committed_together(relayed):
     client = RelayCommitter(relay.path)
 
     def send(thread: int) -> list:
-        return [client.submit(_item(practice_id, f"1.{thread}.{n}")) for n in range(10)]
+        return [client.submit(received_item(practice_id, f"1.{thread}.{n}")) for n in range(10)]
 
     with ThreadPoolExecutor(4) as pool:
         outcomes = [o for part in await asyncio.gather(*(
@@ -81,25 +64,21 @@ async def test_rows_from_many_threads_are_committed_together(relayed):
     assert await uids() == {f"1.{t}.{n}" for t in range(4) for n in range(10)}
     assert relay.rows == 40 and relay.committer.batches < 40  # the threads shared commits
     # A re-sent instance: the same row, not a second one.
-    again = await asyncio.to_thread(client.submit, _item(practice_id, "1.0.0"))
+    again = await asyncio.to_thread(client.submit, received_item(practice_id, "1.0.0"))
     assert not again.created and again.instance_id == outcomes[0].instance_id
     client.stop()
 
 
 async def test_a_refused_row_comes_back_with_its_status(relayed):
     hub, relay, practice_id, uids = relayed
-    async with hub.transaction() as s:
-        other = Practice(slug="vet-two", name="Vet Two")
-        s.add(other)
-        await s.flush()
-        other_id = other.id
+    other_id = await second_practice(hub)
     client = RelayCommitter(relay.path)
-    await asyncio.to_thread(client.submit, _item(other_id, "9.1", study="9.2"))
+    await asyncio.to_thread(client.submit, received_item(other_id, "9.1", study="9.2"))
     with pytest.raises(ImagingError, match="another practice") as refused:
-        await asyncio.to_thread(client.submit, _item(practice_id, "9.1"))
+        await asyncio.to_thread(client.submit, received_item(practice_id, "9.1"))
     assert refused.value.status == 0xA900
     # the connection is still good for the next instance
-    assert (await asyncio.to_thread(client.submit, _item(practice_id, "1.1"))).created
+    assert (await asyncio.to_thread(client.submit, received_item(practice_id, "1.1"))).created
     assert await uids() == {"9.1", "1.1"}
     client.stop()
 
@@ -131,14 +110,14 @@ async def test_nonsense_on_the_socket_is_refused_and_the_relay_keeps_serving(rel
     assert answers[1:] == [True, True, True, True]  # each connection closed, nothing filed
     assert relay.rows == 0 and await uids() == set()
     client = RelayCommitter(relay.path)
-    assert (await asyncio.to_thread(client.submit, _item(practice_id, "1.1"))).created
+    assert (await asyncio.to_thread(client.submit, received_item(practice_id, "1.1"))).created
     client.stop()
 
 
 async def test_no_hub_process_is_a_relay_error(tmp_path):
     client = RelayCommitter(tmp_path / "nobody.sock")
     with pytest.raises(RelayError, match="cannot reach the hub process"):
-        client.submit(_item(1, "1.1"))
+        client.submit(received_item(1, "1.1"))
 
 
 async def test_a_silent_hub_process_times_out(tmp_path):
@@ -165,10 +144,10 @@ async def test_a_silent_hub_process_times_out(tmp_path):
     try:
         started = time.monotonic()
         with pytest.raises(RelayError, match="did not answer"):
-            await asyncio.to_thread(client.submit, _item(1, "1.1"), 0.5)
+            await asyncio.to_thread(client.submit, received_item(1, "1.1"), 0.5)
         assert time.monotonic() - started < 10
         with pytest.raises(RelayError):
-            await asyncio.to_thread(client.submit, _item(1, "1.2"), 0.5)
+            await asyncio.to_thread(client.submit, received_item(1, "1.2"), 0.5)
         assert len(held) == 2  # the timed-out connection was not reused
     finally:
         done.set()
