@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .association import BACKLOG, bound_socket
+from .committer import Committer
 from .relay import RelayServer
 from .worker import ACCEPTING, READY
 
@@ -44,6 +45,8 @@ class ReceiverProcesses:
         self.hub = hub
         self.receiver = receiver
         self.count = count
+        if not isinstance(receiver.committer, Committer):
+            raise TypeError("the hub process's receiver must commit its rows itself")
         self.relay = RelayServer(receiver.committer)
         self.procs: list[asyncio.subprocess.Process] = []
         self.restarts = 0
