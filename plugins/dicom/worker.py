@@ -46,6 +46,11 @@ def _die_with_parent() -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    # Signals first: a SIGTERM during start-up (the hub stopping at once) ends it cleanly too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         config = load_config(args.config)
     except ConfigError as err:
@@ -57,20 +62,14 @@ async def _run(args: argparse.Namespace) -> int:
         return 2
     listener = socket.socket(fileno=args.listen_fd)
     hub = create_hub(config)
-    await hub.prepare_database(upgrade=False)
     receiver = DicomReceiver(hub, section, committer=RelayCommitter(args.relay))
-    sys.stdout.write(READY + "\n")
-    sys.stdout.flush()
-    if not await asyncio.to_thread(sys.stdin.readline):
-        return 0  # the hub went away before the go-ahead
-    await receiver.start(listener, owner=False)
-    sys.stdout.write(ACCEPTING + "\n")
-    sys.stdout.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
+        await hub.prepare_database(upgrade=False)
+        _say(READY)
+        if not await _go_ahead(stop):
+            return 0  # stopped, or the hub went away, before the go-ahead
+        await receiver.start(listener, owner=False)
+        _say(ACCEPTING)
         while not stop.is_set() and os.getppid() == args.parent:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
@@ -80,6 +79,26 @@ async def _run(args: argparse.Namespace) -> int:
         await receiver.stop()
         await hub.engine.dispose()
     return 0
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _go_ahead(stop: asyncio.Event) -> bool:
+    """True once the hub writes its go-ahead line; False if it closes its end of the pipe or
+    ``stop`` is set first."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    line = asyncio.ensure_future(reader.readline())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({line, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (line, stopped):
+        task.cancel()
+    await asyncio.gather(line, stopped, return_exceptions=True)
+    return not stop.is_set() and not line.cancelled() and bool(line.result())
 
 
 def main(argv: list[str] | None = None) -> int:
