@@ -5,13 +5,14 @@ associations and write each instance's file durably themselves, then send its ro
 Unix socket and wait for the answer before they say Success. The hub process files those rows
 with its own :class:`~plugins.dicom.committer.Committer`, beside its own associations' rows:
 
-- on SQLite, two committing processes only wait on each other's write lock (session 3 measured
-  a second process as slower than one), while one committer has the database to itself;
+- on SQLite, two committing processes only wait on each other's write lock (a second process
+  that committed its own rows was slower than one, docs/performance.md), while one committer
+  has the database to itself;
 - associations in every process share one group commit;
 - ``vethub_instance_stored`` fires in the hub process, where the other plugins run.
 
-Each association thread of a worker has a connection of its own, served by a thread of its own
-here, so one slow commit holds up only its own association. A message is a 4-byte big-endian
+Each instance in flight in a worker has a connection of its own (pooled in the worker),
+served by a thread of its own here, so one slow commit holds up only its own association. A message is a 4-byte big-endian
 length and a ``marshal``-encoded tuple of plain values (never pickle: nothing from the socket
 is ever executed). The socket lives in a directory only the hub's user can enter.
 """
