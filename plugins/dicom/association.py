@@ -50,7 +50,6 @@ LINGER_SECONDS = 5.0
 MAX_PDU = 64 * 1024 * 1024  # refuse a PDU longer than this (PS3.8 allows 4 GiB; nobody sends it)
 STOP_TIMEOUT = 10.0
 BACKLOG = 128
-_RJ_STOPPING = (0x02, 0x03, 0x01)  # transient, service provider (presentation), congestion
 ACCEPT_BACKOFF = 0.1  # seconds, after accept() failed (e.g. EMFILE) with the listener still open
 
 
@@ -132,7 +131,9 @@ class AssociationServer:
                 time.sleep(ACCEPT_BACKOFF)
                 continue
             if self._listener is not listener:  # stopping: only a sharer gets here
-                _send_quietly(conn, associate_rj(*_RJ_STOPPING))
+                from .receiver import RJ_BUSY  # circular at import time
+
+                _send_quietly(conn, associate_rj(*RJ_BUSY))
                 conn.close()
                 return
             thread = threading.Thread(
