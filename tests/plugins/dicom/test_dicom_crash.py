@@ -18,7 +18,7 @@ from hub.imaging.models import Instance, Study
 from hub.testing.dicom import dataset_bytes, storescu_command, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE
 
-from .daemon import start, stop, upgrade, wait_listening
+from .daemon import alive, children, start, stop, upgrade, wait_listening
 
 pytestmark = [
     pytest.mark.slow,
@@ -114,7 +114,7 @@ async def test_sigkill_with_two_receiver_processes_loses_nothing_acknowledged(
     hub = start(config, tmp_path)
     try:
         wait_listening(hub, free_port)
-        workers = _children(hub.pid)
+        workers = children(hub.pid)
         assert len(workers) == 1, "no receiver worker process"
         acknowledged: list[Path] = []
         lock = threading.Lock()
@@ -143,7 +143,7 @@ async def test_sigkill_with_two_receiver_processes_loses_nothing_acknowledged(
         hub.wait(timeout=30)
         assert hub.returncode == -signal.SIGKILL and 60 <= len(acknowledged) < 200
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in workers):  # the worker goes with the hub
+        while any(alive(pid) for pid in workers):  # the worker goes with the hub
             assert time.monotonic() < deadline, "the worker outlived the hub"
             time.sleep(0.05)
 
@@ -175,15 +175,3 @@ def follow_storescu(sender: subprocess.Popen[str], on_success) -> None:
             current = Path(m.group(1))
         elif "Received Store Response (Success)" in line and current is not None:
             on_success(current)
-
-
-def _children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in found.split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-    except FileNotFoundError:
-        return False

@@ -22,6 +22,8 @@ from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
 from plugins.dicom.plugin import processes_of, receiver_of
 from plugins.dicom.receiver import storage_root
 
+from .daemon import children
+
 pytestmark = pytest.mark.slow
 
 
@@ -109,26 +111,11 @@ async def test_a_worker_that_cannot_start_stops_the_hub_starting(
     path = write_config(dicom_config_data(dicom={"processes": 2}))
     config = load_config(path)
     path.unlink()  # the hub has read it; its worker cannot
-    children_before = _children()
+    children_before = children(os.getpid())
     with pytest.raises(PluginError, match="WorkerStartError.*exited with code 2 before it was"):
         await hub_factory(config=config)
-    assert _children() == children_before  # the failed worker was reaped, none left behind
+    assert children(os.getpid()) == children_before  # the failed worker was reaped, none left behind
 
-
-def _children() -> set[int]:
-    """This process's live children."""
-    me = os.getpid()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == me and fields[0] != "Z":
-                found.add(int(entry))
-    return found
 
 
 async def test_stopping_the_hub_stops_its_worker(hub_factory, write_config, dicom_config_data):
