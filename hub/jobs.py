@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOBS_DONE = Counter("vethub_jobs_total", "Jobs finished by a worker", ["kind", "outcome"])
-STATUSES = ("queued", "running", "succeeded", "dead")
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+STATUSES = tuple(s.value for s in JobStatus)
 
 
 class PermanentJobError(Exception):
