@@ -30,6 +30,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("maildir", "plugins.channels.maildir"),
     ("contact_policy", "plugins.policies.contact"),
     ("pims", "hub.pims.plugin"),
+    ("clients", "hub.clients.plugin"),
     ("ezyvet", "connectors.ezyvet"),
     ("file_export", "connectors.file_export"),
     ("accounts", "hub.accounts.plugin"),
