@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("email", "plugins.channels.email"),
     ("maildir", "plugins.channels.maildir"),
     ("contact_policy", "plugins.policies.contact"),
+    ("reminder_policy", "plugins.policies.reminders"),
     ("pims", "hub.pims.plugin"),
     ("clients", "hub.clients.plugin"),
     ("ezyvet", "connectors.ezyvet"),

@@ -3,13 +3,14 @@ scope (:mod:`hub.clients.scope`), then one service call."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
 from hub.clients import alerts as alert_service
-from hub.clients import details, preferences, scope, search
+from hub.clients import calendar, details, preferences, scope, search
 from hub.clients.alerts import AlertCode
 from hub.clients.preferences import CATEGORIES, CHANNELS
 from hub.db.models import Practice
@@ -301,3 +302,48 @@ async def put_alert_settings(request: web.Request, path: IdPath,
                                          disabled=[c.value for c in body.disabled],
                                          actor=principal.actor, now=hub.clock.now())
         return await _alerts(session, hub, client)
+
+
+class CalendarQuery(RequestModel):
+    from_: date = Field(alias="from")
+    to: date
+
+
+class CalendarClient(ResponseModel):
+    id: int
+    name: str | None
+
+
+class CalendarStep(ResponseModel):
+    reminder_id: int
+    step: str
+    status: Literal["planned", "queued", "deferred", "suppressed", "skipped"]
+    service: str | None
+    due_date: str | None
+    channel: str | None
+    communication_id: int | None
+    reason_code: str | None
+    client: CalendarClient | None
+
+
+class CalendarDay(ResponseModel):
+    date: str
+    steps: list[CalendarStep]
+
+
+class CalendarOut(ResponseModel):
+    practice_id: int
+    days: list[CalendarDay]
+
+
+@routes.get("/api/practices/{id}/reminders", summary="The retention calendar",
+            path_params=IdPath, query=CalendarQuery, response=CalendarOut, errors=(404, 422))
+async def reminder_calendar(request: web.Request, path: IdPath,
+                            query: CalendarQuery) -> dict[str, Any]:
+    """Reminder steps by day between ``from`` and ``to`` (at most 93 days): those written, with
+    their status and reason, and those still planned, each with its client."""
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.sessionmaker() as session:
+        practice = await scope.scoped_practice(session, principal, path.id)
+        days = await calendar.calendar(session, hub, practice, query.from_, query.to)
+    return {"practice_id": practice.id, "days": days}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from hub.clock import FrozenClock
@@ -17,6 +18,7 @@ from hub.core import Hub
 from hub.db.models import Company, Practice
 from hub.pims.sync import sync_practices
 from hub.testing.exports import ExportData, generate, make_stable, write_export
+from hub.testing.fixtures_core import ApiClient
 from hub.testing.smtp import SmtpSink
 from hub.web.app import create_app
 
@@ -34,6 +36,7 @@ class World:
     company_id: int
     drop: Path
     sink: SmtpSink
+    config: dict[str, Any]  # what the hub was built from: a second hub on the same database
 
 
 def email_section(sink: SmtpSink) -> dict[str, Any]:
@@ -68,7 +71,7 @@ async def world_factory(hub_factory, pims_practice, tmp_path: Path,
         async with hub.sessionmaker() as s:
             ids = {p.slug: p.id for p in (await s.execute(select(Practice))).scalars()}
             company = (await s.execute(select(Company.id))).scalar_one()
-        return World(hub, clock, data, ids["oak"], ids["elm"], company, drop, smtp_sink)
+        return World(hub, clock, data, ids["oak"], ids["elm"], company, drop, smtp_sink, config)
 
     return make
 
@@ -79,21 +82,28 @@ async def world(world_factory) -> World:
 
 
 @pytest_asyncio.fixture
-async def api_of(world: World):
-    """``await api_of(role, ...)`` -> an ApiClient on the world's hub carrying a real token."""
-    from aiohttp.test_utils import TestClient, TestServer
+async def api_of_factory():
+    """``api_of = await api_of_factory(world)``; ``await api_of(role, ...)`` -> an ApiClient
+    on the world's hub carrying a real token."""
+    clients: list[TestClient] = []
 
-    from hub.testing.fixtures_core import ApiClient
+    async def make(world: World) -> Callable[..., Awaitable[ApiClient]]:
+        app = create_app(world.hub, start_hub=False, run_workers=False)
+        client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+        await client.start_server()
+        clients.append(client)
+        base = ApiClient(client, world.hub)
 
-    app = create_app(world.hub, start_hub=False, run_workers=False)
-    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
-    await client.start_server()
-    base = ApiClient(client, world.hub)
+        async def as_role(role: str, **kw: Any) -> ApiClient:
+            return await base.as_role(role, **kw)
 
-    async def as_role(role: str, **kw: Any) -> ApiClient:
-        return await base.as_role(role, **kw)
+        return as_role
 
-    try:
-        yield as_role
-    finally:
+    yield make
+    for client in clients:
         await client.close()
+
+
+@pytest_asyncio.fixture
+async def api_of(world: World, api_of_factory):
+    return await api_of_factory(world)
