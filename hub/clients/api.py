@@ -10,7 +10,16 @@ from aiohttp import web
 from pydantic import Field
 
 from hub.clients import alerts as alert_service
-from hub.clients import calendar, details, preferences, scope, search
+from hub.clients import (
+    calendar,
+    details,
+    loyalty,
+    preferences,
+    scope,
+    search,
+    surveys,
+    timeline,
+)
 from hub.clients.alerts import AlertCode
 from hub.clients.preferences import CATEGORIES, CHANNELS
 from hub.db.models import Practice
@@ -130,11 +139,20 @@ class Contact(ResponseModel):
     mailing_addresses: list[MailingAddress]
 
 
+class SurveyAnswer(ResponseModel):
+    rating: int | None
+    comment: str | None
+    answered_at: str | None
+    visit: str
+
+
 class ClientOut(ResponseModel):
     id: int
     summary: Summary
     contact: Contact
     patients: list[PatientOut]
+    #: survey answers, newest first; absent for a client who never answered one
+    surveys: list[SurveyAnswer] | None = None
 
 
 class PreferenceOut(ResponseModel):
@@ -347,3 +365,131 @@ async def reminder_calendar(request: web.Request, path: IdPath,
         practice = await scope.scoped_practice(session, principal, path.id)
         days = await calendar.calendar(session, hub, practice, query.from_, query.to)
     return {"practice_id": practice.id, "days": days}
+
+
+class TimelineQuery(RequestModel):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=1000)
+
+
+class TimelineOut(ResponseModel):
+    client_id: int
+    #: each item has ``kind`` (communication, inbound, survey_response, loyalty, preference),
+    #: ``id``, ``at`` and the kind's own fields; communications carry their status ``history``
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@routes.get("/api/clients/{id}/timeline", summary="A client's timeline, newest first",
+            path_params=IdPath, query=TimelineQuery, response=TimelineOut, errors=(404, 422))
+async def get_timeline(request: web.Request, path: IdPath, query: TimelineQuery) -> dict[str, Any]:
+    """Communications with their status history, inbound replies, survey answers, loyalty
+    activity and preference changes."""
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.sessionmaker() as session:
+        client = await scope.scoped_client(session, principal, path.id)
+        page = await timeline.timeline(session, client.id, cursor=query.cursor, limit=query.limit)
+    return {"client_id": client.id, "items": page.items, "next_cursor": page.next_cursor}
+
+
+class LoyaltyEntryOut(ResponseModel):
+    id: int
+    kind: Literal["enroll", "adjust", "redeem"]
+    coins: int
+    reason: str
+    reward: str | None
+    actor: str | None
+    at: str
+
+
+class LoyaltyOut(ResponseModel):
+    client_id: int
+    enrolled_at: str
+    balance: int
+    entries: list[LoyaltyEntryOut]
+
+
+class AdjustIn(RequestModel):
+    coins: int = Field(ge=-1_000_000, le=1_000_000)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RedeemIn(RequestModel):
+    reward: str = Field(min_length=1, max_length=200)
+
+
+async def _loyalty(session: Any, client: Any) -> dict[str, Any]:
+    account = await loyalty.account_of(session, client)
+    rows = await loyalty.entries(session, client.id)
+    return {"client_id": client.id, "enrolled_at": account.enrolled_at.isoformat(),
+            "balance": await loyalty.ledger_balance(session, client.id),
+            "entries": [{"id": e.id, "kind": e.kind, "coins": e.coins, "reason": e.reason,
+                         "reward": e.reward, "actor": e.actor, "at": e.at.isoformat()}
+                        for e in rows]}
+
+
+@routes.get("/api/clients/{id}/loyalty", summary="A client's loyalty balance and activity",
+            path_params=IdPath, response=LoyaltyOut, errors=(403, 404))
+async def get_loyalty(request: web.Request, path: IdPath) -> dict[str, Any]:
+    """The balance is the ledger's sum."""
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.sessionmaker() as session:
+        client = await scope.scoped_client(session, principal, path.id)
+        await loyalty.require_enabled(session, hub, client)
+        return await _loyalty(session, client)
+
+
+@routes.post("/api/clients/{id}/loyalty", summary="Enroll a client in the loyalty program",
+             path_params=IdPath, response=LoyaltyOut, status=201, errors=(403, 404, 409))
+async def enroll_loyalty(request: web.Request, path: IdPath) -> dict[str, Any]:
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.transaction() as session:
+        client = await scope.scoped_client(session, principal, path.id)
+        await loyalty.enroll(session, hub, client, actor=principal.actor)
+        return await _loyalty(session, client)
+
+
+@routes.post("/api/clients/{id}/loyalty/adjustments", summary="Add or take coins, with a reason",
+             path_params=IdPath, body=AdjustIn, response=LoyaltyOut, status=201,
+             errors=(403, 404, 409, 422))
+async def adjust_loyalty(request: web.Request, path: IdPath, body: AdjustIn) -> dict[str, Any]:
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.transaction() as session:
+        client = await scope.scoped_client(session, principal, path.id)
+        await loyalty.adjust(session, hub, client, body.coins, reason=body.reason,
+                             actor=principal.actor)
+        return await _loyalty(session, client)
+
+
+@routes.post("/api/clients/{id}/loyalty/redemptions", summary="Fulfil a reward",
+             path_params=IdPath, body=RedeemIn, response=LoyaltyOut, status=201,
+             errors=(403, 404, 409, 422))
+async def redeem_loyalty(request: web.Request, path: IdPath, body: RedeemIn) -> dict[str, Any]:
+    """Only with enough coins (409 ``insufficient_coins`` otherwise)."""
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.transaction() as session:
+        client = await scope.scoped_client(session, principal, path.id)
+        await loyalty.redeem(session, hub, client, body.reward, actor=principal.actor)
+        return await _loyalty(session, client)
+
+
+class SurveyOut(ResponseModel):
+    rating: int | None
+    comment: str | None
+    answered_at: str | None
+    visit: str
+
+
+class SurveysOut(ResponseModel):
+    client_id: int
+    items: list[SurveyOut]
+
+
+@routes.get("/api/clients/{id}/surveys", summary="A client's survey answers, newest first",
+            path_params=IdPath, response=SurveysOut, errors=(404,))
+async def get_surveys(request: web.Request, path: IdPath) -> dict[str, Any]:
+    hub, principal = request.app[HUB_KEY], get_principal(request)
+    async with hub.sessionmaker() as session:
+        client = await scope.scoped_client(session, principal, path.id)
+        rows = await surveys.responses(session, client.id)
+    return {"client_id": client.id, "items": [details.survey_json(s) for s in rows]}

@@ -51,19 +51,22 @@ def display_name(client: Client) -> str:
     return " ".join(p for p in (client.first_name, client.last_name) if p) or f"client {client.id}"
 
 
-async def last_survey(session: AsyncSession, client_id: int) -> SurveyRequest | None:
-    return (await session.execute(
-        select(SurveyRequest).where(SurveyRequest.client_id == client_id,
-                                    SurveyRequest.answered_at.is_not(None))
-        .order_by(SurveyRequest.answered_at.desc(), SurveyRequest.id.desc()).limit(1))
-    ).scalar_one_or_none()
+def survey_json(s: SurveyRequest) -> dict[str, Any]:
+    return {"rating": s.rating, "comment": s.comment,
+            "answered_at": s.answered_at.isoformat() if s.answered_at else None,
+            "visit": s.visit_external_id}
 
 
 async def client_details(session: AsyncSession, client: Client) -> dict[str, Any]:
+    """The client's record; ``surveys`` only when the client answered at least one."""
     practice = await session.get(Practice, client.practice_id)
     assert practice is not None
     patients = await client_patients(session, client)
-    survey = await last_survey(session, client.id)
+    answered = list((await session.execute(
+        select(SurveyRequest).where(SurveyRequest.client_id == client.id,
+                                    SurveyRequest.answered_at.is_not(None))
+        .order_by(SurveyRequest.answered_at.desc(), SurveyRequest.id.desc()))).scalars())
+    survey = answered[0] if answered else None
     contactable = (client.status == "active" and not client.comms_disabled
                    and any(p.status == "active" for p in patients))
     return {
@@ -90,4 +93,5 @@ async def client_details(session: AsyncSession, client: Client) -> dict[str, Any
             "mailing_addresses": mailing_addresses(client),
         },
         "patients": [patient_json(p) for p in patients],
+        **({"surveys": [survey_json(s) for s in answered]} if answered else {}),
     }

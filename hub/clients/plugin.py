@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,9 +20,14 @@ def vethub_config_sections() -> dict[str, Any]:
 
 @hookimpl
 def vethub_web_routes(hub: Any) -> list[web.AbstractRouteDef]:
-    from hub.clients import api
+    from hub.clients import api, survey_pages
 
-    return list(api.routes)
+    return [*api.routes, *survey_pages.routes, *survey_pages.pages]
+
+
+@hookimpl
+def vethub_template_dirs() -> list[Path]:
+    return [Path(__file__).parent / "templates"]
 
 
 @hookimpl
@@ -35,7 +41,7 @@ async def reminder_job(hub: Any, job: JobContext) -> None:
     """One tick of the schedule: reminders, then surveys after visits."""
     from hub.clients.reminders import run_reminders
 
-    await run_reminders(hub, job.payload.get("practice"))
+    await run_reminders(hub, job.payload.get("practice"), surveys=True)
 
 
 @hookimpl

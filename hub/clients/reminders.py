@@ -60,6 +60,7 @@ class DueStep:
 class RunReport:
     practices: int = 0
     written: int = 0
+    surveys: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
     def count(self, status: str) -> None:
@@ -248,8 +249,12 @@ async def run_practice(hub: Any, practice: Practice, report: RunReport) -> None:
             await send_chunk(session, hub, facts, steps[i:i + CHUNK], report)
 
 
-async def run_reminders(hub: Any, practice_slug: str | None = None) -> RunReport:
-    """One run over every practice (or one): see the module docstring."""
+async def run_reminders(hub: Any, practice_slug: str | None = None, *,
+                        surveys: bool = False) -> RunReport:
+    """One run over every practice (or one): see the module docstring. With ``surveys``, the
+    same run then sends the surveys due after visits (:mod:`hub.clients.surveys`)."""
+    from hub.clients.surveys import send_surveys
+
     report = RunReport()
     async with hub.sessionmaker() as session:
         stmt = select(Practice).order_by(Practice.id)
@@ -258,6 +263,8 @@ async def run_reminders(hub: Any, practice_slug: str | None = None) -> RunReport
         practices = list((await session.execute(stmt)).scalars())
     for practice in practices:
         await run_practice(hub, practice, report)
+        if surveys and in_sending_hours(practice_facts(hub, practice), hub.clock.now()):
+            report.surveys += await send_surveys(hub, practice)
     if report.written:
         log.info("reminders: %s steps written (%s)", report.written, report.by_status)
     return report
