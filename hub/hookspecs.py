@@ -273,10 +273,18 @@ def vethub_onboarding_missing_fields(request: Mapping[str, Any], company: Compan
 def vethub_reminder_schedule(reminder: Any, practice: Any) -> Any:
     """Decide when and how a PIMS reminder is sent.
 
-    :param reminder: the reminder (patient, service, due date).
-    :param practice: its practice (time zone, preferences).
-    :returns: a schedule (send dates and channels), or ``None`` for the next implementation.
-        **Stops at the first non-None result.**
+    Called by the reminder run (a durable periodic job) for each reminder the PIMS lists as
+    due, inside the practice's sending hours. Each step is written once (its idempotency key is
+    the reminder and the step's name) and sent only over a channel the contact verdict allows.
+    The built-in policy (``plugins/policies/reminders.py``) contacts 28 and 7 days before and
+    14 days after, by email, then SMS, then postcard.
+
+    :param reminder: a :class:`hub.clients.schedule.ReminderFacts` (service, due date,
+        patient status, species).
+    :param practice: a :class:`hub.clients.schedule.PracticeReminderFacts` (time zone,
+        sending hours).
+    :returns: a :class:`hub.clients.schedule.ReminderSchedule` (steps and channel order), or
+        ``None`` for the next implementation. **Stops at the first non-None result.**
     """
 
 
