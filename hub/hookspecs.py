@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hub.core import Hub
+    from hub.imaging.case_status import CaseStatusEvent
     from hub.jobs import JobHandler
 
 hookspec = pluggy.HookspecMarker("vethub")
@@ -294,6 +295,19 @@ def vethub_instance_stored(hub: Hub, instance: Any) -> Awaitable[None] | None:
 @hookspec
 def vethub_study_stable(hub: Hub, study: Any) -> Awaitable[None] | None:
     """A study received no new instance for ``stable_age`` seconds."""
+
+
+@hookspec
+def vethub_case_status(hub: Hub, change: CaseStatusEvent) -> Awaitable[None] | None:
+    """A case's status changed (submitted, routed, delivered, reported, failed, cancelled).
+
+    Fired after the change is committed, from a job written with it (at least once, in the
+    order of the changes of one case), so a listener may open its own transaction.
+
+    :param change: a :class:`hub.imaging.case_status.CaseStatusEvent`: ``case_id``,
+        ``practice_id``, ``company_id``, ``study_id``, ``status``, ``previous`` (None for a new
+        case), ``actor`` (who made the change), ``at`` and ``note`` (for ``failed``, the reason).
+    """
 
 
 @hookspec

@@ -14,16 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Company
-from hub.imaging.cases import add_status
+from hub.imaging.case_status import change_status
+from hub.imaging.delivery import mark_delivered
 from hub.imaging.models import (
-    CASE_DELIVERED,
-    CASE_FAILED,
-    CASE_FORWARDING,
     FWD_PENDING,
     FWD_SUCCESS,
     FWD_WARNING,
     Case,
     CaseInstanceForward,
+    CaseStatus,
     Instance,
 )
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from hub.core import Hub
 
 ACCEPTED = (FWD_SUCCESS, FWD_WARNING)
+FORWARDER = "dicom forwarder"
 
 
 class ForwardRefused(Exception):
@@ -59,6 +59,7 @@ class ForwardItem:
 class ForwardPlan:
     destination: Destination
     items: list[ForwardItem] = field(default_factory=list)
+    case_id: int = 0
 
 
 def destination_of(company: Company) -> Destination:
@@ -76,23 +77,28 @@ def destination_of(company: Company) -> Destination:
 
 
 async def plan_forward(session: AsyncSession, hub: Hub, case_id: int) -> ForwardPlan | None:
-    """Mark the case forwarding and list the instances its peer has not accepted yet.
+    """List the instances of the case its peer has not accepted yet.
 
-    Returns None for a case already delivered.
+    Returns None for a case delivered, reported or cancelled meanwhile (a replayed job, or a
+    practice that withdrew its case before the forward ran). A failed case replayed by an
+    operator is routed again.
     Raises ForwardRefused after recording the case as failed (the caller commits, then gives up).
     """
     case = await session.get(Case, case_id)
     if case is None:
         raise ForwardRefused(f"case {case_id} does not exist")
-    if case.status == CASE_DELIVERED:  # a replayed job after delivery: nothing to do
+    if case.status in (CaseStatus.DELIVERED, CaseStatus.REPORTED, CaseStatus.CANCELLED):
         return None
+    if case.status == CaseStatus.FAILED:
+        await change_status(session, hub, case, CaseStatus.ROUTED, actor=FORWARDER,
+                            note="forward replayed")
     company = await session.get(Company, case.company_id) if case.company_id else None
     if company is None:
         raise ForwardRefused(f"case {case_id} is not routed to a company")
     try:
         dest = destination_of(company)
     except ForwardRefused as err:
-        await add_status(session, hub, case, CASE_FAILED, note=str(err))
+        await change_status(session, hub, case, CaseStatus.FAILED, actor=FORWARDER, note=str(err))
         raise
     instances = (await session.execute(
         select(Instance).where(Instance.study_id == case.study_id).order_by(Instance.id)
@@ -104,11 +110,9 @@ async def plan_forward(session: AsyncSession, hub: Hub, case_id: int) -> Forward
             rows[inst.id] = CaseInstanceForward(case_id=case.id, instance_id=inst.id, status=FWD_PENDING,
                                                 attempts=0, updated_at=now)
             session.add(rows[inst.id])
-    if case.status != CASE_FORWARDING:
-        await add_status(session, hub, case, CASE_FORWARDING, note=f"to {dest}")
     items = [ForwardItem(i.id, i.path, i.sop_class_uid, i.transfer_syntax_uid)
              for i in instances if rows[i.id].status not in ACCEPTED]
-    return ForwardPlan(dest, items)
+    return ForwardPlan(dest, items, case.id)
 
 
 async def record_forward(
@@ -124,6 +128,8 @@ async def record_forward(
     case = await session.get(Case, case_id)
     if case is None:
         raise ForwardRefused(f"case {case_id} does not exist")
+    if case.status != CaseStatus.ROUTED:  # cancelled or reported while the images travelled
+        return None
     rows = await _forward_rows(session, case.id)
     now = hub.clock.now()
     for instance_id, (code, comment) in statuses.items():
@@ -134,13 +140,12 @@ async def record_forward(
     pending = [r for r in rows.values() if r.status not in ACCEPTED]
     summary = _summary(rows.values())
     if not pending:
-        case.delivered_at = now
-        await add_status(session, hub, case, CASE_DELIVERED, note=f"to {destination}: {summary}")
+        await mark_delivered(session, hub, case, note=f"to {destination}: {summary}", actor=FORWARDER)
         return None
     why = association_error or f"{len(pending)} instance(s) not accepted ({summary})"
-    last = attempt >= max_attempts
-    await add_status(session, hub, case, CASE_FAILED if last else CASE_FORWARDING,
-                     note=f"attempt {attempt} of {max_attempts}: {why}")
+    if attempt >= max_attempts:
+        await change_status(session, hub, case, CaseStatus.FAILED, actor=FORWARDER,
+                            note=f"attempt {attempt} of {max_attempts}: {why}")
     return why
 
 
