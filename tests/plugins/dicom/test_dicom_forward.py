@@ -100,7 +100,7 @@ async def test_forward_down_then_one_refused_then_accepted(
         body = await rsp.json()
     history = [(h["status"], h["note"]) for h in body["status_history"]]
     assert [s for s, _ in history] == ["submitted", "routed", "delivered"]
-    assert "1 warning, 2 success" in history[2][1]
+    assert "2 success, 1 warning" in history[2][1]
     assert {i["status_code"] for i in body["instances"]} == {"0x0000", "0xB000"}
     async with hub.sessionmaker() as s:
         (job,) = (await s.execute(select(Job).where(Job.kind == "dicom.forward_case"))).scalars()
