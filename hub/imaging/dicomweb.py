@@ -151,14 +151,19 @@ async def case_zip(request: web.Request, path: CasePath) -> web.StreamResponse:
         instances = list((await session.execute(
             select(Instance).where(Instance.study_id == case.study_id).order_by(Instance.id))).scalars())
     root = storage_root(hub)
+    # Built on disk, not in memory: a study can be hundreds of megabytes.
     target = hub.data_dir / "tmp" / f"case-{case.id}-{secrets.token_hex(6)}.zip"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         await asyncio.to_thread(_zip, root, instances, target)
-        rsp = web.FileResponse(target, headers={
+        rsp = web.StreamResponse(headers={
             "Content-Type": "application/zip",
             "Content-Disposition": f'attachment; filename="case-{case.id}-images.zip"'})
+        rsp.content_length = target.stat().st_size
         await rsp.prepare(request)
+        with target.open("rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, 1024 * 1024):
+                await rsp.write(chunk)
         await rsp.write_eof()
         return rsp
     finally:
