@@ -38,13 +38,17 @@ def reading_address(company: Company) -> str | None:
 
 def describe(company: Company) -> str:
     """One line for ``vethub check-config`` and the operator: how this company gets cases."""
-    if delivery_of(company) is Delivery.DICOM:
-        d = company.settings["dicom_destination"]
-        how = f"C-STORE to {d.get('ae_title')}@{d.get('host')}:{d.get('port')} (images + request object)"
+    settings = company.settings or {}
+    return describe_settings(settings.get("dicom_destination"), reading_address(company))
+
+
+def describe_settings(destination: dict | None, reading: str | None) -> str:
+    if isinstance(destination, dict):
+        how = (f"C-STORE to {destination.get('ae_title')}@{destination.get('host')}:"
+               f"{destination.get('port')} (images + request object)")
     else:
         how = "in the hub (GET /api/cases, zip, DICOMweb WADO-RS at /dicomweb)"
-    to = reading_address(company)
-    return f"{how}; notifications to {to}" if to else f"{how}; no reading address for notifications"
+    return f"{how}; notifications to {reading}" if reading else f"{how}; no reading address for notifications"
 
 
 async def dispatch(session: AsyncSession, hub: Hub, case: Case, company: Company) -> None:
