@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Company
+from hub.db.models import Company, Practice
 from hub.imaging.case_status import change_status
 from hub.imaging.delivery import mark_delivered
 from hub.imaging.models import (
@@ -21,9 +22,11 @@ from hub.imaging.models import (
     FWD_SUCCESS,
     FWD_WARNING,
     Case,
+    CaseAttachment,
     CaseInstanceForward,
     CaseStatus,
     Instance,
+    Study,
 )
 
 if TYPE_CHECKING:
@@ -55,11 +58,35 @@ class ForwardItem:
     transfer_syntax_uid: str
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the practice asked, for the object that carries it to the company's PACS."""
+
+    case_id: int
+    study_instance_uid: str
+    practice_name: str
+    patient_name: str | None
+    patient_id: str | None
+    species: str | None
+    owner: str | None
+    study_date: str | None
+    urgency: str
+    clinical_history: str
+    question: str
+    submitted_by: str
+    submitted_at: datetime
+    attachments: tuple[tuple[str, str, bytes], ...]  # (filename, content type, content)
+
+
 @dataclass
 class ForwardPlan:
+    """What to send. Items with a negative ``instance_id`` are the request objects an outbound
+    transport adds (they have no instance row); their answers count for delivery too."""
+
     destination: Destination
     items: list[ForwardItem] = field(default_factory=list)
     case_id: int = 0
+    request: RequestFacts | None = None
 
 
 def destination_of(company: Company) -> Destination:
@@ -112,7 +139,27 @@ async def plan_forward(session: AsyncSession, hub: Hub, case_id: int) -> Forward
             session.add(rows[inst.id])
     items = [ForwardItem(i.id, i.path, i.sop_class_uid, i.transfer_syntax_uid)
              for i in instances if rows[i.id].status not in ACCEPTED]
-    return ForwardPlan(dest, items, case.id)
+    return ForwardPlan(dest, items, case.id, await request_facts(session, case))
+
+
+async def request_facts(session: AsyncSession, case: Case) -> RequestFacts:
+    study = await session.get(Study, case.study_id)
+    practice = await session.get(Practice, case.practice_id)
+    assert study is not None
+    attachments = (await session.execute(
+        select(CaseAttachment).where(CaseAttachment.case_id == case.id).order_by(CaseAttachment.id))).scalars()
+    patient = case.patient or {}
+    return RequestFacts(
+        case_id=case.id, study_instance_uid=study.study_instance_uid,
+        practice_name=practice.name if practice else "",
+        patient_name=patient.get("name") or study.animal_name,
+        patient_id=patient.get("dicom_patient_id") or patient.get("patient_id") or study.animal_id,
+        species=patient.get("species") or study.species, owner=patient.get("owner"),
+        study_date=study.study_date, urgency=case.urgency,
+        clinical_history=case.clinical_history, question=case.question,
+        submitted_by=case.submitted_by, submitted_at=case.created_at,
+        attachments=tuple((a.filename, a.content_type, a.content) for a in attachments),
+    )
 
 
 async def record_forward(
@@ -132,12 +179,17 @@ async def record_forward(
         return None
     rows = await _forward_rows(session, case.id)
     now = hub.clock.now()
+    refused_requests = []
     for instance_id, (code, comment) in statuses.items():
+        if instance_id < 0:  # a request object: no row, but it must arrive too
+            if category(code) not in ACCEPTED:
+                refused_requests.append(f"request object: {comment or hex(code or 0)}")
+            continue
         row = rows[instance_id]
         row.status, row.status_code, row.comment = category(code), code, comment
         row.attempts += 1
         row.updated_at = now
-    pending = [r for r in rows.values() if r.status not in ACCEPTED]
+    pending = [r for r in rows.values() if r.status not in ACCEPTED] + refused_requests
     summary = _summary(rows.values())
     if not pending:
         await mark_delivered(session, hub, case, note=f"to {destination}: {summary}", actor=FORWARDER)
