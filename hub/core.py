@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import aiohttp
 from sqlalchemy.engine import make_url
@@ -21,6 +21,52 @@ from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class HubKey(Generic[T]):
+    """A typed key for per-hub state kept by a domain or a plugin (``hub.state[KEY]``).
+
+    Like aiohttp's ``AppKey``: the key's type parameter is the value's type, so ``mypy`` checks
+    what is stored and read, and two plugins cannot collide on a string. State lives and dies
+    with its hub, never in a module global shared by every hub in the process.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<HubKey {self.name}>"
+
+
+class HubState:
+    """The per-hub state mapping: ``state[KEY]``, ``state.get(KEY)``, ``state.setdefault(KEY, f)``."""
+
+    def __init__(self) -> None:
+        self._values: dict[HubKey[Any], Any] = {}
+
+    def __getitem__(self, key: HubKey[T]) -> T:
+        return cast(T, self._values[key])
+
+    def __setitem__(self, key: HubKey[T], value: T) -> None:
+        self._values[key] = value
+
+    def __contains__(self, key: HubKey[Any]) -> bool:
+        return key in self._values
+
+    def get(self, key: HubKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self._values.get(key, default))
+
+    def setdefault(self, key: HubKey[T], factory: Callable[[], T]) -> T:
+        if key not in self._values:
+            self._values[key] = factory()
+        return cast(T, self._values[key])
+
+    def pop(self, key: HubKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self._values.pop(key, default))
 
 
 class Hub:
@@ -40,6 +86,7 @@ class Hub:
         self.http: aiohttp.ClientSession | None = None
         self.channels: dict[str, Any] = {}
         self.started = False
+        self.state = HubState()
         # Registrations need no I/O and must precede the web app's route table.
         self._register_job_handlers()
         self._register_channels()
