@@ -153,6 +153,20 @@ async def _client_for_address(
     return None, None, None
 
 
+async def first_attempt_at(session: AsyncSession, communication_id: int) -> datetime | None:
+    """When the first send attempt of a communication started, as far as the hub knows: its
+    earliest "sending" row, else its creation time (never later than the first attempt, so a
+    provider's time-limited idempotency key is taken for expired no later than it is)."""
+    first = (await session.execute(
+        select(func.min(CommunicationStatus.at)).where(
+            CommunicationStatus.communication_id == communication_id,
+            CommunicationStatus.status == "sending"))).scalar()
+    created = (await session.execute(select(Communication.created_at).where(
+        Communication.id == communication_id))).scalar()
+    known = [t for t in (first, created) if t is not None]
+    return min(known) if known else None
+
+
 async def inbound_seen(session: AsyncSession, provider_id: str | None) -> bool:
     """Whether an inbound message with this provider id was already recorded (a replay)."""
     if not provider_id:
