@@ -11,7 +11,13 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from connectors.ezyvet.client import Credentials, EzyVetClient, join_scopes, token_lifetime
+from connectors.ezyvet.client import (
+    Credentials,
+    EzyVetClient,
+    NotAvailable,
+    join_scopes,
+    token_lifetime,
+)
 from hub.clock import FrozenClock
 from hub.messaging.outbound import queue_communication
 from hub.pims.models import Appointment, Client, Reminder, Visit
@@ -122,7 +128,7 @@ async def test_a_token_without_a_lookup_scope_is_refused_like_ezyvet(fake_ezyvet
             fake_ezyvet.client_id, fake_ezyvet.client_secret, fake_ezyvet.partner_id,
             "read-contact read-contactdetail"))  # space-separated: the fake takes either
         assert (await client.get("/v1/contactdetail", {}))["messages"] == []
-        with pytest.raises(Exception, match="403.*read-contactdetailtype"):
+        with pytest.raises(NotAvailable, match="403.*read-contactdetailtype"):
             await client.get("/v1/contactdetailtype", {})
 
 
