@@ -7,21 +7,24 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.db import migrate
 from hub.db.engine import is_sqlite, make_engine, make_read_engine, make_sessionmaker
+from hub.db.transactions import run_read
 from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
 from hub.state import HubState
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 class Hub:
     """What a running hub is made of; built by :func:`create_hub`, started by :meth:`start`."""
@@ -65,6 +68,12 @@ class Hub:
         Use :meth:`transaction` for anything that writes.
         """
         return self.read_sessionmaker()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a synchronous read ``fn(connection)`` on the read engine in one hand-off (see
+        :func:`hub.db.transactions.run_read`): for hot read paths, where a session's several
+        round trips to SQLite's thread cost more than the query."""
+        return await run_read(self.read_engine, fn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
