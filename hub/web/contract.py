@@ -174,10 +174,13 @@ def render(result: Any, ep: Endpoint) -> web.StreamResponse:
     """The handler's result as a response; a dict is checked against the declared response model."""
     if isinstance(result, web.StreamResponse):
         return result
-    if not isinstance(result, BaseModel) and ep.response is not None:
-        result = ep.response.model_validate(result)
     if isinstance(result, BaseModel):
         return web.json_response(text=result.model_dump_json(), status=ep.status)
+    if ep.response is not None:
+        # A dict keeps its shape: a key the handler left out (an optional section absent for
+        # this object) stays out, rather than appearing as null.
+        checked = ep.response.model_validate(result)
+        return web.json_response(text=checked.model_dump_json(exclude_unset=True), status=ep.status)
     return web.json_response(result, status=ep.status)
 
 
