@@ -52,13 +52,16 @@ def vethub_job_handlers() -> dict[str, Any]:
 
 
 async def _ensure_schedule(hub: Any) -> None:
+    """The reminder and survey job runs while some practice has a PIMS connector (reminders
+    and visits come from the PIMS) and ``reminder_every_seconds`` is not 0."""
     from hub.clients.reminders import JOB_KIND, SCHEDULE_NAME
 
     every = clients_config(hub).reminder_every_seconds
+    wanted = every > 0 and any(p.pims for p in hub.config.practices)
     async with hub.transaction() as session:
         schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {},
                                                   max(every, 1))
-        schedule.enabled = every > 0
+        schedule.enabled = wanted
 
 
 @hookimpl
