@@ -7,8 +7,10 @@ from typing import Any
 
 import click
 from aiohttp import web
+from sqlalchemy import update
 
 from hub.clients.config import ClientsConfig, clients_config
+from hub.db.models import Schedule
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext
 
@@ -59,9 +61,12 @@ async def _ensure_schedule(hub: Any) -> None:
     every = clients_config(hub).reminder_every_seconds
     wanted = every > 0 and any(p.pims for p in hub.config.practices)
     async with hub.transaction() as session:
-        schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {},
-                                                  max(every, 1))
-        schedule.enabled = wanted
+        if wanted:
+            schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {}, every)
+            schedule.enabled = True
+        else:  # declared by an earlier config: keep the row, stop the ticks
+            await session.execute(update(Schedule).where(Schedule.name == SCHEDULE_NAME)
+                                  .values(enabled=False))
 
 
 @hookimpl
