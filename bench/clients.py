@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import platform
 import random
-import statistics
 import tempfile
 import time
 import uuid
