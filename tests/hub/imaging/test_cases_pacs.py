@@ -8,24 +8,18 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 from hub.imaging.models import Case
 from plugins.dicom.request_object import (
     BASIC_TEXT_SR,
     ENCAPSULATED_PDF,
-    base_dataset,
-    code_item,
-    text_item,
 )
 
-from .cases_helpers import PDF, b64, ids, make_stable, send, storescu
+from .cases_helpers import PDF, b64, ids, make_stable, report_sr, send, storescu
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,32 +41,6 @@ async def _start_storescp(port: int, out: Path) -> subprocess.Popen:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             assert asyncio.get_running_loop().time() < deadline, "storescp did not start"
             await asyncio.sleep(0.05)
-
-
-def _report_sr(study_uid: str, text: str, signer: str) -> Dataset:
-    """A Basic Text SR as a company's reporting system would send it back."""
-    ds = _base_for_report(study_uid)
-    ds.ValueType = "CONTAINER"
-    ds.ConceptNameCodeSequence = Sequence([code_item("18748-4", "LN", "Diagnostic imaging report")])
-    ds.ContinuityOfContent, ds.CompletionFlag, ds.VerificationFlag = "SEPARATE", "COMPLETE", "VERIFIED"
-    observer = Dataset()
-    observer.VerifyingObserverName = signer
-    observer.VerifyingOrganization = "Rad Co"
-    observer.VerificationDateTime = "20260105120000"
-    observer.VerifyingObserverIdentificationCodeSequence = Sequence([])
-    ds.VerifyingObserverSequence = Sequence([observer])
-    ds.ContentSequence = Sequence([text_item(code_item("121071", "DCM", "Finding"), text)])
-    return ds
-
-
-def _base_for_report(study_uid: str) -> Dataset:
-    from hub.imaging.forwarding import RequestFacts
-
-    facts = RequestFacts(case_id=10**9, study_instance_uid=study_uid, practice_name="", patient_name="Rex",
-                         patient_id="A-1", species=None, owner=None, study_date=None, urgency="",
-                         clinical_history="", question="", submitted_by="",
-                         submitted_at=datetime(2026, 1, 5, tzinfo=UTC), attachments=())
-    return base_dataset(facts, BASIC_TEXT_SR, pydicom.uid.generate_uid(), "SR", 1)
 
 
 async def test_storescp_receives_images_and_request_and_a_report_comes_back(
@@ -115,7 +83,7 @@ async def test_storescp_receives_images_and_request_and_a_report_comes_back(
         assert pydicom.dcmread(sr).StudyInstanceUID == pydicom.dcmread(sent[0]).StudyInstanceUID
 
         # The company's reporting system sends its SR back from its AE title.
-        report = _report_sr(pydicom.dcmread(sent[0]).StudyInstanceUID,
+        report = report_sr(pydicom.dcmread(sent[0]).StudyInstanceUID,
                             "No evidence of pulmonary metastases.", "Reader^Anna")
         folder = tmp_path / "report"
         folder.mkdir()
