@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from hub import jobs
 from hub.db.models import Account, Job
 from hub.hookspecs import hookimpl
 from hub.imaging.models import Case
@@ -109,6 +110,14 @@ async def test_failed_with_its_reason(hub_factory, dicom_config_data, frozen_clo
     assert body["status"] == "failed" and "association rejected" in body["failure_reason"]
     [failed] = [c for c in probe.changes if c.status == "failed"]
     assert failed.note == body["failure_reason"] and failed.actor == "dicom forwarder"
+
+    # The operator replays the dead forward once the PACS is back: routed again, delivered.
+    dicom_peer.accept()
+    async with hub.transaction() as s:
+        assert await jobs.retry_jobs(s, frozen_clock.now(), all_dead=True) == 1
+    await hub.jobs.run_until_idle()
+    assert [c[0] for c in _seen(probe, case["id"])] == [
+        "submitted", "routed", "failed", "routed", "delivered"]
 
 
 async def test_submission_refusals(hub_factory, dicom_config_data, frozen_clock, api_for, tmp_path):
