@@ -1,11 +1,11 @@
 """Cases: a study a practice submits with its question, routed to the company that reads it.
 
-:func:`submit_case` checks the study (the practice's, complete unless the caller says
-otherwise, not already a case unless a second opinion is asked for), matches the patient,
-asks the ``vethub_route_case`` policy for an account, refuses with the reason when there is
-none (422 ``no_route`` naming the modality) or when the account is suspended (403 naming the
-company to contact), and otherwise records the case, its attachments and its history, and
-starts its delivery (:mod:`hub.imaging.delivery`) in the same transaction.
+:func:`submit_case` checks, in this order: the study is the caller's practice's (404); the
+``vethub_route_case`` policy found an account (422 ``no_route`` naming the modality) that is
+approved (403 naming the company to contact); the study is complete unless the caller says
+otherwise, and not already a standing case unless a second opinion is asked for (409). Then it
+matches the patient, records the case, its attachments and its history, arms its turnaround
+check and starts its delivery (:mod:`hub.imaging.delivery`), all in the caller's transaction.
 """
 
 from __future__ import annotations
