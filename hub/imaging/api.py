@@ -117,8 +117,10 @@ async def create_case(request: web.Request, body: CaseCreate) -> Any:
             return await case_detail(session, hub, case)
     except case_service.DuplicateCase as dup:
         async with hub.sessionmaker() as session:
-            existing = await session.get(Case, dup.case_id)
-            assert existing is not None
+            existing = (await session.get(Case, dup.case_id) if dup.case_id is not None
+                        else await case_service.standing_case(session, body.study_id))
+            if existing is None:  # the winner was cancelled meanwhile: let the caller retry
+                raise
             body_out = {"error": {"code": dup.code, "message": dup.message, "field": dup.field},
                         "case": case_summary(existing, hub.clock.now()).model_dump(mode="json")}
         return web.json_response(body_out, status=409)
