@@ -19,7 +19,7 @@ from plugins.dicom.request_object import (
     ENCAPSULATED_PDF,
 )
 
-from .cases_helpers import PDF, b64, ids, make_stable, report_sr, send, storescu
+from .cases_helpers import PDF, b64, body_of, ids, mails, make_stable, report_sr, send, storescu
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,7 +48,9 @@ async def test_storescp_receives_images_and_request_and_a_report_comes_back(
 ):
     pacs = await _start_storescp(free_port, tmp_path / "pacs")
     try:
-        data = dicom_config_data()
+        data = dicom_config_data(email={"backend": "maildir", "maildir_path": "mail",
+                                        "from_address": "hub@vet.example"})
+        data["companies"][0]["reading_email"] = "reading@rad.example"
         data["companies"][0]["destination"] = {"host": "127.0.0.1", "port": free_port, "ae_title": PACS_AE}
         # The company's AE title is registered with the hub, so its reports are accepted.
         data["practices"][0]["calling_aes"].append(PACS_AE)
@@ -68,6 +70,10 @@ async def test_storescp_receives_images_and_request_and_a_report_comes_back(
         await hub.jobs.run_until_idle()
         async with staff.get(f"/api/cases/{case['id']}") as rsp:
             assert (await rsp.json())["status"] == "delivered"
+
+        [notice] = [m for m in mails(hub) if m["To"] == "reading@rad.example"]
+        assert "[STAT]" in notice["Subject"] and f"C-STORE to {PACS_AE}@127.0.0.1" in body_of(notice)
+        assert "Pulmonary metastases?" in body_of(notice)
 
         received = {pydicom.dcmread(p).SOPInstanceUID: p for p in (tmp_path / "pacs").iterdir()}
         by_class: dict[str, list[Path]] = {}
