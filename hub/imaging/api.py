@@ -10,6 +10,7 @@ import base64
 import binascii
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
@@ -50,7 +51,7 @@ MAX_REPORT_PDF = 10 * 1024 * 1024
 # base64 grows by 4/3; leave room for the text fields.
 CASE_MAX_BODY = MAX_ATTACHMENTS * MAX_ATTACHMENT * 4 // 3 + 256 * 1024
 REPORT_MAX_BODY = MAX_REPORT_PDF * 4 // 3 + 256 * 1024
-MAGIC = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+MAGIC: dict[str, tuple[bytes, ...]] = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",),
          "image/jpeg": (b"\xff\xd8\xff",)}
 
 
@@ -72,7 +73,7 @@ class CancelIn(RequestModel):
     reason: str = Field("", max_length=2000)
 
 
-def _decode(data: str, what: str, limit: int, types: dict[str, tuple[bytes, ...]],
+def _decode(data: str, what: str, limit: int, types: Mapping[str, tuple[bytes, ...]],
             content_type: str) -> bytes:
     try:
         raw = base64.b64decode(data, validate=True)

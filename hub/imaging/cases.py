@@ -82,7 +82,7 @@ class DuplicateCase(Conflict):
         self.case_id = case_id
 
 
-def visible_cases(principal: Principal) -> Select[tuple[Case]]:
+def visible_cases(principal: Principal) -> Select[Case]:
     """The cases a caller may see: an operator all, a company admin the cases routed to its
     company (also after the practice moved away), practice staff their practice's."""
     stmt = select(Case)

@@ -47,7 +47,7 @@ def _attr(vr: str, *values: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": list(present)}
 
 
-def _visible_studies(principal: Principal) -> Select[tuple[Study]]:
+def _visible_studies(principal: Principal) -> Select[Study]:
     stmt = select(Study)
     if principal.role == "company_admin":
         return stmt.where(Study.id.in_(select(Case.study_id).where(
@@ -145,6 +145,10 @@ def _metadata(path: Path, uri_of: Callable[[str], str]) -> dict[str, Any]:
     return ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk)
 
 
+def _uri_maker(prefix: str) -> Callable[[str], str]:
+    return lambda tag: prefix + tag
+
+
 async def _metadata_of(request: web.Request, instances: list[Instance]) -> web.Response:
     root = storage_root(request.app[HUB_KEY])
     base = str(request.url.with_query(None)).rsplit("/dicomweb/", 1)[0]
@@ -152,7 +156,7 @@ async def _metadata_of(request: web.Request, instances: list[Instance]) -> web.R
     for inst in instances:
         prefix = (f"{base}/dicomweb/studies/{inst.study_instance_uid}/series/"
                   f"{inst.series_instance_uid}/instances/{inst.sop_instance_uid}/bulkdata/")
-        out.append(await asyncio.to_thread(_metadata, root / inst.path, lambda tag, p=prefix: p + tag))
+        out.append(await asyncio.to_thread(_metadata, root / inst.path, _uri_maker(prefix)))
     return _json(out)
 
 
