@@ -135,9 +135,15 @@ def _query_data(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
 async def _read_body(request: web.Request, ep: Endpoint) -> Any:
     if request.content_length is not None and request.content_length > ep.max_body:
         raise TooLarge(f"request body is over {ep.max_body} bytes", code="too_large")
-    raw = await request.content.read(ep.max_body + 1)
-    if len(raw) > ep.max_body:
-        raise TooLarge(f"request body is over {ep.max_body} bytes", code="too_large")
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to the end.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > ep.max_body:
+            raise TooLarge(f"request body is over {ep.max_body} bytes", code="too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
