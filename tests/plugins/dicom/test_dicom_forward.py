@@ -1,4 +1,9 @@
-"""Forwarding a case to a real SCP that is down, then refuses one instance, then accepts."""
+"""Forwarding a case to a real SCP that is down, then refuses one instance, then accepts.
+
+Whatever the peer accepted is compared byte for byte with the stored data set, and the
+association's calling and called AE titles are checked: an instance altered on the way or sent
+to the wrong AE title fails here, not only one that never arrived.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,20 @@ from sqlalchemy import select
 
 from hub.db.models import Job, Practice
 from hub.imaging.models import Case, CaseInstanceForward, Instance, Study
-from hub.testing.dicom import file_meta_of, send_files, write_synthetic_series
-from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
+from hub.testing.dicom import (
+    DicomPeer,
+    dataset_bytes,
+    file_meta_of,
+    send_files,
+    write_synthetic_series,
+)
+from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port, stored_datasets
 
 
-async def _setup(hub_factory, dicom_config_data, clock, peer, tmp_path, **jobs):
+async def _setup(hub_factory, dicom_config_data, clock, peer, tmp_path, called_ae=None, **jobs):
     data = dicom_config_data(dicom={"stable_age": 86400})  # keep the stability job out of it
     data["companies"][0]["destination"] = {
-        "host": "127.0.0.1", "port": peer.port, "ae_title": peer.ae_title
+        "host": "127.0.0.1", "port": peer.port, "ae_title": called_ae or peer.ae_title
     }
     if jobs:
         data["jobs"] = jobs
@@ -25,7 +36,22 @@ async def _setup(hub_factory, dicom_config_data, clock, peer, tmp_path, **jobs):
         send_files, "127.0.0.1", dicom_port(hub), paths, called_ae=HUB_AE, calling_ae=PRACTICE_AE
     )
     assert {r.status for r in results} == {0}
+    stored = await stored_datasets(hub)
+    for path in paths:  # what the forwarder will read is what the practice sent
+        assert stored[str(file_meta_of(path)[0].MediaStorageSOPInstanceUID)] == dataset_bytes(path)
     return hub, [str(file_meta_of(p)[0].MediaStorageSOPInstanceUID) for p in paths]
+
+
+async def assert_forwarded_as_stored(hub, peer: DicomPeer) -> None:
+    """Every data set the peer received is the stored one, byte for byte, and came on an
+    association from the hub's AE title to the peer's."""
+    stored = await stored_datasets(hub)
+    received = peer.received_datasets()
+    assert received, "the peer received nothing"
+    for uid, data in received:
+        assert uid in stored, f"{uid} was never stored"
+        assert len(data) == len(stored[uid]) and data == stored[uid], f"{uid} arrived altered"
+    assert {(r.calling_ae, r.called_ae) for r in peer.received} == {(HUB_AE, peer.ae_title)}
 
 
 async def _submit(hub, api_for) -> int:
@@ -88,6 +114,7 @@ async def test_forward_down_then_one_refused_then_accepted(
     case = await _case(hub, case_id)
     assert case.status == "delivered" and case.delivered_at is not None
     assert sorted(dicom_peer.received_uids()) == sorted(uids)  # each sent once it was accepted
+    await assert_forwarded_as_stored(hub, dicom_peer)
 
     api = await api_for(hub)
     operator = await api.as_role("operator")
@@ -140,3 +167,23 @@ async def test_forward_without_destination_fails_at_once(
     async with hub.sessionmaker() as s:
         (job,) = (await s.execute(select(Job).where(Job.kind == "dicom.forward_case"))).scalars()
     assert job.status == "dead" and "no dicom_destination" in job.last_error
+
+
+async def test_forward_to_a_wrong_called_ae_is_rejected_and_nothing_delivered(
+    hub_factory, dicom_config_data, frozen_clock, dicom_peer, api_for, tmp_path
+):
+    """The peer, like a PACS, rejects an association calling another AE title: the forward
+    does not count as delivered and the job retries."""
+    hub, uids = await _setup(
+        hub_factory, dicom_config_data, frozen_clock, dicom_peer, tmp_path, called_ae="NOTTHEPEER"
+    )
+    case_id = await _submit(hub, api_for)
+    assert await hub.jobs.run_until_idle() == 1
+    assert dicom_peer.wrong_called_aes == ["NOTTHEPEER"]
+    assert dicom_peer.received == []
+    assert (await _case(hub, case_id)).status == "forwarding"
+    assert set((await _forwards(hub, case_id)).values()) == {("pending", None, 0)}
+    async with hub.sessionmaker() as s:
+        (job,) = (await s.execute(select(Job).where(Job.kind == "dicom.forward_case"))).scalars()
+    assert job.status == "queued" and "association rejected" in job.last_error
+    assert len(uids) == 3
