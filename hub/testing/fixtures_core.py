@@ -218,8 +218,16 @@ def write_config(db_url: str, tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def free_port() -> int:
-    """A port free right now (for peers that cannot report a port-0 binding)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port() -> Iterator[int]:
+    """A port kept for this test, for a child process that must listen on a known port.
+
+    The port stays bound here, with SO_REUSEADDR and not listening, until the test ends: the
+    kernel gives it to no one else (not to a bind to port 0, not to an outgoing connection),
+    while a server that sets SO_REUSEADDR — as the hub's receivers, asyncio's and socketserver's
+    servers do — can listen on it, and listen again after a restart. A port merely found free
+    and released could be taken by another process before the child binds it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
