@@ -25,7 +25,7 @@ from hub.clock import FrozenClock
 from hub.core import Hub
 from hub.db.models import Job, Schedule
 from hub.hookspecs import hookimpl
-from hub.jobs import JobContext, PermanentJobError, RetryAfter, retry_jobs
+from hub.jobs import JobContext, JobQueue, PermanentJobError, RetryAfter, retry_jobs
 
 HERE = Path(__file__).parent
 WORKER = HERE / "jobs_worker.py"
@@ -142,6 +142,36 @@ async def await_for(predicate: Callable[[], Awaitable[Any]], timeout: float, wha
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def _claims_awaited() -> list[Any]:
+    """The JobQueue.claim coroutines the hub's worker tasks are awaiting right now."""
+    found = []
+    for task in asyncio.all_tasks():
+        if not task.get_name().startswith("vethub-worker-"):
+            continue
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            if getattr(awaited, "cr_code", None) is JobQueue.claim.__code__:
+                found.append(awaited)
+                break
+            awaited = getattr(awaited, "cr_await", None)
+    return found
+
+
+async def claim_blocked(timeout: float, interval: float = 0.05) -> None:
+    """Wait until one and the same claim call is still pending a poll later: a worker is
+    blocked in claim (one that completes takes milliseconds, and the next is a new call)."""
+    deadline = time.monotonic() + timeout
+    before = _claims_awaited()
+    while True:
+        await asyncio.sleep(interval)
+        now = _claims_awaited()
+        if any(a is b for a in now for b in before):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for a worker to block in claim")
+        before = now
 
 
 # --- the outbox ----------------------------------------------------------------------------------
@@ -532,7 +562,7 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     await asyncio.wait_for(handlers.started.wait(), 10)
     async with hub.transaction() as session:  # takes the write lock; the idle worker's next claim waits
         late = (await hub.jobs.enqueue(session, "t.slow", {"seconds": 30})).id
-        await asyncio.sleep(0.3)  # several poll intervals: the second worker is now blocked in claim
+        await claim_blocked(10)  # the idle worker now waits in claim for the lock we hold
         stopping = asyncio.create_task(hub.jobs.stop(grace=0.5))
         await asyncio.sleep(0)  # stop() has begun: flag set, in-flight jobs noted
     # The lock is free: the blocked claim now takes the late job, after stop() began.
