@@ -27,7 +27,7 @@ REQUIRE_PG_ENV = "VETHUB_REQUIRE_POSTGRES"
 
 __all__ = [
     "api", "db_url", "pg_admin", "free_port", "frozen_clock", "hub", "hub_factory", "make_config", "postgres_url",
-    "write_config", "ApiClient", "deep_merge", "dump_toml",
+    "write_config", "ApiClient", "database_rows", "deep_merge", "dump_toml",
 ]
 
 
@@ -215,6 +215,19 @@ def write_config(db_url: str, tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+async def database_rows(hub: Hub) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the hub knows, by table name (rows sorted): take it before and
+    after a request that must be refused, and compare, to show that nothing was written."""
+    from hub.db import all_models  # noqa: F401  (every table in the metadata)
+    from hub.db.base import Base
+
+    async with hub.engine.connect() as conn:
+        return {
+            table.name: sorted((tuple(row) for row in await conn.execute(table.select())), key=repr)
+            for table in Base.metadata.sorted_tables
+        }
 
 
 @pytest.fixture
