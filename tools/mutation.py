@@ -64,7 +64,7 @@ TARGETS = {
     "scope": Target(
         "hub/auth.py",
         ("tests/hub/test_auth.py", "tests/hub/messaging/test_web.py"),
-        SQLITE,
+        f"{SQLITE} and not cli and (test_auth or scoped or consent_edit)",
     ),
 }
 
