@@ -63,8 +63,8 @@ TARGETS = {
     ),
     "scope": Target(
         "hub/auth.py",
-        ("tests/hub/test_auth.py", "tests/hub/messaging/test_web.py"),
-        f"{SQLITE} and not cli and (test_auth or scoped or consent_edit)",
+        ("tests/hub/test_auth.py", "tests/hub/test_scoping.py", "tests/hub/messaging/test_web.py"),
+        f"{SQLITE} and not cli and (test_auth or test_scoping or scoped or consent_edit)",
     ),
 }
 
@@ -123,6 +123,8 @@ def mutate(name: str, target: Target, args: argparse.Namespace) -> None:
     copy_tree(work)
     env = {**os.environ, "PYTHONPATH": str(work), "VETHUB_TEST_POSTGRES_URL": ""}
     env.pop("VETHUB_REQUIRE_POSTGRES", None)
+    # As in CI: a mutant that makes a test skip itself (say, "no O_TMPFILE here") is caught.
+    env.update({f"VETHUB_REQUIRE_{name}": "1" for name in ("DCMTK", "STRACE", "TMPFS", "O_TMPFILE")})
     config, session = out / "config.toml", out / "session.sqlite"
     session.unlink(missing_ok=True)
     config.write_text(CONFIG.format(module=target.module, timeout=args.timeout,
