@@ -58,12 +58,14 @@ TARGETS = {
     ),
     "verdict": Target(
         "hub/messaging/verdict.py",
-        ("tests/hub/messaging/test_verdict.py", "tests/hub/messaging/test_send_path.py"),
+        ("tests/hub/messaging/test_verdict.py", "tests/hub/messaging/test_verdict_values.py",
+         "tests/hub/messaging/test_send_path.py"),
         SQLITE,
     ),
     "scope": Target(
         "hub/auth.py",
-        ("tests/hub/test_auth.py", "tests/hub/test_scoping.py", "tests/hub/messaging/test_web.py"),
+        ("tests/hub/test_auth.py", "tests/hub/test_auth_tokens.py", "tests/hub/test_scoping.py",
+         "tests/hub/messaging/test_web.py"),
         f"{SQLITE} and not cli and (test_auth or test_scoping or scoped or consent_edit)",
     ),
 }

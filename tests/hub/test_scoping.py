@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from hub.core import Hub
-from hub.db.models import Company, Practice
+from hub.db.models import Account, Company, Practice
 from hub.messaging.models import Communication
 from hub.testing.fixtures_core import ApiClient, database_rows
 from hub.web.app import create_app
@@ -92,3 +92,19 @@ async def test_only_an_operator_sends_to_an_address_without_a_practice(client: A
     async with tenants.sessionmaker() as s:
         [comm] = (await s.execute(select(Communication))).scalars()
     assert (comm.address, comm.practice_id) == ("someone@example.org", None)
+
+
+@pytest.mark.parametrize("letter", ["a", "b"])
+async def test_staff_of_a_suspended_practice_are_refused_whichever_its_id(
+    client: ApiClient, tenants: Hub, letter: str
+) -> None:
+    practices = await _ids(tenants, Practice)
+    other = "b" if letter == "a" else "a"
+    staff = await client.as_role("practice_staff", practice_id=practices[f"clinic-{letter}"])
+    bystander = await client.as_role("practice_staff", practice_id=practices[f"clinic-{other}"])
+    async with tenants.transaction() as s:
+        await s.execute(update(Account).where(Account.practice_id == practices[f"clinic-{letter}"])
+                        .values(approved_for_access=False))
+    refused = await staff.get("/api/practices")
+    assert refused.status == 403 and (await refused.json())["error"]["code"] == "access_suspended"
+    assert (await bystander.get("/api/practices")).status == 200  # the other practice goes on
