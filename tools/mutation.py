@@ -52,8 +52,8 @@ TARGETS = {
     ),
     "storage": Target(
         "plugins/dicom/storage.py",
-        ("tests/plugins/dicom/test_dicom_storage.py", "tests/plugins/dicom/test_dicom_robustness.py",
-         "tests/plugins/dicom/test_dicom_durability.py"),
+        ("tests/plugins/dicom/test_dicom_storage.py", "tests/plugins/dicom/test_dicom_storage_errors.py",
+         "tests/plugins/dicom/test_dicom_robustness.py", "tests/plugins/dicom/test_dicom_durability.py"),
         f"{SQLITE} and not two-processes and not pynetdicom-engine",
     ),
     "verdict": Target(
