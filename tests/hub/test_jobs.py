@@ -362,6 +362,23 @@ async def test_expired_lease_is_reclaimed_and_the_old_worker_cannot_overwrite(
     assert [r[2] for r in handlers.runs] == [1, 2]
 
 
+@pytest.mark.parametrize(("stale", "holder"), [("worker-a", "worker-b"), ("worker-b", "worker-a")])
+@pytest.mark.parametrize("kind", ["t.always", "t.permanent"])  # back to the queue, or dead
+async def test_a_failure_reported_after_the_lease_passed_on_changes_nothing(
+        jhub: Hub, frozen_clock: FrozenClock, stale: str, holder: str, kind: str) -> None:
+    """The fence on locked_by is equality, whichever way the worker ids sort."""
+    job_id = await enqueue(jhub, kind)
+    [first] = await jhub.jobs.claim(1, worker_id=stale)
+    frozen_clock.advance(seconds=jhub.config.jobs.lease_seconds + 1)
+    [second] = await jhub.jobs.claim(1, worker_id=holder)
+    held = await get_job(jhub, job_id)
+    assert await jhub.jobs.run_one(first, worker_id=stale) == "lost-lease"
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.locked_by, job.lease_until, job.last_error, job.attempts) == (
+        "running", holder, held.lease_until, None, 2)
+    assert second.attempts == 2
+
+
 async def test_an_expired_lease_is_not_starved_by_a_busy_queue(
         jhub: Hub, frozen_clock: FrozenClock, handlers: Handlers) -> None:
     stuck = await enqueue(jhub, "t.ok")
