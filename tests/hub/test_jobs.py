@@ -591,6 +591,39 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     handlers.release.set()
 
 
+async def test_stop_with_idle_workers_ends_them_cleanly(hub_factory: Callable[..., Awaitable[Hub]],
+                                                       handlers: Handlers) -> None:
+    hub = await hub_factory({"jobs": {"workers": 2}}, plugins=[("jobs_test", handlers)])
+    hub.jobs.start()
+    await asyncio.wait_for(hub.jobs.stop(grace=1), 10)  # returns, does not raise
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("vethub-")]
+
+
+async def test_a_worker_outlives_a_failed_claim(hub_factory: Callable[..., Awaitable[Hub]],
+                                                handlers: Handlers, caplog: pytest.LogCaptureFixture) -> None:
+    """The database fails a claim (here: the jobs table is briefly gone); the worker logs it,
+    waits, and goes on claiming once the database answers again."""
+    hub = await hub_factory({"jobs": {"workers": 1, "poll_interval": 0.01}}, plugins=[("jobs_test", handlers)])
+    async with hub.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE jobs RENAME TO jobs_away"))
+    hub.jobs.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "could not claim jobs" not in caplog.text:
+            assert time.monotonic() < deadline, "no claim failed"
+            await asyncio.sleep(0.02)
+        async with hub.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE jobs_away RENAME TO jobs"))
+        job_id = await enqueue(hub, "t.ok")
+        await await_for(lambda: _status_is(hub, job_id, "succeeded"), 20, "the job to run after the failure")
+    finally:
+        await hub.jobs.stop(grace=1)
+
+
+async def _status_is(hub: Hub, job_id: int, status: str) -> bool:
+    return (await get_job(hub, job_id)).status == status
+
+
 async def test_stop_with_zero_grace_releases_at_once(hub_factory: Callable[..., Awaitable[Hub]],
                                                      handlers: Handlers) -> None:
     hub = await hub_factory({"jobs": {"workers": 1}}, plugins=[("jobs_test", handlers)])
