@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.auth import AuthError, authenticate, hash_password, issue_token, verify_password
+from hub.db.models import User
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -21,6 +22,22 @@ async def test_a_token_is_expired_from_its_expiry_instant_on(hub) -> None:
             with pytest.raises(AuthError) as info:
                 await authenticate(session, token, at)
             assert (info.value.status, info.value.code) == (401, "token_expired")
+
+
+async def test_a_disabled_users_token_is_refused(hub) -> None:
+    async with hub.transaction() as session:
+        user = User(email="op@example.org", role="operator", is_active=True)
+        session.add(user)
+        await session.flush()
+        token, _ = await issue_token(session, role="operator", user_id=user.id)
+    async with hub.sessionmaker() as session:
+        assert (await authenticate(session, token, NOW)).user_id == user.id
+    async with hub.transaction() as session:
+        (await session.get(User, user.id)).is_active = False
+    async with hub.sessionmaker() as session:
+        with pytest.raises(AuthError) as info:
+            await authenticate(session, token, NOW)
+    assert (info.value.status, info.value.code) == (401, "invalid_token")
 
 
 @pytest.mark.parametrize("stored", [None, "", "plain-text-password", "md5$abc"])

@@ -108,3 +108,9 @@ async def test_staff_of_a_suspended_practice_are_refused_whichever_its_id(
     refused = await staff.get("/api/practices")
     assert refused.status == 403 and (await refused.json())["error"]["code"] == "access_suspended"
     assert (await bystander.get("/api/practices")).status == 200  # the other practice goes on
+
+
+async def test_the_operator_sees_every_company_and_practice(client: ApiClient) -> None:
+    operator = await client.as_role("operator")
+    assert await _slugs(operator, "/api/companies") == ["rads-a", "rads-b"]
+    assert await _slugs(operator, "/api/practices") == ["clinic-a", "clinic-b"]
