@@ -177,6 +177,15 @@ async def claim_blocked(timeout: float, interval: float = 0.05) -> None:
 # --- the outbox ----------------------------------------------------------------------------------
 
 
+async def test_a_job_without_delay_is_due_now_not_earlier(jhub: Hub, frozen_clock: FrozenClock) -> None:
+    """Claims go by run_at: a new job must not be dated before jobs queued a moment ago."""
+    first = await get_job(jhub, await enqueue(jhub, "t.ok"))
+    later = await get_job(jhub, await enqueue(jhub, "t.ok", delay=0))
+    delayed = await get_job(jhub, await enqueue(jhub, "t.ok", delay=30))
+    assert first.run_at == later.run_at == frozen_clock.now()
+    assert delayed.run_at == frozen_clock.now() + timedelta(seconds=30)
+
+
 async def test_enqueue_is_part_of_the_callers_transaction(jhub: Hub, handlers: Handlers) -> None:
     class Abort(Exception):
         pass
