@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from hub.testing.fixtures_env import skip_or_fail
-from plugins.dicom.storage import DicomStore, StorageUnavailable, instance_relpath
+from plugins.dicom.storage import (
+    DicomStore,
+    StorageUnavailable,
+    instance_relpath,
+    tmpfile_supported,
+)
 
 
 @pytest.fixture
@@ -50,3 +55,18 @@ def test_no_inode_left_is_reported_as_no_space(few_inodes: Path, tmpfile: bool) 
     with pytest.raises(StorageUnavailable, match="No space left on device"):
         store.write(instance_relpath(7, "1.2.3", "1.2.3.4", "1.2"), [b"y" * 100])
     assert sorted(p.name for p in first.path.parent.iterdir()) == entries  # nothing left behind
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["unnamed", "named"])
+def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path, tmpfile: bool) -> None:
+    """With overwrite on, the file is renamed over the final name; when that fails (here a
+    directory is in the way) the temporary name is removed, not left for ever."""
+    if tmpfile and not tmpfile_supported(tmp_path):
+        skip_or_fail("O_TMPFILE", "this filesystem has no O_TMPFILE")
+    store = DicomStore(tmp_path / "root", overwrite=True, tmpfile=tmpfile)
+    relpath = instance_relpath(7, "1.2.3", "1.2.3.4", "1.1")
+    blocker = store.root.joinpath(*relpath.parts)
+    (blocker / "inside").mkdir(parents=True)
+    with pytest.raises(StorageUnavailable):
+        store.write(relpath, [b"z" * 100])
+    assert sorted(p.name for p in blocker.parent.iterdir()) == [blocker.name]
