@@ -17,6 +17,8 @@ import pytest
 from hub.testing.fixtures_env import skip_or_fail
 from plugins.dicom.storage import (
     DicomStore,
+    InvalidUID,
+    StorageError,
     StorageUnavailable,
     instance_relpath,
     tmpfile_supported,
@@ -70,3 +72,13 @@ def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path, tmpfile: bool
     with pytest.raises(StorageUnavailable):
         store.write(relpath, [b"z" * 100])
     assert sorted(p.name for p in blocker.parent.iterdir()) == [blocker.name]
+
+
+@pytest.mark.parametrize(("uid", "status"), [("01.2", 0xA900), ("1.2." + "3" * 70, 0xA900)])
+def test_a_uid_that_cannot_be_a_path_is_refused_with_its_status(uid: str, status: int) -> None:
+    """Defence in depth behind the header checks: the store refuses it, and the receiver
+    answers with the error's status (Error: data set does not match the SOP class)."""
+    with pytest.raises(InvalidUID) as info:
+        instance_relpath(7, "1.2.3", "1.2.3.4", uid)
+    assert info.value.status == status and isinstance(info.value, StorageError)
+    assert StorageUnavailable.status == 0xA700  # out of resources: the sender retries
