@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -9,12 +10,50 @@ from sqlalchemy import func, select
 
 from hub.pims.models import SyncCheckpoint, SyncReject, SyncRun
 from hub.pims.sync import connector_entries
-from hub.web.api_core import int_param, scoped_practice
+from hub.web.api_core import IdPath, scoped_practice
 from hub.web.auth import get_principal
+from hub.web.contract import ApiRoutes, ResponseModel
 from hub.web.keys import HUB_KEY
 
-routes = web.RouteTableDef()
+routes = ApiRoutes(tag="pims")
 REJECTS_SHOWN = 100
+
+
+class SyncRunOut(ResponseModel):
+    id: int
+    status: str
+    full: bool
+    trigger: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    batches: int | None
+    counts: dict[str, Any] | None
+    rejected: int | None
+    error: str | None
+
+
+class SyncRejectOut(ResponseModel):
+    kind: str
+    external_id: str | None
+    reason: str
+    source: str | None
+    raw: Any
+    at: datetime
+
+
+class ConnectorSync(ResponseModel):
+    connector: str
+    last_run: SyncRunOut | None
+    last_success: SyncRunOut | None
+    checkpoint_at: datetime | None
+    rejects: list[SyncRejectOut]
+    rejects_total: int
+
+
+class PracticeSync(ResponseModel):
+    practice_id: int
+    items: list[ConnectorSync]
 
 
 def run_json(run: SyncRun | None) -> dict[str, Any] | None:
@@ -28,11 +67,12 @@ def run_json(run: SyncRun | None) -> dict[str, Any] | None:
             "rejected": run.rejected, "error": run.error}
 
 
-@routes.get("/api/practices/{id}/sync")
-async def practice_sync(request: web.Request) -> web.Response:
+@routes.get("/api/practices/{id}/sync", summary="Each PIMS connector's last run, counts and rejects",
+            path_params=IdPath, response=PracticeSync, errors=(404,))
+async def practice_sync(request: web.Request, path: IdPath) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    practice_id = int_param(request, "id")
-    async with hub.sessionmaker() as session:
+    practice_id = path.id
+    async with hub.read_session() as session:
         practice = await scoped_practice(session, principal, practice_id)
         names = [e.name for e in connector_entries(hub.config.practices, practice.slug)]
         names += [n for n in (await session.execute(
@@ -67,4 +107,4 @@ async def practice_sync(request: web.Request) -> web.Response:
                           "last_success": run_json(last_ok),
                           "checkpoint_at": checkpoint.isoformat() if checkpoint else None,
                           "rejects": rejects, "rejects_total": total})
-    return web.json_response({"practice_id": practice_id, "items": items})
+    return {"practice_id": practice_id, "items": items}
