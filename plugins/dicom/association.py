@@ -1,4 +1,5 @@
-"""The receiver's associations: one thread each, on a blocking socket.
+"""The receiver's associations: one thread each, on a blocking socket, once the caller's
+A-ASSOCIATE-RQ is in (until then the connection waits on :mod:`.negotiator`'s selector).
 
 Everything an instance needs happens in its association's thread: read the PDUs straight into
 their buffers, check the header, write the file durably, hand the row to the committer thread
@@ -11,8 +12,8 @@ release the GIL, so the threads of several associations overlap.
 What a peer can make the hub hold is bounded before it is known (docs/dicom.md, "Limits"):
 
 - a connection that has not completed its A-ASSOCIATE-RQ is *negotiating*: at most
-  ``max_negotiating`` of them at once (more are refused at once), each reading an
-  A-ASSOCIATE-RQ of at most ``max_associate_rq`` bytes into a buffer that grows only as bytes
+  ``max_negotiating`` of them at once (more are refused at once), each holding no thread and
+  an A-ASSOCIATE-RQ buffer of at most ``max_associate_rq`` bytes that grows only as bytes
   arrive, and each within ``artim_timeout`` seconds of its connect (PS3.8 §9.1.5 ARTIM: a
   total deadline, not one per read, so a peer sending a byte a second is still closed);
 - only an accepted association counts against ``max_associations``;
@@ -36,6 +37,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .negotiator import Negotiator
 from .net import nodelay
 from .streaming import STREAM_AFTER, StreamedInstance
 from .ul import (
@@ -73,6 +75,7 @@ BACKLOG = 128
 ACCEPT_BACKOFF = 0.1  # seconds, after accept() failed (e.g. EMFILE) with the listener still open
 SMALL_PDU = 1024  # the most an A-RELEASE-RQ/RP or A-ABORT (4 bytes of body) may claim
 RQ_CHUNK = 16384  # an A-ASSOCIATE-RQ is read in pieces of at most this, as they arrive
+# (the hub's own listener hands that to plugins.dicom.negotiator; TLS connections read it here)
 
 C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0030, 0x0FFF
 STATUS_UNRECOGNIZED_OPERATION = 0x0211
@@ -93,7 +96,8 @@ class ArtimExpired(TimeoutError):
 
 
 class AssociationServer:
-    """Accepts associations for a :class:`DicomReceiver`, one thread per connection."""
+    """Accepts associations for a :class:`DicomReceiver`: a connection waits for its
+    A-ASSOCIATE-RQ on the negotiation thread's selector, then has a thread of its own."""
 
     def __init__(self, receiver: DicomReceiver, supported: set[str], transfer_syntaxes: set[str]):
         from .limits import LimitEvents
@@ -106,6 +110,7 @@ class AssociationServer:
         self.limits = LimitEvents(receiver)
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}
+        self._negotiator: Negotiator | None = None
         # listener -> (its acceptor, whether this process owns it)
         self._listeners: dict[socket.socket, tuple[threading.Thread, bool]] = {}
 
@@ -129,6 +134,8 @@ class AssociationServer:
             target=self._accept, args=(listener, tls), name="vethub-dicom-accept", daemon=True
         )
         with self._lock:
+            if self._negotiator is None and tls is None:
+                self._negotiator = Negotiator(self)
             self._listeners[listener] = (acceptor, owner)
         acceptor.start()
         return int(listener.getsockname()[1])
@@ -151,6 +158,9 @@ class AssociationServer:
         """Blocking: stop accepting, abort the associations in progress, wait for their threads."""
         deadline = time.monotonic() + timeout  # for all the threads together
         self.stop_accepting(timeout)
+        negotiator, self._negotiator = self._negotiator, None
+        if negotiator is not None:
+            negotiator.stop()  # closes the connections still negotiating
         with self._lock:
             conns = dict(self._conns)
         for conn in conns:
@@ -186,13 +196,30 @@ class AssociationServer:
             if crowded:  # turned away without a thread, before reading anything
                 self._refuse_crowded(conn, address)
                 continue
-            thread = threading.Thread(
-                target=self._serve, args=(conn, address, tls), name="vethub-dicom-assoc",
-                daemon=True,
-            )
-            with self._lock:
-                self._conns[conn] = thread
-            thread.start()
+            negotiator = self._negotiator
+            if tls is None and negotiator is not None:
+                negotiator.add(conn, address)  # a thread once its request is in
+            else:
+                self.spawn(conn, address, tls)  # TLS: the handshake in its own thread
+
+    def spawn(
+        self, conn: socket.socket, address: str, tls: ssl.SSLContext | None,
+        body: bytearray | None = None, head: bytes | None = None,
+    ) -> None:
+        """Serve ``conn`` in a thread of its own; ``body``: its A-ASSOCIATE-RQ, complete,
+        and/or ``head``: the PDU header already read (see :mod:`.negotiator`)."""
+        thread = threading.Thread(
+            target=self._serve, args=(conn, address, tls, body, head),
+            name="vethub-dicom-assoc", daemon=True,
+        )
+        with self._lock:
+            self._conns[conn] = thread
+        thread.start()
+
+    def negotiation_ended(self) -> None:
+        """A connection closed before it became an association (it held no thread)."""
+        with self._lock:
+            self.negotiating -= 1
 
     def _refuse_crowded(self, conn: socket.socket, address: str) -> None:
         limit = self.receiver.config.max_negotiating
@@ -205,14 +232,17 @@ class AssociationServer:
         _send_quietly(conn, associate_rj(*RJ_LOCAL_LIMIT))
         conn.close()
 
-    def _serve(self, conn: socket.socket, address: str, tls: ssl.SSLContext | None) -> None:
+    def _serve(
+        self, conn: socket.socket, address: str, tls: ssl.SSLContext | None,
+        body: bytearray | None, head: bytes | None,
+    ) -> None:
         nodelay(conn)
         association: Association | None = None
         try:
             if tls is not None:
                 conn = self._handshake(conn, tls)
             association = Association(self, conn, address)
-            association.run()
+            association.run(body, head)
         except ArtimExpired as err:
             # PS3.8 §9.2.3: ARTIM expiring while awaiting the request closes the connection.
             self.limits.refused(
@@ -283,9 +313,11 @@ class Association:
         self.peer_max = 0
         self._head = bytearray(6)
 
-    def run(self) -> None:
-        deadline = time.monotonic() + self.config.artim_timeout
-        body = self._read_associate_rq(deadline)
+    def run(self, body: bytearray | None = None, head: bytes | None = None) -> None:
+        """``body``: the A-ASSOCIATE-RQ when it was read already; ``head``: its header."""
+        if body is None:
+            deadline = time.monotonic() + self.config.artim_timeout
+            body = self._read_associate_rq(deadline, head)
         if not self._negotiate(body):
             return
         self.conn.settimeout(self.config.network_timeout)  # idle timeout from now on
@@ -322,10 +354,13 @@ class Association:
         kind, _, length = struct.unpack(">BBI", self._head)
         return kind, length
 
-    def _read_associate_rq(self, deadline: float) -> bytearray:
+    def _read_associate_rq(self, deadline: float, head: bytes | None = None) -> bytearray:
         """The A-ASSOCIATE-RQ's body, read within ``deadline`` into a buffer that grows only
-        as its bytes arrive (a header alone claims nothing)."""
-        kind, length = self._read_header(deadline)
+        as its bytes arrive (a header alone claims nothing). ``head``: its header, if read."""
+        if head is None:
+            kind, length = self._read_header(deadline)
+        else:
+            kind, _, length = struct.unpack(">BBI", head)
         if kind != 0x01:
             if kind in PDU_TYPES:
                 raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {kind:#x}",

@@ -345,3 +345,34 @@ async def test_unknown_and_unexpected_pdus_abort_with_their_reasons(dicom_hub):
     assert kind == A_ABORT and abort_reason(body) == (2, 2)  # unexpected PDU
     kind, body = await asyncio.to_thread(send, p_data_pdu([(1, 3, b"")]), False)
     assert kind == A_ABORT and abort_reason(body) == (2, 2)  # P-DATA before any association
+
+
+async def test_connections_still_negotiating_hold_no_thread(hub_factory, dicom_config_data):
+    """Two hundred idle sockets once made 205 threads: now they wait on one selector."""
+    from plugins.dicom.plugin import receiver_of
+
+    hub = await hub_factory(dicom_config_data(dicom={"max_negotiating": 400}))
+    port = dicom_port(hub)
+    server = receiver_of(hub)._associations
+    threads_before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+    try:
+        for sock in idle[::2]:  # half of them start a request and stop
+            sock.sendall(associate_rq(HUB_AE, PRACTICE_AE)[:40])
+        deadline = time.monotonic() + 20
+        while server.negotiating < 300:
+            assert time.monotonic() < deadline, server.negotiating
+            await asyncio.sleep(0.05)
+        assert threading.active_count() - threads_before <= 2
+        paths = write_synthetic_series(hub.data_dir / "s", 2)
+        results = await asyncio.to_thread(
+            send_files, "127.0.0.1", port, paths, called_ae=HUB_AE, calling_ae=PRACTICE_AE
+        )
+        assert [r.status for r in results] == [0, 0]
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 20
+    while server.negotiating:  # every closed connection is let go of
+        assert time.monotonic() < deadline, server.negotiating
+        await asyncio.sleep(0.05)
