@@ -76,13 +76,15 @@ def command_set(elements: dict[int, bytes]) -> bytes:
 
 
 def c_store_rq(sop_class: str, sop_instance: str, message_id: int = 1, *,
-               drop: Iterable[int] = ()) -> bytes:
-    """A C-STORE-RQ command set, without the elements whose tags are in ``drop``."""
+               drop: Iterable[int] = (), extra: dict[int, bytes] | None = None) -> bytes:
+    """A C-STORE-RQ command set, without the elements whose tags are in ``drop``, with
+    ``extra`` elements added."""
     elements = {
         0x00000002: _uid(sop_class), 0x00000100: struct.pack("<H", 0x0001),
         0x00000110: struct.pack("<H", message_id), 0x00000700: struct.pack("<H", 0),
         0x00000800: struct.pack("<H", 0x0000), 0x00001000: _uid(sop_instance),
     }
+    elements.update(extra or {})
     for tag in drop:
         elements.pop(tag, None)
     return command_set(elements)

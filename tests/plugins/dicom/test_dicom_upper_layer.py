@@ -261,13 +261,16 @@ async def test_a_data_set_before_the_command_is_complete_aborts(dicom_hub):
     port = dicom_port(dicom_hub)
     sop_class, sop_uid, head, pixels = large_instance(64)
     data = head + b"".join(pixels)
-    command = c_store_rq(sop_class, sop_uid)
+    # Everything a C-STORE needs is in the first fragment; only Move Originator Message ID,
+    # last, is held back: a lenient reader would pair the data set with that first fragment.
+    command = c_store_rq(sop_class, sop_uid, extra={0x00001031: struct.pack("<H", 1)})
+    split = len(command) - 10
 
     def interleave() -> tuple[int, bytes]:
         with associated(port) as peer:
-            peer.send(p_data_pdu([(3, 0x01, command[:20])]))  # command, not its last fragment
+            peer.send(p_data_pdu([(3, 0x01, command[:split])]))  # not the command's last
             peer.send(p_data_pdu([(3, 0x02, data)]))  # the whole data set
-            peer.send(p_data_pdu([(3, 0x03, command[20:])]))
+            peer.send(p_data_pdu([(3, 0x03, command[split:])]))
             return peer.read_pdu()
 
     kind, body = await asyncio.to_thread(interleave)
