@@ -93,8 +93,13 @@ class Negotiator:
                 for key, _ in self._selector.select(timeout):
                     if key.data is None:
                         self._drain_wake()
-                    else:
+                        continue
+                    try:
                         self._readable(key.data)
+                    except Exception:  # one connection's trouble must not stop the others'
+                        log.exception("negotiating with %s failed", key.data.address)
+                        if key.data in self._pending:
+                            self._drop(key.data)
                 self._expire()
         except Exception:
             log.exception("the DICOM negotiation thread failed")
@@ -150,7 +155,8 @@ class Negotiator:
 
     def _hand_over(self, pending: Pending, body: bytearray | None) -> None:
         self._forget(pending)
-        pending.conn.setblocking(True)
+        # Blocking again, within what is left of ARTIM until the association is accepted.
+        pending.conn.settimeout(max(0.1, pending.deadline - time.monotonic()))
         head, pending.head, pending.body = bytes(pending.head), bytearray(), bytearray()
         self.server.spawn(pending.conn, pending.address, None, body, head)
 
