@@ -379,3 +379,28 @@ async def test_connections_still_negotiating_hold_no_thread(hub_factory, dicom_c
     while server.negotiating:  # every closed connection is let go of
         assert time.monotonic() < deadline, server.negotiating
         await asyncio.sleep(0.05)
+
+
+async def test_a_flood_of_refusals_is_folded_into_few_events(dicom_hub):
+    from plugins.dicom.limits import LimitEvents
+    from plugins.dicom.plugin import receiver_of
+
+    limits = LimitEvents(receiver_of(dicom_hub), interval=2.0)
+    started = time.monotonic()
+    for n in range(20):
+        limits.refused("max_negotiating", f"refusal {n}", {"address": "192.0.2.1"})
+    assert time.monotonic() - started < 2.0  # all within one interval (else fewer fold)
+    await wait_for_rejection(dicom_hub, "max_negotiating")
+    deadline = time.monotonic() + 20
+    while time.monotonic() - started < 2.1:  # the interval passes; nothing to poll for
+        await asyncio.sleep(0.05)
+    limits.refused("max_negotiating", "refusal 20", {"address": "192.0.2.1"})
+    while len(events := await rejections(dicom_hub, "max_negotiating")) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    events.sort(key=lambda e: e.id)
+    assert [e.message for e in events] == [
+        "rejected: refusal 0",
+        "rejected: refusal 20 (and 19 more like it since the last such event)",
+    ]
+    assert events[1].data["folded"] == 19
