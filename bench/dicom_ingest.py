@@ -26,8 +26,9 @@ same run: instances per second, p50/p99 of each practice's time from connect to 
 C-STORE response (a storescu process's run), and the hub's peak RSS (its processes together).
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
-them (the hub turns away connections beyond ``max_negotiating``; the summary says how many it
-held). Its figures are only worth recording from a quiet machine.
+them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
+negotiation thread; the summary says how many it held). Its figures are only worth recording
+from a quiet machine.
 """
 
 from __future__ import annotations
@@ -385,6 +386,7 @@ ae_title = "{HUB_AE}"
 storage_root = "{run_dir / 'dicom'}"
 processes = {processes}
 max_associations = {max(concurrency, 10)}
+max_negotiating = {max(100, idle + 100)}
 {practice_blocks}""", encoding="utf-8")
     py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
     subprocess.run([py, "-m", "hub.cli", "db", "upgrade", "--config", str(config)], cwd=run_dir,
