@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 import ssl
 import struct
@@ -73,6 +74,7 @@ LINGER_SECONDS = 5.0
 STOP_TIMEOUT = 10.0
 BACKLOG = 128
 ACCEPT_BACKOFF = 0.1  # seconds, after accept() failed (e.g. EMFILE) with the listener still open
+PARK_AFTER = 2.0  # seconds of silence between messages before an association gives up its thread
 SMALL_PDU = 1024  # the most an A-RELEASE-RQ/RP or A-ABORT (4 bytes of body) may claim
 RQ_CHUNK = 16384  # an A-ASSOCIATE-RQ is read in pieces of at most this, as they arrive
 # (the hub's own listener hands that to plugins.dicom.negotiator; TLS connections read it here)
@@ -110,7 +112,7 @@ class AssociationServer:
         self.limits = LimitEvents(receiver)
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}
-        self._negotiator: Negotiator | None = None
+        self.negotiator: Negotiator | None = None
         # listener -> (its acceptor, whether this process owns it)
         self._listeners: dict[socket.socket, tuple[threading.Thread, bool]] = {}
 
@@ -134,8 +136,8 @@ class AssociationServer:
             target=self._accept, args=(listener, tls), name="vethub-dicom-accept", daemon=True
         )
         with self._lock:
-            if self._negotiator is None and tls is None:
-                self._negotiator = Negotiator(self)
+            if self.negotiator is None and tls is None:
+                self.negotiator = Negotiator(self)
             self._listeners[listener] = (acceptor, owner)
         acceptor.start()
         return int(listener.getsockname()[1])
@@ -158,7 +160,7 @@ class AssociationServer:
         """Blocking: stop accepting, abort the associations in progress, wait for their threads."""
         deadline = time.monotonic() + timeout  # for all the threads together
         self.stop_accepting(timeout)
-        negotiator, self._negotiator = self._negotiator, None
+        negotiator, self.negotiator = self.negotiator, None
         if negotiator is not None:
             negotiator.stop()  # closes the connections still negotiating
         with self._lock:
@@ -196,7 +198,7 @@ class AssociationServer:
             if crowded:  # turned away without a thread, before reading anything
                 self._refuse_crowded(conn, address)
                 continue
-            negotiator = self._negotiator
+            negotiator = self.negotiator
             if tls is None and negotiator is not None:
                 negotiator.add(conn, address)  # a thread once its request is in
             else:
@@ -232,17 +234,36 @@ class AssociationServer:
         _send_quietly(conn, associate_rj(*RJ_LOCAL_LIMIT))
         conn.close()
 
+    def resume(self, association: Association) -> None:
+        """Serve a parked association again, in a new thread (its peer sent something)."""
+        thread = threading.Thread(
+            target=self._serve, args=(association.conn, association.address, None, None, None),
+            kwargs={"parked": association}, name="vethub-dicom-assoc", daemon=True,
+        )
+        with self._lock:
+            self._conns[association.conn] = thread
+        thread.start()
+
+    def association_ended(self) -> None:
+        """A parked association closed by the negotiation thread (idle timeout, stop)."""
+        with self._lock:
+            self.active -= 1
+
     def _serve(
         self, conn: socket.socket, address: str, tls: ssl.SSLContext | None,
-        body: bytearray | None, head: bytes | None,
+        body: bytearray | None, head: bytes | None, parked: Association | None = None,
     ) -> None:
-        nodelay(conn)
-        association: Association | None = None
+        association: Association | None = parked
+        handed_back = False  # parked: the negotiation thread has it until its peer sends
         try:
-            if tls is not None:
-                conn = self._handshake(conn, tls)
-            association = Association(self, conn, address)
-            association.run(body, head)
+            if parked is not None:
+                handed_back = parked.serve_messages()
+            else:
+                nodelay(conn)
+                if tls is not None:
+                    conn = self._handshake(conn, tls)
+                association = Association(self, conn, address, tls is not None)
+                handed_back = association.run(body, head)
         except ArtimExpired as err:
             # PS3.8 §9.2.3: ARTIM expiring while awaiting the request closes the connection.
             self.limits.refused(
@@ -269,15 +290,19 @@ class AssociationServer:
             log.exception("association from %s failed", address)
             _send_quietly(conn, abort())
         finally:
-            with self._lock:
-                if association is not None and association.accepted_at:
-                    self.active -= 1
-                else:
-                    self.negotiating -= 1
-            _linger(conn, min(LINGER_SECONDS, self.receiver.config.artim_timeout))
-            with self._lock:
-                self._conns.pop(conn, None)
-            conn.close()
+            if not handed_back:
+                self._ended(association, conn)
+
+    def _ended(self, association: Association | None, conn: socket.socket) -> None:
+        with self._lock:
+            if association is not None and association.accepted_at:
+                self.active -= 1
+            else:
+                self.negotiating -= 1
+        _linger(conn, min(LINGER_SECONDS, self.receiver.config.artim_timeout))
+        with self._lock:
+            self._conns.pop(conn, None)
+        conn.close()
 
     def _handshake(self, conn: socket.socket, tls: ssl.SSLContext) -> socket.socket:
         raw = conn
@@ -301,8 +326,11 @@ class AssociationServer:
 
 
 class Association:
-    def __init__(self, server: AssociationServer, conn: socket.socket, address: str) -> None:
+    def __init__(
+        self, server: AssociationServer, conn: socket.socket, address: str, tls: bool = False
+    ) -> None:
         self.server = server
+        self.tls = tls
         self.receiver = server.receiver
         self.config = server.receiver.config
         self.conn = conn
@@ -313,17 +341,27 @@ class Association:
         self.peer_max = 0
         self._head = bytearray(6)
 
-    def run(self, body: bytearray | None = None, head: bytes | None = None) -> None:
-        """``body``: the A-ASSOCIATE-RQ when it was read already; ``head``: its header."""
+    def run(self, body: bytearray | None = None, head: bytes | None = None) -> bool:
+        """Negotiate, then serve messages; True when parked (see :meth:`serve_messages`).
+        ``body``: the A-ASSOCIATE-RQ when it was read already; ``head``: its header."""
         if body is None:
             deadline = time.monotonic() + self.config.artim_timeout
             body = self._read_associate_rq(deadline, head)
         if not self._negotiate(body):
-            return
+            return False
         self.conn.settimeout(self.config.network_timeout)  # idle timeout from now on
+        return self.serve_messages()
+
+    def serve_messages(self) -> bool:
+        """Read and answer messages until the association ends (False), or until the peer
+        has been silent between two messages for :data:`PARK_AFTER` seconds: then the
+        association is parked on the negotiation thread's selector without a thread, and
+        resumed in a new one when its peer sends again (True)."""
         message = Message()
         max_pdu = self.config.max_pdu
         while True:
+            if not message.command and self._park():
+                return True
             kind, length = self._read_header()
             if kind == 0x04:
                 if length > max_pdu:
@@ -338,14 +376,28 @@ class Association:
             elif kind == 0x05:
                 self._small_body(length)
                 self.conn.sendall(pdu(0x06, bytes(4)))
-                return
+                return False
             elif kind == 0x07:
                 self._small_body(length)
-                return
+                return False
             elif kind in PDU_TYPES:
                 raise ProtocolError(f"unexpected PDU type {kind:#x}", ABORT_UNEXPECTED_PDU)
             else:
                 raise ProtocolError(f"unrecognised PDU type {kind:#x}", ABORT_UNRECOGNIZED_PDU)
+
+    def _park(self) -> bool:
+        """Between messages: wait up to PARK_AFTER for the next PDU (one poll, no timeout
+        changes on the socket); hand the association to the negotiation thread if none came."""
+        idle = self.config.network_timeout - PARK_AFTER
+        negotiator = self.server.negotiator
+        if self.tls or negotiator is None or idle <= 0:
+            return False  # TLS may hold decrypted bytes poll() cannot see
+        poller = select.poll()
+        poller.register(self.conn, select.POLLIN | select.POLLPRI)
+        if poller.poll(PARK_AFTER * 1000):
+            return False
+        negotiator.park(self, time.monotonic() + idle)
+        return True
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Connections waiting for their A-ASSOCIATE-RQ, on one selector thread instead of a thread each.
+"""Connections waiting for their A-ASSOCIATE-RQ, and accepted associations silent between
+messages, on one selector thread instead of a thread each.
 
 A connection costs a thread only once it has sent a complete A-ASSOCIATE-RQ: until then it is
 a non-blocking socket registered with this thread's selector, and a buffer that grows as the
@@ -8,7 +9,11 @@ handed to its association thread as soon as its request is in. The ARTIM deadlin
 (``artim_timeout`` from the connect, PS3.8 §9.1.5) is kept here: an expired connection is
 closed, as the standard says.
 
-Only the request's arrival is handled here. Whatever needs an answer (a request too long, a
+An accepted association whose peer has been silent between two messages for a moment is
+*parked* here too (``Association.serve_messages``): a new thread takes it up when its peer
+sends again, and an idle one is aborted at its ``network_timeout``.
+
+Only the request's arrival and the wait between messages are handled here. Whatever needs an answer (a request too long, a
 PDU that is not a request) goes to a thread like any association, which answers and lingers;
 the data phase, where the speed is, never passes through this thread.
 """
@@ -27,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .association import AssociationServer
+    from .association import Association, AssociationServer
 
 log = logging.getLogger(__name__)
 
 RQ_CHUNK = 16384
+ABORT = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])  # A-ABORT, service provider, no reason
 
 
 @dataclass(eq=False)
@@ -44,6 +50,22 @@ class Pending:
     length: int = -1  # the request's length, once its header is in
 
 
+@dataclass(eq=False)
+class Parked:
+    """An accepted association silent between messages (``Association.serve_messages``)."""
+
+    association: Association
+    deadline: float  # its idle timeout
+
+    @property
+    def conn(self) -> socket.socket:
+        return self.association.conn
+
+    @property
+    def address(self) -> str:
+        return self.association.address
+
+
 class Negotiator:
     def __init__(self, server: AssociationServer) -> None:
         self.server = server
@@ -53,9 +75,9 @@ class Negotiator:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._incoming: list[Pending] = []
-        self._deadlines: list[tuple[float, int, Pending]] = []
-        self._pending: set[Pending] = set()
+        self._incoming: list[Pending | Parked] = []
+        self._deadlines: list[tuple[float, int, Pending | Parked]] = []
+        self._pending: set[Pending | Parked] = set()
         self._order = itertools.count()
         self._lock = threading.Lock()
         self._stopping = False
@@ -69,6 +91,13 @@ class Negotiator:
         pending = Pending(conn, address, time.monotonic() + self.config.artim_timeout)
         with self._lock:
             self._incoming.append(pending)
+        self._wake()
+
+    def park(self, association: Association, deadline: float) -> None:
+        """Hold an accepted association without a thread until its peer sends (then
+        :meth:`AssociationServer.resume`) or ``deadline`` passes (then an A-ABORT)."""
+        with self._lock:
+            self._incoming.append(Parked(association, deadline))
         self._wake()
 
     def stop(self) -> None:
@@ -125,7 +154,11 @@ class Negotiator:
         except (BlockingIOError, OSError):
             pass
 
-    def _readable(self, pending: Pending) -> None:
+    def _readable(self, pending: Pending | Parked) -> None:
+        if isinstance(pending, Parked):
+            self._forget(pending)
+            self.server.resume(pending.association)
+            return
         try:
             if pending.length < 0:
                 chunk = pending.conn.recv(6 - len(pending.head))
@@ -166,6 +199,11 @@ class Negotiator:
             _, _, pending = heapq.heappop(self._deadlines)
             if pending not in self._pending:
                 continue  # handed over or closed already
+            if isinstance(pending, Parked):
+                log.info("association from %s ended: idle for %g s", pending.address,
+                         self.config.network_timeout)
+                self._drop(pending, abort=True)
+                continue
             got = len(pending.head) + len(pending.body)
             self.server.limits.refused(
                 "artim", f"no complete A-ASSOCIATE-RQ from {pending.address} within "
@@ -173,15 +211,26 @@ class Negotiator:
             )
             self._drop(pending)
 
-    def _forget(self, pending: Pending) -> None:
+    def _forget(self, pending: Pending | Parked) -> None:
         self._pending.discard(pending)
         try:
             self._selector.unregister(pending.conn)
         except (KeyError, ValueError):
             pass
 
-    def _drop(self, pending: Pending) -> None:
-        """Close a connection that never became an association."""
+    def _drop(self, pending: Pending | Parked, *, abort: bool = False) -> None:
+        """Close a connection that never became an association, or a parked one (with an
+        A-ABORT for its idle timeout)."""
         self._forget(pending)
+        if isinstance(pending, Parked):
+            if abort:
+                try:
+                    pending.conn.setblocking(False)
+                    pending.conn.send(ABORT)
+                except OSError:
+                    pass
+            pending.conn.close()
+            self.server.association_ended()
+            return
         pending.conn.close()
         self.server.negotiation_ended()

@@ -404,3 +404,60 @@ async def test_a_flood_of_refusals_is_folded_into_few_events(dicom_hub):
         "rejected: refusal 20 (and 19 more like it since the last such event)",
     ]
     assert events[1].data["folded"] == 19
+
+
+async def test_an_association_silent_between_messages_gives_up_its_thread(
+    hub_factory, dicom_config_data
+):
+    from plugins.dicom.association import PARK_AFTER
+
+    hub = await hub_factory(dicom_config_data(dicom={"network_timeout": 60}))
+    port = dicom_port(hub)
+    sop_class, sop_uid, head, pixels = large_instance(64)
+    data = head + b"".join(pixels)
+
+    def association_threads() -> int:
+        return sum(t.name == "vethub-dicom-assoc" for t in threading.enumerate())
+
+    peer = await asyncio.to_thread(associated, port)
+    try:
+        peer.send(p_data_pdu([(1, 0x03, dimse_rq(0x0030, VERIFICATION, 1))]))
+        assert status_of(await asyncio.to_thread(peer.response)) == 0
+        assert association_threads() == 1
+        # Silent past PARK_AFTER: the association's thread ends, the association stays.
+        deadline = time.monotonic() + PARK_AFTER + 20
+        while association_threads():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert receiver_of_hub(hub)._associations.active == 1
+        status = await asyncio.to_thread(peer.c_store, 3, sop_class, sop_uid, data, 2)
+        assert status == 0  # taken up again by a new thread as soon as the peer sent
+        assert await asyncio.to_thread(peer.release) == 0x06  # A-RELEASE-RP
+    finally:
+        peer.close()
+    assert await stored(hub) == 1
+
+
+async def test_a_parked_association_is_aborted_at_its_idle_timeout(hub_factory, dicom_config_data):
+    from plugins.dicom.association import PARK_AFTER
+
+    hub = await hub_factory(dicom_config_data(dicom={"network_timeout": PARK_AFTER + 1}))
+    port = dicom_port(hub)
+
+    def idle() -> tuple[int, bytes]:
+        with associated(port) as peer:
+            return peer.read_pdu()
+
+    kind, body = await asyncio.to_thread(idle)
+    assert kind == A_ABORT and abort_reason(body) == (2, 0)
+    server = receiver_of_hub(hub)._associations
+    deadline = time.monotonic() + 20
+    while server.active:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+def receiver_of_hub(hub):
+    from plugins.dicom.plugin import receiver_of
+
+    return receiver_of(hub)
