@@ -18,6 +18,17 @@ per ``[dicom] processes`` count given, by default with one receiver process and 
 rounds (default 3); each one's best and median round are reported, and in how many rounds the
 hub was ahead of Orthanc, because on a shared machine a single run of a few seconds moves by 30%
 or more.
+
+``--scenario many`` is "many practices at once": ``--practices`` calling AEs (200), each its own
+practice sending a 5-slice CT study over its own association (one ``storescu``), at most
+``--concurrency`` (50) at a time, to the hub (per ``--processes``), storescp and Orthanc in the
+same run: instances per second, p50/p99 of each practice's time from connect to its last
+C-STORE response (a storescu process's run), and the hub's peak RSS (its processes together).
+Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
+one practice sends its study, and that practice's time is reported beside its time without
+them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
+negotiation thread; the summary says how many it held). Its figures are only worth recording
+from a quiet machine.
 """
 
 from __future__ import annotations
@@ -251,6 +262,261 @@ def _hub_name(processes: int) -> str:
     return "vethub" if processes == 1 else f"vethub-{processes}p"
 
 
+# --- many practices at once ---------------------------------------------------------------------
+
+def make_practices(folder: Path, practices: int, per_study: int) -> list[tuple[str, list[Path]]]:
+    """(calling AE, files) of ``practices`` practices, each one study of ``per_study`` CT slices."""
+    marker = folder / f"done-{practices}x{per_study}"
+    out = []
+    for n in range(1, practices + 1):
+        ae = f"PRACTICE{n:03d}"
+        study_dir = folder / ae
+        if not marker.exists():
+            shutil.rmtree(study_dir, ignore_errors=True)
+            study_dir.mkdir(parents=True)
+            study, series = generate_uid(), generate_uid()
+            for k in range(1, per_study + 1):
+                _image(study_dir / f"ct{k:02d}.dcm", sop_class="1.2.840.10008.5.1.4.1.1.2",
+                       modality="CT", rows=512, cols=512, study=study, series=series, number=k)
+        out.append((ae, sorted(study_dir.glob("*.dcm"))))
+    marker.touch()
+    return out
+
+
+def drive(port: int, called: str, concurrency: int, plan: Path) -> dict:
+    """Send every practice's study with its own storescu, ``concurrency`` at a time; the
+    seconds each took and the total. Runs wherever the receiver is reachable (in the private
+    network namespace for storescp and Orthanc: ``--drive``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    practices = json.loads(plan.read_text())
+    env = {**os.environ, "TCP_NODELAY": "1"}
+
+    def one(practice: list) -> tuple[float, bool]:
+        ae, files = practice
+        started = time.monotonic()
+        proc = subprocess.run(["storescu", "-aet", ae, "-aec", called, "127.0.0.1", str(port),
+                               *files], env=env, capture_output=True, timeout=600, check=False)
+        return time.monotonic() - started, proc.returncode == 0
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, practices))
+    return {"total": time.monotonic() - started, "each": [r[0] for r in results],
+            "ok": all(r[1] for r in results)}
+
+
+def _drive_in_netns(server: str, port: int, called: str, concurrency: int, plan: Path) -> dict:
+    py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+    script = f"""
+{server} &
+srv=$!
+for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.05; done
+{py} {Path(__file__).resolve()} --drive {port} {called} {concurrency} {plan}
+kill $srv; wait $srv 2>/dev/null
+"""
+    output = in_netns(script)
+    for line in output.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no result from the driver:\n{output[-2000:]}")
+
+
+def _tree_rss(pid: int) -> int:
+    """RSS of ``pid`` and its children (the hub's worker processes), in bytes."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class _Peak:
+    """Samples a process tree's RSS every 50 ms in a thread; ``peak`` is the highest seen."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.peak = pid, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.05):
+            self.peak = max(self.peak, _tree_rss(self.pid))
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
+def _hub_many(practices: list[tuple[str, list[Path]]], concurrency: int, work: Path,
+              processes: int, plan: Path, idle: int) -> dict:
+    run_dir = Path(tempfile.mkdtemp(prefix="hub-many-", dir=work))
+    port = free_port()
+    practice_blocks = "".join(
+        f'[[practices]]\nslug = "p{n}"\nname = "Practice {n}"\ncalling_aes = ["{ae}"]\n'
+        for n, (ae, _) in enumerate(practices, start=1)
+    )
+    config = run_dir / "vethub.toml"
+    config.write_text(f"""
+[hub]
+data_dir = "{run_dir / 'var'}"
+[database]
+url = "sqlite+aiosqlite:///{run_dir / 'hub.db'}"
+[http]
+port = 0
+[logging]
+level = "ERROR"
+[dicom]
+port = {port}
+ae_title = "{HUB_AE}"
+storage_root = "{run_dir / 'dicom'}"
+processes = {processes}
+max_associations = {max(concurrency, 10)}
+max_negotiating = {max(100, idle + 100)}
+{practice_blocks}""", encoding="utf-8")
+    py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+    subprocess.run([py, "-m", "hub.cli", "db", "upgrade", "--config", str(config)], cwd=run_dir,
+                   check=True, capture_output=True)
+    proc = subprocess.Popen([py, "-m", "hub.cli", "run", "--config", str(config)], cwd=run_dir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        peak = _Peak(proc.pid)
+        result = drive(port, HUB_AE, concurrency, plan)
+        result["rss"] = peak.stop()
+        stored = sum(1 for _ in (run_dir / "dicom").rglob("*.dcm"))
+        result["ok"] = result["ok"] and stored == sum(len(f) for _, f in practices)
+        if idle:
+            result["idle"] = _with_idle(port, practices[0], idle)
+        return result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _with_idle(port: int, practice: tuple[str, list[Path]], idle: int) -> dict:
+    """One practice's study alone, then again with ``idle`` silent connections held open."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < idle + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, idle + 256), hard))
+    ae, files = practice
+    env = {**os.environ, "TCP_NODELAY": "1"}
+
+    def send() -> tuple[float, bool]:
+        started = time.monotonic()
+        proc = subprocess.run(["storescu", "-aet", ae, "-aec", HUB_AE, "127.0.0.1", str(port),
+                               *map(str, files)], env=env, capture_output=True, timeout=600)
+        return time.monotonic() - started, proc.returncode == 0
+
+    alone = send()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(idle):
+            try:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        time.sleep(1)  # the hub turns away what is over max_negotiating; count what stays
+        still = 0
+        for sock in held:
+            sock.setblocking(False)
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    continue  # closed by the hub
+            except BlockingIOError:
+                still += 1  # open, nothing to read
+                continue
+            except OSError:
+                continue
+        crowded = send()
+    finally:
+        for sock in held:
+            sock.close()
+    return {"alone": alone[0], "with_idle": crowded[0], "ok": alone[1] and crowded[1],
+            "opened": len(held), "held": still}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def many_practices(args: argparse.Namespace) -> int:
+    data = args.data or Path(tempfile.gettempdir()) / "vethub-bench-dicom-many"
+    practices = make_practices(data, args.practices, args.instances)
+    work = Path(tempfile.mkdtemp(prefix="vethub-bench-"))
+    plan = work / "plan.json"
+    plan.write_text(json.dumps([[ae, [str(f) for f in files]] for ae, files in practices]))
+    count = sum(len(f) for _, f in practices)
+    print(f"# DICOM many practices, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+          f"{os.cpu_count()} cores; {len(practices)} practices x {args.instances} instances, "
+          f"{args.concurrency} associations at a time")
+    results: dict[str, dict] = {}
+    try:
+        for processes in args.processes:
+            os.sync()
+            results[_hub_name(processes)] = _hub_many(
+                practices, args.concurrency, work, processes, plan, args.idle
+            )
+        os.sync()
+        out_dir = work / "storescp-out"
+        out_dir.mkdir()
+        results["storescp"] = _drive_in_netns(
+            f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
+            args.concurrency, plan,
+        )
+        orthanc = shutil.which("Orthanc")
+        if orthanc is not None:
+            os.sync()
+            cfg = work / "orthanc.json"
+            cfg.write_text(json.dumps({
+                "Name": "bench", "StorageDirectory": str(work / "orthanc"),
+                "IndexDirectory": str(work / "orthanc"), "DicomAet": "ORTHANC",
+                "DicomPort": 4242, "HttpPort": 8042, "RemoteAccessAllowed": False,
+                "Plugins": [], "DicomCheckCalledAet": False, "SyncStorageArea": True,
+            }), encoding="utf-8")
+            results["orthanc"] = _drive_in_netns(
+                f"{orthanc} {cfg} > {work}/orthanc.log 2>&1", 4242, "ORTHANC",
+                args.concurrency, plan,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("| receiver | instances/s | p50 s | p99 s | peak RSS MiB | all stored |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for name, r in results.items():
+        rss = f"{r['rss'] / 2**20:.0f}" if "rss" in r else "-"
+        print(f"| {name} | {count / r['total']:.1f} | {_pct(r['each'], 0.5):.2f} | "
+              f"{_pct(r['each'], 0.99):.2f} | {rss} | {'yes' if r['ok'] else 'NO'} |")
+    for name, r in results.items():
+        if "idle" in r:
+            i = r["idle"]
+            print(f"{name}: one practice alone {i['alone']:.2f} s, with {i['opened']} idle "
+                  f"connections opened ({i['held']} held by the hub, the rest turned away) "
+                  f"{i['with_idle']:.2f} s; {'ok' if i['ok'] else 'FAILED'}")
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -263,11 +529,27 @@ def main() -> int:
                              "(comma-separated; default 1,2)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds; each receiver's best round is reported (default 3)")
+    parser.add_argument("--scenario", choices=["ingest", "many"], default="ingest",
+                        help="ingest (default) or many: many practices at once")
+    parser.add_argument("--practices", type=int, default=200, help="many: calling AEs")
+    parser.add_argument("--instances", type=int, default=5, help="many: instances per study")
+    parser.add_argument("--concurrency", type=int, default=50,
+                        help="many: associations at a time")
+    parser.add_argument("--idle", type=int, default=1000,
+                        help="many: idle connections held while one practice sends (0: skip)")
+    parser.add_argument("--drive", nargs=4, metavar=("PORT", "CALLED", "CONCURRENCY", "PLAN"),
+                        help=argparse.SUPPRESS)  # the sender side, run in a network namespace
     args = parser.parse_args()
+    if args.drive:
+        port, called, concurrency, plan = args.drive
+        print(json.dumps(drive(int(port), called, int(concurrency), Path(plan))))
+        return 0
     for tool in ("storescu", "storescp", "unshare", "bc"):
         if shutil.which(tool) is None:
             print(f"needs {tool} (dcmtk, util-linux, bc)", file=sys.stderr)
             return 2
+    if args.scenario == "many":
+        return many_practices(args)
     data = args.data or Path(tempfile.gettempdir()) / (
         "vethub-bench-dicom-quick" if args.quick else "vethub-bench-dicom")
     files = make_data(data, args.quick)

@@ -137,8 +137,11 @@ async def plan_forward(session: AsyncSession, hub: Hub, case_id: int) -> Forward
             rows[inst.id] = CaseInstanceForward(case_id=case.id, instance_id=inst.id, status=FWD_PENDING,
                                                 attempts=0, updated_at=now)
             session.add(rows[inst.id])
-    items = [ForwardItem(i.id, i.path, i.sop_class_uid, i.transfer_syntax_uid)
-             for i in instances if rows[i.id].status not in ACCEPTED]
+    # Instances never tried go before those that failed, so one the peer cannot take does not
+    # hold back the rest attempt after attempt.
+    waiting = [i for i in instances if rows[i.id].status not in ACCEPTED]
+    waiting.sort(key=lambda i: (rows[i.id].attempts > 0, i.id))
+    items = [ForwardItem(i.id, i.path, i.sop_class_uid, i.transfer_syntax_uid) for i in waiting]
     return ForwardPlan(dest, items, case.id, await request_facts(session, case))
 
 
@@ -160,6 +163,19 @@ async def request_facts(session: AsyncSession, case: Case) -> RequestFacts:
         submitted_by=case.submitted_by, submitted_at=case.created_at,
         attachments=tuple((a.filename, a.content_type, a.content) for a in attachments),
     )
+
+
+async def record_instance(
+    session: AsyncSession, hub: Hub, case_id: int, instance_id: int, code: int | None,
+    comment: str | None, category: Callable[[int | None], str],
+) -> None:
+    """Record the peer's answer for one instance as it arrives, while the attempt goes on."""
+    row = (await session.execute(select(CaseInstanceForward).where(
+        CaseInstanceForward.case_id == case_id, CaseInstanceForward.instance_id == instance_id,
+    ))).scalar_one()
+    row.status, row.status_code, row.comment = category(code), code, comment
+    row.attempts += 1
+    row.updated_at = hub.clock.now()
 
 
 async def record_forward(

@@ -7,6 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# The largest max_pdu: a PDU is read whole into memory, so this bounds what one association
+# holds at once.
+MAX_PDU_LIMIT = 16 * 1024 * 1024
+
 
 class DicomConfig(BaseModel):
     """Receiver settings. Example::
@@ -28,8 +32,27 @@ class DicomConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=0, le=65535, description="0 picks a free port (tests)")
     ae_title: str = Field("VETHUB", min_length=1, max_length=16)
-    max_associations: int = Field(10, ge=1, le=1000)
-    max_pdu: int = Field(131072, ge=0, description="largest PDU the hub receives; 0 means no limit")
+    max_associations: int = Field(
+        10, ge=1, le=1000, description="negotiated associations at once; more are rejected"
+    )
+    max_negotiating: int = Field(
+        100, ge=1, le=10000,
+        description="connections at once that have not yet been accepted as an association "
+        "(counted apart from max_associations); more are rejected at once",
+    )
+    max_pdu: int = Field(
+        131072, ge=0, le=MAX_PDU_LIMIT,
+        description="largest P-DATA-TF PDU the hub receives (its maximum length)",
+    )
+    max_associate_rq: int = Field(
+        65536, ge=1024, le=1048576,
+        description="largest A-ASSOCIATE-RQ the hub reads; a longer one is aborted",
+    )
+    artim_timeout: float = Field(
+        30, gt=0, le=600,
+        description="seconds from connect to a complete A-ASSOCIATE-RQ, and from the "
+        "release to the peer closing (PS3.8 ARTIM)",
+    )
     storage_root: Path | None = Field(
         None, description="where instances are written; default <data_dir>/dicom"
     )
@@ -53,13 +76,38 @@ class DicomConfig(BaseModel):
     )
     forward_timeout: float = Field(60, gt=0, description="seconds per forward association")
     network_timeout: float = Field(
-        60, gt=0, description="seconds a receiving association may send nothing before it is aborted"
+        60, gt=0,
+        description="seconds an accepted association may stay idle (send nothing) before it "
+        "is aborted",
+    )
+
+    tls_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="a second port taking associations over TLS (0 picks a free one, tests)",
+    )
+    tls_certificate: Path | None = Field(None, description="PEM certificate (chain) of the hub")
+    tls_private_key: Path | None = Field(None, description="PEM private key of the certificate")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA certificates: when set, callers on the TLS port must present "
+        "a certificate signed by one of them (mutual TLS)",
     )
 
     @field_validator("engine", mode="before")
     @classmethod
     def _engine(cls, value: object) -> object:
         return "hub" if value == "asyncio" else value  # its name until 2026-11-27
+
+    @field_validator("max_pdu")
+    @classmethod
+    def _max_pdu(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError(
+                "max_pdu = 0 (no limit) is not supported: a peer could then send a whole data "
+                f"set as one PDU, held in memory; give a size from 1024 to {MAX_PDU_LIMIT}"
+            )
+        if value < 1024:
+            raise ValueError("max_pdu must be at least 1024")
+        return value
 
     @field_validator("ae_title")
     @classmethod
@@ -73,6 +121,20 @@ class DicomConfig(BaseModel):
     def _processes(self) -> DicomConfig:
         if self.processes > 1 and self.engine != "hub":
             raise ValueError('processes > 1 needs engine = "hub" (pynetdicom\'s is one process)')
+        return self
+
+    @model_validator(mode="after")
+    def _tls(self) -> DicomConfig:
+        if self.tls_port is None:
+            return self
+        if self.engine != "hub":
+            raise ValueError('tls_port needs engine = "hub"')
+        if self.tls_certificate is None or self.tls_private_key is None:
+            raise ValueError("tls_port needs tls_certificate and tls_private_key")
+        for name in ("tls_certificate", "tls_private_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
         return self
 
     @model_validator(mode="after")

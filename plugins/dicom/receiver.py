@@ -7,7 +7,7 @@ file), then hands the row to the committer thread (:class:`Committer`) and waits
 before answering the C-STORE: Success means the file is durable and its row committed.
 
 Who may call: the association's calling AE title must be registered (the core's
-``calling_aes`` table, optionally with source addresses) and its called AE title must be the
+``calling_aes`` table, optionally bound to source addresses or networks) and its called AE title must be the
 hub's. Anything else is rejected with the matching A-ASSOCIATE-RJ reason and recorded as an
 operator event (``dicom.association_rejected``).
 """
@@ -15,8 +15,10 @@ operator event (``dicom.association_rejected``).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+import ssl
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -115,6 +117,7 @@ class DicomReceiver:
         self._server: ThreadedAssociationServer | None = None
         self._associations: AssociationServer | None = None  # the hub's own (engine = "hub")
         self.port: int | None = None
+        self.tls_port: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -132,6 +135,10 @@ class DicomReceiver:
                 self.port = self._associations.start(self.config.host, self.config.port)
             else:
                 self.port = self._associations.serve(listener, owner=owner)
+            if self.config.tls_port is not None and owner:  # the hub process only
+                self.tls_port = self._associations.start(
+                    self.config.host, self.config.tls_port, tls=tls_context(self.config)
+                )
             log.info(
                 "DICOM receiver %s listening on %s:%s, storing under %s",
                 self.config.ae_title, self.config.host, self.port, self.store.root,
@@ -216,7 +223,7 @@ class DicomReceiver:
                     )
                 return Caller(practice_id, calling, address), None
             allowed = row.source_addresses or []
-            if allowed and address not in allowed:
+            if allowed and not address_allowed(address, allowed):
                 return None, (
                     f"calling AE {calling} not allowed from {address} "
                     f"(registered for {', '.join(allowed)})"
@@ -409,6 +416,37 @@ def _start_server(
     thread.start()
     ae._servers.append(server)
     return server
+
+
+def address_allowed(address: str, allowed: list[str]) -> bool:
+    """True when ``address`` is one of ``allowed``: addresses or networks (``10.0.0.0/24``).
+    An entry that is neither allows nothing."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 callers as ::ffff:a.b.c.d
+    for entry in allowed:
+        try:
+            if ip in ipaddress.ip_network(str(entry).strip(), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def tls_context(config: DicomConfig) -> ssl.SSLContext:
+    """The TLS port's server context: TLS 1.2 or later, the configured certificate, and a
+    client certificate required when ``tls_client_ca`` is set."""
+    assert config.tls_certificate is not None and config.tls_private_key is not None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_certificate, config.tls_private_key)
+    if config.tls_client_ca is not None:
+        context.load_verify_locations(config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def storage_root(hub: Hub, config: DicomConfig) -> Path:

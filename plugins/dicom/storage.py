@@ -29,6 +29,7 @@ __all__ = [
     "STATUS_OUT_OF_RESOURCES",
     "DicomStore",
     "InvalidUID",
+    "PendingFile",
     "StorageError",
     "StorageUnavailable",
     "StoredFile",
@@ -204,76 +205,118 @@ class DicomStore:
 
     def write(self, relpath: PurePosixPath, chunks: Iterable[bytes | memoryview]) -> StoredFile:
         """Write ``chunks`` as the file at ``relpath``, durably; see the module docstring."""
+        opened = self.open(relpath)
+        if isinstance(opened, StoredFile):
+            return opened
+        try:
+            opened.write(chunks)
+            return opened.commit()
+        finally:
+            opened.close()
+
+    def open(self, relpath: PurePosixPath) -> PendingFile | StoredFile:
+        """A temporary file for ``relpath``, to write in pieces and then :meth:`PendingFile.commit`
+        (a large data set is written while it arrives); or the file already there, which a
+        re-sent instance keeps unless ``overwrite``."""
         path = self.path_of(relpath)
-        views = [memoryview(chunk) for chunk in chunks]
         try:
             if not self.overwrite:
-                try:  # a re-sent instance keeps the file already there
+                try:
                     return StoredFile(relpath, path, path.stat().st_size, written=False)
                 except FileNotFoundError:
                     pass
             self._ensure_dir(path.parent)
             if self._tmpfile is None:
                 self._tmpfile = tmpfile_supported(path.parent)
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                if self._tmpfile:
-                    stored = self._write_unnamed(dir_fd, relpath, path, views)
-                else:
-                    stored = self._write_named(dir_fd, relpath, path, views)
-                if stored.written:
-                    os.fsync(dir_fd)
-                return stored
-            finally:
-                os.close(dir_fd)
+            return PendingFile(self, relpath, path)
         except OSError as err:
-            with self._lock:
-                self._known_dirs.discard(path.parent)
-            raise StorageUnavailable(f"cannot store {relpath.name}: {err.strerror or err}") from err
+            raise self._unavailable(relpath, path, err) from err
 
-    def _write_unnamed(
-        self, dir_fd: int, relpath: PurePosixPath, path: Path, views: list[memoryview]
-    ) -> StoredFile:
-        fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+    def _unavailable(self, relpath: PurePosixPath, path: Path, err: OSError) -> StorageUnavailable:
+        with self._lock:
+            self._known_dirs.discard(path.parent)
+        return StorageUnavailable(f"cannot store {relpath.name}: {err.strerror or err}")
+
+
+class PendingFile:
+    """An instance's file being written: unnamed (``O_TMPFILE``) or under a temporary name
+    until :meth:`commit` fsyncs it and gives it its final name. :meth:`close` without a commit
+    leaves nothing behind. Not thread-safe: one association writes it."""
+
+    def __init__(self, store: DicomStore, relpath: PurePosixPath, path: Path) -> None:
+        self.store, self.relpath, self.path = store, relpath, path
+        self.size = 0
+        self._tmp: str | None = None  # the temporary name, for a named file
+        self._fd = -1
+        self._dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            size = _write_all(fd, views)
-            os.fsync(fd)
-            source = f"/proc/self/fd/{fd}"
-            if not self.overwrite:
-                try:  # a file already there stays: linkat does not replace
-                    os.link(source, path.name, dst_dir_fd=dir_fd, follow_symlinks=True)
-                except FileExistsError:  # sent twice at once, and the other write won
-                    return StoredFile(relpath, path, path.stat().st_size, written=False)
-                return StoredFile(relpath, path, size, written=True)
-            tmp = _temp_name(path)
-            os.link(source, tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
-        finally:  # the unnamed file goes with its last descriptor, unless it was linked
-            os.close(fd)
+            if store._tmpfile:
+                self._fd = os.open(
+                    ".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o640, dir_fd=self._dir_fd
+                )
+            else:
+                self._tmp = _temp_name(path)
+                self._fd = os.open(
+                    self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640,
+                    dir_fd=self._dir_fd,
+                )
+        except OSError as err:
+            self.close()
+            raise store._unavailable(relpath, path, err) from err
+
+    def write(self, chunks: Iterable[bytes | memoryview]) -> None:
         try:
-            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            self.size += _write_all(self._fd, [memoryview(chunk) for chunk in chunks])
+        except OSError as err:
+            raise self.store._unavailable(self.relpath, self.path, err) from err
+
+    def commit(self) -> StoredFile:
+        """fsync the file, give it its final name, fsync the directory."""
+        try:
+            os.fsync(self._fd)
+            stored = self._link() if self._tmp is None else self._rename()
+            if stored.written:
+                os.fsync(self._dir_fd)
+            return stored
+        except OSError as err:
+            raise self.store._unavailable(self.relpath, self.path, err) from err
+
+    def _link(self) -> StoredFile:
+        source, name, dir_fd = f"/proc/self/fd/{self._fd}", self.path.name, self._dir_fd
+        if not self.store.overwrite:
+            try:  # a file already there stays: linkat does not replace
+                os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            except FileExistsError:  # sent twice at once, and the other write won
+                return StoredFile(self.relpath, self.path, self.path.stat().st_size, False)
+            return StoredFile(self.relpath, self.path, self.size, written=True)
+        tmp = _temp_name(self.path)
+        os.link(source, tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+        try:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except OSError:
             _unlink_quietly(tmp, dir_fd)
             raise
-        return StoredFile(relpath, path, size, written=True)
+        return StoredFile(self.relpath, self.path, self.size, written=True)
 
-    def _write_named(
-        self, dir_fd: int, relpath: PurePosixPath, path: Path, views: list[memoryview]
-    ) -> StoredFile:
-        tmp = _temp_name(path)
-        try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640, dir_fd=dir_fd
-            )
-            try:
-                size = _write_all(fd, views)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except OSError:
-            _unlink_quietly(tmp, dir_fd)
-            raise
-        return StoredFile(relpath, path, size, written=True)
+    def _rename(self) -> StoredFile:
+        assert self._tmp is not None
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._tmp, self.path.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        self._tmp = None
+        return StoredFile(self.relpath, self.path, self.size, written=True)
+
+    def close(self) -> None:
+        """Release the descriptors; a file not committed goes (an unnamed one by itself)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp is not None:
+            _unlink_quietly(self._tmp, self._dir_fd)
+            self._tmp = None
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
 
 
 def _temp_name(path: Path) -> str:

@@ -1,8 +1,9 @@
 """The DICOM upper layer's PDUs and DIMSE command sets (PS3.8, PS3.7), as bytes.
 
-What a Storage/Verification SCP needs, and nothing else: parse an A-ASSOCIATE-RQ, build the
-AC/RJ/abort/release PDUs, parse a command set and build a response, split a response into
-P-DATA-TF PDUs. :mod:`plugins.dicom.association` does the I/O.
+What a Storage/Verification SCP needs, and nothing else: parse an A-ASSOCIATE-RQ (strictly:
+whatever PS3.8 §9.3.2 says a requestor shall send is checked), build the AC/RJ/abort/release
+PDUs, parse a command set and build a response, split a response into P-DATA-TF PDUs.
+:mod:`plugins.dicom.association` does the I/O.
 """
 
 from __future__ import annotations
@@ -10,10 +11,39 @@ from __future__ import annotations
 import struct
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+# A-ABORT reasons when the service provider aborts (PS3.8 §9.3.8, table 9-26)
+ABORT_NOT_SPECIFIED = 0
+ABORT_UNRECOGNIZED_PDU = 1
+ABORT_UNEXPECTED_PDU = 2
+ABORT_UNRECOGNIZED_PARAMETER = 4
+ABORT_UNEXPECTED_PARAMETER = 5
+ABORT_INVALID_PARAMETER = 6
+
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 §9.3.4
+RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service user, no reason given
+RJ_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)  # permanent, service user, context not supported
+RJ_PROTOCOL_VERSION = (0x01, 0x02, 0x02)  # permanent, service provider (ACSE), version
+RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit
+
+PDU_TYPES = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07}
 
 
 class ProtocolError(Exception):
-    """The peer broke the protocol; the association is aborted."""
+    """The peer broke the protocol; the association is aborted with ``reason``."""
+
+    def __init__(self, message: str, reason: int = ABORT_NOT_SPECIFIED) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AssociateRefused(Exception):
+    """A well-formed A-ASSOCIATE-RQ this hub cannot accept: answered with an A-ASSOCIATE-RJ."""
+
+    def __init__(self, message: str, rsd: tuple[int, int, int]) -> None:
+        super().__init__(message)
+        self.rsd = rsd
 
 
 APPLICATION_CONTEXT = b"1.2.840.10008.3.1.1.1"
@@ -29,11 +59,21 @@ def decode_uid(raw: bytes) -> str:
     return raw.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
-def _items(data: bytes) -> Iterable[tuple[int, bytes]]:
-    """(type, value) of the variable items of an A-ASSOCIATE PDU (or of a sub-item list)."""
-    pos = 0
-    while pos + 4 <= len(data):
-        kind, length = data[pos], struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+def _items(data: bytes, what: str) -> Iterable[tuple[int, bytes]]:
+    """(type, value) of the variable items of an A-ASSOCIATE PDU (or of a sub-item list).
+
+    An item whose length runs past the end of ``data`` (or a stray byte or three after the
+    last item) is a malformed PDU, not something to read around."""
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 4 > end:
+            raise ProtocolError(f"{what}: truncated item header", ABORT_INVALID_PARAMETER)
+        kind, length = data[pos], struct.unpack_from(">H", data, pos + 2)[0]
+        if pos + 4 + length > end:
+            raise ProtocolError(
+                f"{what}: item {kind:#04x} of {length} bytes overruns its PDU",
+                ABORT_INVALID_PARAMETER,
+            )
         yield kind, data[pos + 4 : pos + 4 + length]
         pos += 4 + length
 
@@ -46,26 +86,89 @@ class AssociateRQ:
     max_length: int = 0
 
 
+def _ae_title(raw: bytes, what: str) -> str:
+    title = raw.decode("ascii", "replace").strip()
+    if not title:
+        raise AssociateRefused(f"{what} AE title is empty", RJ_NO_REASON)
+    return title
+
+
 def parse_associate_rq(body: bytes) -> AssociateRQ:
+    """The A-ASSOCIATE-RQ in ``body`` (the PDU without its 6-byte header), checked.
+
+    :raises ProtocolError: malformed (the association is aborted).
+    :raises AssociateRefused: well-formed but unacceptable: protocol version without bit 0,
+        an application context other than DICOM's (answered with the matching A-ASSOCIATE-RJ).
+    """
     if len(body) < 68:
-        raise ProtocolError("A-ASSOCIATE-RQ too short")
-    called = body[4:20].decode("ascii", "replace").strip()
-    calling = body[20:36].decode("ascii", "replace").strip()
+        raise ProtocolError("A-ASSOCIATE-RQ shorter than its fixed fields", ABORT_INVALID_PARAMETER)
+    version = struct.unpack_from(">H", body, 0)[0]
+    called = _ae_title(body[4:20], "called")
+    calling = _ae_title(body[20:36], "calling")
     rq = AssociateRQ(called, calling, [])
-    for kind, value in _items(body[68:]):
-        if kind == 0x20 and len(value) >= 4:
-            abstract, syntaxes = "", []
-            for sub, sub_value in _items(value[4:]):
-                if sub == 0x30:
-                    abstract = decode_uid(sub_value)
-                elif sub == 0x40:
-                    syntaxes.append(decode_uid(sub_value))
-            rq.contexts.append((value[0], abstract, syntaxes))
+    app_context: bytes | None = None
+    seen_ids: set[int] = set()
+    user_info = False
+    for kind, value in _items(body[68:], "A-ASSOCIATE-RQ"):
+        if kind == 0x10:
+            if app_context is not None:
+                raise ProtocolError("two application context items", ABORT_UNEXPECTED_PARAMETER)
+            app_context = value
+        elif kind == 0x20:
+            rq.contexts.append(_presentation_context(value, seen_ids))
         elif kind == 0x50:
-            for sub, sub_value in _items(value):
-                if sub == 0x51 and len(sub_value) == 4:
+            user_info = True
+            for sub, sub_value in _items(value, "user information"):
+                if sub == 0x51:
+                    if len(sub_value) != 4:
+                        raise ProtocolError("maximum length item is not 4 bytes",
+                                            ABORT_INVALID_PARAMETER)
                     rq.max_length = struct.unpack(">I", sub_value)[0]
+        # Any other item type is skipped, as a later version of the standard may add some.
+    if app_context is None:
+        raise ProtocolError("no application context item", ABORT_INVALID_PARAMETER)
+    if not rq.contexts:
+        raise ProtocolError("no presentation context item", ABORT_INVALID_PARAMETER)
+    if not user_info:
+        raise ProtocolError("no user information item", ABORT_INVALID_PARAMETER)
+    # Checked after the items, so a malformed PDU is aborted rather than politely refused.
+    if not version & 0x0001:
+        raise AssociateRefused(f"protocol version {version:#06x} not supported",
+                               RJ_PROTOCOL_VERSION)
+    if app_context.rstrip(b"\x00 ") != APPLICATION_CONTEXT:
+        raise AssociateRefused(
+            f"application context {decode_uid(app_context)!r} is not DICOM's",
+            RJ_APPLICATION_CONTEXT,
+        )
     return rq
+
+
+def _presentation_context(value: bytes, seen: set[int]) -> tuple[int, str, list[str]]:
+    if len(value) < 4:
+        raise ProtocolError("presentation context item too short", ABORT_INVALID_PARAMETER)
+    cid = value[0]
+    if not cid % 2:  # PS3.8 §9.3.2.2: odd integers 1-255
+        raise ProtocolError(f"presentation context id {cid} is even", ABORT_INVALID_PARAMETER)
+    if cid in seen:
+        raise ProtocolError(f"presentation context id {cid} proposed twice",
+                            ABORT_INVALID_PARAMETER)
+    seen.add(cid)
+    abstract: str | None = None
+    syntaxes: list[str] = []
+    for sub, sub_value in _items(value[4:], f"presentation context {cid}"):
+        if sub == 0x30:
+            if abstract is not None:
+                raise ProtocolError(f"presentation context {cid}: two abstract syntaxes",
+                                    ABORT_UNEXPECTED_PARAMETER)
+            abstract = decode_uid(sub_value)
+        elif sub == 0x40:
+            syntaxes.append(decode_uid(sub_value))
+    if not abstract or not syntaxes:
+        raise ProtocolError(
+            f"presentation context {cid} lacks an abstract or a transfer syntax",
+            ABORT_INVALID_PARAMETER,
+        )
+    return cid, abstract, syntaxes
 
 
 def _item(kind: int, value: bytes) -> bytes:
@@ -105,13 +208,26 @@ def abort(source: int = 2, reason: int = 0) -> bytes:
 
 
 def parse_command(data: bytes) -> dict[int, bytes]:
+    """The elements of a command set; an element running past its end is a protocol error."""
     out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 8 <= len(data):
-        group, elem, length = struct.unpack("<HHI", data[pos : pos + 8])
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 8 > end:
+            raise ProtocolError("command set ends inside an element header",
+                                ABORT_INVALID_PARAMETER)
+        group, elem, length = struct.unpack_from("<HHI", data, pos)
+        if group != 0x0000 or pos + 8 + length > end:
+            raise ProtocolError(f"malformed command element ({group:04X},{elem:04X})",
+                                ABORT_INVALID_PARAMETER)
         out[(group << 16) | elem] = data[pos + 8 : pos + 8 + length]
         pos += 8 + length
     return out
+
+
+def command_ushort(cmd: dict[int, bytes], tag: int) -> int | None:
+    """An US element of a command set, or None when absent or not 2 bytes long."""
+    value = cmd.get(tag)
+    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
 
 
 def _elem(tag: int, value: bytes) -> bytes:
@@ -155,45 +271,95 @@ def p_data(context_id: int, command: bytes, max_length: int) -> bytes:
     return out
 
 
+NO_DATA_SET = 0x0101  # (0000,0800) Command Data Set Type: no data set follows
+
+
 @dataclass
 class Message:
-    """A DIMSE message being reassembled from P-DATA-TF PDUs."""
+    """A DIMSE message being reassembled from P-DATA-TF PDUs.
+
+    PS3.7 §9.3.1 / PS3.8 annex E: a message's command fragments all come first, the last one
+    flagged; then, only if the command says so, its data set's, on the same presentation
+    context. Anything else aborts the association.
+    """
 
     context_id: int = 0
     command: bytearray = field(default_factory=bytearray)
     command_done: bool = False
+    has_data: bool = False  # the command announced a data set
+    cmd: dict[int, bytes] = field(default_factory=dict)
     # The data set's fragments as received, never joined: the header is read from the first
     # and the file written from all of them with writev (joining was a copy of every image).
+    # Once an instance is being streamed to its file, the fragments written are dropped.
     parts: list[memoryview] = field(default_factory=list)
+    held: int = 0  # bytes in ``parts``
+    received: int = 0  # data set bytes received in all
     data_done: bool = False
+    # Once streaming began (plugins.dicom.streaming): the StreamedInstance, the header's
+    # refusal (a status data set), or False for a data set to drop (answered from the command).
+    sink: Any = None
 
     def add(self, body: bytearray, accepted: Container[int]) -> bool:
         """Add a P-DATA-TF body's fragments; True once the message is complete.
 
         The data set's fragments are views of ``body``, not copies.
         """
-        pos, done = 0, False
+        pos, done, end = 0, False, len(body)
         view = memoryview(body)
-        while pos + 6 <= len(body):
-            length = struct.unpack(">I", body[pos : pos + 4])[0]
-            if length < 2 or pos + 4 + length > len(body):
-                raise ProtocolError("malformed PDV item")
+        if end < 6:
+            raise ProtocolError("P-DATA-TF without a PDV item", ABORT_INVALID_PARAMETER)
+        while pos < end:
+            if done:
+                raise ProtocolError("PDV after the end of a message in the same PDU",
+                                    ABORT_UNEXPECTED_PARAMETER)
+            if pos + 6 > end:
+                raise ProtocolError("malformed PDV item", ABORT_INVALID_PARAMETER)
+            length = struct.unpack_from(">I", body, pos)[0]
+            if length < 2 or pos + 4 + length > end:
+                raise ProtocolError("malformed PDV item", ABORT_INVALID_PARAMETER)
             cid, control = body[pos + 4], body[pos + 5]
             if cid not in accepted:
-                raise ProtocolError(f"PDV on presentation context {cid} not accepted")
+                raise ProtocolError(f"PDV on presentation context {cid} not accepted",
+                                    ABORT_INVALID_PARAMETER)
+            if (self.command or self.parts or self.command_done) and cid != self.context_id:
+                raise ProtocolError("a message's PDVs on two presentation contexts",
+                                    ABORT_UNEXPECTED_PARAMETER)
             self.context_id = cid
             fragment = view[pos + 6 : pos + 4 + length]
-            if control & 0x01:  # command
-                self.command += fragment
-                if control & 0x02:
-                    self.command_done = True
-                    cmd = parse_command(bytes(self.command))
-                    if struct.unpack("<H", cmd.get(0x00000800, b"\x01\x01"))[0] == 0x0101:
-                        done = True  # no data set follows
+            if control & 0x01:
+                done = self._command(fragment, control)
             else:
-                self.parts.append(fragment)
-                if control & 0x02:
-                    self.data_done = True
-                    done = True
+                done = self._data(fragment, control)
             pos += 4 + length
         return done
+
+    def _command(self, fragment: memoryview, control: int) -> bool:
+        if self.command_done:
+            raise ProtocolError("command fragment after the command's last one",
+                                ABORT_UNEXPECTED_PARAMETER)
+        self.command += fragment
+        if not control & 0x02:
+            return False
+        self.command_done = True
+        self.cmd = parse_command(bytes(self.command))
+        data_set_type = command_ushort(self.cmd, 0x00000800)
+        if data_set_type is None:
+            raise ProtocolError("command without Command Data Set Type (0000,0800)",
+                                ABORT_INVALID_PARAMETER)
+        self.has_data = data_set_type != NO_DATA_SET
+        return not self.has_data
+
+    def _data(self, fragment: memoryview, control: int) -> bool:
+        if not self.command_done:
+            raise ProtocolError("data set fragment before the command's last fragment",
+                                ABORT_UNEXPECTED_PARAMETER)
+        if not self.has_data:
+            raise ProtocolError("data set fragment for a command without a data set",
+                                ABORT_UNEXPECTED_PARAMETER)
+        self.parts.append(fragment)
+        self.held += len(fragment)
+        self.received += len(fragment)
+        if control & 0x02:
+            self.data_done = True
+            return True
+        return False

@@ -135,3 +135,33 @@ def test_several_processes_need_the_hubs_engine(write_config, dicom_config_data)
         load_config(path)
     message = str(refused.value)
     assert str(path) in message and "dicom" in message and 'engine = "hub"' in message
+
+
+async def test_large_instances_are_streamed_in_either_process(two_processes):
+    """A data set over the streaming threshold is written while it arrives in the worker too,
+    and its row goes through the hub's committer like any other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hub.testing.dicom_raw import CT_IMAGE, EXPLICIT_LE, RawPeer, large_instance
+    from plugins.dicom.streaming import STREAM_AFTER
+
+    hub, processes = two_processes
+    port = dicom_port(hub)
+
+    def send_one(_: int) -> int:
+        sop_class, uid, head, pixels = large_instance(STREAM_AFTER + 4096)
+        with RawPeer.connect(port, timeout=120) as peer:
+            peer.associate(HUB_AE, PRACTICE_AE, contexts=[(1, CT_IMAGE, [EXPLICIT_LE])],
+                           max_pdu=131072)
+            status = peer.c_store(1, sop_class, uid, [head, *pixels])
+            peer.release()
+        return status
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = await asyncio.to_thread(lambda: list(pool.map(send_one, range(4))))
+    assert statuses == [0] * 4
+    rows = await _rows(hub)
+    assert len(rows) == 4
+    root = storage_root(hub, receiver_of(hub).config)
+    assert all((root / path).stat().st_size > STREAM_AFTER for path in rows.values())
+    assert processes.relay.rows > 0  # the worker streamed some of them
