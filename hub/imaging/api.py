@@ -245,7 +245,6 @@ async def share_report(request: web.Request, path: ReportPath, body: ShareIn) ->
 class TurnaroundQuery(RequestModel):
     from_: datetime = Field(alias="from")
     to: datetime
-    format: Literal["json", "csv"] = "json"
     company_id: Id | None = None
 
 
@@ -266,12 +265,7 @@ class TurnaroundOut(ResponseModel):
     rows: list[TurnaroundRowOut]
 
 
-@routes.get("/api/reports/turnaround", summary="Turnaround per modality and urgency",
-            query=TurnaroundQuery, response=TurnaroundOut, errors=(403, 422))
-async def turnaround(request: web.Request, query: TurnaroundQuery) -> Any:
-    """For a company admin (its own cases) or an operator (``company_id``, or all): cases
-    submitted in ``[from, to)``, how many were reported and overdue, median and p90 hours from
-    submission to report. ``format=csv`` answers CSV."""
+async def _turnaround(request: web.Request, query: TurnaroundQuery) -> TurnaroundOut:
     principal = require_role(request, "company_admin", "operator")
     if principal.role == "company_admin":
         if query.company_id not in (None, principal.company_id):
@@ -286,16 +280,30 @@ async def turnaround(request: web.Request, query: TurnaroundQuery) -> Any:
     async with hub.sessionmaker() as session:
         rows = await turnaround_rows(session, company_id=company_id, start=start, end=end,
                                      now=hub.clock.now())
-    out = [TurnaroundRowOut(**asdict(r)) for r in rows]
-    if query.format == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(list(TurnaroundRowOut.model_fields))
-        for r in out:
-            writer.writerow(["" if v is None else v for v in r.model_dump().values()])
-        return web.Response(text=buf.getvalue(), content_type="text/csv", charset="utf-8")
-    return web.json_response(
-        TurnaroundOut(company_id=company_id, start=start, to=end, rows=out).model_dump(mode="json", by_alias=True))
+    return TurnaroundOut(company_id=company_id, start=start, to=end,
+                         rows=[TurnaroundRowOut(**asdict(r)) for r in rows])
+
+
+@routes.get("/api/reports/turnaround", summary="Turnaround per modality and urgency",
+            query=TurnaroundQuery, response=TurnaroundOut, errors=(403, 422))
+async def turnaround(request: web.Request, query: TurnaroundQuery) -> web.Response:
+    """For a company admin (its own cases) or an operator (``company_id``, or all): cases
+    submitted in ``[from, to)``, how many were reported and overdue, median and p90 hours from
+    submission to report. ``/api/reports/turnaround.csv`` answers the same rows as CSV."""
+    out = await _turnaround(request, query)
+    return web.json_response(out.model_dump(mode="json", by_alias=True))
+
+
+@routes.get("/api/reports/turnaround.csv", summary="Turnaround per modality and urgency, as CSV",
+            query=TurnaroundQuery, errors=(403, 422), content_type="text/csv")
+async def turnaround_csv(request: web.Request, query: TurnaroundQuery) -> web.Response:
+    out = await _turnaround(request, query)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(list(TurnaroundRowOut.model_fields))
+    for r in out.rows:
+        writer.writerow(["" if v is None else v for v in r.model_dump().values()])
+    return web.Response(text=buf.getvalue(), content_type="text/csv", charset="utf-8")
 
 
 # --------------------------------------------------------------------------- studies

@@ -65,7 +65,7 @@ async def test_overdue_flag_and_figures(hub_factory, dicom_config_data, frozen_c
     assert rows[("CT", "stat")] == {"modality": "CT", "urgency": "stat", "cases": 3, "reported": 3,
                                     "overdue": 1, "median_hours": 0.83, "p90_hours": 2.0}
     assert rows[("DX", "routine")]["reported"] == 0 and rows[("DX", "routine")]["median_hours"] is None
-    async with rad.get("/api/reports/turnaround", params={**window, "format": "csv"}) as rsp:
+    async with rad.get("/api/reports/turnaround.csv", params=window) as rsp:
         assert rsp.content_type == "text/csv"
         table = list(csv.DictReader(io.StringIO(await rsp.text())))
     assert {(r["modality"], r["urgency"], r["median_hours"]) for r in table} == {
