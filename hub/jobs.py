@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOBS_DONE = Counter("vethub_jobs_total", "Jobs finished by a worker", ["kind", "outcome"])
+JOBS_DEAD = Counter("vethub_jobs_dead_total", "Jobs that went dead", ["kind", "reason"])
+DEAD_EVENT = "jobs.dead"
 STATUSES = ("queued", "running", "succeeded", "dead")
 
 
@@ -62,6 +65,40 @@ class JobContext:
 
 
 JobHandler = Callable[["Hub", JobContext], Awaitable[None]]
+#: ``on_dead(session, hub, job, reason)``: take the job's domain object to its terminal failed
+#: state. Runs in the transaction that marks the job dead, so the two are never seen apart.
+DeadHandler = Callable[[AsyncSession, "Hub", JobContext, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind's handler and, when its job stands for a domain object (a communication, a
+    case, a sync run), what a dead job does to that object.
+
+    The one rule: no object is left in a moving state (``sending``, ``forwarding``,
+    ``running``) behind a dead job. ``vethub_job_handlers`` may return a ``JobKind`` where it
+    returns a bare handler.
+    """
+
+    handler: JobHandler
+    on_dead: DeadHandler | None = None
+
+
+class DeathReason(enum.StrEnum):
+    """Why a job went dead (the ``reason`` label of ``vethub_jobs_dead_total``)."""
+
+    PERMANENT = "permanent"  # the handler said retrying cannot help
+    EXHAUSTED = "max_attempts"  # it failed max_attempts times
+    ABANDONED = "abandoned"  # its workers died with it more than max_attempts times
+    NO_HANDLER = "no_handler"
+
+
+class _Abandoned(PermanentJobError):
+    pass
+
+
+class _NoHandler(PermanentJobError):
+    pass
 
 
 class _SuccessBatcher:
@@ -108,7 +145,10 @@ class _SuccessBatcher:
 class JobQueue:
     def __init__(self, hub: Hub, handlers: Mapping[str, JobHandler] | None = None) -> None:
         self.hub = hub
-        self.handlers: dict[str, JobHandler] = dict(handlers or {})
+        self.handlers: dict[str, JobHandler] = {}
+        self.dead_handlers: dict[str, DeadHandler] = {}
+        for kind, handler in (handlers or {}).items():
+            self.register(kind, handler)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -125,9 +165,13 @@ class JobQueue:
     def settings(self) -> Any:
         return self.hub.config.jobs
 
-    def register(self, kind: str, handler: JobHandler) -> None:
+    def register(self, kind: str, handler: JobHandler | JobKind) -> None:
         if kind in self.handlers:
             raise ValueError(f"job kind {kind!r} has two handlers")
+        if isinstance(handler, JobKind):
+            if handler.on_dead is not None:
+                self.dead_handlers[kind] = handler.on_dead
+            handler = handler.handler
         self.handlers[kind] = handler
 
     # --- writing ------------------------------------------------------------------------------
@@ -287,9 +331,9 @@ class JobQueue:
         try:
             try:
                 if job.attempts > job.max_attempts:
-                    raise PermanentJobError(f"abandoned {job.attempts - 1} times (lease expired)")
+                    raise _Abandoned(f"abandoned {job.attempts - 1} times (its worker died; lease expired)")
                 if handler is None:
-                    raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+                    raise _NoHandler(f"no handler for job kind {job.kind!r}")
                 await handler(self.hub, job)
             except asyncio.CancelledError:
                 raise
@@ -327,10 +371,9 @@ class JobQueue:
     async def _failed(self, job: JobContext, err: Exception, worker_id: str) -> str:
         message = f"{type(err).__name__}: {err}"
         if isinstance(err, PermanentJobError) or job.attempts >= job.max_attempts:
-            log.warning("job %s (%s) is dead after %d attempt(s): %s", job.id, job.kind, job.attempts, message)
             if not isinstance(err, PermanentJobError):
                 log.debug("%s", "".join(traceback.format_exception(err)))
-            return await self._finish(job.id, worker_id, status="dead", last_error=message)
+            return await self._dead(job, worker_id, message, _death_reason(err))
         if isinstance(err, RetryAfter):
             delay = err.seconds
         else:
@@ -355,6 +398,47 @@ class JobQueue:
             log.warning("job %s finished by %s after its lease passed to another worker", job_id, worker_id)
             return "lost-lease"
         return status
+
+    async def _dead(self, job: JobContext, worker_id: str, message: str, reason: DeathReason) -> str:
+        """Mark the job dead, its domain object failed (``on_dead``) and record an operator
+        event, in one transaction. Should ``on_dead`` itself fail, the job still goes dead
+        (a second transaction), and the event says its object could not be updated."""
+        on_dead = self.dead_handlers.get(job.kind)
+        try:
+            outcome = await self._dead_in_one(job, worker_id, message, reason, on_dead)
+        except Exception as err:
+            if on_dead is None:
+                raise
+            log.exception("job %s (%s): its on_dead handler failed", job.id, job.kind)
+            outcome = await self._dead_in_one(
+                job, worker_id, message, reason, None,
+                handler_error=f"on_dead failed: {type(err).__name__}: {err}")
+        if outcome == "dead":
+            JOBS_DEAD.labels(job.kind, reason.value).inc()
+        return outcome
+
+    async def _dead_in_one(self, job: JobContext, worker_id: str, message: str, reason: DeathReason,
+                           on_dead: DeadHandler | None, *, handler_error: str | None = None) -> str:
+        from hub import events
+
+        now = self.hub.clock.now()
+        async with self.hub.transaction() as session:
+            result = await session.execute(
+                update(Job).where(Job.id == job.id, Job.locked_by == worker_id, Job.status == "running")
+                .values(status="dead", lease_until=None, last_error=message, finished_at=now))
+            if result.rowcount == 0:
+                log.warning("job %s finished by %s after its lease passed to another worker", job.id, worker_id)
+                return "lost-lease"
+            if on_dead is not None:
+                await on_dead(session, self.hub, job, message)
+            data = {"job_id": job.id, "job_kind": job.kind, "attempts": job.attempts,
+                    "error": message, "on_dead_error": handler_error}
+            await events.record(
+                session, DEAD_EVENT, f"job {job.id} ({job.kind}) is dead after {job.attempts} attempt(s): "
+                f"{message}" + (f"; {handler_error}" if handler_error else ""),
+                practice_id=job.payload.get("practice_id") if isinstance(job.payload.get("practice_id"), int) else None,
+                data=data, reason=reason.value, level=logging.WARNING)
+        return "dead"
 
     async def _mark_succeeded(self, batch: list[tuple[int, str]]) -> set[int]:
         """Record many successes in one transaction; returns the ids this process still held."""
@@ -516,6 +600,16 @@ async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None
         stmt.values(status="queued", attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
     )
     return result.rowcount or 0
+
+
+def _death_reason(err: Exception) -> DeathReason:
+    if isinstance(err, _Abandoned):
+        return DeathReason.ABANDONED
+    if isinstance(err, _NoHandler):
+        return DeathReason.NO_HANDLER
+    if isinstance(err, PermanentJobError):
+        return DeathReason.PERMANENT
+    return DeathReason.EXHAUSTED
 
 
 def _insert_once(dialect: str, values: dict[str, Any]) -> Any:

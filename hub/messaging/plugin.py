@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from hub.hookspecs import hookimpl
+from hub.jobs import JobKind
 from hub.messaging.config import MessagingConfig
 from hub.messaging.outbound import SEND_JOB
-from hub.messaging.sending import send_job
+from hub.messaging.sending import communication_dead, send_job
 
 log = logging.getLogger("hub.messaging")
 
@@ -19,7 +20,7 @@ def vethub_config_sections():
 
 @hookimpl
 def vethub_job_handlers():
-    return {SEND_JOB: send_job}
+    return {SEND_JOB: JobKind(send_job, on_dead=communication_dead)}
 
 
 @hookimpl

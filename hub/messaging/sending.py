@@ -22,13 +22,16 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import events
 from hub.jobs import JobContext, PermanentJobError, RetryAfter
 from hub.messaging import links, service, statuses
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
 from hub.messaging.config import messaging_config
 from hub.messaging.facts import suppression_key
 from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
+from hub.ops.metrics import SEND_FAILURES
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -225,12 +228,29 @@ async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError, se
         assert comm is not None
         comm.last_error = str(err)
         final = "bounced" if err.reason in ("bounced", "invalid_address") else "failed"
+        SEND_FAILURES.labels(comm.channel, err.reason or "error").inc()
         await service.apply_status(session, hub, comm, final, provider_status=str(err.code or err.reason),
                                    detail={"reason": err.reason, "code": err.code, "error": str(err),
                                            "permanent": err.permanent})
         await _suppress_after_failure(session, hub, comm, err)
         if messaging_config(hub).fallback and comm.fallback_channels and comm.client_id is not None:
             await _fall_back(session, hub, comm)
+
+
+async def communication_dead(session: AsyncSession, hub: Hub, job: JobContext, reason: str) -> None:
+    """``on_dead`` of the send job: a communication still on its way ends ``failed`` with the
+    job's last error (a job abandoned by crashed workers never reached ``_failed``)."""
+    comm = await session.get(Communication, int(job.payload["communication_id"]))
+    if comm is None or comm.status not in RESUMABLE or comm.provider_id is not None:
+        return
+    comm.last_error = reason
+    SEND_FAILURES.labels(comm.channel, "job_dead").inc()
+    await service.apply_status(session, hub, comm, "failed", provider_status="job_dead",
+                               detail={"reason": "job_dead", "job_id": job.id, "error": reason})
+    await events.record(session, "messaging.send_failed",
+                        f"communication {comm.id} ({comm.channel}) failed: its send job is dead: {reason}",
+                        practice_id=comm.practice_id, reason="job_dead",
+                        data={"communication_id": comm.id, "job_id": job.id})
 
 
 async def _suppress_after_failure(session, hub: Hub, comm: Communication, err: ChannelError) -> None:

@@ -12,6 +12,8 @@ from weakref import WeakKeyDictionary
 
 from hub.hookspecs import hookimpl
 from hub.imaging.cases import FORWARD_JOB
+from hub.imaging.forwarding import case_dead
+from hub.jobs import JobKind
 
 from .config import DicomConfig
 from .forwarder import forward_case
@@ -45,7 +47,7 @@ def vethub_config_sections():
 
 @hookimpl
 def vethub_job_handlers():
-    return {FORWARD_JOB: forward_case}
+    return {FORWARD_JOB: JobKind(forward_case, on_dead=case_dead)}
 
 
 @hookimpl
