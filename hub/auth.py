@@ -12,15 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Account, ApiToken, Practice, User
+from hub.errors import DomainError
 
 ROLES = ("operator", "company_admin", "practice_staff")
 TOKEN_PREFIX = "vh_"
 
 
-class AuthError(Exception):
+class AuthError(DomainError):
+    """A refused credential or role; its status is 401 or 403 by the case."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        super().__init__(message, code=code, status=status)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from pydantic import (
     field_validator,
 )
 
+from hub import errors
+
 ENV_VAR = "VETHUB_CONFIG"
 DEFAULT_PATH = "vethub.toml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -41,7 +43,7 @@ class Problem:
         return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(errors.ConfigError):
     """One or more configuration problems; ``str()`` lists them one per line."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,16 @@ log = logging.getLogger(__name__)
 JOBS_DONE = Counter("vethub_jobs_total", "Jobs finished by a worker", ["kind", "outcome"])
 JOBS_DEAD = Counter("vethub_jobs_dead_total", "Jobs that went dead", ["kind", "reason"])
 DEAD_EVENT = "jobs.dead"
-STATUSES = ("queued", "running", "succeeded", "dead")
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+STATUSES = tuple(s.value for s in JobStatus)
 
 
 class PermanentJobError(Exception):
@@ -84,7 +93,7 @@ class JobKind:
     on_dead: DeadHandler | None = None
 
 
-class DeathReason(enum.StrEnum):
+class DeathReason(StrEnum):
     """Why a job went dead (the ``reason`` label of ``vethub_jobs_dead_total``)."""
 
     PERMANENT = "permanent"  # the handler said retrying cannot help

@@ -11,7 +11,7 @@ from typing import Any
 
 import pluggy
 
-from hub import hookspecs
+from hub import errors, hookspecs
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
 )
 
 
-class PluginError(RuntimeError):
+class PluginError(errors.PluginError, RuntimeError):
     """A plugin could not be loaded or validated; the message names the plugin."""
 
 

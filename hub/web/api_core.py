@@ -2,20 +2,102 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import events, jobs
 from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
+from hub.errors import NotFound
 from hub.web.auth import get_principal, require_role
-from hub.web.errors import ApiError, not_found
+from hub.web.contract import ApiRoutes, Id, RequestModel, ResponseModel
+from hub.web.errors import ApiError
 from hub.web.keys import HUB_KEY
 
-routes = web.RouteTableDef()
+routes = ApiRoutes(tag="core")
+
+
+class CompanyOut(ResponseModel):
+    id: int
+    slug: str
+    name: str
+    email: str | None
+    modalities: list[str]
+    managed_by_config: bool
+
+
+class CompanyList(ResponseModel):
+    items: list[CompanyOut]
+
+
+class PracticeOut(ResponseModel):
+    id: int
+    slug: str
+    name: str
+    email: str | None
+    phone: str | None
+    country: str | None
+    timezone: str | None
+    address: str | None
+    managed_by_config: bool
+
+
+class PracticeList(ResponseModel):
+    items: list[PracticeOut]
+
+
+class IdPath(RequestModel):
+    id: Id
+
+
+class WhoAmI(ResponseModel):
+    role: str
+    company_id: int | None
+    practice_id: int | None
+    name: str
+
+
+class EventQuery(RequestModel):
+    kind: str | None = Field(default=None, max_length=100)
+
+
+class EventOut(ResponseModel):
+    id: int
+    at: datetime
+    kind: str
+    practice_id: int | None
+    message: str
+    data: dict[str, Any] | None
+
+
+class EventList(ResponseModel):
+    items: list[EventOut]
+
+
+class JobQuery(RequestModel):
+    status: jobs.JobStatus | None = None
+    kind: str | None = Field(default=None, max_length=100)
+
+
+class JobOut(ResponseModel):
+    id: int
+    kind: str
+    status: jobs.JobStatus
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    last_error: str | None
+    idempotency_key: str | None
+    payload: dict[str, Any]
+
+
+class JobList(ResponseModel):
+    items: list[JobOut]
 
 
 def company_json(c: Company) -> dict[str, Any]:
@@ -30,10 +112,14 @@ def practice_json(p: Practice) -> dict[str, Any]:
 
 
 def int_param(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise ApiError(400, "invalid_id", f"{name} must be an integer", field=name) from None
+    """A path id for routes not yet declared; 404 for one no row can have (too large, not digits)."""
+    raw = request.match_info[name]
+    if not raw.isascii() or not raw.isdigit():
+        raise ApiError(400, "invalid_id", f"{name} must be an integer", field=name)
+    value = int(raw)
+    if value > 2**63 - 1:
+        raise NotFound(f"no object has {name} {raw}")
+    return value
 
 
 async def scoped_practice(session: AsyncSession, principal: Principal, practice_id: int) -> Practice:
@@ -43,59 +129,56 @@ async def scoped_practice(session: AsyncSession, principal: Principal, practice_
     """
     practice = await session.get(Practice, practice_id)
     if practice is None or not await principal.can_access_practice(session, practice_id):
-        raise not_found("practice")
+        raise NotFound.of("practice")
     return practice
 
 
-@routes.get("/api/whoami")
-async def whoami(request: web.Request) -> web.Response:
+@routes.get("/api/whoami", summary="Who the token belongs to", response=WhoAmI)
+async def whoami(request: web.Request) -> WhoAmI:
     p = get_principal(request)
-    return web.json_response({"role": p.role, "company_id": p.company_id, "practice_id": p.practice_id,
-                              "name": p.name})
+    return WhoAmI(role=p.role, company_id=p.company_id, practice_id=p.practice_id, name=p.name)
 
 
-@routes.get("/api/companies")
-async def list_companies(request: web.Request) -> web.Response:
+@routes.get("/api/companies", summary="Companies the caller may see", response=CompanyList)
+async def list_companies(request: web.Request) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
     async with hub.sessionmaker() as session:
         ids = await principal.company_ids(session)
         stmt = select(Company).order_by(Company.id)
         if ids is not None:
             stmt = stmt.where(Company.id.in_(ids))
-        items = [company_json(c) for c in (await session.execute(stmt)).scalars()]
-    return web.json_response({"items": items})
+        return {"items": [company_json(c) for c in (await session.execute(stmt)).scalars()]}
 
 
-@routes.get("/api/practices")
-async def list_practices(request: web.Request) -> web.Response:
+@routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList)
+async def list_practices(request: web.Request) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
     async with hub.sessionmaker() as session:
         ids = await principal.practice_ids(session)
         stmt = select(Practice).order_by(Practice.id)
         if ids is not None:
             stmt = stmt.where(Practice.id.in_(ids))
-        items = [practice_json(p) for p in (await session.execute(stmt)).scalars()]
-    return web.json_response({"items": items})
+        return {"items": [practice_json(p) for p in (await session.execute(stmt)).scalars()]}
 
 
-@routes.get("/api/practices/{id}")
-async def get_practice(request: web.Request) -> web.Response:
+@routes.get("/api/practices/{id}", summary="One practice", path_params=IdPath, response=PracticeOut,
+            errors=(404,))
+async def get_practice(request: web.Request, path: IdPath) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    practice_id = int_param(request, "id")
     async with hub.sessionmaker() as session:
-        return web.json_response(practice_json(await scoped_practice(session, principal, practice_id)))
+        return practice_json(await scoped_practice(session, principal, path.id))
 
 
-@routes.get("/api/events")
-async def list_events(request: web.Request) -> web.Response:
+@routes.get("/api/events", summary="Operator events, newest first", query=EventQuery, response=EventList)
+async def list_events(request: web.Request, query: EventQuery) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
     async with hub.sessionmaker() as session:
         ids = await principal.practice_ids(session)
-        rows = await events.list_events(session, kind=request.query.get("kind"), practice_ids=ids)
-    return web.json_response({"items": [
-        {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "practice_id": e.practice_id,
+        rows = await events.list_events(session, kind=query.kind, practice_ids=ids)
+    return {"items": [
+        {"id": e.id, "at": e.at, "kind": e.kind, "practice_id": e.practice_id,
          "message": e.message, "data": e.data} for e in rows
-    ]})
+    ]}
 
 
 def job_json(j: Job) -> dict[str, Any]:
@@ -104,13 +187,10 @@ def job_json(j: Job) -> dict[str, Any]:
             "idempotency_key": j.idempotency_key, "payload": j.payload}
 
 
-@routes.get("/api/jobs")
-async def list_jobs(request: web.Request) -> web.Response:
+@routes.get("/api/jobs", summary="Jobs (operators)", query=JobQuery, response=JobList, errors=(403,))
+async def list_jobs(request: web.Request, query: JobQuery) -> dict[str, Any]:
     require_role(request, "operator")
     hub = request.app[HUB_KEY]
-    status = request.query.get("status")
-    if status and status not in jobs.STATUSES:
-        raise ApiError(400, "invalid_status", f"status must be one of {', '.join(jobs.STATUSES)}", field="status")
     async with hub.sessionmaker() as session:
-        rows = await jobs.list_jobs(session, status=status, kind=request.query.get("kind"))
-    return web.json_response({"items": [job_json(j) for j in rows]})
+        rows = await jobs.list_jobs(session, status=query.status, kind=query.kind)
+    return {"items": [job_json(j) for j in rows]}

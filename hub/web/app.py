@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from hub.core import Hub
-from hub.web import api_core, health
+from hub.web import api_core, health, openapi
 from hub.web.auth import auth_middleware
 from hub.web.errors import error_middleware
 from hub.web.keys import HUB_KEY
@@ -22,6 +22,7 @@ def create_app(hub: Hub, *, start_hub: bool = True, run_workers: bool = True) ->
     app[HUB_KEY] = hub
     app.add_routes(health.routes)
     app.add_routes(api_core.routes)
+    openapi.install(app)
     for channel in hub.channels.values():
         app.add_routes(channel.routes())
     for routes in hub.pm.hook.vethub_web_routes(hub=hub):
