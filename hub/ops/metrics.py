@@ -19,3 +19,6 @@ SYNC_FAILURES = Counter(
 READY = Gauge("vethub_ready", "1 when every readiness check passes, else 0")
 CHECK_OK = Gauge("vethub_check_ok", "1 when the readiness check passes, else 0", ["check"])
 STORAGE_FREE = Gauge("vethub_storage_free_bytes", "Free bytes under a storage root", ["root"])
+DB_UNAVAILABLE = Counter(
+    "vethub_database_unavailable_total", "Requests and job claims refused because the database was unreachable",
+    ["where"])

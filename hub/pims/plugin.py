@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -105,6 +107,9 @@ def vethub_health_checks(hub: Any) -> dict[str, Any]:
 
 
 async def _last_run_health(hub: Any, entry: ConnectorEntry) -> tuple[bool, str]:
+    drop_dir = entry.table.get("drop_dir")
+    if drop_dir is not None and not await asyncio.to_thread(Path(str(drop_dir)).is_dir):  # local, no PIMS call
+        return False, f"drop folder {drop_dir} does not exist (practices.pims.drop_dir)"
     async with hub.sessionmaker() as session:
         row = (await session.execute(
             select(SyncRun.status, SyncRun.finished_at, SyncRun.error)
