@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tenacity import wait_exponential_jitter
 
 from hub.db.models import Job, Schedule
+from hub.ops.dbstate import is_unavailable
+from hub.ops.metrics import DB_UNAVAILABLE
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -165,6 +167,8 @@ class JobQueue:
         self._in_flight: dict[int, asyncio.Task[str]] = {}
         self._finisher = _SuccessBatcher(self)
         self._expired_checked_at: datetime | None = None
+        self._claim_failures = 0
+        self._outage_logged = False
         settings = hub.config.jobs
         self._wait = wait_exponential_jitter(
             multiplier=settings.backoff_initial, max=settings.backoff_max, jitter=settings.backoff_initial
@@ -512,10 +516,10 @@ class JobQueue:
         while not self._stopping.is_set():
             try:
                 jobs = await self.claim(self.settings.claim_batch)
-            except Exception:
-                log.exception("worker %d could not claim jobs; retrying", index)
-                await self._idle(self.settings.poll_interval * 4)
+            except Exception as err:
+                await self._idle(self._claim_failed(index, err))
                 continue
+            self._claim_recovered()
             if not jobs:
                 await self._idle(self.settings.poll_interval)
                 continue
@@ -534,6 +538,27 @@ class JobQueue:
                 for job_id in tasks:
                     self._in_flight.pop(job_id, None)
 
+    def _claim_failed(self, index: int, err: Exception) -> float:
+        """Back off exponentially (to ``backoff_max``, at least 30 s) while claims fail; an
+        unreachable database is logged once when it goes and once when it comes back."""
+        self._claim_failures += 1
+        if is_unavailable(err):
+            DB_UNAVAILABLE.labels("jobs").inc()
+            if not self._outage_logged:
+                self._outage_logged = True
+                log.error("database unreachable, job workers back off until it is back: %s", err)
+        else:
+            log.exception("worker %d could not claim jobs; retrying", index)
+        cap = max(30.0, self.settings.backoff_max)
+        return min(cap, self.settings.poll_interval * 4 * 2 ** min(self._claim_failures - 1, 16))
+
+    def _claim_recovered(self) -> None:
+        if self._claim_failures:
+            self._claim_failures = 0
+            if self._outage_logged:
+                self._outage_logged = False
+                log.warning("database reachable again; job workers resume")
+
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
@@ -551,8 +576,9 @@ class JobQueue:
             try:
                 if await self.tick_schedules():
                     self._wake.set()
-            except Exception:
-                log.exception("schedule tick failed; retrying")
+            except Exception as err:
+                if not is_unavailable(err):  # an outage is logged once, by the workers
+                    log.exception("schedule tick failed; retrying")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._stopping.wait()
