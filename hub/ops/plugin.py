@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -15,8 +16,10 @@ from hub.ops import integrity
 from hub.ops.config import OperationsConfig, operations_config
 from hub.ops.storage import storage_health, storage_roots
 
+log = logging.getLogger(__name__)
+
 _integrity: WeakKeyDictionary[Any, integrity.IntegrityState] = WeakKeyDictionary()
-_tasks: WeakKeyDictionary[Any, asyncio.Task[None]] = WeakKeyDictionary()
+_tasks: WeakKeyDictionary[Any, list[asyncio.Task[Any]]] = WeakKeyDictionary()
 
 
 def integrity_state(hub: Any) -> integrity.IntegrityState:
@@ -35,9 +38,26 @@ def vethub_startup(hub: Any) -> Awaitable[None]:
 
 async def _start(hub: Any) -> None:
     state = await integrity.check(hub, integrity_state(hub))
+    tasks = _tasks.setdefault(hub, [])
     every = operations_config(hub).integrity_check_every
     if every > 0 and integrity.sqlite_path(hub.config.database.url):
-        _tasks[hub] = asyncio.create_task(integrity.periodic(hub, state, every), name="vethub-integrity")
+        tasks.append(asyncio.create_task(integrity.periodic(hub, state, every), name="vethub-integrity"))
+    # in the background: a large image store takes a while to walk, and start-up must not wait
+    tasks.append(asyncio.create_task(_reconcile(hub), name="vethub-reconcile"))
+
+
+async def _reconcile(hub: Any) -> None:
+    from hub.ops.reconcile import reconcile
+
+    try:
+        report = await reconcile(hub)
+    except Exception:
+        log.exception("reconciling the image store at start-up failed")
+        return
+    if report is not None and not report.clean:
+        log.warning("image store: %d file(s) without a row quarantined, %d row(s) without a file "
+                    "(vethub events list --kind dicom.orphan_files / dicom.missing_files)",
+                    len(report.quarantined), len(report.missing))
 
 
 @hookimpl
@@ -46,8 +66,7 @@ def vethub_shutdown(hub: Any) -> Awaitable[None]:
 
 
 async def _stop(hub: Any) -> None:
-    task = _tasks.pop(hub, None)
-    if task is not None:
+    for task in _tasks.pop(hub, []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -66,3 +85,10 @@ def vethub_health_checks(hub: Any) -> dict[str, Callable[[], Awaitable[tuple[boo
 async def _integrity_health(hub: Any) -> tuple[bool, str]:
     state = integrity_state(hub)
     return state.ok, state.detail
+
+
+@hookimpl
+def vethub_cli_commands() -> list[Any]:
+    from hub.ops import cli
+
+    return cli.commands()
