@@ -31,8 +31,18 @@ def vethub_web_routes(hub):
 
 
 @hookimpl
-def vethub_startup(hub) -> None:
+def vethub_shutdown(hub) -> None:
+    from hub.messaging.handoff import close_journal
+
+    close_journal(hub)
+
+
+@hookimpl
+def vethub_startup(hub):
     # The sms and postcard plugins say themselves why they are off (no credentials).
     if "email" not in hub.channels:
         log.warning("email channel off: [email] backend selects no loaded plugin")
     log.info("messaging channels on: %s", ", ".join(sorted(hub.channels)) or "none")
+    from hub.messaging.handoff import open_journal
+
+    return open_journal(hub)  # read before the workers start: what a crash left accepted

@@ -12,13 +12,16 @@ Delivery is at least once. The job:
    the last attempt marks the communication ``failed``.
 
 A crash between 2 and 3 leaves the communication ``sending`` and its job leased; the lease
-expires, the job runs again and the message goes out a second time — the duplicate bound is
-the number of sends in flight at the crash. Email carries the same Message-ID both times.
+expires and the job runs again. The hand-off journal (:mod:`hub.messaging.handoff`) says
+whether the provider had accepted it: then ``sent`` is recorded without sending; otherwise it
+goes out again — so the duplicates are bounded by the messages on the wire at the crash (handed
+to the server, answer not yet recorded). Email carries the same Message-ID both times.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
@@ -30,6 +33,7 @@ from hub.messaging import links, service, statuses
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
 from hub.messaging.config import messaging_config
 from hub.messaging.facts import suppression_key
+from hub.messaging.handoff import open_journal
 from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
 from hub.ops.metrics import SEND_FAILURES
 
@@ -178,9 +182,15 @@ async def send_job(hub: Hub, job: JobContext) -> None:
                 return
             if comm is None:  # pragma: no cover - the UPDATE and the check disagree
                 raise RuntimeError(f"communication {comm_id} could not be started")
-    message = outbound_message(hub, comm)
+    journal = await open_journal(hub)
+    message = replace(outbound_message(hub, comm), on_handed=lambda: journal.record_handed(comm_id))
     sending = {"communication_id": comm_id, "status": "sending", "provider_status": None,
                "applied": True, "at": started, "detail": {"attempt": job.attempts}}
+    accepted = journal.accepted.get(comm_id)
+    if accepted is not None:  # accepted before a crash: record it, do not send it again
+        await _sent(hub, comm_id, SendResult(provider_id=accepted[1], status=accepted[0],
+                                             detail={"recovered": "handoff journal"}), sending)
+        return
     channel = hub.channels.get(message.channel)
     try:
         if channel is None:
@@ -190,6 +200,7 @@ async def send_job(hub: Hub, job: JobContext) -> None:
     except ChannelError as err:
         await _failed(hub, job, comm_id, err, sending)
         return
+    journal.record_accepted(comm_id, result.status, result.provider_id)
     await _sent(hub, comm_id, result, sending)
 
 
