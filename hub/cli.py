@@ -59,6 +59,10 @@ def check_config(config_path: str | None) -> None:
     sections = [name for name in config.redacted() if config.section(name) is not None]
     click.echo(f"plugin sections: {', '.join(sections) or 'none'}")
     click.echo(f"companies: {len(config.companies)}, practices: {len(config.practices)}, accounts: {len(config.accounts)}")
+    from hub.ops.config_checks import warnings
+
+    for warning in warnings(config):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()
