@@ -25,7 +25,7 @@ from hub.ops.storage import storage_roots, write_probe
 
 class ExitCode(IntEnum):
     OK = 0
-    CONFIG = 1  # the configuration file is invalid, or a plugin failed to load or start
+    CONFIG = 1  # the configuration is invalid, a plugin failed to start, or the schema is behind
     USAGE = 2  # a command-line mistake (click)
     DATABASE = 3  # the database cannot be opened, written, migrated or reached
     STORAGE = 4  # the data dir or the image store cannot be created or written
@@ -202,11 +202,12 @@ def report(err: BaseException, config: Any, *, debug: bool, host: str | None = N
 
     if debug:
         traceback.print_exception(err, file=sys.stderr)
+    if isinstance(err, SchemaBehind):  # says itself what to run
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return int(ExitCode.CONFIG)
     known = explain(err, config, host=host, port=port)
     if known is not None:
         line, code = str(known), int(known.code)
-    elif isinstance(err, SchemaBehind):
-        line, code = f"{_where(config)}: database.url: {err}", int(ExitCode.DATABASE)
     elif isinstance(err, PluginError):
         line, code = str(err), int(ExitCode.CONFIG)
     else:
@@ -214,7 +215,3 @@ def report(err: BaseException, config: Any, *, debug: bool, host: str | None = N
     hint = "" if debug else " (vethub run --debug shows the traceback)"
     print(f"error: {line}{hint}", file=sys.stderr, flush=True)
     return code
-
-
-def _where(config: Any) -> str:
-    return make_url(config.database.url).render_as_string(hide_password=True)
