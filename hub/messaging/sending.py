@@ -243,6 +243,12 @@ async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError, se
         await service.apply_status(session, hub, comm, final, provider_status=str(err.code or err.reason),
                                    detail={"reason": err.reason, "code": err.code, "error": str(err),
                                            "permanent": err.permanent})
+        if final == "failed":  # a bounce has its own event (messaging.address_invalid)
+            await events.record(session, "messaging.send_failed",
+                                f"communication {comm.id} ({comm.channel}) failed: {err}",
+                                practice_id=comm.practice_id, reason=err.reason or "error",
+                                data={"communication_id": comm.id, "code": err.code,
+                                      "permanent": err.permanent})
         await _suppress_after_failure(session, hub, comm, err)
         if messaging_config(hub).fallback and comm.fallback_channels and comm.client_id is not None:
             await _fall_back(session, hub, comm)

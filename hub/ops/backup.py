@@ -66,7 +66,7 @@ def _libpq_url(url: str) -> str:
 def _rows_of_snapshot(db: Path) -> list[tuple[int, str, int]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return list(conn.execute("SELECT id, path, size_bytes FROM instances ORDER BY id"))
+        return list(conn.execute("SELECT id, path, size_bytes FROM instances WHERE purged_at IS NULL ORDER BY id"))
     except sqlite3.OperationalError:
         return []  # no imaging tables
     finally:
@@ -161,7 +161,8 @@ async def _pg_dump(url: str, target: Path) -> list[tuple[int, str, int]]:
             if proc.returncode != 0:
                 raise BackupError(f"pg_dump failed: {err.decode(errors='replace').strip()[:500]}")
             exists = await conn.fetchval("SELECT to_regclass('instances') IS NOT NULL")
-            rows = await conn.fetch("SELECT id, path, size_bytes FROM instances ORDER BY id") if exists else []
+            rows = await conn.fetch("SELECT id, path, size_bytes FROM instances WHERE purged_at IS NULL "
+                                    "ORDER BY id") if exists else []
     finally:
         await conn.close()
     return [(r["id"], r["path"], r["size_bytes"]) for r in rows]
@@ -268,7 +269,8 @@ async def verify(hub: Any, manifest: Path | None = None) -> tuple[int, list[str]
 
     root = image_root_of(hub.config)
     async with hub.sessionmaker() as session:
-        rows = list((await session.execute(select(Instance.id, Instance.path, Instance.size_bytes))).all())
+        rows = list((await session.execute(select(Instance.id, Instance.path, Instance.size_bytes)
+                                           .where(Instance.purged_at.is_(None)))).all())
     def _check() -> list[str]:
         sums = {}
         if manifest is not None and manifest.is_file():

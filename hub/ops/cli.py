@@ -49,4 +49,21 @@ def reconcile_cmd(config_path: str | None, dry_run: bool, min_age: float) -> Non
 def commands() -> list[click.Command]:
     from hub.ops import backup_cli
 
-    return [dicom_group, *backup_cli.commands()]
+    return [dicom_group, retention_cmd, *backup_cli.commands()]
+
+
+@click.command("retention")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def retention_cmd(config_path: str | None, dry_run: bool) -> None:
+    """Delete the image files of delivered cases past each practice's retention (now)."""
+    from hub.ops.retention import apply_retention
+
+    async def _go(hub: Any) -> Any:
+        return await apply_retention(hub, dry_run=dry_run)
+
+    report = with_hub(config_path, _go)
+    verb = "would delete" if dry_run else "deleted"
+    for slug, count in sorted(report.by_practice.items()):
+        click.echo(f"{slug}: {verb} {count} file(s)")
+    click.echo(f"{verb} {report.files} file(s), {report.bytes} bytes")

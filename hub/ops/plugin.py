@@ -32,11 +32,21 @@ def vethub_config_sections() -> dict[str, type[OperationsConfig]]:
 
 
 @hookimpl
+def vethub_job_handlers() -> dict[str, Any]:
+    from hub.ops.retention import JOB_KIND, retention_job
+
+    return {JOB_KIND: retention_job}
+
+
+@hookimpl
 def vethub_startup(hub: Any) -> Awaitable[None]:
     return _start(hub)
 
 
 async def _start(hub: Any) -> None:
+    from hub.ops.retention import ensure_schedule
+
+    await ensure_schedule(hub)
     state = await integrity.check(hub, integrity_state(hub))
     tasks = _tasks.setdefault(hub, [])
     every = operations_config(hub).integrity_check_every

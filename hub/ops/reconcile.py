@@ -96,9 +96,14 @@ async def reconcile(hub: Any, *, dry_run: bool = False, min_age: float = MIN_AGE
         return None
     found, old = await asyncio.to_thread(_walk, root, min_age)
     async with hub.sessionmaker() as session:
-        rows = {path: iid for iid, path in (await session.execute(select(Instance.id, Instance.path)))}
+        result = await session.execute(select(Instance.id, Instance.path, Instance.purged_at))
+        every, rows = set(), {}
+        for iid, path, purged_at in result:
+            every.add(path)  # a purged row's file is retention's to delete, not an orphan
+            if purged_at is None:
+                rows[path] = iid
     report = ReconcileReport(root, files=len(found), rows=len(rows))
-    report.orphans = sorted(old - rows.keys())
+    report.orphans = sorted(old - every)
     report.missing = sorted((iid, path) for path, iid in rows.items() if path not in found)
     # a row whose file was written after the walk began is not missing: look again
     report.missing = [(i, p) for i, p in report.missing if not (root / p).exists()]
