@@ -1,4 +1,7 @@
-"""What ``vethub check-config`` warns about: a valid file that will still not work."""
+"""What ``vethub check-config`` warns about: a valid file that will still not work.
+
+(How each company receives its cases, with or without a destination, is printed by the
+command itself.)"""
 
 from __future__ import annotations
 
@@ -10,10 +13,6 @@ def warnings(config: Any) -> list[str]:
     """One line per problem, naming the file and the dotted key."""
     file = str(config.path or "<config>")
     found = []
-    for i, company in enumerate(config.companies):
-        if company.destination is None and company.modalities:
-            found.append(f"{file}: companies[{i}] ({company.slug}): no destination: cases routed to it "
-                         f"({', '.join(company.modalities)}) cannot be delivered; add [companies.destination]")
     for i, practice in enumerate(config.practices):
         for j, table in enumerate(practice.pims):
             drop = table.get("drop_dir")

@@ -25,7 +25,7 @@ from sqlalchemy import exists, func, select, update
 
 from hub import events
 from hub.db.models import Practice
-from hub.imaging.models import CASE_DELIVERED, Case, Instance
+from hub.imaging.models import Case, CaseStatus, Instance
 from hub.ops.backup import image_root_of
 from hub.ops.config import operations_config
 
@@ -56,9 +56,10 @@ def _days_for(hub: Any, slug: str) -> int | None:
 
 
 def _eligible(practice_id: int, cutoff: Any) -> Any:
-    """Instances (not yet purged) of studies whose every case is delivered, the last before
+    """Instances (not yet purged) of studies whose every case is delivered (or reported), the last before
     ``cutoff``; a study with no case at all is never eligible."""
-    undelivered = exists().where(Case.study_id == Instance.study_id, Case.status != CASE_DELIVERED)
+    undelivered = exists().where(Case.study_id == Instance.study_id,
+                                 Case.status.not_in([CaseStatus.DELIVERED, CaseStatus.REPORTED]))
     last = (select(func.max(Case.delivered_at)).where(Case.study_id == Instance.study_id)
             .scalar_subquery())
     return (select(Instance.id, Instance.path, Instance.size_bytes)

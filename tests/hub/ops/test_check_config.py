@@ -1,5 +1,5 @@
-"""`vethub check-config` names a company cases cannot be delivered to and a PIMS drop folder
-that does not exist (the file is valid; the hub would still not work)."""
+"""`vethub check-config` names a PIMS drop folder that does not exist (the file is valid; the
+sync would still fail) and says how a company without a destination gets its cases."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def test_warns_about_undeliverable_company_and_missing_drop_dir(write_config, tm
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
-    assert len(warnings) == 2, proc.stderr
-    assert "companies[0] (rads): no destination" in warnings[0] and str(config) in warnings[0]
-    assert "practices[0].pims[0].drop_dir" in warnings[1] and "dorp does not exist" in warnings[1]
+    assert len(warnings) == 1, proc.stderr
+    assert "practices[0].pims[0].drop_dir" in warnings[0] and "dorp does not exist" in warnings[0]
+    assert str(config) in warnings[0]
+    # a company without a destination is named with how it gets its cases
+    assert "company rads: cases delivered in the hub" in proc.stdout

@@ -19,13 +19,13 @@ from hub.clock import FrozenClock
 from hub.core import Hub
 from hub.db.models import Company, HubEvent, Job, Practice
 from hub.hookspecs import hookimpl
-from hub.imaging.cases import FORWARD_JOB
-from hub.imaging.models import CASE_FAILED, CASE_FORWARDING, Case, Study
+from hub.imaging.models import CASE_FAILED, CASE_ROUTED, Case, Study
 from hub.jobs import JobKind
 from hub.messaging.models import Communication
 from hub.messaging.outbound import SEND_JOB, queue_email
 from hub.pims.models import SyncRun
 from hub.pims.plugin import JOB_KIND as SYNC_JOB
+from plugins.dicom.plugin import FORWARD_JOB
 
 MAX = 3
 JOBS = {"max_attempts": MAX, "lease_seconds": 30}
@@ -128,7 +128,7 @@ async def test_forward_job_abandoned_leaves_case_failed(hub_factory) -> None:
         await s.flush()
         # what a forward job's worker leaves when it dies mid-association
         case = Case(practice_id=practice.id, study_id=study.id, company_id=company.id,
-                    status=CASE_FORWARDING, submitted_by="test")
+                    status=CASE_ROUTED, submitted_by="test")
         s.add(case)
         await s.flush()
         await hub.jobs.enqueue(s, FORWARD_JOB, {"case_id": case.id})

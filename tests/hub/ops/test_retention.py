@@ -13,7 +13,7 @@ from sqlalchemy import select
 from hub.clock import FrozenClock
 from hub.core import Hub
 from hub.db.models import Company, HubEvent
-from hub.imaging.models import CASE_DELIVERED, CASE_FORWARDING, Case, Instance, Study
+from hub.imaging.models import CASE_DELIVERED, CASE_ROUTED, Case, Instance, Study
 from hub.ops.backup import verify
 from hub.ops.reconcile import reconcile
 from hub.ops.retention import JOB_KIND, apply_retention
@@ -57,7 +57,7 @@ async def test_retention_of_delivered_images(hub_factory, dicom_config_data, tmp
     await add_case(hub, old, CASE_DELIVERED, 40)
     await add_case(hub, recent, CASE_DELIVERED, 5)
     await add_case(hub, half, CASE_DELIVERED, 40)
-    await add_case(hub, half, CASE_FORWARDING, None)  # one of its cases is still on its way
+    await add_case(hub, half, CASE_ROUTED, None)  # one of its cases is still on its way
 
     dry = await apply_retention(hub, dry_run=True)
     assert dry.by_practice == {"vet-one": 3}
