@@ -29,16 +29,16 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import select
 
+from hub.core import HubKey
 from hub.messaging.models import Communication
 
 log = logging.getLogger(__name__)
 
-_journals: WeakKeyDictionary[Any, HandoffJournal] = WeakKeyDictionary()
-_locks: WeakKeyDictionary[Any, asyncio.Lock] = WeakKeyDictionary()
+JOURNAL: HubKey[HandoffJournal] = HubKey("messaging.handoff_journal")
+LOADING: HubKey[asyncio.Lock] = HubKey("messaging.handoff_loading")
 
 
 class HandoffJournal:
@@ -90,11 +90,11 @@ class HandoffJournal:
 
 async def open_journal(hub: Any) -> HandoffJournal:
     """The hub's journal, read and compacted on first use (at start-up)."""
-    journal = _journals.get(hub)
+    journal = hub.state.get(JOURNAL)
     if journal is not None:
         return journal
-    async with _locks.setdefault(hub, asyncio.Lock()):
-        journal = _journals.get(hub)
+    async with hub.state.setdefault(LOADING, asyncio.Lock):
+        journal = hub.state.get(JOURNAL)
         return journal if journal is not None else await _load(hub)
 
 
@@ -119,7 +119,7 @@ async def _load(hub: Any) -> HandoffJournal:
         log.info("%d message(s) accepted before the hub stopped will be recorded sent, not sent again",
                  len(journal.accepted))
     _compact(journal)
-    _journals[hub] = journal
+    hub.state[JOURNAL] = journal
     return journal
 
 
@@ -133,6 +133,6 @@ def _compact(journal: HandoffJournal) -> None:
 
 
 def close_journal(hub: Any) -> None:
-    journal = _journals.pop(hub, None)
+    journal = hub.state.pop(JOURNAL)
     if journal is not None:
         journal.close()

@@ -9,8 +9,8 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from weakref import WeakKeyDictionary
 
+from hub.core import HubKey
 from hub.hookspecs import hookimpl
 from hub.ops import integrity
 from hub.ops.config import OperationsConfig, operations_config
@@ -18,12 +18,12 @@ from hub.ops.storage import storage_health, storage_roots
 
 log = logging.getLogger(__name__)
 
-_integrity: WeakKeyDictionary[Any, integrity.IntegrityState] = WeakKeyDictionary()
-_tasks: WeakKeyDictionary[Any, list[asyncio.Task[Any]]] = WeakKeyDictionary()
+INTEGRITY: HubKey[integrity.IntegrityState] = HubKey("operations.integrity")
+TASKS: HubKey[list[asyncio.Task[Any]]] = HubKey("operations.tasks")
 
 
 def integrity_state(hub: Any) -> integrity.IntegrityState:
-    return _integrity.setdefault(hub, integrity.IntegrityState())
+    return hub.state.setdefault(INTEGRITY, integrity.IntegrityState)
 
 
 @hookimpl
@@ -48,7 +48,7 @@ async def _start(hub: Any) -> None:
 
     await ensure_schedule(hub)
     state = await integrity.check(hub, integrity_state(hub))
-    tasks = _tasks.setdefault(hub, [])
+    tasks = hub.state.setdefault(TASKS, list)
     every = operations_config(hub).integrity_check_every
     if every > 0 and integrity.sqlite_path(hub.config.database.url):
         tasks.append(asyncio.create_task(integrity.periodic(hub, state, every), name="vethub-integrity"))
@@ -76,7 +76,7 @@ def vethub_shutdown(hub: Any) -> Awaitable[None]:
 
 
 async def _stop(hub: Any) -> None:
-    for task in _tasks.pop(hub, []):
+    for task in hub.state.pop(TASKS) or []:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

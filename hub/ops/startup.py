@@ -138,13 +138,7 @@ def explain(err: BaseException, config: Any, *, host: str | None = None, port: i
     plugin = _plugin_of(chain)
     for e in chain:
         if isinstance(e, OSError) and e.errno in _PORT_ERRNOS:
-            if plugin:  # a plugin's listener: the DICOM receiver
-                section = config.section(plugin)
-                where = f"{getattr(section, 'host', '?')}:{getattr(section, 'port', '?')}"
-                key = f"{plugin}.port"
-            else:
-                where = f"{host or config.http.host}:{config.http.port if port is None else port}"
-                key = "http.port"
+            where, key = _listener(e, config, plugin, host, port)
             return StartupError(where, key, f"the port {_PORT_ERRNOS[e.errno]}",
                                 f"stop the other process or choose another {key}", ExitCode.PORT)
     url = make_url(config.database.url)
@@ -158,6 +152,27 @@ def explain(err: BaseException, config: Any, *, host: str | None = None, port: i
                                 "check that it is running and the URL, user and password are right",
                                 ExitCode.DATABASE)
     return None
+
+
+def _listener(err: OSError, config: Any, plugin: str | None, host: str | None,
+              port: int | None) -> tuple[str, str]:
+    """(address, config key) of the listener that could not bind: from the address in the
+    error (asyncio and socket.create_server name it), else the plugin that failed, else HTTP."""
+    import re
+
+    match = re.search(r"address \('([^']*)', (\d+)\)", str(err))
+    http = (host or config.http.host, config.http.port if port is None else port)
+    if match:
+        bound = (match.group(1), int(match.group(2)))
+        for name in config.redacted():
+            section = config.section(name)
+            if section is not None and getattr(section, "port", None) == bound[1] and bound[1] != http[1]:
+                return f"{bound[0]}:{bound[1]}", f"{name}.port"
+        return f"{bound[0]}:{bound[1]}", "http.port"
+    if plugin:
+        section = config.section(plugin)
+        return f"{getattr(section, 'host', '?')}:{getattr(section, 'port', '?')}", f"{plugin}.port"
+    return f"{http[0]}:{http[1]}", "http.port"
 
 
 def _chain(err: BaseException) -> list[BaseException]:
