@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 
 from hub import events
-from hub.db.models import Practice
+from hub.db.models import Practice, Schedule
 from hub.imaging.models import Case, CaseStatus, Instance
 from hub.ops.backup import image_root_of
 from hub.ops.config import operations_config
@@ -146,8 +146,13 @@ async def retention_job(hub: Any, job: Any) -> None:
 
 
 async def ensure_schedule(hub: Any) -> None:
+    """A schedule only when some practice has a retention; otherwise one left from an earlier
+    config is disabled (and none is created: the default keeps everything)."""
     config = operations_config(hub)
     async with hub.transaction() as session:
-        schedule = await hub.jobs.ensure_schedule(session, SCHEDULE, JOB_KIND, {},
-                                                  int(config.retention_every))
-        schedule.enabled = bool(config.image_retention_days)
+        if config.image_retention_days:
+            schedule = await hub.jobs.ensure_schedule(session, SCHEDULE, JOB_KIND, {},
+                                                      int(config.retention_every))
+            schedule.enabled = True
+        else:
+            await session.execute(update(Schedule).where(Schedule.name == SCHEDULE).values(enabled=False))
