@@ -28,22 +28,25 @@ def cli() -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log format (default: config).")
 @click.option("--host", default=None, help="Override http.host.")
 @click.option("--port", type=int, default=None, help="Override http.port (0 picks a free port).")
-def run(config_path: str | None, log_format: str | None, host: str | None, port: int | None) -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of a start-up failure.")
+def run(config_path: str | None, log_format: str | None, host: str | None, port: int | None,
+        debug: bool) -> None:
     """Run the hub daemon (HTTP API, console, DICOM, job workers) until SIGTERM or SIGINT.
+
+    Exit codes are listed in docs/operator-guide.md.
 
     Example: vethub run --config config.example.toml
     """
     from hub import logging_setup
     from hub.daemon import serve
-    from hub.db.migrate import SchemaBehind
+    from hub.ops.startup import report
 
     config = load_or_exit(config_path)
     logging_setup.configure(config.logging.level, log_format or config.logging.format)
     try:
         asyncio.run(serve(config, host=host, port=port))
-    except (SchemaBehind, PluginError) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(1)
+    except Exception as err:  # one line naming file, key and remedy (hub.ops.startup)
+        sys.exit(report(err, config, debug=debug, host=host, port=port))
 
 
 @cli.command("check-config")
@@ -69,6 +72,11 @@ def check_config(config_path: str | None) -> None:
     for c in config.companies:
         dest = c.destination.model_dump() if c.destination is not None else None
         click.echo(f"company {c.slug}: cases delivered {describe_settings(dest, c.reading_email or c.email)}")
+
+    from hub.ops.config_checks import warnings
+
+    for warning in warnings(config):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()

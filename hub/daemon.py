@@ -11,6 +11,7 @@ from aiohttp import web
 
 from hub.config import HubConfig
 from hub.core import create_hub
+from hub.ops.startup import preflight
 from hub.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 async def serve(config: HubConfig, *, host: str | None = None, port: int | None = None) -> None:
     """Run until a stop signal; then stop taking work, let in-flight jobs finish, exit cleanly."""
     hub = create_hub(config)
+    preflight(hub)  # the database file, data dir and image store, named with their keys
     app = create_app(hub)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()  # runs the cleanup contexts' start-up: hub, plugins, workers

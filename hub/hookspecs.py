@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from hub.imaging.case_status import CaseStatusEvent
     from hub.imaging.routing import AccountFacts, CaseRequest, RouteDecision, StudyFacts
     from hub.imaging.transport import ImageTransport
-    from hub.jobs import JobHandler
+    from hub.jobs import JobHandler, JobKind
     from hub.messaging.channel import Channel
     from hub.messaging.verdict import ContactContext, Verdict
     from hub.pims.connector import PimsConnector
@@ -71,7 +71,7 @@ def vethub_config_sections() -> Mapping[str, type[BaseModel]]:
 
 
 @hookspec
-def vethub_job_handlers() -> Mapping[str, JobHandler]:
+def vethub_job_handlers() -> Mapping[str, JobHandler | JobKind]:
     """Register handlers for durable job kinds.
 
     Called once at start-up.
@@ -81,6 +81,13 @@ def vethub_job_handlers() -> Mapping[str, JobHandler]:
         at once, :class:`hub.jobs.RetryAfter` to retry after a given delay, and any other
         exception to retry with exponential backoff. Delivery is at least once: handlers must be
         idempotent (use the provider's idempotency key where there is one).
+
+        A job that stands for a domain object maps its kind to a :class:`hub.jobs.JobKind`
+        instead, ``JobKind(handler, on_dead=fn)``: when the job goes dead (failed
+        ``max_attempts`` times, abandoned by crashed workers, or a permanent error),
+        ``await fn(session, hub, job, reason)`` runs in the transaction that marks it dead and
+        takes the object to its terminal failed state, so nothing stays "in progress" behind
+        a dead job.
 
     Every plugin's result counts; a kind registered twice is a start-up error.
     """

@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tenacity import wait_exponential_jitter
 
 from hub.db.models import Job, Schedule
+from hub.ops.dbstate import is_unavailable
+from hub.ops.metrics import DB_UNAVAILABLE
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -38,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOBS_DONE = Counter("vethub_jobs_total", "Jobs finished by a worker", ["kind", "outcome"])
+JOBS_DEAD = Counter("vethub_jobs_dead_total", "Jobs that went dead", ["kind", "reason"])
+DEAD_EVENT = "jobs.dead"
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -70,6 +76,40 @@ class JobContext:
 
 
 JobHandler = Callable[["Hub", JobContext], Awaitable[None]]
+#: ``on_dead(session, hub, job, reason)``: take the job's domain object to its terminal failed
+#: state. Runs in the transaction that marks the job dead, so the two are never seen apart.
+DeadHandler = Callable[[AsyncSession, "Hub", JobContext, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind's handler and, when its job stands for a domain object (a communication, a
+    case, a sync run), what a dead job does to that object.
+
+    The one rule: no object is left in a moving state (``sending``, ``forwarding``,
+    ``running``) behind a dead job. ``vethub_job_handlers`` may return a ``JobKind`` where it
+    returns a bare handler.
+    """
+
+    handler: JobHandler
+    on_dead: DeadHandler | None = None
+
+
+class DeathReason(StrEnum):
+    """Why a job went dead (the ``reason`` label of ``vethub_jobs_dead_total``)."""
+
+    PERMANENT = "permanent"  # the handler said retrying cannot help
+    EXHAUSTED = "max_attempts"  # it failed max_attempts times
+    ABANDONED = "abandoned"  # its workers died with it more than max_attempts times
+    NO_HANDLER = "no_handler"
+
+
+class _Abandoned(PermanentJobError):
+    pass
+
+
+class _NoHandler(PermanentJobError):
+    pass
 
 
 class _SuccessBatcher:
@@ -116,7 +156,10 @@ class _SuccessBatcher:
 class JobQueue:
     def __init__(self, hub: Hub, handlers: Mapping[str, JobHandler] | None = None) -> None:
         self.hub = hub
-        self.handlers: dict[str, JobHandler] = dict(handlers or {})
+        self.handlers: dict[str, JobHandler] = {}
+        self.dead_handlers: dict[str, DeadHandler] = {}
+        for kind, handler in (handlers or {}).items():
+            self.register(kind, handler)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -124,6 +167,8 @@ class JobQueue:
         self._in_flight: dict[int, asyncio.Task[str]] = {}
         self._finisher = _SuccessBatcher(self)
         self._expired_checked_at: datetime | None = None
+        self._claim_failures = 0
+        self._outage_logged = False
         settings = hub.config.jobs
         self._wait = wait_exponential_jitter(
             multiplier=settings.backoff_initial, max=settings.backoff_max, jitter=settings.backoff_initial
@@ -133,9 +178,13 @@ class JobQueue:
     def settings(self) -> Any:
         return self.hub.config.jobs
 
-    def register(self, kind: str, handler: JobHandler) -> None:
+    def register(self, kind: str, handler: JobHandler | JobKind) -> None:
         if kind in self.handlers:
             raise ValueError(f"job kind {kind!r} has two handlers")
+        if isinstance(handler, JobKind):
+            if handler.on_dead is not None:
+                self.dead_handlers[kind] = handler.on_dead
+            handler = handler.handler
         self.handlers[kind] = handler
 
     # --- writing ------------------------------------------------------------------------------
@@ -295,9 +344,9 @@ class JobQueue:
         try:
             try:
                 if job.attempts > job.max_attempts:
-                    raise PermanentJobError(f"abandoned {job.attempts - 1} times (lease expired)")
+                    raise _Abandoned(f"abandoned {job.attempts - 1} times (its worker died; lease expired)")
                 if handler is None:
-                    raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+                    raise _NoHandler(f"no handler for job kind {job.kind!r}")
                 await handler(self.hub, job)
             except asyncio.CancelledError:
                 raise
@@ -335,10 +384,9 @@ class JobQueue:
     async def _failed(self, job: JobContext, err: Exception, worker_id: str) -> str:
         message = f"{type(err).__name__}: {err}"
         if isinstance(err, PermanentJobError) or job.attempts >= job.max_attempts:
-            log.warning("job %s (%s) is dead after %d attempt(s): %s", job.id, job.kind, job.attempts, message)
             if not isinstance(err, PermanentJobError):
                 log.debug("%s", "".join(traceback.format_exception(err)))
-            return await self._finish(job.id, worker_id, status="dead", last_error=message)
+            return await self._dead(job, worker_id, message, _death_reason(err))
         if isinstance(err, RetryAfter):
             delay = err.seconds
         else:
@@ -363,6 +411,47 @@ class JobQueue:
             log.warning("job %s finished by %s after its lease passed to another worker", job_id, worker_id)
             return "lost-lease"
         return status
+
+    async def _dead(self, job: JobContext, worker_id: str, message: str, reason: DeathReason) -> str:
+        """Mark the job dead, its domain object failed (``on_dead``) and record an operator
+        event, in one transaction. Should ``on_dead`` itself fail, the job still goes dead
+        (a second transaction), and the event says its object could not be updated."""
+        on_dead = self.dead_handlers.get(job.kind)
+        try:
+            outcome = await self._dead_in_one(job, worker_id, message, reason, on_dead)
+        except Exception as err:
+            if on_dead is None:
+                raise
+            log.exception("job %s (%s): its on_dead handler failed", job.id, job.kind)
+            outcome = await self._dead_in_one(
+                job, worker_id, message, reason, None,
+                handler_error=f"on_dead failed: {type(err).__name__}: {err}")
+        if outcome == "dead":
+            JOBS_DEAD.labels(job.kind, reason.value).inc()
+        return outcome
+
+    async def _dead_in_one(self, job: JobContext, worker_id: str, message: str, reason: DeathReason,
+                           on_dead: DeadHandler | None, *, handler_error: str | None = None) -> str:
+        from hub import events
+
+        now = self.hub.clock.now()
+        async with self.hub.transaction() as session:
+            result = await session.execute(
+                update(Job).where(Job.id == job.id, Job.locked_by == worker_id, Job.status == "running")
+                .values(status="dead", lease_until=None, last_error=message, finished_at=now))
+            if result.rowcount == 0:
+                log.warning("job %s finished by %s after its lease passed to another worker", job.id, worker_id)
+                return "lost-lease"
+            if on_dead is not None:
+                await on_dead(session, self.hub, job, message)
+            data = {"job_id": job.id, "job_kind": job.kind, "attempts": job.attempts,
+                    "error": message, "on_dead_error": handler_error}
+            await events.record(
+                session, DEAD_EVENT, f"job {job.id} ({job.kind}) is dead after {job.attempts} attempt(s): "
+                f"{message}" + (f"; {handler_error}" if handler_error else ""),
+                practice_id=job.payload.get("practice_id") if isinstance(job.payload.get("practice_id"), int) else None,
+                data=data, reason=reason.value, level=logging.WARNING)
+        return "dead"
 
     async def _mark_succeeded(self, batch: list[tuple[int, str]]) -> set[int]:
         """Record many successes in one transaction; returns the ids this process still held."""
@@ -427,10 +516,10 @@ class JobQueue:
         while not self._stopping.is_set():
             try:
                 jobs = await self.claim(self.settings.claim_batch)
-            except Exception:
-                log.exception("worker %d could not claim jobs; retrying", index)
-                await self._idle(self.settings.poll_interval * 4)
+            except Exception as err:
+                await self._idle(self._claim_failed(index, err))
                 continue
+            self._claim_recovered()
             if not jobs:
                 await self._idle(self.settings.poll_interval)
                 continue
@@ -449,6 +538,27 @@ class JobQueue:
                 for job_id in tasks:
                     self._in_flight.pop(job_id, None)
 
+    def _claim_failed(self, index: int, err: Exception) -> float:
+        """Back off exponentially (to ``backoff_max``, at least 30 s) while claims fail; an
+        unreachable database is logged once when it goes and once when it comes back."""
+        self._claim_failures += 1
+        if is_unavailable(err):
+            DB_UNAVAILABLE.labels("jobs").inc()
+            if not self._outage_logged:
+                self._outage_logged = True
+                log.error("database unreachable, job workers back off until it is back: %s", err)
+        else:
+            log.exception("worker %d could not claim jobs; retrying", index)
+        cap = max(30.0, self.settings.backoff_max)
+        return min(cap, self.settings.poll_interval * 4 * 2 ** min(self._claim_failures - 1, 16))
+
+    def _claim_recovered(self) -> None:
+        if self._claim_failures:
+            self._claim_failures = 0
+            if self._outage_logged:
+                self._outage_logged = False
+                log.warning("database reachable again; job workers resume")
+
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
@@ -466,8 +576,9 @@ class JobQueue:
             try:
                 if await self.tick_schedules():
                     self._wake.set()
-            except Exception:
-                log.exception("schedule tick failed; retrying")
+            except Exception as err:
+                if not is_unavailable(err):  # an outage is logged once, by the workers
+                    log.exception("schedule tick failed; retrying")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._stopping.wait()
@@ -524,6 +635,16 @@ async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None
         stmt.values(status="queued", attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
     )
     return result.rowcount or 0
+
+
+def _death_reason(err: Exception) -> DeathReason:
+    if isinstance(err, _Abandoned):
+        return DeathReason.ABANDONED
+    if isinstance(err, _NoHandler):
+        return DeathReason.NO_HANDLER
+    if isinstance(err, PermanentJobError):
+        return DeathReason.PERMANENT
+    return DeathReason.EXHAUSTED
 
 
 def _insert_once(dialect: str, values: dict[str, Any]) -> Any:

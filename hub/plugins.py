@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("accounts", "hub.accounts.plugin"),
     ("switching", "plugins.policies.switching"),
     ("onboarding_fields", "plugins.policies.onboarding"),
+    ("operations", "hub.ops.plugin"),
 )
 
 

@@ -140,6 +140,8 @@ class FileExportConnector:
 
     # -- batches ---------------------------------------------------------------------------
     async def batches(self, since: Checkpoint | None, full: bool) -> AsyncIterator[Batch]:
+        if not self.drop_dir.is_dir():  # a missing or misspelled folder is a failure, not "nothing new"
+            raise FileNotFoundError(f"drop folder {self.drop_dir} does not exist (drop_dir)")
         files = self.ready_files()
         total = sum(path.stat().st_size for _k, path in files) or 1
         done = 0

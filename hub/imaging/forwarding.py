@@ -217,6 +217,17 @@ async def record_forward(
     return why
 
 
+async def case_dead(session: AsyncSession, hub: Hub, job: Any, reason: str) -> None:
+    """``on_dead`` of the forward job: a case still being forwarded (``routed``) ends
+    ``failed`` with the reason (a job abandoned by crashed workers never reached
+    :func:`record_forward`'s last attempt)."""
+    case = await session.get(Case, int(job.payload["case_id"]))
+    if case is None or case.status != CaseStatus.ROUTED:
+        return
+    await change_status(session, hub, case, CaseStatus.FAILED, actor="jobs",
+                        note=f"forward job {job.id} is dead: {reason}")
+
+
 async def _forward_rows(session: AsyncSession, case_id: int) -> dict[int, CaseInstanceForward]:
     result = await session.execute(select(CaseInstanceForward).where(CaseInstanceForward.case_id == case_id))
     return {r.instance_id: r for r in result.scalars()}

@@ -129,6 +129,8 @@ class Instance(_HeaderFields, Base):
     received_count: Mapped[int] = mapped_column(default=1)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: the file was deleted by retention (hub/ops/retention.py); the row stays for the history
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Case(Base):

@@ -8,6 +8,7 @@ not configured (no section, or no credentials) returns ``[]``; the core then log
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -61,6 +62,9 @@ class OutboundMessage:
     idempotency_key: str  # str(communication_id) -- use as provider idempotency key
     #: the practice the message comes from; None: the hub's own identity
     sender: Sender | None = None
+    #: call it when the message goes on the wire (SMTP: on a connection, before MAIL FROM);
+    #: the core's hand-off journal bounds duplicates after a crash (hub/messaging/handoff.py)
+    on_handed: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

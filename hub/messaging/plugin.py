@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from hub.hookspecs import hookimpl
+from hub.jobs import JobKind
 from hub.messaging.config import MessagingConfig
 from hub.messaging.outbound import SEND_JOB
-from hub.messaging.sending import send_job
+from hub.messaging.sending import communication_dead, send_job
 
 log = logging.getLogger("hub.messaging")
 
@@ -19,7 +20,7 @@ def vethub_config_sections():
 
 @hookimpl
 def vethub_job_handlers():
-    return {SEND_JOB: send_job}
+    return {SEND_JOB: JobKind(send_job, on_dead=communication_dead)}
 
 
 @hookimpl
@@ -30,8 +31,18 @@ def vethub_web_routes(hub):
 
 
 @hookimpl
-def vethub_startup(hub) -> None:
+def vethub_shutdown(hub) -> None:
+    from hub.messaging.handoff import close_journal
+
+    close_journal(hub)
+
+
+@hookimpl
+def vethub_startup(hub):
     # The sms and postcard plugins say themselves why they are off (no credentials).
     if "email" not in hub.channels:
         log.warning("email channel off: [email] backend selects no loaded plugin")
     log.info("messaging channels on: %s", ", ".join(sorted(hub.channels)) or "none")
+    from hub.messaging.handoff import open_journal
+
+    return open_journal(hub)  # read before the workers start: what a crash left accepted

@@ -12,24 +12,31 @@ Delivery is at least once. The job:
    the last attempt marks the communication ``failed``.
 
 A crash between 2 and 3 leaves the communication ``sending`` and its job leased; the lease
-expires, the job runs again and the message goes out a second time — the duplicate bound is
-the number of sends in flight at the crash. Email carries the same Message-ID both times.
+expires and the job runs again. The hand-off journal (:mod:`hub.messaging.handoff`) says
+whether the provider had accepted it: then ``sent`` is recorded without sending; otherwise it
+goes out again — so the duplicates are bounded by the messages on the wire at the crash (handed
+to the server, answer not yet recorded). Email carries the same Message-ID both times.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import events
 from hub.jobs import JobContext, PermanentJobError, RetryAfter
 from hub.messaging import links, service, statuses
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
 from hub.messaging.config import messaging_config
 from hub.messaging.facts import suppression_key
+from hub.messaging.handoff import open_journal
 from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
+from hub.ops.metrics import SEND_FAILURES
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -187,9 +194,16 @@ async def send_job(hub: Hub, job: JobContext) -> None:
                 return
             if comm is None:  # pragma: no cover - the UPDATE and the check disagree
                 raise RuntimeError(f"communication {comm_id} could not be started")
-    message = await with_practice_sender(hub, outbound_message(hub, comm))
+    journal = await open_journal(hub)
+    message = replace(await with_practice_sender(hub, outbound_message(hub, comm)),
+                      on_handed=lambda: journal.record_handed(comm_id))
     sending = {"communication_id": comm_id, "status": "sending", "provider_status": None,
                "applied": True, "at": started, "detail": {"attempt": job.attempts}}
+    accepted = journal.accepted.get(comm_id)
+    if accepted is not None:  # accepted before a crash: record it, do not send it again
+        await _sent(hub, comm_id, SendResult(provider_id=accepted[1], status=accepted[0],
+                                             detail={"recovered": "handoff journal"}), sending)
+        return
     channel = hub.channels.get(message.channel)
     try:
         if channel is None:
@@ -199,6 +213,7 @@ async def send_job(hub: Hub, job: JobContext) -> None:
     except ChannelError as err:
         await _failed(hub, job, comm_id, err, sending)
         return
+    journal.record_accepted(comm_id, result.status, result.provider_id)
     await _sent(hub, comm_id, result, sending)
 
 
@@ -237,12 +252,35 @@ async def _failed(hub: Hub, job: JobContext, comm_id: int, err: ChannelError, se
         assert comm is not None
         comm.last_error = str(err)
         final = "bounced" if err.reason in ("bounced", "invalid_address") else "failed"
+        SEND_FAILURES.labels(comm.channel, err.reason or "error").inc()
         await service.apply_status(session, hub, comm, final, provider_status=str(err.code or err.reason),
                                    detail={"reason": err.reason, "code": err.code, "error": str(err),
                                            "permanent": err.permanent})
+        if final == "failed":  # a bounce has its own event (messaging.address_invalid)
+            await events.record(session, "messaging.send_failed",
+                                f"communication {comm.id} ({comm.channel}) failed: {err}",
+                                practice_id=comm.practice_id, reason=err.reason or "error",
+                                data={"communication_id": comm.id, "code": err.code,
+                                      "permanent": err.permanent})
         await _suppress_after_failure(session, hub, comm, err)
         if messaging_config(hub).fallback and comm.fallback_channels and comm.client_id is not None:
             await _fall_back(session, hub, comm)
+
+
+async def communication_dead(session: AsyncSession, hub: Hub, job: JobContext, reason: str) -> None:
+    """``on_dead`` of the send job: a communication still on its way ends ``failed`` with the
+    job's last error (a job abandoned by crashed workers never reached ``_failed``)."""
+    comm = await session.get(Communication, int(job.payload["communication_id"]))
+    if comm is None or comm.status not in RESUMABLE or comm.provider_id is not None:
+        return
+    comm.last_error = reason
+    SEND_FAILURES.labels(comm.channel, "job_dead").inc()
+    await service.apply_status(session, hub, comm, "failed", provider_status="job_dead",
+                               detail={"reason": "job_dead", "job_id": job.id, "error": reason})
+    await events.record(session, "messaging.send_failed",
+                        f"communication {comm.id} ({comm.channel}) failed: its send job is dead: {reason}",
+                        practice_id=comm.practice_id, reason="job_dead",
+                        data={"communication_id": comm.id, "job_id": job.id})
 
 
 async def _suppress_after_failure(session, hub: Hub, comm: Communication, err: ChannelError) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,7 +15,7 @@ from sqlalchemy import select, true, update
 from hub.cli_support import config_option, with_hub
 from hub.db.models import Practice, Schedule
 from hub.hookspecs import hookimpl
-from hub.jobs import JobContext, PermanentJobError
+from hub.jobs import JobContext, JobKind, PermanentJobError
 from hub.pims import api
 from hub.pims.connector import DEFAULT_SYNC_EVERY
 from hub.pims.models import SyncRun
@@ -61,9 +63,34 @@ async def run_sync_job(hub: Any, job: JobContext) -> None:
         raise PermanentJobError(str(err)) from err
 
 
+async def sync_dead(session: Any, hub: Any, job: JobContext, reason: str) -> None:
+    """``on_dead`` of the sync job: a run its dead job left ``running`` (its worker died; no
+    heartbeat for a lease) ends ``failed`` with the reason, which readiness then reports."""
+    from datetime import timedelta
+
+    from hub import events
+    from hub.ops.metrics import SYNC_FAILURES
+
+    practice_id = (await session.execute(
+        select(Practice.id).where(Practice.slug == job.payload.get("practice")))).scalar_one_or_none()
+    if practice_id is None:
+        return
+    connector = str(job.payload.get("connector"))
+    now = hub.clock.now()
+    stale = now - timedelta(seconds=hub.config.jobs.lease_seconds)
+    await session.execute(
+        update(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == connector,
+                              SyncRun.status == "running", SyncRun.heartbeat_at < stale)
+        .values(status="failed", finished_at=now, error=f"sync job {job.id} is dead: {reason}"))
+    SYNC_FAILURES.labels(connector, "job_dead").inc()
+    await events.record(session, "pims.sync_failed",
+                        f"PIMS sync {connector} of {job.payload.get('practice')} failed: its job is dead: {reason}",
+                        practice_id=practice_id, reason="job_dead", data={"job_id": job.id})
+
+
 @hookimpl
 def vethub_job_handlers() -> dict[str, Any]:
-    return {JOB_KIND: run_sync_job}
+    return {JOB_KIND: JobKind(run_sync_job, on_dead=sync_dead)}
 
 
 @hookimpl
@@ -80,6 +107,9 @@ def vethub_health_checks(hub: Any) -> dict[str, Any]:
 
 
 async def _last_run_health(hub: Any, entry: ConnectorEntry) -> tuple[bool, str]:
+    drop_dir = entry.table.get("drop_dir")
+    if drop_dir is not None and not await asyncio.to_thread(Path(str(drop_dir)).is_dir):  # local, no PIMS call
+        return False, f"drop folder {drop_dir} does not exist (practices.pims.drop_dir)"
     async with hub.sessionmaker() as session:
         row = (await session.execute(
             select(SyncRun.status, SyncRun.finished_at, SyncRun.error)

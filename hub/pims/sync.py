@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import events
 from hub.config import PracticeConfig, pims_connector_classes
 from hub.db.models import Practice
+from hub.ops.metrics import SYNC_FAILURES
 from hub.pims.connector import ConnectorContext, PimsConnector
 from hub.pims.models import (
     Appointment,
@@ -240,6 +241,7 @@ class SyncEngine:
                     await close()
         except Exception as err:
             result.status, result.error = "failed", f"{type(err).__name__}: {err}"
+            SYNC_FAILURES.labels(entry.name, type(err).__name__).inc()
             log.warning("PIMS sync %s/%s failed: %s", entry.practice, entry.name, result.error)
         else:
             result.status = "succeeded"

@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from hub.errors import DomainError, NotFound, RateLimited, Unavailable
+from hub.ops.dbstate import is_unavailable
+from hub.ops.metrics import DB_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,14 @@ async def error_middleware(
         if request.path.startswith("/api") and exc.status >= 400:
             return _http_exception_response(exc)
         raise
-    except Exception:
+    except Exception as err:
         if not request.path.startswith("/api"):
             raise
+        if is_unavailable(err):  # the database is down: tell clients when to come back
+            DB_UNAVAILABLE.labels("api").inc()
+            log.warning("%s %s: database unreachable: %s", request.method, request.path, err)
+            return error_response(Unavailable("the database is unreachable; retry shortly",
+                                              code="database_unavailable", retry_after=5))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "internal error; see the hub's log"))
 

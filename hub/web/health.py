@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, select, text
 
 from hub.db.models import Job
+from hub.ops.metrics import CHECK_OK, READY
 from hub.web.keys import HUB_KEY
 
 routes = web.RouteTableDef()
@@ -44,6 +45,9 @@ async def readyz(request: web.Request) -> web.Response:
         for name, check in (contributed or {}).items():
             checks[name] = await _run_check(check)
     ready = all(c["ok"] for c in checks.values())
+    READY.set(1 if ready else 0)
+    for name, check in checks.items():
+        CHECK_OK.labels(name).set(1 if check["ok"] else 0)
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
@@ -59,8 +63,12 @@ async def _run_check(check: Callable[[], Awaitable[tuple[bool, str]]]) -> dict[s
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    async with hub.sessionmaker() as session:
-        counts = dict((await session.execute(select(Job.status, func.count()).group_by(Job.status))).all())
+    try:  # the counters must still be served while the database is down
+        async with asyncio.timeout(5), hub.sessionmaker() as session:
+            counts = dict((await session.execute(select(Job.status, func.count()).group_by(Job.status))).all())
+    except Exception:
+        counts = None
     for status in ("queued", "running", "succeeded", "dead"):
-        JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+        if counts is not None:
+            JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -385,6 +385,8 @@ class SmtpEmailChannel:
                 conn = await self._acquire()
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 raise classify_smtp_error(exc) from exc
+            if message.on_handed is not None:
+                message.on_handed()  # on the wire from here: the hub's hand-off journal
             try:
                 errors, reply = await conn.smtp.sendmail(self.envelope_from, recipients, data)
             except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:

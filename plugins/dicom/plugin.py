@@ -12,6 +12,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from hub.hookspecs import hookimpl
+from hub.imaging.forwarding import case_dead
+from hub.jobs import JobKind
 from hub.state import HubKey
 
 from .config import DicomConfig
@@ -49,7 +51,7 @@ def vethub_config_sections():
 
 @hookimpl
 def vethub_job_handlers():
-    return {FORWARD_JOB: forward_case}
+    return {FORWARD_JOB: JobKind(forward_case, on_dead=case_dead)}
 
 
 @hookimpl

@@ -38,6 +38,7 @@ from sqlalchemy import select
 from hub import events
 from hub.db.models import CallingAE, Practice
 from hub.imaging.service import ImagingError, ReceivedInstance
+from hub.ops.refusals import Refusals, is_refusal
 
 from .association import AssociationServer
 from .committer import Committer
@@ -118,6 +119,7 @@ class DicomReceiver:
         self._associations: AssociationServer | None = None  # the hub's own (engine = "hub")
         self.port: int | None = None
         self.tls_port: int | None = None
+        self.refusals = Refusals(hub)  # every refusal logged, counted, reported (docs/operator-guide.md)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class DicomReceiver:
         """Listen on the configured address, or accept on ``listener`` (already listening;
         ``owner=False`` in a worker process, which shares the hub process's)."""
         self._loop = asyncio.get_running_loop()
+        self.refusals.bind(self._loop)
         self.store.root.mkdir(parents=True, exist_ok=True)
         self.committer.start(self._loop)
         if self.config.engine == "hub":
@@ -206,6 +209,7 @@ class DicomReceiver:
     # --- association acceptance ---------------------------------------------------------------
 
     async def _identify(self, calling: str, address: str) -> tuple[Caller | None, str | None]:
+        self.refusals.guard_storage(self.store.root, calling)  # below the watermark: rejected, transient
         async with self.hub.sessionmaker() as session:
             row = (
                 await session.execute(select(CallingAE).where(CallingAE.ae_title == calling))
@@ -308,7 +312,23 @@ class DicomReceiver:
         meta: Any = None,
     ) -> Dataset:
         """Blocking, in the association's thread: check the header, write the file durably,
-        commit the row; the C-STORE status to answer."""
+        commit the row; the C-STORE status to answer (a refusal is also logged and counted)."""
+        answer = self._receive_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
+        if is_refusal(int(answer.Status)):
+            self.refusals.refused(int(answer.Status), str(answer.get("ErrorComment", "")),
+                                  practice_id=caller.practice_id, calling_ae=caller.calling_ae,
+                                  sop_instance_uid=sop_instance, root=self.store.root)
+        return answer
+
+    def _receive_instance(
+        self,
+        caller: Caller,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        data: DataSetBytes,
+        meta: Any = None,
+    ) -> Dataset:
         prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
         if isinstance(prepared, Dataset):
             return prepared

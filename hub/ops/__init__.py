@@ -1,0 +1,1 @@
+"""Operations: metrics, readiness checks, start-up checks and the operator's commands."""
