@@ -1,0 +1,137 @@
+"""A company admin in the browser: accounts (filter, CSV, suspend, re-approve), account requests,
+the onboarding report with CSV and PDF, and another tenant's pages answering 404."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from urllib.parse import urlsplit
+
+from hub.accounts import onboarding
+
+from .console_world import sign_in
+
+REQUEST = {
+    "company": "read-right", "practice_name": "Elm Street Vets", "contact_name": "Dr Ada Brown",
+    "email": "ada@elm.example", "phone": "+44 113 496 0000",
+    "address": {"line1": "1 Elm St", "city": "Leeds", "postcode": "LS1 1AA", "country": "GB"},
+    "pims": "ezyVet", "imaging_software": "Vet-Rocket", "modalities": ["DX"],
+}
+
+
+async def test_accounts_filter_csv_suspend_and_reapprove(console_world, browser, check) -> None:
+    world = await console_world()
+    await world.add_practice("oak-vets", "Oak Vets", ["read-right"])
+    await world.add_practice("birch-clinic", "Birch Clinic", ["read-right"])
+    await world.add_practice("scan-only", "Scan Only Vets", ["scan-co"])  # another company's
+    await world.add_user("company_admin", "admin@readright.example", company="read-right")
+    await world.add_user("practice_staff", "desk@oak.example", practice="oak-vets")
+    admin = await (await browser.new_context(accept_downloads=True)).new_page()
+    staff = await (await browser.new_context()).new_page()
+
+    await sign_in(admin, world, "admin@readright.example")
+    await admin.get_by_role("link", name="Accounts").first.click()
+    await admin.wait_for_load_state()
+    table = admin.locator("table tbody")
+    assert await table.locator("tr").count() == 2  # not ScanCo's practice
+    await check.page(admin, "accounts")
+
+    await admin.get_by_label("Practice", exact=True).fill("oak")
+    await admin.get_by_role("button", name="Filter").click()
+    await admin.wait_for_url("**f_practice=oak**")
+    assert await table.locator("tr").count() == 1
+    assert "Oak Vets" in await table.inner_text()
+    async with admin.expect_download() as dl:
+        await admin.get_by_role("link", name="Export CSV").click()
+    rows = list(csv.reader(io.StringIO((await (await dl.value).path()).read_text("utf-8"))))
+    assert rows[0][:3] == ["Practice", "Company", "Approved for access"]
+    assert [r[0] for r in rows[1:]] == ["Oak Vets"]
+
+    await admin.get_by_role("link", name="Oak Vets").click()
+    await admin.wait_for_load_state()
+    await check.page(admin, "account")
+    await admin.get_by_label("Approved for Access").uncheck()
+    await admin.get_by_role("button", name="Save").click()
+    await admin.wait_for_load_state()
+    assert "access suspended" in await admin.locator("dl.facts").inner_text()
+    assert "suspended" in await admin.locator("table").inner_text()  # the history
+
+    await sign_in(staff, world, "desk@oak.example")
+    assert await staff.locator("h1").inner_text() == "Access suspended"
+    assert "ReadRight Radiology" in await staff.locator("main").inner_text()
+    assert "admin@readright.example" in await staff.locator("main").inner_text()
+    await check.page(staff, "suspended")
+
+    await admin.get_by_label("Approved for Access").check()
+    await admin.get_by_role("button", name="Save").click()
+    await admin.wait_for_load_state()
+    assert "reinstated" in await admin.locator("table").inner_text()
+    await sign_in(staff, world, "desk@oak.example")
+    assert urlsplit(staff.url).path == "/console/"
+
+
+async def test_another_tenants_pages_answer_404(console_world, browser, check) -> None:
+    world = await console_world()
+    await world.add_practice("scan-only", "Scan Only Vets", ["scan-co"])
+    await world.add_user("company_admin", "admin@readright.example", company="read-right")
+    page = await (await browser.new_context()).new_page()
+    await sign_in(page, world, "admin@readright.example")
+    theirs = world.accounts[("scan-only", "scan-co")]
+    for path in (f"/console/accounts/{theirs}", "/console/accounts/999999", "/console/account-requests/5",
+                 "/console/switch-requests/1", "/console/accounts/99999999999999999999"):
+        response = await page.goto(world.url(path))
+        assert response.status == 404, path
+        assert await page.locator("h1").inner_text() == "Not found"
+    await check.page(page, "not-found")
+    response = await page.request.post(world.url(f"/console/accounts/{theirs}"), form={"csrf": "x"})
+    assert response.status == 403  # no token: refused before anything is looked up
+    response = await page.goto(world.url("/console/jobs"))  # an operator's page
+    assert response.status == 403
+
+
+async def test_account_request_accept_and_onboarding_report(console_world, browser, check) -> None:
+    world = await console_world()
+    await world.add_user("company_admin", "admin@readright.example", company="read-right")
+    async with world.hub.transaction() as s:
+        await onboarding.submit_request(s, world.hub, REQUEST)
+    page = await (await browser.new_context(accept_downloads=True)).new_page()
+    await sign_in(page, world, "admin@readright.example")
+
+    await page.get_by_role("link", name="Account requests").first.click()
+    await page.wait_for_load_state()
+    await check.page(page, "account-requests")
+    await page.get_by_role("link", name="Elm Street Vets").click()
+    await page.wait_for_load_state()
+    await check.page(page, "account-request")
+    await page.get_by_role("button", name="Accept").click()
+    await page.wait_for_load_state()
+    assert "accepted" in await page.locator("dl.facts").inner_text()
+
+    await page.get_by_role("link", name="Onboarding report").first.click()
+    await page.wait_for_load_state()
+    today = date.today().isoformat()
+    await page.get_by_label("From").fill("2020-01-01")
+    await page.get_by_label("To").fill(today)
+    await page.get_by_role("button", name="Show report").click()
+    await page.wait_for_load_state()
+    body = await page.locator("table").inner_text()
+    assert "Elm Street Vets" in body and "ReadRight Radiology" in body
+    await check.page(page, "onboarding-report")
+
+    async with page.expect_download() as dl:
+        await page.get_by_role("link", name="CSV").click()
+    text = (await (await dl.value).path()).read_text("utf-8")
+    assert "Elm Street Vets" in text
+    async with page.expect_download() as dl:
+        await page.get_by_role("link", name="PDF").click()
+    download = await dl.value
+    assert download.suggested_filename == "onboarding.pdf"
+    assert (await download.path()).read_bytes().startswith(b"%PDF")
+
+    # a range before any request: an empty report, said so
+    await page.get_by_label("From").fill("2020-01-01")
+    await page.get_by_label("To").fill("2020-01-02")
+    await page.get_by_role("button", name="Show report").click()
+    await page.wait_for_load_state()
+    assert "No account requests in this period." in await page.locator("table").inner_text()
