@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 PER_PAGE = 25
-CONTROL = frozenset({"sort", "dir", "page", "format", "csrf"})
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,10 @@ class Listing:
     filters: dict[str, str]
     path: str
     all_rows: list[Mapping[str, Any]] = field(default_factory=list)
+    keep: dict[str, str] = field(default_factory=dict)  # the page's own parameters (e.g. a status)
 
     def url(self, **changes: Any) -> str:
-        params: dict[str, Any] = {k: v for k, v in self.filters.items() if v}
+        params: dict[str, Any] = {**self.keep, **{k: v for k, v in self.filters.items() if v}}
         if self.sort:
             params["sort"], params["dir"] = self.sort, "desc" if self.descending else "asc"
         if self.page > 1:
@@ -90,7 +90,7 @@ def _sort_key(col: Column) -> Callable[[Mapping[str, Any]], Any]:
 
 
 def build(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column], query: Mapping[str, str],
-          path: str, per_page: int = PER_PAGE) -> Listing:
+          path: str, per_page: int = PER_PAGE, keep: Sequence[str] = ()) -> Listing:
     """Filter, sort and paginate ``rows`` by the query string (``f_<key>``, ``sort``, ``dir``, ``page``)."""
     by_key = {c.key: c for c in columns}
     filters = {c.key: query.get(f"f_{c.key}", "").strip() for c in columns if c.filter}
@@ -108,7 +108,8 @@ def build(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column], query: M
         page = 1
     shown = selected[(page - 1) * per_page: page * per_page]
     return Listing(columns, shown, len(selected), page, pages, sort, descending,
-                   {f"f_{k}": v for k, v in filters.items()}, path, selected)
+                   {f"f_{k}": v for k, v in filters.items()}, path, selected,
+                   {k: query[k] for k in keep if query.get(k)})
 
 
 def csv_response(listing: Listing, filename: str) -> web.Response:

@@ -27,22 +27,27 @@ JOB_COLUMNS = (
     Column("kind", "Kind"),
     Column("attempts", "Attempts", kind="int"),
     Column("last_error", "Error"),
-    Column("finished_at", "Died", kind="date"),
+    Column("finished_at", "Finished", kind="date"),
 )
 
 
 @routes.get("/jobs")
 @requires("operator")
-async def dead_jobs(request: web.Request) -> web.StreamResponse:
+async def job_list(request: web.Request) -> web.StreamResponse:
+    """Dead jobs by default (with Replay); ``?status=`` shows the others, e.g. a replayed job's success."""
     hub = request.app[HUB_KEY]
+    status = request.query.get("status", jobs.JobStatus.DEAD)
+    if status not in set(jobs.JobStatus):
+        raise NotFound("there is no such job status")
     async with hub.sessionmaker() as session:
         rows = [{"id": j.id, "kind": j.kind, "attempts": j.attempts, "last_error": j.last_error or "",
                  "finished_at": j.finished_at.strftime("%Y-%m-%d %H:%M") if j.finished_at else ""}
-                for j in await jobs.list_jobs(session, status=jobs.JobStatus.DEAD, limit=1000)]
-    shown = listing.build(rows, JOB_COLUMNS, request.query, request.path)
+                for j in await jobs.list_jobs(session, status=status, limit=1000)]
+    shown = listing.build(rows, JOB_COLUMNS, request.query, request.path, keep=("status",))
     if request.query.get("format") == "csv":
-        return listing.csv_response(shown, "dead-jobs.csv")
-    return render(request, "jobs.html.j2", title="Dead jobs", listing=shown)
+        return listing.csv_response(shown, f"{status}-jobs.csv")
+    return render(request, "jobs.html.j2", title="Dead jobs" if status == "dead" else f"Jobs: {status}",
+                  listing=shown, job_status=status, statuses=list(jobs.JobStatus))
 
 
 @routes.post("/jobs/{id}/replay")

@@ -84,8 +84,8 @@ async def console_world(hub_factory: Callable[..., Awaitable[Hub]], tmp_path: Pa
                         ) -> AsyncIterator[Callable[..., Awaitable[ConsoleWorld]]]:
     servers: list[TestServer] = []
 
-    async def make(**overrides: Any) -> ConsoleWorld:
-        hub = await hub_factory(console_config(tmp_path, **overrides))
+    async def make(plugins: list[tuple[str, Any]] | None = None, **overrides: Any) -> ConsoleWorld:
+        hub = await hub_factory(console_config(tmp_path, **overrides), plugins=plugins)
         server = TestServer(create_app(hub, start_hub=False, run_workers=False), host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)
@@ -155,4 +155,10 @@ async def sign_in(page: Any, world: ConsoleWorld, email: str, password: str = PA
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_load_state()
+
+
+async def go(page: Any, name: str) -> None:
+    """Follow a link of the main menu."""
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True).click()
     await page.wait_for_load_state()

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from hub.accounts import onboarding
 
-from .console_world import sign_in
+from .console_world import go, sign_in
 
 REQUEST = {
     "company": "read-right", "practice_name": "Elm Street Vets", "contact_name": "Dr Ada Brown",
@@ -31,8 +31,7 @@ async def test_accounts_filter_csv_suspend_and_reapprove(console_world, browser,
     staff = await (await browser.new_context()).new_page()
 
     await sign_in(admin, world, "admin@readright.example")
-    await admin.get_by_role("link", name="Accounts").first.click()
-    await admin.wait_for_load_state()
+    await go(admin, "Accounts")
     table = admin.locator("table tbody")
     assert await table.locator("tr").count() == 2  # not ScanCo's practice
     await check.page(admin, "accounts")
@@ -98,8 +97,7 @@ async def test_account_request_accept_and_onboarding_report(console_world, brows
     page = await (await browser.new_context(accept_downloads=True)).new_page()
     await sign_in(page, world, "admin@readright.example")
 
-    await page.get_by_role("link", name="Account requests").first.click()
-    await page.wait_for_load_state()
+    await go(page, "Account requests")
     await check.page(page, "account-requests")
     await page.get_by_role("link", name="Elm Street Vets").click()
     await page.wait_for_load_state()
@@ -108,8 +106,7 @@ async def test_account_request_accept_and_onboarding_report(console_world, brows
     await page.wait_for_load_state()
     assert "accepted" in await page.locator("dl.facts").inner_text()
 
-    await page.get_by_role("link", name="Onboarding report").first.click()
-    await page.wait_for_load_state()
+    await go(page, "Onboarding report")
     today = date.today().isoformat()
     await page.get_by_label("From").fill("2020-01-01")
     await page.get_by_label("To").fill(today)
