@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -362,7 +362,9 @@ def cross_check(file: str, config: HubConfig, pm: Any) -> list[Problem]:
     problems = []
     companies = {c.slug for c in config.companies}
     practices = {p.slug for p in config.practices}
-    for kind, items in (("companies", config.companies), ("practices", config.practices)):
+    sections: tuple[tuple[str, Sequence[CompanyConfig | PracticeConfig]], ...] = (
+        ("companies", config.companies), ("practices", config.practices))
+    for kind, items in sections:
         seen: set[str] = set()
         for i, item in enumerate(items):
             if item.slug in seen:

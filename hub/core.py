@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from sqlalchemy.engine import make_url
@@ -131,7 +131,8 @@ class Hub:
 
     def _register_job_handlers(self) -> None:
         for impl in self.pm.hook.vethub_job_handlers.get_hookimpls():
-            for kind, handler in (impl.function() or {}).items():
+            register = cast(Callable[[], Mapping[str, Any] | None], impl.function)
+            for kind, handler in (register() or {}).items():
                 try:
                     self.jobs.register(kind, handler)
                 except ValueError as err:
@@ -140,7 +141,8 @@ class Hub:
     def _register_channels(self) -> None:
         for impl in self.pm.hook.vethub_channels.get_hookimpls():
             try:
-                channels = impl.function(hub=self) or []
+                make = cast(Callable[..., Sequence[Any] | None], impl.function)
+                channels = make(hub=self) or []
             except Exception as err:
                 raise PluginError(f"plugin {impl.plugin_name!r} failed in vethub_channels: {err}") from err
             for channel in channels:

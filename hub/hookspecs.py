@@ -25,8 +25,23 @@ if TYPE_CHECKING:
     from aiohttp import web
     from pydantic import BaseModel
 
+    from hub.accounts.policy import Decision, SwitchFacts, SwitchRequestLike
     from hub.core import Hub
+    from hub.db.models import Company
+    from hub.imaging.routing import AccountFacts, CaseRequest, RouteDecision, StudyFacts
     from hub.jobs import JobHandler
+    from hub.messaging.channel import Channel
+    from hub.messaging.verdict import ContactContext, Verdict
+    from hub.pims.connector import PimsConnector
+
+HOOK_API_VERSION = (1, 1)
+"""The version of this hook API as (major, minor).
+
+A minor step adds hooks or optional arguments; a major step changes or removes one. A plugin
+that needs a hook added in 1.1 checks ``hub.hookspecs.HOOK_API_VERSION >= (1, 1)``; the plugin
+manager refuses an implementation whose spec does not exist (so a plugin written for a newer
+minor fails loudly on an older hub, naming the hook).
+"""
 
 hookspec = pluggy.HookspecMarker("vethub")
 hookimpl = pluggy.HookimplMarker("vethub")
@@ -133,7 +148,7 @@ def vethub_health_checks(hub: Hub) -> Mapping[str, Callable[[], Awaitable[tuple[
 
 
 @hookspec
-def vethub_pims_connectors() -> Sequence[type]:
+def vethub_pims_connectors() -> Sequence[type[PimsConnector]]:
     """Register PIMS connector classes.
 
     Called at start-up. A connector class has a ``name`` (the ``connector`` key of a
@@ -158,7 +173,7 @@ def vethub_image_transports() -> Sequence[type]:
 
 
 @hookspec
-def vethub_channels(hub: Hub) -> Sequence[Any]:
+def vethub_channels(hub: Hub) -> Sequence[Channel]:
     """Register messaging channels (email, sms, postcard).
 
     Called once at start-up, after configuration is loaded.
@@ -178,7 +193,7 @@ def vethub_channels(hub: Hub) -> Sequence[Any]:
 
 
 @hookspec(firstresult=True)
-def vethub_switch_decision(request: Any, facts: Any) -> Any:
+def vethub_switch_decision(request: SwitchRequestLike, facts: SwitchFacts) -> Decision | None:
     """Decide what happens to a practice's request to switch companies.
 
     Called when a switch request is submitted, when the current company answers, when an
@@ -201,7 +216,7 @@ def vethub_switch_decision(request: Any, facts: Any) -> Any:
 
 
 @hookspec
-def vethub_contact_verdict(context: Any) -> Any:
+def vethub_contact_verdict(context: ContactContext) -> Verdict | None:
     """Judge whether one person may be contacted on one channel for one category.
 
     Called before every communication is recorded, and by the preview endpoint.
@@ -222,19 +237,23 @@ def vethub_contact_verdict(context: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def vethub_route_case(case: Any, study: Any, accounts: Sequence[Any]) -> Any:
+def vethub_route_case(
+    case: CaseRequest, study: StudyFacts, accounts: Sequence[AccountFacts]
+) -> RouteDecision | None:
     """Choose the account (and so the company) a submitted case goes to.
 
-    :param case: the case being submitted.
-    :param study: its study, with modalities.
-    :param accounts: the practice's accounts with their companies.
-    :returns: a routing decision (an account, or a refusal with its reason), or ``None``.
+    :param case: the :class:`hub.imaging.routing.CaseRequest` being submitted.
+    :param study: its :class:`hub.imaging.routing.StudyFacts`, with modalities.
+    :param accounts: the practice's accounts (:class:`hub.imaging.routing.AccountFacts`), each
+        with its company and the modalities it reads.
+    :returns: a :class:`hub.imaging.routing.RouteDecision` (``RouteDecision.to(account_id,
+        reason)`` or ``RouteDecision.refuse(reason)``), or ``None``.
         **Stops at the first non-None result.**
     """
 
 
 @hookspec
-def vethub_onboarding_missing_fields(request: Any, company: Any) -> Sequence[str]:
+def vethub_onboarding_missing_fields(request: Mapping[str, Any], company: Company | None) -> Sequence[str]:
     """Name the fields an account request still lacks.
 
     Called when a request is created and each time the practice adds information.

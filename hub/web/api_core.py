@@ -41,9 +41,9 @@ class PracticeOut(ResponseModel):
     name: str
     email: str | None
     phone: str | None
-    country: str | None
-    timezone: str | None
-    address: str | None
+    country: str
+    timezone: str
+    address: dict[str, Any]
     managed_by_config: bool
 
 

@@ -47,7 +47,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def get_principal(request: web.Request) -> Principal:
-    principal = request.get(PRINCIPAL_KEY)
+    principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is None:
         raise ApiError(401, "missing_token", "this route needs a bearer token")
     return principal
