@@ -3,20 +3,24 @@ and HTML error pages, then the pages of each role."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from hub.console import sessions
 from hub.console.lockout import Lockout
 from hub.console.render import CSRF, PRINCIPAL, SESSION, STATIC, render
 from hub.core import Hub
+from hub.db.models import User
 from hub.errors import DomainError, Forbidden
 from hub.web.keys import HUB_KEY
 
+log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSION_COOKIE = "vh_session"
 PRE_COOKIE = "vh_pre"  # binds the sign-in form's token before there is a session
@@ -142,6 +146,22 @@ def install(app: web.Application, hub: Hub) -> None:
 
     app.router.add_get("/console", to_console)
     app.add_subapp("/console/", create_console(hub))
+    app.on_startup.append(_first_operator_hint)
+
+
+async def _first_operator_hint(app: web.Application) -> None:
+    """On a fresh install, say how to create the first sign-in (the quick start's next step)."""
+    hub = app[HUB_KEY]
+    try:
+        async with hub.sessionmaker() as session:
+            if (await session.execute(select(User.id).where(User.role == "operator").limit(1))).first():
+                return
+    except Exception:  # the hub may not be started by this app; the hint is only a courtesy
+        return
+    config = f" --config {hub.config.path}" if hub.config.path else ""
+    log.warning("console: no operator can sign in yet; create one with: vethub admin create-user%s "
+                "--role operator --email YOU@EXAMPLE.COM  (then open %s/console/)", config,
+                hub.config.hub.public_url.rstrip("/"))
 
 
 def form_value(form: Any, name: str, limit: int = 2000) -> str:

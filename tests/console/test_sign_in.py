@@ -117,3 +117,13 @@ async def test_welcome_link_sets_a_password_then_sign_in(console_world, browser,
     await page.wait_for_load_state()
     await sign_in(page, world, "vet@oak.example", "a long new password")
     assert urlsplit(page.url).path == "/console/"
+
+
+async def test_start_up_says_how_to_create_the_first_operator(console_world, caplog) -> None:
+    caplog.set_level("WARNING", logger="hub.console.app")
+    world = await console_world()
+    assert "vethub admin create-user" in caplog.text and "--role operator" in caplog.text
+    await world.add_user("operator", "ops@vethub.example")
+    caplog.clear()
+    await console_world()  # a second app on a hub with an operator: no hint
+    assert "create-user" not in caplog.text
