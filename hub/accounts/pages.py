@@ -132,8 +132,12 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         fields = [f for f in FORM_FIELDS if f[0] in missing or f[0].split(".")[0] in missing]
         extra = [m for m in missing if m not in {f[0] for f in FORM_FIELDS} and m.split(".")[0] not in
                  {f[0].split(".")[0] for f in FORM_FIELDS} and m != "company"]
+        async with hub.sessionmaker() as session:
+            company = await session.get(Company, req.company_id) if req.company_id else None
         return page("complete_form.html.j2", req=req, token=token, fields=fields, extra=extra,
-                    labels=onboarding.label, hub_name=hub.config.hub.name, for_whom=req.practice_name)
+                    labels=onboarding.label, hub_name=hub.config.hub.name, for_whom=req.practice_name,
+                    question=(req.extra or {}).get("company_question") if "answer" in missing else None,
+                    company_name=company.name if company else None)
 
     async def complete_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]

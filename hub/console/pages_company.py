@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from hub.accounts import manage, onboarding, switching
+from hub.accounts import asking, manage, onboarding, switching
 from hub.accounts.models import REQUEST_STATES, AccountRequest, SwitchRequest
 from hub.accounts.report import CONTENT_TYPES, STAGE_LABELS, STAGES
 from hub.accounts.report import render as render_report
@@ -188,6 +188,24 @@ async def account_request_decide(request: web.Request) -> web.StreamResponse:
     except onboarding.OnboardingError as err:
         return await _request_page(request, request_id, status=err.status, error=err.message)
     raise web.HTTPSeeOther(f"/console/account-requests/{request_id}?notice={action}ed")
+
+
+@routes.post("/account-requests/{id}/ask")
+@requires(*ADMINS)
+async def account_request_ask(request: web.Request) -> web.StreamResponse:
+    """Ask the practice for more: a free-text question and/or named fields; it gets a new link."""
+    hub, me = request.app[HUB_KEY], request[PRINCIPAL]
+    request_id = path_id(request)
+    form = await request.post()
+    fields = form_value(form, "fields", 500).replace(",", " ").split()
+    try:
+        async with hub.transaction() as session:
+            req = await scoped_request(session, me, request_id)
+            await asking.ask_for_information(session, hub, req, actor=me.actor, fields=fields,
+                                             question=form_value(form, "question"))
+    except onboarding.OnboardingError as err:
+        return await _request_page(request, request_id, status=err.status, error=err.message)
+    raise web.HTTPSeeOther(f"/console/account-requests/{request_id}?notice=asked")
 
 
 # --- the onboarding report ---------------------------------------------------------------------------

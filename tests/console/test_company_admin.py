@@ -4,6 +4,7 @@ the onboarding report with CSV and PDF, and another tenant's pages answering 404
 from __future__ import annotations
 
 import csv
+import re
 import io
 from datetime import date
 from urllib.parse import urlsplit
@@ -132,3 +133,39 @@ async def test_account_request_accept_and_onboarding_report(console_world, brows
     await page.get_by_role("button", name="Show report").click()
     await page.wait_for_load_state()
     assert "No account requests in this period." in await page.locator("table").inner_text()
+
+
+async def test_ask_the_practice_for_more_information(console_world, browser, check, smtp_sink) -> None:
+    world = await console_world(email={"backend": "smtp", "host": "127.0.0.1", "port": smtp_sink.port,
+                                       "tls": "none", "from_address": "hub@vethub.example"})
+    await world.add_user("company_admin", "admin@readright.example", company="read-right")
+    async with world.hub.transaction() as s:
+        req, _ = await onboarding.submit_request(s, world.hub, REQUEST)
+    await world.hub.jobs.run_until_idle()
+    before = len(smtp_sink.messages)
+    page = await (await browser.new_context()).new_page()
+    await sign_in(page, world, "admin@readright.example")
+    await page.goto(world.url(f"/console/account-requests/{req.id}"))
+    await page.get_by_label("Your question").fill("Do you read your own ultrasound?")
+    await page.get_by_label("Details to fill in").fill("vat_number")
+    await page.get_by_role("button", name="Send to the practice").click()
+    await page.wait_for_load_state()
+    assert "information requested" in await page.locator("dl.facts").inner_text()
+    await world.hub.jobs.run_until_idle()
+    mail = smtp_sink.messages[before].message
+    text = mail.get_body(("plain",)).get_content()
+    assert "Do you read your own ultrasound?" in text and "Vat number" in text
+    url = urlsplit(re.search(r"(http\S+/complete\?token=\S+)", text).group(1))
+
+    practice = await (await browser.new_context()).new_page()
+    await practice.goto(world.url(f"{url.path}?{url.query}"))
+    assert "Do you read your own ultrasound?" in await practice.locator("main").inner_text()
+    await check.page(practice, "complete-request")
+    await practice.get_by_label("Your answer").fill("No, we send every study out.")
+    await practice.get_by_label("Vat number").fill("GB123456789")
+    await practice.get_by_role("button", name="Send").click()
+    await practice.wait_for_load_state()
+
+    await page.reload()
+    facts = await page.locator("dl.facts").inner_text()
+    assert "awaiting approval" in facts and "No, we send every study out." in facts and "GB123456789" in facts
