@@ -4,8 +4,8 @@ the onboarding report with CSV and PDF, and another tenant's pages answering 404
 from __future__ import annotations
 
 import csv
-import re
 import io
+import re
 from datetime import date
 from urllib.parse import urlsplit
 
