@@ -111,6 +111,11 @@ class CompanyConfig(Section):
     modalities: list[str] = Field(default_factory=list)
     destination: DicomDestination | None = None
     auto_approve: bool = False
+    # Cases: where case notifications go (default: email), hours to report per urgency, and
+    # the AE title the company sends reports back from.
+    reading_email: str | None = None
+    turnaround_hours: dict[Literal["routine", "priority", "stat"], float] = Field(default_factory=dict)
+    report_ae: str | None = Field(None, min_length=1, max_length=16)
 
 
 class PracticeConfig(Section):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.db import migrate
-from hub.db.engine import is_sqlite, make_engine, make_sessionmaker
+from hub.db.engine import is_sqlite, make_engine, make_read_engine, make_sessionmaker
 from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
 
@@ -32,6 +32,10 @@ class Hub:
         self.clock: Clock = clock or SystemClock()
         self.engine: AsyncEngine = make_engine(config.database.url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        # Reads that write nothing use their own connections on SQLite (see make_read_engine).
+        self.read_engine: AsyncEngine = make_read_engine(config.database.url, self.engine)
+        self.read_sessionmaker: async_sessionmaker[AsyncSession] = (
+            self.sessionmaker if self.read_engine is self.engine else make_sessionmaker(self.read_engine))
         self.jobs = JobQueue(self)
         self.http: aiohttp.ClientSession | None = None
         self.channels: dict[str, Any] = {}
@@ -51,6 +55,14 @@ class Hub:
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.config.database.url)
+
+    def read_session(self) -> AsyncSession:
+        """A session for reads only (``async with hub.read_session() as session``).
+
+        On SQLite it never waits for the writer nor holds it up; a write through it fails.
+        Use :meth:`transaction` for anything that writes.
+        """
+        return self.read_sessionmaker()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -127,6 +139,8 @@ class Hub:
             await self.http.close()
             self.http = None
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
         self.started = False
 
     def _register_job_handlers(self) -> None:

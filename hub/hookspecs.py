@@ -28,13 +28,14 @@ if TYPE_CHECKING:
     from hub.accounts.policy import Decision, SwitchFacts, SwitchRequestLike
     from hub.core import Hub
     from hub.db.models import Company
+    from hub.imaging.case_status import CaseStatusEvent
     from hub.imaging.routing import AccountFacts, CaseRequest, RouteDecision, StudyFacts
     from hub.jobs import JobHandler
     from hub.messaging.channel import Channel
     from hub.messaging.verdict import ContactContext, Verdict
     from hub.pims.connector import PimsConnector
 
-HOOK_API_VERSION = (1, 1)
+HOOK_API_VERSION = (1, 2)
 """The version of this hook API as (major, minor).
 
 A minor step adds hooks or optional arguments; a major step changes or removes one. A plugin
@@ -273,10 +274,18 @@ def vethub_onboarding_missing_fields(request: Mapping[str, Any], company: Compan
 def vethub_reminder_schedule(reminder: Any, practice: Any) -> Any:
     """Decide when and how a PIMS reminder is sent.
 
-    :param reminder: the reminder (patient, service, due date).
-    :param practice: its practice (time zone, preferences).
-    :returns: a schedule (send dates and channels), or ``None`` for the next implementation.
-        **Stops at the first non-None result.**
+    Called by the reminder run (a durable periodic job) for each reminder the PIMS lists as
+    due, inside the practice's sending hours. Each step is written once (its idempotency key is
+    the reminder and the step's name) and sent only over a channel the contact verdict allows.
+    The built-in policy (``plugins/policies/reminders.py``) contacts 28 and 7 days before and
+    14 days after, by email, then SMS, then postcard.
+
+    :param reminder: a :class:`hub.clients.schedule.ReminderFacts` (service, due date,
+        patient status, species).
+    :param practice: a :class:`hub.clients.schedule.PracticeReminderFacts` (time zone,
+        sending hours).
+    :returns: a :class:`hub.clients.schedule.ReminderSchedule` (steps and channel order), or
+        ``None`` for the next implementation. **Stops at the first non-None result.**
     """
 
 
@@ -313,6 +322,20 @@ def vethub_instance_stored(hub: Hub, instance: Any) -> Awaitable[None] | None:
 @hookspec
 def vethub_study_stable(hub: Hub, study: Any) -> Awaitable[None] | None:
     """A study received no new instance for ``stable_age`` seconds."""
+
+
+@hookspec
+def vethub_case_status(hub: Hub, change: CaseStatusEvent) -> Awaitable[None] | None:
+    """A case's status changed (submitted, routed, delivered, reported, failed, cancelled).
+
+    Fired after the change is committed, from a job written with it (at least once, in the
+    order of the changes of one case), so a listener may open its own transaction. Added in
+    hook API 1.2.
+
+    :param change: a :class:`hub.imaging.case_status.CaseStatusEvent`: ``case_id``,
+        ``practice_id``, ``company_id``, ``study_id``, ``status``, ``previous`` (None for a new
+        case), ``actor`` (who made the change), ``at`` and ``note`` (for ``failed``, the reason).
+    """
 
 
 @hookspec

@@ -19,8 +19,8 @@ Decision = Literal["allow", "veto", "defer"]
 #: Categories a person can unsubscribe from (emails carry List-Unsubscribe for these).
 UNSUBSCRIBABLE = frozenset({"reminder", "appointment", "survey", "loyalty", "marketing"})
 #: Categories about a patient: the client needs at least one active patient.
-PATIENT_RELATED = frozenset({"reminder", "appointment", "survey"})
-CATEGORIES = frozenset({"reminder", "appointment", "survey", "loyalty", "marketing", "account"})
+PATIENT_RELATED = frozenset({"reminder", "appointment", "survey", "results"})
+CATEGORIES = frozenset({"reminder", "appointment", "survey", "loyalty", "marketing", "account", "results"})
 CHANNELS = ("email", "sms", "postcard")
 
 

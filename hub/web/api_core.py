@@ -142,7 +142,7 @@ async def whoami(request: web.Request) -> WhoAmI:
 @routes.get("/api/companies", summary="Companies the caller may see", response=CompanyList)
 async def list_companies(request: web.Request) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:
         ids = await principal.company_ids(session)
         stmt = select(Company).order_by(Company.id)
         if ids is not None:
@@ -153,7 +153,7 @@ async def list_companies(request: web.Request) -> dict[str, Any]:
 @routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList)
 async def list_practices(request: web.Request) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:
         ids = await principal.practice_ids(session)
         stmt = select(Practice).order_by(Practice.id)
         if ids is not None:
@@ -165,14 +165,14 @@ async def list_practices(request: web.Request) -> dict[str, Any]:
             errors=(404,))
 async def get_practice(request: web.Request, path: IdPath) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:
         return practice_json(await scoped_practice(session, principal, path.id))
 
 
 @routes.get("/api/events", summary="Operator events, newest first", query=EventQuery, response=EventList)
 async def list_events(request: web.Request, query: EventQuery) -> dict[str, Any]:
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:
         ids = await principal.practice_ids(session)
         rows = await events.list_events(session, kind=query.kind, practice_ids=ids)
     return {"items": [
@@ -191,6 +191,6 @@ def job_json(j: Job) -> dict[str, Any]:
 async def list_jobs(request: web.Request, query: JobQuery) -> dict[str, Any]:
     require_role(request, "operator")
     hub = request.app[HUB_KEY]
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:
         rows = await jobs.list_jobs(session, status=query.status, kind=query.kind)
     return {"items": [job_json(j) for j in rows]}

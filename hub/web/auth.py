@@ -38,7 +38,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(401, "missing_token", "this route needs `Authorization: Bearer <token>`")
     hub = request.app[HUB_KEY]
     try:
-        async with hub.sessionmaker() as session:
+        async with hub.read_session() as session:
             principal = await authenticate(session, token.strip(), hub.clock.now())
     except AuthError as err:
         raise ApiError(err.status, err.code, err.message) from err

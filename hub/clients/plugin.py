@@ -1,0 +1,66 @@
+"""The clients domain as a built-in plugin: config section, routes, CLI, the reminder job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from hub.clients.config import ClientsConfig, clients_config
+from hub.hookspecs import hookimpl
+from hub.jobs import JobContext
+
+
+@hookimpl
+def vethub_config_sections() -> dict[str, Any]:
+    return {"clients": ClientsConfig}
+
+
+@hookimpl
+def vethub_web_routes(hub: Any) -> list[web.AbstractRouteDef]:
+    from hub.clients import api, survey_pages
+
+    return [*api.routes, *survey_pages.routes, *survey_pages.pages]
+
+
+@hookimpl
+def vethub_template_dirs() -> list[Path]:
+    return [Path(__file__).parent / "templates"]
+
+
+@hookimpl
+def vethub_cli_commands() -> list[click.Command]:
+    from hub.clients.cli import clients_group
+
+    return [clients_group]
+
+
+async def reminder_job(hub: Any, job: JobContext) -> None:
+    """One tick of the schedule: reminders, then surveys after visits."""
+    from hub.clients.reminders import run_reminders
+
+    await run_reminders(hub, job.payload.get("practice"), surveys=True)
+
+
+@hookimpl
+def vethub_job_handlers() -> dict[str, Any]:
+    from hub.clients.reminders import JOB_KIND
+
+    return {JOB_KIND: reminder_job}
+
+
+async def _ensure_schedule(hub: Any) -> None:
+    from hub.clients.reminders import JOB_KIND, SCHEDULE_NAME
+
+    every = clients_config(hub).reminder_every_seconds
+    async with hub.transaction() as session:
+        schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {},
+                                                  max(every, 1))
+        schedule.enabled = every > 0
+
+
+@hookimpl
+def vethub_startup(hub: Any) -> Any:
+    return _ensure_schedule(hub)
