@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy import select
@@ -89,10 +90,10 @@ async def session_and_csrf(request: web.Request, handler: Handler) -> web.Stream
         except sessions.SignInRefused as err:
             token = ""
             if err.suspended is not None and not request.path.startswith(OPEN_PATHS):
-                response = render(request, "suspended.html.j2", status=403, title="Access suspended",
-                                  suspended=err.suspended)
-                response.del_cookie(SESSION_COOKIE, path="/")
-                return response
+                page = render(request, "suspended.html.j2", status=403, title="Access suspended",
+                              suspended=err.suspended)
+                page.del_cookie(SESSION_COOKIE, path="/")
+                return page
     binding = token or request.cookies.get(PRE_COOKIE, "")
     if not binding:
         binding = new_pre = secrets.token_urlsafe(24)
@@ -105,8 +106,8 @@ async def session_and_csrf(request: web.Request, handler: Handler) -> web.Stream
                           message="This form was not sent from this console session (its security token "
                                   "is missing or old). Go back, reload the page and send it again.")
     if PRINCIPAL not in request and not request.path.startswith(OPEN_PATHS):
-        raise web.HTTPSeeOther(location=f"/console/sign-in?next={request.path_qs}" if request.path != "/console/"
-                               else "/console/sign-in")
+        raise web.HTTPSeeOther(location=f"/console/sign-in?next={quote(request.path_qs)}"
+                               if request.path != "/console/" else "/console/sign-in")
     response = await handler(request)
     if new_pre is not None:
         set_cookie(response, hub, PRE_COOKIE, new_pre)

@@ -140,7 +140,7 @@ async def account_requests(request: web.Request) -> web.StreamResponse:
         stmt = stmt.where(AccountRequest.company_id == me.company_id)
     async with hub.sessionmaker() as session:
         names = dict((await session.execute(select(Company.id, Company.name))).all())
-        rows = [{**onboarding.request_json(r), "company": names.get(r.company_id, ""),
+        rows = [{**onboarding.request_json(r), "company": names.get(r.company_id or 0, ""),
                  "state_label": r.state.replace("_", " "), "requested": r.requested_at.strftime("%Y-%m-%d"),
                  "missing": ", ".join(onboarding.label(m) for m in r.missing_fields or [])}
                 for r in (await session.execute(stmt)).scalars()]
@@ -326,7 +326,7 @@ async def _switch_page(request: web.Request, switch_id: int, *, status: int = 20
     hub, me = request.app[HUB_KEY], request[PRINCIPAL]
     async with hub.sessionmaker() as session:
         sr = await session.get(SwitchRequest, switch_id)
-        if not visible_switch(me, sr):
+        if sr is None or not visible_switch(me, sr):
             raise NotFound.of("switch request")
         data = switching.switch_json(sr, await switching.load_steps(session, sr.id))
         practice = await session.get(Practice, sr.practice_id)
@@ -357,7 +357,7 @@ async def switch_respond(request: web.Request) -> web.StreamResponse:
     try:
         async with hub.transaction() as session:
             sr = await session.get(SwitchRequest, switch_id)
-            if not visible_switch(me, sr):
+            if sr is None or not visible_switch(me, sr):
                 raise NotFound.of("switch request")
             if me.is_operator:
                 await switching.operator_decide(session, hub, switch_id, action, actor=me.actor, note=note)

@@ -79,7 +79,7 @@ async def rejected_associations(request: web.Request) -> web.StreamResponse:
         names = dict((await session.execute(select(Practice.id, Practice.name))).all())
         found = await events.list_events(session, kind=REJECTED_ASSOCIATION,
                                          practice_ids=await me.practice_ids(session), limit=1000)
-    rows = [{"at": e.at.strftime("%Y-%m-%d %H:%M:%S"), "practice": names.get(e.practice_id, ""),
+    rows = [{"at": e.at.strftime("%Y-%m-%d %H:%M:%S"), "practice": names.get(e.practice_id or 0, ""),
              "message": e.message, "calling_ae": str((e.data or {}).get("calling_ae", "")),
              "address": str((e.data or {}).get("address", (e.data or {}).get("peer", "")))} for e in found]
     shown = listing.build(rows, EVENT_COLUMNS, request.query, request.path)

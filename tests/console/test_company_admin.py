@@ -37,7 +37,7 @@ async def test_accounts_filter_csv_suspend_and_reapprove(console_world, browser,
     assert await table.locator("tr").count() == 2  # not ScanCo's practice
     await check.page(admin, "accounts")
 
-    await admin.get_by_label("Practice", exact=True).fill("oak")
+    await admin.get_by_label("Filter by Practice").fill("oak")
     await admin.get_by_role("button", name="Filter").click()
     await admin.wait_for_url("**f_practice=oak**")
     assert await table.locator("tr").count() == 1
