@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import aiohttp
 from sqlalchemy.engine import make_url
@@ -21,6 +21,52 @@ from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class HubKey(Generic[T]):
+    """A typed key for per-hub state kept by a domain or a plugin (``hub.state[KEY]``).
+
+    Like aiohttp's ``AppKey``: the key's type parameter is the value's type, so ``mypy`` checks
+    what is stored and read, and two plugins cannot collide on a string. State lives and dies
+    with its hub, never in a module global shared by every hub in the process.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<HubKey {self.name}>"
+
+
+class HubState:
+    """The per-hub state mapping: ``state[KEY]``, ``state.get(KEY)``, ``state.setdefault(KEY, f)``."""
+
+    def __init__(self) -> None:
+        self._values: dict[HubKey[Any], Any] = {}
+
+    def __getitem__(self, key: HubKey[T]) -> T:
+        return cast(T, self._values[key])
+
+    def __setitem__(self, key: HubKey[T], value: T) -> None:
+        self._values[key] = value
+
+    def __contains__(self, key: HubKey[Any]) -> bool:
+        return key in self._values
+
+    def get(self, key: HubKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self._values.get(key, default))
+
+    def setdefault(self, key: HubKey[T], factory: Callable[[], T]) -> T:
+        if key not in self._values:
+            self._values[key] = factory()
+        return cast(T, self._values[key])
+
+    def pop(self, key: HubKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self._values.pop(key, default))
 
 
 class Hub:
@@ -40,6 +86,8 @@ class Hub:
         self.http: aiohttp.ClientSession | None = None
         self.channels: dict[str, Any] = {}
         self.started = False
+        self.state = HubState()
+        self._stack = AsyncExitStack()
         # Registrations need no I/O and must precede the web app's route table.
         self._register_job_handlers()
         self._register_channels()
@@ -88,19 +136,6 @@ class Hub:
                 log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
         return results
 
-    async def _call_lifecycle(self, hook_name: str, reverse: bool = False) -> None:
-        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
-        for impl in reversed(impls) if reverse else impls:
-            try:
-                result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as err:
-                if reverse:
-                    log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
-                    continue
-                raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(err).__name__}: {err}") from err
-
     async def prepare_database(self, *, upgrade: bool | None = None) -> None:
         """Upgrade an embedded SQLite database; require PostgreSQL to be upgraded by an operator."""
         url = make_url(self.config.database.url)
@@ -112,22 +147,70 @@ class Hub:
             await migrate.ensure_current(self.engine)
 
     async def start(self, *, upgrade: bool | None = None, lifecycle: bool = True) -> None:
-        """Database, config-declared entities, then (unless a CLI command) plugin start-up hooks."""
+        """Database, config-declared entities, then (unless a CLI command) plugins and transports.
+
+        Everything started is pushed on one exit stack as it starts, so a start-up that fails
+        half-way unwinds exactly what had started, in reverse, and :meth:`stop` does the same.
+        """
         from hub.seed import apply_config_entities
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.prepare_database(upgrade=upgrade)
-        self.http = aiohttp.ClientSession()
-        async with self.transaction() as session:
-            await apply_config_entities(session, self.config)
-        if lifecycle:
-            await self._call_lifecycle("vethub_startup")
-            self.started = True
+        stack = AsyncExitStack()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            await self.prepare_database(upgrade=upgrade)
+            stack.push_async_callback(self._dispose_engines)
+            self.http = aiohttp.ClientSession()
+            stack.push_async_callback(self._close_http)
+            stack.push_async_callback(self._close_channels)
+            async with self.transaction() as session:
+                await apply_config_entities(session, self.config)
+            if lifecycle:
+                await self._start_plugins(stack)
+                from hub.imaging import transport
+
+                await transport.start_all(self)
+                stack.push_async_callback(transport.stop_all, self)
+                self.started = True
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
 
     async def stop(self) -> None:
         await self.jobs.stop()
-        if self.started:
-            await self._call_lifecycle("vethub_shutdown", reverse=True)
+        stack, self._stack = self._stack, AsyncExitStack()
+        await stack.aclose()
+        self.started = False
+
+    async def _start_plugins(self, stack: AsyncExitStack) -> None:
+        """Each plugin's ``vethub_startup``; its ``vethub_shutdown`` is pushed once it started."""
+        shutdowns = {impl.plugin_name: impl for impl in self.pm.hook.vethub_shutdown.get_hookimpls()}
+        starts = list(reversed(self.pm.hook.vethub_startup.get_hookimpls()))
+        started = {impl.plugin_name for impl in starts}
+        # A plugin with a shutdown hook and no start-up hook is shut down last, as before.
+        for name, impl in shutdowns.items():
+            if name not in started:
+                stack.push_async_callback(self._call_shutdown, impl)
+        for impl in starts:
+            try:
+                result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in vethub_startup: "
+                                  f"{type(err).__name__}: {err}") from err
+            if impl.plugin_name in shutdowns:
+                stack.push_async_callback(self._call_shutdown, shutdowns[impl.plugin_name])
+
+    async def _call_shutdown(self, impl: Any) -> None:
+        try:
+            result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("plugin %s failed in vethub_shutdown", impl.plugin_name)
+
+    async def _close_channels(self) -> None:
         for channel in self.channels.values():
             close = getattr(channel, "close", None)
             if close is not None:
@@ -135,13 +218,16 @@ class Hub:
                     await close()
                 except Exception:
                     log.exception("channel %s failed to close", getattr(channel, "name", channel))
+
+    async def _close_http(self) -> None:
         if self.http is not None:
             await self.http.close()
             self.http = None
+
+    async def _dispose_engines(self) -> None:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
-        self.started = False
 
     def _register_job_handlers(self) -> None:
         for impl in self.pm.hook.vethub_job_handlers.get_hookimpls():

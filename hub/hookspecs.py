@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hub.db.models import Company
     from hub.imaging.case_status import CaseStatusEvent
     from hub.imaging.routing import AccountFacts, CaseRequest, RouteDecision, StudyFacts
+    from hub.imaging.transport import ImageTransport
     from hub.jobs import JobHandler
     from hub.messaging.channel import Channel
     from hub.messaging.verdict import ContactContext, Verdict
@@ -163,13 +164,19 @@ def vethub_pims_connectors() -> Sequence[type[PimsConnector]]:
 
 
 @hookspec
-def vethub_image_transports() -> Sequence[type]:
-    """Register image transports (inbound receivers and outbound senders).
+def vethub_image_transports(hub: Hub) -> Sequence[ImageTransport]:
+    """Register image transports: how images come in and how routed cases go out.
 
-    Called at start-up. Inbound transports (DICOM C-STORE SCP) hand received instances to the
-    imaging service; outbound transports forward a routed case to a company.
+    Called once when the hub starts, after the plugins' start-up hooks. Each object satisfies
+    :class:`hub.imaging.transport.ImageTransport`: a ``name``; ``async start()`` and ``async
+    stop()``, which the core calls with the hub (inbound: bind, receive, hand instances to the
+    imaging service); a ``destination_key`` naming the key of a company's ``settings`` that
+    this transport delivers to; and a ``delivery_job``, the job kind (registered by the same
+    plugin through :func:`vethub_job_handlers`) that the core enqueues with ``{"case_id"}`` to
+    deliver a routed case there. A company no transport delivers to gets its cases in the hub.
 
-    :returns: transport classes. Every plugin's result counts.
+    :param hub: the hub being started.
+    :returns: transport objects. Every plugin's result counts; two with one name is an error.
     """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,12 @@ async def _ensure_schedule(hub: Any) -> None:
     from hub.clients.reminders import JOB_KIND, SCHEDULE_NAME
 
     every = clients_config(hub).reminder_every_seconds
+    # The first tick comes one interval after the schedule is first declared: a hub starting
+    # for the first time has synced no PIMS yet, so there is nothing to remind anyone of.
+    first = hub.clock.now() + timedelta(seconds=max(every, 1))
     async with hub.transaction() as session:
         schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {},
-                                                  max(every, 1))
+                                                  max(every, 1), first_run_at=first)
         schedule.enabled = every > 0
 
 

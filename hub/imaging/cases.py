@@ -23,7 +23,7 @@ from hub.auth import Principal
 from hub.db.models import Account, Company
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
 from hub.imaging.case_status import change_status
-from hub.imaging.delivery import FORWARD_JOB, dispatch
+from hub.imaging.delivery import dispatch
 from hub.imaging.models import (
     RECEIVING,
     Case,
@@ -40,7 +40,7 @@ from hub.imaging.turnaround import arm, due_at
 if TYPE_CHECKING:
     from hub.core import Hub
 
-__all__ = ["FORWARD_JOB", "Attachment", "CaseSubmission", "DuplicateCase", "cancel_case",
+__all__ = ["Attachment", "CaseSubmission", "DuplicateCase", "cancel_case",
            "find_case", "submit_case", "visible_cases"]
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,11 @@
 """How a routed case reaches its company, and the email that tells the company it arrived.
 
-A company with ``settings["dicom_destination"]`` gets its cases by C-STORE (images plus the
-request object, by the ``dicom.forward_case`` job); any other company gets them in the hub
-itself: listed at ``GET /api/cases``, images as a zip and over DICOMweb WADO-RS. Either way,
-once delivered, the company's reading address gets an email with the request and a link.
+A company whose settings name a destination that an image transport delivers to (the built-in
+DICOM transport: ``settings["dicom_destination"]``, by C-STORE, images plus the request object)
+gets its cases through that transport's delivery job (:mod:`hub.imaging.transport`); any other
+company gets them in the hub itself: listed at ``GET /api/cases``, images as a zip and over
+DICOMweb WADO-RS. Either way, once delivered, the company's reading address gets an email with
+the request and a link.
 """
 
 from __future__ import annotations
@@ -16,19 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.db.models import Company, Practice
 from hub.imaging.case_status import change_status
 from hub.imaging.models import Case, CaseAttachment, CaseStatus, Delivery, Study
+from hub.imaging.transport import for_destination
 from hub.messaging import links
 from hub.messaging.outbound import queue_email
 
 if TYPE_CHECKING:
     from hub.core import Hub
 
-FORWARD_JOB = "dicom.forward_case"
 HUB_ACTOR = "hub"
-
-
-def delivery_of(company: Company) -> Delivery:
-    return Delivery.DICOM if isinstance((company.settings or {}).get("dicom_destination"), dict) \
-        else Delivery.HUB
 
 
 def reading_address(company: Company) -> str | None:
@@ -52,12 +49,15 @@ def describe_settings(destination: dict | None, reading: str | None) -> str:
 
 
 async def dispatch(session: AsyncSession, hub: Hub, case: Case, company: Company) -> None:
-    """Start delivering a routed case (flushes): enqueue the forward, or deliver in the hub."""
-    case.delivery = delivery_of(company)
-    if case.delivery == Delivery.DICOM:
-        await hub.jobs.enqueue(session, FORWARD_JOB, {"case_id": case.id},
-                               idempotency_key=f"{FORWARD_JOB}:{case.id}")
+    """Start delivering a routed case (flushes): enqueue the transport's delivery job, or
+    deliver in the hub."""
+    transport = for_destination(hub, company.settings)
+    if transport is not None and transport.delivery_job:
+        case.delivery = transport.name
+        job = transport.delivery_job
+        await hub.jobs.enqueue(session, job, {"case_id": case.id}, idempotency_key=f"{job}:{case.id}")
         return
+    case.delivery = Delivery.HUB
     await mark_delivered(session, hub, case, note="in the hub: listed, zip and DICOMweb")
 
 

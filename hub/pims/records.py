@@ -39,7 +39,8 @@ class ClientRecord:
     status: str = "active"
     client_class: str | None = None
     balance: Decimal | None = None
-    comms_disabled: bool = False
+    #: the PIMS's "no communications" flag; None when this PIMS cannot say (unknown)
+    comms_disabled: bool | None = False
     email: str | None = None
     phone_home: str | None = None
     phone_work: str | None = None

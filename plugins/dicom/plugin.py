@@ -1,7 +1,9 @@
-"""Built-in plugin: the DICOM receiver (inbound transport) and forwarder (outbound transport).
+"""Built-in plugin: the DICOM image transport — receiver (inbound) and forwarder (outbound).
 
-The receiver starts with the hub when the config has a ``[dicom]`` section (and
-``enabled = true``, the default) and stops with it.
+The core starts the transport with the hub (:mod:`hub.imaging.transport`); its receiver runs
+when the config has a ``[dicom]`` section (and ``enabled = true``, the default). The core
+enqueues the transport's ``delivery_job`` for a company whose settings hold a
+``dicom_destination``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from hub.hookspecs import hookimpl
-from hub.imaging.cases import FORWARD_JOB
 
 from .config import DicomConfig
 from .forwarder import forward_case
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from hub.core import Hub
 
 log = logging.getLogger(__name__)
+
+#: the job that forwards a routed case to its company's PACS (payload ``{"case_id"}``)
+FORWARD_JOB = "dicom.forward_case"
 
 # One receiver per running hub (tests run several hubs in one process).
 _receivers: WeakKeyDictionary[Hub, DicomReceiver] = WeakKeyDictionary()
@@ -49,8 +53,30 @@ def vethub_job_handlers():
 
 
 @hookimpl
-def vethub_image_transports():
-    return [DicomReceiver]
+def vethub_image_transports(hub: Hub) -> list[DicomTransport]:
+    return [DicomTransport(hub)]
+
+
+class DicomTransport:
+    """The DICOM image transport: C-STORE SCP in (when ``[dicom]`` is configured and enabled),
+    C-STORE SCU out to a company's ``settings["dicom_destination"]``."""
+
+    name = "dicom"
+    destination_key = "dicom_destination"
+    delivery_job = FORWARD_JOB
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def start(self) -> None:
+        config: DicomConfig | None = self.hub.config.section("dicom")
+        if config is not None and config.enabled:
+            await _start(self.hub, config)
+
+    async def stop(self) -> None:
+        receiver = _receivers.pop(self.hub, None)
+        if receiver is not None or self.hub in _processes:
+            await _stop(self.hub, receiver)
 
 
 async def _start(hub: Hub, config: DicomConfig) -> None:
@@ -78,19 +104,3 @@ async def _stop(hub: Hub, receiver: DicomReceiver | None) -> None:
         await processes.stop()  # the hub's own receiver last
     elif receiver is not None:
         await receiver.stop()
-
-
-@hookimpl
-def vethub_startup(hub: Hub):
-    config: DicomConfig | None = hub.config.section("dicom")
-    if config is None or not config.enabled:
-        return None
-    return _start(hub, config)
-
-
-@hookimpl
-def vethub_shutdown(hub: Hub):
-    receiver = _receivers.pop(hub, None)
-    if receiver is None and hub not in _processes:
-        return None
-    return _stop(hub, receiver)

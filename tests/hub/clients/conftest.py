@@ -63,6 +63,7 @@ async def world_factory(hub_factory, pims_practice, tmp_path: Path,
             "accounts": [{"practice": "oak", "company": "rads"},
                          {"practice": "elm", "company": "rads"}],
             "email": email_section(smtp_sink),
+            "clients": {"reminder_every_seconds": 900},
             **(extra or {}),
         }
         hub = await hub_factory(config, clock=clock)

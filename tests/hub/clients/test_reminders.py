@@ -158,6 +158,10 @@ async def test_the_schedule_runs_the_job(world: World) -> None:
     assert schedule is not None and schedule.enabled and schedule.every_seconds == 900
     await world.hub.jobs.run_until_idle()
     async with world.hub.sessionmaker() as s:
+        assert (await s.execute(select(func.count()).select_from(ReminderStep))).scalar_one() == 0
+    world.clock.advance(seconds=900)  # the first tick is one interval after the first start
+    await world.hub.jobs.run_until_idle()
+    async with world.hub.sessionmaker() as s:
         written = (await s.execute(select(func.count()).select_from(ReminderStep))).scalar_one()
         sent = (await s.execute(select(func.count()).select_from(Communication).where(
             Communication.status == "sent"))).scalar_one()
