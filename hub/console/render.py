@@ -28,12 +28,15 @@ MENU: dict[str, list[tuple[str, str]]] = {
                  ("/console/sync", "PIMS sync"), ("/console/plugins", "Plugins"), ("/console/tokens", "Tokens"),
                  ("/console/accounts", "Accounts"), ("/console/account-requests", "Account requests"),
                  ("/console/reports/onboarding", "Onboarding report"),
-                 ("/console/switch-requests", "Switch requests"), ("/console/colleagues", "Users")],
+                 ("/console/switch-requests", "Switch requests"), ("/console/clients", "Clients"),
+                 ("/console/reminders", "Retention calendar"), ("/console/colleagues", "Users")],
     "company_admin": [("/console/", "Home"), ("/console/accounts", "Accounts"),
                       ("/console/account-requests", "Account requests"),
                       ("/console/reports/onboarding", "Onboarding report"),
                       ("/console/switch-requests", "Switch requests"), ("/console/colleagues", "Colleagues")],
-    "practice_staff": [("/console/", "Home"), ("/console/switch-requests", "Switch or add a company"),
+    "practice_staff": [("/console/", "Home"), ("/console/clients", "Clients"),
+                       ("/console/reminders", "Retention calendar"),
+                       ("/console/switch-requests", "Switch or add a company"),
                        ("/console/colleagues", "Colleagues")],
 }
 #: Messages a redirect may ask for by key (``?notice=saved``); never text from the URL itself.
