@@ -128,13 +128,13 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
 
 
 def create_console(hub: Hub) -> web.Application:
-    from hub.console import pages_auth, pages_company, pages_operator, pages_practice
+    from hub.console import pages_auth, pages_cases, pages_company, pages_operator, pages_practice
 
     console = web.Application(middlewares=[security_headers, html_errors, session_and_csrf])
     console[HUB_KEY] = hub
     console[LOCKOUT_KEY] = Lockout()
     console.router.add_static("/static/", STATIC, name="static")
-    for module in (pages_auth, pages_company, pages_operator, pages_practice):
+    for module in (pages_auth, pages_company, pages_operator, pages_practice, pages_cases):
         console.add_routes(module.routes)
     return console
 
