@@ -72,3 +72,31 @@ async def test_account_request_form_in_the_console_look(console_world, browser, 
     await page.wait_for_load_state()
     assert await page.locator("h1").inner_text() == "Request received"
     await check.page(page, "account-request-received")
+
+
+async def test_survey_page_in_the_console_look(console_world, browser, check) -> None:
+    from hub.clients.models import SurveyRequest
+    from hub.clients.surveys import token_for
+
+    world = await console_world()
+    await world.add_practice("oak-vets", "Oak Vets", ["read-right"])
+    client_id = await _client(world)
+    async with world.hub.transaction() as s:
+        survey = SurveyRequest(practice_id=world.practices["oak-vets"], client_id=client_id,
+                               visit_external_id="V1", status="queued")
+        s.add(survey)
+        await s.flush()
+        survey_id = survey.id
+    page = await (await browser.new_context()).new_page()
+    await page.goto(world.url(f"/surveys/{token_for(world.hub, survey_id, world.hub.clock.now())}"))
+    assert await page.locator("h1").inner_text() == "How was your visit to Oak Vets?"
+    await check.page(page, "survey")
+    await page.get_by_label("4").check()
+    await page.get_by_label("Anything to add? (optional)").fill("Kind staff")
+    await page.get_by_role("button", name="Send").click()
+    await page.wait_for_load_state()
+    assert await page.locator("h1").inner_text() == "Thank you"
+    await check.page(page, "survey-answered")
+    async with world.hub.sessionmaker() as s:
+        answered = await s.get(SurveyRequest, survey_id)
+        assert (answered.rating, answered.comment) == (4, "Kind staff")
