@@ -4,6 +4,8 @@ the report; the practice sees the report. All through :mod:`hub.imaging`'s servi
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +22,9 @@ from hub.imaging import cases as case_service
 from hub.imaging import reports as report_service
 from hub.imaging.api import MAGIC, MAX_ATTACHMENT, MAX_ATTACHMENTS, MAX_REPORT_PDF, study_summary
 from hub.imaging.api_models import case_detail, case_summary
-from hub.imaging.models import Case, CaseAttachment, Study, Urgency
+from hub.imaging.dicomweb import _zip as zip_instances
+from hub.imaging.dicomweb import storage_root
+from hub.imaging.models import Case, CaseAttachment, Instance, Study, Urgency
 from hub.web.keys import HUB_KEY
 
 routes = web.RouteTableDef()
@@ -195,6 +199,34 @@ async def post_report(request: web.Request) -> web.StreamResponse:
             raise
         return await _case_page(request, case_id, status=err.status, error=err.message)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}?notice=saved#reports")
+
+
+@routes.get("/cases/{id}/images.zip")
+async def images_zip(request: web.Request) -> web.StreamResponse:
+    """The case's DICOM images as a zip, built on disk and streamed (as the API's images.zip)."""
+    hub, me = request.app[HUB_KEY], request[PRINCIPAL]
+    async with hub.sessionmaker() as session:
+        case = await case_service.find_case(session, me, path_id(request))
+        instances = list((await session.execute(
+            select(Instance).where(Instance.study_id == case.study_id).order_by(Instance.id))).scalars())
+    if not instances:
+        raise NotFound("this case's study has no stored images")
+    target = hub.data_dir / "tmp" / f"console-case-{case.id}-{secrets.token_hex(6)}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await asyncio.to_thread(zip_instances, storage_root(hub), instances, target)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="case-{case.id}-images.zip"'})
+        response.content_length = target.stat().st_size
+        await response.prepare(request)
+        with target.open("rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, 1024 * 1024):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        target.unlink(missing_ok=True)
 
 
 @routes.get("/cases/{id}/attachments/{aid}")

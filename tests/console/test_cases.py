@@ -4,10 +4,12 @@ admin gets 404."""
 
 from __future__ import annotations
 
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
-from hub.imaging.models import Study
+from hub.imaging.dicomweb import storage_root
+from hub.imaging.models import Instance, Study
 
 from .console_world import go, sign_in
 
@@ -18,11 +20,21 @@ async def test_submit_a_case_report_it_and_see_the_report(console_world, browser
     world = await console_world()
     await world.add_practice("oak-vets", "Oak Vets", ["read-right"])
     at = world.hub.clock.now() - timedelta(hours=1)
+    stored = storage_root(world.hub) / "oak" / "1.dcm"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(b"\x00" * 128 + b"DICM" + b"fake dataset")
     async with world.hub.transaction() as s:
-        s.add(Study(practice_id=world.practices["oak-vets"], study_instance_uid="1.2.826.0.1.99", modality="DX",
-                    modalities=["DX"], instance_count=3, size_bytes=3000, status="stable", animal_name="Rex",
-                    species="Canine", responsible_person="Ann Lee", study_description="Thorax 2 views",
-                    first_received_at=at, last_received_at=at, stable_at=at))
+        study = Study(practice_id=world.practices["oak-vets"], study_instance_uid="1.2.826.0.1.99", modality="DX",
+                      modalities=["DX"], instance_count=1, size_bytes=3000, status="stable", animal_name="Rex",
+                      species="Canine", responsible_person="Ann Lee", study_description="Thorax 2 views",
+                      first_received_at=at, last_received_at=at, stable_at=at)
+        s.add(study)
+        await s.flush()
+        s.add(Instance(practice_id=study.practice_id, study_id=study.id, sop_instance_uid="1.2.826.0.1.99.1.1",
+                       sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1", study_instance_uid=study.study_instance_uid,
+                       series_instance_uid="1.2.826.0.1.99.1", transfer_syntax_uid="1.2.840.10008.1.2.1",
+                       calling_ae="OAKVETS", size_bytes=stored.stat().st_size, path="oak/1.dcm",
+                       received_at=at, updated_at=at))
     await world.add_user("practice_staff", "desk@oak.example", practice="oak-vets")
     await world.add_user("company_admin", "admin@readright.example", company="read-right")
     await world.add_user("company_admin", "admin@scanco.example", company="scan-co")
@@ -57,6 +69,11 @@ async def test_submit_a_case_report_it_and_see_the_report(console_world, browser
     async with admin.expect_download() as dl:
         await admin.get_by_role("link", name="lesion.png").click()
     assert (await (await dl.value).path()).read_bytes() == PNG
+    async with admin.expect_download() as dl:
+        await admin.get_by_role("link", name="Download the images (DICOM, zip)").click()
+    with zipfile.ZipFile(await (await dl.value).path()) as zf:
+        assert zf.namelist() == ["1.2.826.0.1.99.1/1.2.826.0.1.99.1.1.dcm"]
+        assert zf.read(zf.namelist()[0]) == stored.read_bytes()
     await admin.get_by_label("Radiologist").fill("Dr Grey")
     await admin.get_by_label("Findings and conclusion").fill("Bronchial pattern; no pneumonia.")
     await admin.get_by_role("button", name="Post the report").click()
