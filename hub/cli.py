@@ -30,7 +30,10 @@ def cli() -> None:
 @click.option("--host", default=None, help="Override http.host.")
 @click.option("--port", type=int, default=None, help="Override http.port (0 picks a free port).")
 def run(config_path: str | None, log_format: str | None, host: str | None, port: int | None) -> None:
-    """Run the hub daemon until SIGTERM or SIGINT."""
+    """Run the hub daemon (HTTP API, console, DICOM, job workers) until SIGTERM or SIGINT.
+
+    Example: vethub run --config config.example.toml
+    """
     from hub import logging_setup
     from hub.daemon import serve
     from hub.db.migrate import SchemaBehind
@@ -47,7 +50,10 @@ def run(config_path: str | None, log_format: str | None, host: str | None, port:
 @cli.command("check-config")
 @config_option
 def check_config(config_path: str | None) -> None:
-    """Validate the configuration; exit 1 listing every problem, 0 with what is enabled."""
+    """Validate the configuration; exit 1 listing every problem, 0 with what is enabled.
+
+    Example: vethub check-config --config /etc/vethub/vethub.toml
+    """
     config = load_or_exit(config_path)
     pm = get_plugin_manager(config.plugins.disabled)
     click.echo(f"{resolve_path(config_path)}: OK")
@@ -70,7 +76,10 @@ def check_config(config_path: str | None) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(config_path: str | None, as_json: bool) -> None:
-    """List plugins: name, version, origin and the hooks each implements."""
+    """List plugins: name, version, origin and the hooks each implements.
+
+    Example: vethub plugins --json
+    """
     disabled = _disabled_from(config_path)
     try:
         pm = get_plugin_manager(disabled)
@@ -99,13 +108,16 @@ def _disabled_from(config_path: str | None) -> list[str]:
 
 @cli.group()
 def db() -> None:
-    """Database schema."""
+    """The database schema: apply the migrations this version ships."""
 
 
 @db.command()
 @config_option
 def upgrade(config_path: str | None) -> None:
-    """Apply the migrations that ship with this version."""
+    """Apply the migrations that ship with this version (PostgreSQL: before starting replicas).
+
+    Example: vethub db upgrade --config vethub.toml
+    """
 
     async def _go(hub: Hub) -> None:
         click.echo("database is at the current migration")
@@ -115,16 +127,19 @@ def upgrade(config_path: str | None) -> None:
 
 @cli.group()
 def jobs() -> None:
-    """The durable job queue."""
+    """The durable job queue: list, show and replay jobs."""
 
 
 @jobs.command("list")
 @config_option
-@click.option("--status", type=click.Choice(jobs_mod.STATUSES), default=None)
-@click.option("--kind", default=None)
-@click.option("--limit", type=int, default=100)
+@click.option("--status", type=click.Choice(jobs_mod.STATUSES), default=None, help="Only jobs in this state.")
+@click.option("--kind", default=None, help="Only jobs of this kind (e.g. messaging.send).")
+@click.option("--limit", type=int, default=100, help="At most this many, newest first.")
 def jobs_list(config_path: str | None, status: str | None, kind: str | None, limit: int) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first.
+
+    Example: vethub jobs list --status dead
+    """
 
     async def _go(hub: Hub) -> None:
         async with hub.sessionmaker() as session:
@@ -140,7 +155,10 @@ def jobs_list(config_path: str | None, status: str | None, kind: str | None, lim
 @config_option
 @click.argument("job_id", type=int)
 def jobs_show(config_path: str | None, job_id: int) -> None:
-    """Show one job in full."""
+    """Show one job in full, as JSON (payload, attempts, last error).
+
+    Example: vethub jobs show 42
+    """
     from hub.db.models import Job
     from hub.web.api_core import job_json
 
@@ -161,7 +179,10 @@ def jobs_show(config_path: str | None, job_id: int) -> None:
 @click.argument("job_ids", type=int, nargs=-1)
 @click.option("--all-dead", is_flag=True, help="Replay every dead job.")
 def jobs_retry(config_path: str | None, job_ids: tuple[int, ...], all_dead: bool) -> None:
-    """Replay dead jobs (by id, or all of them)."""
+    """Replay dead jobs (by id, or all of them): each is queued again with fresh attempts.
+
+    Example: vethub jobs retry 42 43, or vethub jobs retry --all-dead
+    """
     if not job_ids and not all_dead:
         click.echo("error: name job ids or pass --all-dead", err=True)
         sys.exit(2)
@@ -175,17 +196,21 @@ def jobs_retry(config_path: str | None, job_ids: tuple[int, ...], all_dead: bool
 
 @cli.group()
 def admin() -> None:
-    """Administration."""
+    """Administration: API tokens and sign-ins."""
 
 
 @admin.command("create-token")
 @config_option
-@click.option("--role", type=click.Choice(["operator", "company_admin", "practice_staff"]), required=True)
+@click.option("--role", type=click.Choice(["operator", "company_admin", "practice_staff"]), required=True,
+              help="What the token may do.")
 @click.option("--company", default=None, help="Company slug (company_admin).")
 @click.option("--practice", default=None, help="Practice slug (practice_staff).")
 @click.option("--name", default="", help="What the token is for.")
 def create_token(config_path: str | None, role: str, company: str | None, practice: str | None, name: str) -> None:
-    """Create an API token; it is printed once, alone on the last line."""
+    """Create an API token; it is printed once, alone on the last line.
+
+    Example: vethub admin create-token --role practice_staff --practice demo-clinic --name pims-bridge
+    """
     from sqlalchemy import select
 
     from hub import audit
@@ -223,15 +248,18 @@ admin.add_command(create_user_command)
 
 @cli.group()
 def events() -> None:
-    """Operator events (rejected associations, bounces...)."""
+    """Operator events (rejected associations, bounces, dead jobs...)."""
 
 
 @events.command("list")
 @config_option
-@click.option("--kind", default=None)
-@click.option("--limit", type=int, default=50)
+@click.option("--kind", default=None, help="Only events of this kind (e.g. dicom.association_rejected).")
+@click.option("--limit", type=int, default=50, help="At most this many, newest first.")
 def events_list(config_path: str | None, kind: str | None, limit: int) -> None:
-    """List recent operator events."""
+    """List recent operator events, newest first.
+
+    Example: vethub events list --kind dicom.association_rejected
+    """
     from hub import events as events_mod
 
     async def _go(hub: Hub) -> None:

@@ -351,15 +351,16 @@ def collect_section_models(pm: Any, file: str) -> tuple[dict[str, type[BaseModel
                 problems.append(Problem(file, name, f"section claimed twice (plugin {impl.plugin_name})"))
                 continue
             models[name] = model
-            _SECTION_OWNERS[name] = impl.plugin_name
     return models, problems
 
 
-_SECTION_OWNERS: dict[str, str] = {}
-
-
 def section_owner(pm: Any, name: str) -> str:
-    return _SECTION_OWNERS.get(name, "?")
+    """The plugin of ``pm`` that declared section ``name`` (asked of that manager, not of a
+    process-wide table another hub's plugins may have filled)."""
+    for impl in pm.hook.vethub_config_sections.get_hookimpls():
+        if name in (impl.function() or {}):
+            return str(impl.plugin_name)
+    return "?"
 
 
 def cross_check(file: str, config: HubConfig, pm: Any) -> list[Problem]:

@@ -7,67 +7,24 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.db import migrate
 from hub.db.engine import is_sqlite, make_engine, make_read_engine, make_sessionmaker
+from hub.db.transactions import run_read
 from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
+from hub.state import HubState
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class HubKey(Generic[T]):
-    """A typed key for per-hub state kept by a domain or a plugin (``hub.state[KEY]``).
-
-    Like aiohttp's ``AppKey``: the key's type parameter is the value's type, so ``mypy`` checks
-    what is stored and read, and two plugins cannot collide on a string. State lives and dies
-    with its hub, never in a module global shared by every hub in the process.
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<HubKey {self.name}>"
-
-
-class HubState:
-    """The per-hub state mapping: ``state[KEY]``, ``state.get(KEY)``, ``state.setdefault(KEY, f)``."""
-
-    def __init__(self) -> None:
-        self._values: dict[HubKey[Any], Any] = {}
-
-    def __getitem__(self, key: HubKey[T]) -> T:
-        return cast(T, self._values[key])
-
-    def __setitem__(self, key: HubKey[T], value: T) -> None:
-        self._values[key] = value
-
-    def __contains__(self, key: HubKey[Any]) -> bool:
-        return key in self._values
-
-    def get(self, key: HubKey[T], default: T | None = None) -> T | None:
-        return cast("T | None", self._values.get(key, default))
-
-    def setdefault(self, key: HubKey[T], factory: Callable[[], T]) -> T:
-        if key not in self._values:
-            self._values[key] = factory()
-        return cast(T, self._values[key])
-
-    def pop(self, key: HubKey[T], default: T | None = None) -> T | None:
-        return cast("T | None", self._values.pop(key, default))
-
 
 class Hub:
     """What a running hub is made of; built by :func:`create_hub`, started by :meth:`start`."""
@@ -111,6 +68,12 @@ class Hub:
         Use :meth:`transaction` for anything that writes.
         """
         return self.read_sessionmaker()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a synchronous read ``fn(connection)`` on the read engine in one hand-off (see
+        :func:`hub.db.transactions.run_read`): for hot read paths, where a session's several
+        round trips to SQLite's thread cost more than the query."""
+        return await run_read(self.read_engine, fn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -70,21 +70,26 @@ def _date(_ctx: Any, _param: Any, value: str | None) -> date | None:
 
 @click.group("report")
 def report_group() -> None:
-    """Reports."""
+    """Reports companies need (the onboarding report), from the command line."""
 
 
 @report_group.command("onboarding")
 @click.option("--config", "config_path", envvar="VETHUB_CONFIG", default=None, metavar="PATH",
               help="Configuration file (default: $VETHUB_CONFIG or ./vethub.toml).")
-@click.option("--company", required=True, help="Company slug or id.")
+@click.option("--company", default=None,
+              help="Company slug or id (default: every company, as an operator sees it).")
 @click.option("--from", "date_from", callback=_date, default=None, help="First request date (YYYY-MM-DD).")
 @click.option("--to", "date_to", callback=_date, default=None, help="Last request date (YYYY-MM-DD).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "pdf", "json", "html"]), default="csv")
+@click.option("--format", "fmt", type=click.Choice(["csv", "pdf", "json", "html"]), default="csv",
+              help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here (default: stdout).")
-def report_onboarding(config_path: str | None, company: str, date_from: date | None, date_to: date | None,
+def report_onboarding(config_path: str | None, company: str | None, date_from: date | None, date_to: date | None,
                       fmt: str, output: str | None) -> None:
-    """One row per account request: stages, dates, days between them, current state."""
+    """One row per account request: stages, dates, days between them, current state.
+
+    Example: vethub report onboarding --from 2026-11-01 --to 2026-11-30 --format pdf -o nov.pdf
+    """
     from hub.accounts.errors import AccountsError
     from hub.accounts.manage import onboarding_report, resolve_company
     from hub.accounts.report import render

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -124,7 +124,3 @@ async def alerts(session: AsyncSession, client: Client, now: datetime) -> list[A
     if all_disabled:
         return []
     return [a for a in await compute(session, client, now) if a.code.value not in disabled]
-
-
-def local_today(practice: Practice, now: datetime) -> date:
-    return now.astimezone(ZoneInfo(practice.timezone or "UTC")).date()

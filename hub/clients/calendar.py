@@ -51,7 +51,8 @@ async def calendar(session: AsyncSession, hub: Any, practice: Practice, first: d
             "communication_id": step.communication_id, "reason_code": step.reason_code})
     start = max(first, today)
     if start <= last:
-        rows = await load_reminders(session, practice.id, start - HORIZON, last + HORIZON)
+        rows = await load_reminders(session, practice.id, first=start - HORIZON,
+                                    last=last + HORIZON)
         for reminder, patient, client_id in rows:
             schedule = schedule_for(hub, facts_of(reminder, patient), facts)
             if schedule is None or reminder.due_date is None:

@@ -16,17 +16,21 @@ from hub.db.models import Practice
 
 @click.group("clients")
 def clients_group() -> None:
-    """Pet owners the PIMS sync stored."""
+    """Pet owners (clients) the PIMS sync stored: find them from the command line."""
 
 
 @clients_group.command("find")
 @config_option
 @click.argument("text")
 @click.option("--practice", "practice_slug", default=None, help="Only this practice (slug).")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200),
+              help="At most this many clients.")
 def find_command(config_path: str | None, text: str, practice_slug: str | None,
                  limit: int) -> None:
-    """Find clients by name prefix, email, phone or PIMS id."""
+    """Find clients by name prefix, email, phone or PIMS id (operators).
+
+    Example: vethub clients find "+1 555 0100" --practice demo-clinic
+    """
 
     async def _go(hub: Any) -> list[tuple[Any, bool, str]]:
         async with hub.sessionmaker() as session:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class PracticeClientsConfig(BaseModel):
@@ -29,6 +29,27 @@ class PracticeClientsConfig(BaseModel):
     sending_hours_end: time = time(18, 0)
     #: send a survey after each visit synced from the PIMS
     surveys: bool = True
+    #: where replies to the practice's client email go (default: the practice's email)
+    reply_to: str | None = None
+    #: send the practice's client email from its own address; the hub's address and DKIM key
+    #: stay the fallback. Its domain needs the DKIM key below (and the SPF record) to pass DMARC.
+    from_address: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_path: str | None = None
+    dkim_private_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _dkim_together(self) -> PracticeClientsConfig:
+        has_key = bool(self.dkim_private_key_path or self.dkim_private_key)
+        if (self.dkim_selector or has_key) and not (self.from_address and self.dkim_selector
+                                                    and has_key):
+            raise ValueError("a practice's DKIM needs from_address, dkim_selector and "
+                             "dkim_private_key_path (or dkim_private_key) together")
+        for name in ("from_address", "reply_to"):
+            value = getattr(self, name)
+            if value is not None and ("@" not in value or any(c in value for c in "\r\n<>,")):
+                raise ValueError(f"{name} must be one plain email address")
+        return self
 
 
 class ClientsConfig(BaseModel):

@@ -90,8 +90,9 @@ class SurveyRequest(Base):
 
 
 class LoyaltyAccount(Base):
-    """A client's enrolment; ``balance`` is kept equal to the sum of the ledger, in the same
-    statement that appends to it, and a CHECK-free guard (``balance >= coins``) keeps it >= 0."""
+    """A client's enrolment. ``balance`` is the ledger's sum, moved in the same transaction as
+    each ledger row by a conditional UPDATE that refuses to take it below zero
+    (:mod:`hub.clients.loyalty`)."""
 
     __tablename__ = "loyalty_accounts"
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 from aiohttp import web
+from sqlalchemy import update
 
 from hub.clients.config import ClientsConfig, clients_config
+from hub.db.models import Schedule
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext
 
@@ -53,16 +55,23 @@ def vethub_job_handlers() -> dict[str, Any]:
 
 
 async def _ensure_schedule(hub: Any) -> None:
+    """The reminder and survey job runs while some practice has a PIMS connector (reminders
+    and visits come from the PIMS) and ``reminder_every_seconds`` is not 0."""
     from hub.clients.reminders import JOB_KIND, SCHEDULE_NAME
 
     every = clients_config(hub).reminder_every_seconds
+    wanted = every > 0 and any(p.pims for p in hub.config.practices)
     # The first tick comes one interval after the schedule is first declared: a hub starting
     # for the first time has synced no PIMS yet, so there is nothing to remind anyone of.
     first = hub.clock.now() + timedelta(seconds=max(every, 1))
     async with hub.transaction() as session:
-        schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {},
-                                                  max(every, 1), first_run_at=first)
-        schedule.enabled = every > 0
+        if wanted:
+            schedule = await hub.jobs.ensure_schedule(session, SCHEDULE_NAME, JOB_KIND, {}, every,
+                                                      first_run_at=first)
+            schedule.enabled = True
+        else:  # declared by an earlier config: keep the row, stop the ticks
+            await session.execute(update(Schedule).where(Schedule.name == SCHEDULE_NAME)
+                                  .values(enabled=False))
 
 
 @hookimpl

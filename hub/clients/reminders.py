@@ -96,41 +96,61 @@ def facts_of(reminder: Reminder, patient: Patient | None) -> ReminderFacts:
                          patient.species if patient else None)
 
 
-async def load_reminders(session: AsyncSession, practice_id: int, first: date,
-                         last: date) -> list[tuple[Reminder, Patient | None, int | None]]:
-    """Active reminders due in [first, last] with their patient and owner's client id."""
+async def load_reminders(session: AsyncSession, practice_id: int,
+                         ids: Sequence[int] | None = None, first: date | None = None,
+                         last: date | None = None,
+                         ) -> list[tuple[Reminder, Patient | None, int | None]]:
+    """Active reminders (these ids, or due in [first, last]) with their patient and owner's
+    client id."""
     stmt = (
         select(Reminder, Patient, Client.id)
         .outerjoin(Patient, and_(Patient.practice_id == Reminder.practice_id,
                                  Patient.external_id == Reminder.patient_external_id))
         .outerjoin(Client, and_(Client.practice_id == Reminder.practice_id,
                                 Client.external_id == Patient.client_external_id))
-        .where(Reminder.practice_id == practice_id, Reminder.status == "active",
-               Reminder.due_date >= first, Reminder.due_date <= last)
+        .where(Reminder.practice_id == practice_id, Reminder.status == "active")
     )
+    if ids is not None:
+        stmt = stmt.where(Reminder.id.in_(ids))
+    if first is not None and last is not None:
+        stmt = stmt.where(Reminder.due_date >= first, Reminder.due_date <= last)
     return [(r, p, c) for r, p, c in (await session.execute(stmt)).all()]
 
 
 async def due_steps(hub: Any, session: AsyncSession, facts: PracticeReminderFacts,
                     today: date) -> list[DueStep]:
-    """Steps due today (or late within their window) that have no row yet."""
-    rows = await load_reminders(session, facts.id, today - HORIZON, today + HORIZON)
+    """Steps due today (or late within their window) that have no row yet.
+
+    Every tick of the job asks this, and most ticks find nothing: the schedules are decided
+    over plain tuples (no ORM objects), and only the reminders with a step due are loaded.
+    """
+    light = await session.execute(
+        select(Reminder.id, Reminder.service, Reminder.due_date, Patient.status, Patient.species)
+        .outerjoin(Patient, and_(Patient.practice_id == Reminder.practice_id,
+                                 Patient.external_id == Reminder.patient_external_id))
+        .where(Reminder.practice_id == facts.id, Reminder.status == "active",
+               Reminder.due_date >= today - HORIZON, Reminder.due_date <= today + HORIZON))
     done = set((await session.execute(
         select(ReminderStep.reminder_id, ReminderStep.step).where(
             ReminderStep.practice_id == facts.id,
             ReminderStep.on_date >= today - HORIZON - HORIZON))).all())
-    out = []
-    for reminder, patient, client_id in rows:
-        schedule = schedule_for(hub, facts_of(reminder, patient), facts)
+    wanted: dict[int, list[tuple[str, date, tuple[str, ...]]]] = {}
+    for rid, service, due, patient_status, species in light:
+        schedule = schedule_for(hub, ReminderFacts(rid, facts.id, service, due,
+                                                   patient_status or "unknown", species), facts)
         if schedule is None:
             continue
-        assert reminder.due_date is not None
         for plan in schedule.steps:
-            day = plan.day(reminder.due_date)
+            day = plan.day(due)
             if day <= today < day + timedelta(days=plan.window_days + 1) \
-                    and (reminder.id, plan.name) not in done:
-                out.append(DueStep(reminder, patient, client_id, plan.name, day,
-                                   tuple(schedule.channels)))
+                    and (rid, plan.name) not in done:
+                wanted.setdefault(rid, []).append((plan.name, day, tuple(schedule.channels)))
+    out = []
+    ids = sorted(wanted)
+    for i in range(0, len(ids), 900):
+        for reminder, patient, client_id in await load_reminders(session, facts.id, ids[i:i + 900]):
+            for step, day, channels in wanted[reminder.id]:
+                out.append(DueStep(reminder, patient, client_id, step, day, channels))
     out.sort(key=lambda s: (s.on_date, s.reminder.id, s.step))
     return out
 

@@ -74,7 +74,7 @@ def make_read_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
         max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
     )
     event.listen(reader.sync_engine, "connect", _configure_sqlite_reader)
-    event.listen(reader.sync_engine, "begin", _begin_deferred)
+    event.listen(reader.sync_engine, "begin", begin_deferred)
     return reader
 
 
@@ -85,7 +85,7 @@ def _configure_sqlite_reader(dbapi_connection: Any, record: Any) -> None:
     cursor.close()
 
 
-def _begin_deferred(conn: Any) -> None:
+def begin_deferred(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
@@ -50,7 +51,7 @@ MAX_REPORT_PDF = 10 * 1024 * 1024
 # base64 grows by 4/3; leave room for the text fields.
 CASE_MAX_BODY = MAX_ATTACHMENTS * MAX_ATTACHMENT * 4 // 3 + 256 * 1024
 REPORT_MAX_BODY = MAX_REPORT_PDF * 4 // 3 + 256 * 1024
-MAGIC = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+MAGIC: dict[str, tuple[bytes, ...]] = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",),
          "image/jpeg": (b"\xff\xd8\xff",)}
 
 
@@ -72,7 +73,7 @@ class CancelIn(RequestModel):
     reason: str = Field("", max_length=2000)
 
 
-def _decode(data: str, what: str, limit: int, types: dict[str, tuple[bytes, ...]],
+def _decode(data: str, what: str, limit: int, types: Mapping[str, tuple[bytes, ...]],
             content_type: str) -> bytes:
     try:
         raw = base64.b64decode(data, validate=True)
@@ -117,8 +118,10 @@ async def create_case(request: web.Request, body: CaseCreate) -> Any:
             return await case_detail(session, hub, case)
     except case_service.DuplicateCase as dup:
         async with hub.sessionmaker() as session:
-            existing = await session.get(Case, dup.case_id)
-            assert existing is not None
+            existing = (await session.get(Case, dup.case_id) if dup.case_id is not None
+                        else await case_service.standing_case(session, body.study_id))
+            if existing is None:  # the winner was cancelled meanwhile: let the caller retry
+                raise
             body_out = {"error": {"code": dup.code, "message": dup.message, "field": dup.field},
                         "case": case_summary(existing, hub.clock.now()).model_dump(mode="json")}
         return web.json_response(body_out, status=409)

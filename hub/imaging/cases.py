@@ -1,11 +1,11 @@
 """Cases: a study a practice submits with its question, routed to the company that reads it.
 
-:func:`submit_case` checks the study (the practice's, complete unless the caller says
-otherwise, not already a case unless a second opinion is asked for), matches the patient,
-asks the ``vethub_route_case`` policy for an account, refuses with the reason when there is
-none (422 ``no_route`` naming the modality) or when the account is suspended (403 naming the
-company to contact), and otherwise records the case, its attachments and its history, and
-starts its delivery (:mod:`hub.imaging.delivery`) in the same transaction.
+:func:`submit_case` checks, in this order: the study is the caller's practice's (404); the
+``vethub_route_case`` policy found an account (422 ``no_route`` naming the modality) that is
+approved (403 naming the company to contact); the study is complete unless the caller says
+otherwise, and not already a standing case unless a second opinion is asked for (409). Then it
+matches the patient, records the case, its attachments and its history, arms its turnaround
+check and starts its delivery (:mod:`hub.imaging.delivery`), all in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import audit, events
@@ -74,13 +75,14 @@ class CaseSubmission:
 class DuplicateCase(Conflict):
     """The study is already a standing case; ``case_id`` names it."""
 
-    def __init__(self, case_id: int) -> None:
-        super().__init__(f"this study was already submitted as case {case_id}; ask for a second "
+    def __init__(self, case_id: int | None) -> None:
+        which = f"as case {case_id}" if case_id is not None else "meanwhile"
+        super().__init__(f"this study was already submitted {which}; ask for a second "
                          "opinion to submit it again", code="duplicate_case", field="study_id")
         self.case_id = case_id
 
 
-def visible_cases(principal: Principal) -> Select[tuple[Case]]:
+def visible_cases(principal: Principal) -> Select[Case]:
     """The cases a caller may see: an operator all, a company admin the cases routed to its
     company (also after the practice moved away), practice staff their practice's."""
     stmt = select(Case)
@@ -182,8 +184,12 @@ async def submit_case(
         auto_submitted=auto_submitted, route_reason=decision.reason, created_at=now,
         updated_at=now, due_at=now + due_at(company, sub.urgency),
     )
-    session.add(case)
-    await session.flush()
+    try:
+        async with session.begin_nested():  # a lost race leaves the caller's session usable
+            session.add(case)
+            await session.flush()
+    except IntegrityError as err:  # another submission of the study won the race
+        raise DuplicateCase(None) from err
     session.add_all(CaseAttachment(case_id=case.id, filename=a.filename, content_type=a.content_type,
                                    size_bytes=len(a.content), content=a.content) for a in sub.attachments)
     await change_status(session, hub, case, CaseStatus.SUBMITTED, actor=actor, first=True,
@@ -201,6 +207,13 @@ async def submit_case(
     )
     await session.flush()
     return case
+
+
+async def standing_case(session: AsyncSession, study_id: int) -> Case | None:
+    return (await session.execute(
+        select(Case).where(Case.study_id == study_id, Case.status.in_(STANDING),
+                           Case.second_opinion.is_(False)).order_by(Case.id).limit(1)
+    )).scalar_one_or_none()
 
 
 async def cancel_case(session: AsyncSession, hub: Hub, case: Case, *, actor: str, reason: str) -> Case:

@@ -44,7 +44,7 @@ def storage_root(hub: Hub) -> Path:
     return Path(root or hub.data_dir / "dicom").resolve()
 
 
-async def _bearer(request: web.Request) -> Principal:
+async def bearer_principal(request: web.Request) -> Principal:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("DICOMweb needs `Authorization: Bearer <token>`", code="missing_token")
@@ -106,7 +106,7 @@ class InstanceUid(SeriesUid):
 @routes.get(f"/dicomweb/studies/{{study:{UID}}}", summary="WADO-RS: a study's instances",
             path_params=StudyUid, errors=(401, 404), content_type="multipart/related")
 async def wado_study(request: web.Request, path: StudyUid) -> web.StreamResponse:
-    principal = await _bearer(request)
+    principal = await bearer_principal(request)
     async with request.app[HUB_KEY].sessionmaker() as session:
         rows = await visible_instances(session, principal, path.study)
     return await _multipart(request, rows)
@@ -116,7 +116,7 @@ async def wado_study(request: web.Request, path: StudyUid) -> web.StreamResponse
             summary="WADO-RS: a series' instances", path_params=SeriesUid, errors=(401, 404),
             content_type="multipart/related")
 async def wado_series(request: web.Request, path: SeriesUid) -> web.StreamResponse:
-    principal = await _bearer(request)
+    principal = await bearer_principal(request)
     async with request.app[HUB_KEY].sessionmaker() as session:
         rows = await visible_instances(session, principal, path.study, path.series)
     return await _multipart(request, rows)
@@ -126,7 +126,7 @@ async def wado_series(request: web.Request, path: SeriesUid) -> web.StreamRespon
             summary="WADO-RS: one instance", path_params=InstanceUid, errors=(401, 404),
             content_type="multipart/related")
 async def wado_instance(request: web.Request, path: InstanceUid) -> web.StreamResponse:
-    principal = await _bearer(request)
+    principal = await bearer_principal(request)
     async with request.app[HUB_KEY].sessionmaker() as session:
         rows = await visible_instances(session, principal, path.study, path.series, path.instance)
     return await _multipart(request, rows)

@@ -11,7 +11,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.base import Base
@@ -49,6 +58,8 @@ class Delivery(StrEnum):
     DICOM = "dicom"
     HUB = "hub"
 
+
+STANDING_SQL = "('submitted', 'routed', 'delivered', 'reported')"
 
 # The old names, kept for callers outside this package.
 CASE_SUBMITTED = CaseStatus.SUBMITTED
@@ -124,7 +135,13 @@ class Case(Base):
     """A study a practice submitted for review, routed to the company that reads its modality."""
 
     __tablename__ = "cases"
-    __table_args__ = (Index("ix_cases_company_id_status", "company_id", "status"),)
+    __table_args__ = (
+        Index("ix_cases_company_id_status", "company_id", "status"),
+        # One standing case per study (second opinions aside), even when two submissions race.
+        Index("uq_cases_standing_study", "study_id", unique=True,
+              sqlite_where=text(f"second_opinion = 0 AND status IN {STANDING_SQL}"),
+              postgresql_where=text(f"NOT second_opinion AND status IN {STANDING_SQL}")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hub.hookspecs import hookimpl
-from hub.imaging import api, dicomweb
+from hub.imaging import api, dicomweb, dicomweb_search
 from hub.imaging.case_status import CASE_STATUS_JOB, announce_job
 from hub.imaging.service import STABILITY_JOB, check_study_stability
 from hub.imaging.turnaround import TURNAROUND_JOB, check_job
@@ -23,7 +23,7 @@ def vethub_job_handlers():
 
 @hookimpl
 def vethub_web_routes(hub: Hub):
-    return [*api.routes, *dicomweb.routes]
+    return [*api.routes, *dicomweb.routes, *dicomweb_search.routes]
 
 
 @hookimpl

@@ -19,6 +19,7 @@ from hub.db.models import Company, Practice
 from hub.errors import Conflict, Invalid, NotFound
 from hub.imaging.case_status import can_move, change_status
 from hub.imaging.models import Case, CaseReport, CaseStatus
+from hub.imaging.patients import owner_of
 from hub.messaging import links
 from hub.messaging.models import Communication
 from hub.messaging.outbound import queue_communication, queue_email
@@ -107,8 +108,6 @@ async def share_with_owner(
     if case.pims_patient_id is None:
         raise Conflict("the case's patient is not matched to a PIMS patient, so its owner is "
                        "unknown", code="no_owner", field="pims_patient_id")
-    from hub.imaging.patients import owner_of
-
     patient = await session.get(Patient, case.pims_patient_id)
     client = await owner_of(session, patient) if patient is not None else None
     if patient is None or client is None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from hub.core import HubKey
 from hub.plugins import PluginError
+from hub.state import HubKey
 
 if TYPE_CHECKING:
     from hub.core import Hub

@@ -139,7 +139,10 @@ class _ProgressBars:
 @click.option("--full", is_flag=True, help="Read everything, not only changes since the checkpoint.")
 def sync_command(config_path: str | None, practice: str | None, connector: str | None,
                  full: bool) -> None:
-    """Sync practices' PIMS data now (every configured connector unless filtered)."""
+    """Sync practices' PIMS data now (every configured connector unless filtered).
+
+    Example: vethub sync --practice demo-clinic --full
+    """
     from hub.pims.sync import sync_practices
 
     progress = _ProgressBars() if sys.stdout.isatty() else None

@@ -135,9 +135,15 @@ def _query_data(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
 async def _read_body(request: web.Request, ep: Endpoint) -> Any:
     if request.content_length is not None and request.content_length > ep.max_body:
         raise TooLarge(f"request body is over {ep.max_body} bytes", code="too_large")
-    raw = await request.content.read(ep.max_body + 1)
-    if len(raw) > ep.max_body:
-        raise TooLarge(f"request body is over {ep.max_body} bytes", code="too_large")
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to the end.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > ep.max_body:
+            raise TooLarge(f"request body is over {ep.max_body} bytes", code="too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
@@ -174,10 +180,13 @@ def render(result: Any, ep: Endpoint) -> web.StreamResponse:
     """The handler's result as a response; a dict is checked against the declared response model."""
     if isinstance(result, web.StreamResponse):
         return result
-    if not isinstance(result, BaseModel) and ep.response is not None:
-        result = ep.response.model_validate(result)
     if isinstance(result, BaseModel):
         return web.json_response(text=result.model_dump_json(), status=ep.status)
+    if ep.response is not None:
+        # A dict keeps its shape: a key the handler left out (an optional section absent for
+        # this object) stays out, rather than appearing as null.
+        checked = ep.response.model_validate(result)
+        return web.json_response(text=checked.model_dump_json(exclude_unset=True), status=ep.status)
     return web.json_response(result, status=ep.status)
 
 

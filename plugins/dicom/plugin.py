@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
 
 from hub.hookspecs import hookimpl
+from hub.state import HubKey
 
 from .config import DicomConfig
 from .forwarder import forward_case
@@ -28,18 +28,18 @@ log = logging.getLogger(__name__)
 FORWARD_JOB = "dicom.forward_case"
 
 # One receiver per running hub (tests run several hubs in one process).
-_receivers: WeakKeyDictionary[Hub, DicomReceiver] = WeakKeyDictionary()
-_processes: WeakKeyDictionary[Hub, ReceiverProcesses] = WeakKeyDictionary()
+RECEIVER: HubKey[DicomReceiver] = HubKey("dicom_receiver")
+PROCESSES: HubKey[ReceiverProcesses] = HubKey("dicom_processes")
 
 
 def receiver_of(hub: Hub) -> DicomReceiver | None:
     """The hub's running receiver (its ``port`` is the bound one), or None."""
-    return _receivers.get(hub)
+    return hub.state.get(RECEIVER)
 
 
 def processes_of(hub: Hub) -> ReceiverProcesses | None:
     """The hub's extra receiver processes (``[dicom] processes`` > 1), or None."""
-    return _processes.get(hub)
+    return hub.state.get(PROCESSES)
 
 
 @hookimpl
@@ -74,14 +74,14 @@ class DicomTransport:
             await _start(self.hub, config)
 
     async def stop(self) -> None:
-        receiver = _receivers.pop(self.hub, None)
-        if receiver is not None or self.hub in _processes:
+        receiver = self.hub.state.pop(RECEIVER)
+        if receiver is not None or PROCESSES in self.hub.state:
             await _stop(self.hub, receiver)
 
 
 async def _start(hub: Hub, config: DicomConfig) -> None:
     receiver = DicomReceiver(hub, config)
-    _receivers[hub] = receiver
+    hub.state[RECEIVER] = receiver
     extra = config.processes - 1
     if extra and hub.config_path is None:
         log.warning(
@@ -94,12 +94,12 @@ async def _start(hub: Hub, config: DicomConfig) -> None:
         await receiver.start()
         return
     processes = ReceiverProcesses(hub, receiver, extra)
-    _processes[hub] = processes
+    hub.state[PROCESSES] = processes
     await processes.start()
 
 
 async def _stop(hub: Hub, receiver: DicomReceiver | None) -> None:
-    processes = _processes.pop(hub, None)
+    processes = hub.state.pop(PROCESSES)
     if processes is not None:
         await processes.stop()  # the hub's own receiver last
     elif receiver is not None:

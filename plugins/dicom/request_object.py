@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from hub.imaging.forwarding import ForwardItem, ForwardPlan, RequestFacts
 
@@ -28,13 +28,13 @@ def _uid(facts: RequestFacts, what: str) -> str:
     return generate_uid(entropy_srcs=[f"vethub-case-{facts.case_id}-request-{what}"])
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
     return item
 
 
-def _text(concept: Dataset, value: str) -> Dataset:
+def text_item(concept: Dataset, value: str) -> Dataset:
     item = Dataset()
     item.RelationshipType = "CONTAINS"
     item.ValueType = "TEXT"
@@ -43,10 +43,10 @@ def _text(concept: Dataset, value: str) -> Dataset:
     return item
 
 
-def _base(facts: RequestFacts, sop_class: str, sop_uid: str, modality: str, number: int) -> Dataset:
+def base_dataset(facts: RequestFacts, sop_class: str, sop_uid: str, modality: str, number: int) -> Dataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -75,27 +75,27 @@ def _base(facts: RequestFacts, sop_class: str, sop_uid: str, modality: str, numb
 
 def request_sr(facts: RequestFacts) -> Dataset:
     """The Basic Text SR: history, question, urgency, attachments' names."""
-    ds = _base(facts, BASIC_TEXT_SR, _uid(facts, "sr"), "SR", 1)
+    ds = base_dataset(facts, BASIC_TEXT_SR, _uid(facts, "sr"), "SR", 1)
     ds.ValueType = "CONTAINER"
-    ds.ConceptNameCodeSequence = Sequence([_code("55115-0", "LN", "Request")])
+    ds.ConceptNameCodeSequence = Sequence([code_item("55115-0", "LN", "Request")])
     ds.ContinuityOfContent = "SEPARATE"
     ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "UNVERIFIED"
     items = [
-        _text(_code("121060", "DCM", "History"), facts.clinical_history or "(none given)"),
-        _text(_code("121062", "DCM", "Request"), facts.question or "(none given)"),
-        _text(_code("URGENCY", "99VETHUB", "Urgency"), facts.urgency),
-        _text(_code("SUBMITTER", "99VETHUB", "Submitted by"),
+        text_item(code_item("121060", "DCM", "History"), facts.clinical_history or "(none given)"),
+        text_item(code_item("121062", "DCM", "Request"), facts.question or "(none given)"),
+        text_item(code_item("URGENCY", "99VETHUB", "Urgency"), facts.urgency),
+        text_item(code_item("SUBMITTER", "99VETHUB", "Submitted by"),
               f"{facts.practice_name} ({facts.submitted_by}), case {facts.case_id}"),
     ]
     if facts.attachments:
         names = ", ".join(f"{name} ({kind})" for name, kind, _ in facts.attachments)
-        items.append(_text(_code("ATTACHMENTS", "99VETHUB", "Attachments"), names))
+        items.append(text_item(code_item("ATTACHMENTS", "99VETHUB", "Attachments"), names))
     ds.ContentSequence = Sequence(items)
     return ds
 
 
 def attachment_pdf(facts: RequestFacts, index: int, filename: str, content: bytes) -> Dataset:
-    ds = _base(facts, ENCAPSULATED_PDF, _uid(facts, f"pdf-{index}"), "DOC", index + 2)
+    ds = base_dataset(facts, ENCAPSULATED_PDF, _uid(facts, f"pdf-{index}"), "DOC", index + 2)
     ds.ConceptNameCodeSequence = Sequence([])
     ds.DocumentTitle = filename[:64]
     ds.BurnedInAnnotation = "YES"

@@ -41,6 +41,13 @@ async def test_report_onboarding_command(world: World, write_config, tmp_path: P
     assert code == 0, err
     assert pdf.read_bytes().startswith(b"%PDF-")
 
+    # without --company, every company's requests (an operator's view)
+    code, out, err = await vethub("report", "onboarding", "--config", config,
+                                  "--from", "2026-03-01", "--to", "2026-03-31", "--format", "csv")
+    assert code == 0, err
+    assert sorted(r["practice"] for r in csv.DictReader(io.StringIO(out.decode()))) == [
+        "Elm Vets", "Oak Vets", "Pine Vets"]
+
     code, _, err = await vethub("report", "onboarding", "--config", config, "--company", "nobody")
     assert code == 1 and "not found" in err
     code, _, err = await vethub("report", "onboarding", "--config", config, "--company", "read-right",

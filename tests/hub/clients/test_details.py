@@ -75,7 +75,10 @@ async def test_email_status_from_pims_and_from_the_hubs_bounces(world: World, ap
 
 async def test_preferences_go_to_the_consent_ledger(world: World, api_of) -> None:
     staff = await api_of("practice_staff", practice_id=world.practice_id, name="desk")
-    row = pick(world, status="active", comms_disabled="no", email="*")
+    owners = {p[PCOL["client_id"]] for p in world.data.patients if p[PCOL["status"]] == "active"}
+    row = next(r for r in world.data.clients if r[COL["status"]] == "active"
+               and r[COL["comms_disabled"]] == "no" and r[COL["email"]]
+               and r[COL["client_id"]] in owners)
     cid = await client_id(world, row[COL["client_id"]])
     body = await (await staff.get(f"/api/clients/{cid}/preferences")).json()
     assert len(body["items"]) == 15 and {i["allowed"] for i in body["items"]} == {None}
@@ -104,7 +107,7 @@ async def test_preferences_go_to_the_consent_ledger(world: World, api_of) -> Non
                                          context={"patient_name": "Rex", "service": "x",
                                                   "due_date": "2026-03-09"})
         assert comm.status == "suppressed"
-        assert comm.verdict_reasons[0]["code"] in ("preference_opt_out", "no_active_patient")
+        assert comm.verdict_reasons[0]["code"] == "preference_opt_out"
     # the same change again writes nothing more
     await staff.put(f"/api/clients/{cid}/preferences", json={
         "items": [{"category": "survey", "channel": "email", "allowed": False}]})
@@ -164,3 +167,26 @@ async def test_overdue_reminder_alert_per_patient(world: World, api_of) -> None:
     body = await (await staff.get(f"/api/clients/{cid}/alerts")).json()
     overdue = [a for a in body["items"] if a["code"] == "overdue_reminder"]
     assert any(reminder[2] in a["message"] and a["patient_id"] for a in overdue)
+
+
+async def test_no_recent_visit_alert(world: World, api_of) -> None:
+    """A pet whose last visit the PIMS reports is over 18 months old."""
+    from hub.pims.sync import sync_practices
+    from hub.testing.exports import VISIT_COLUMNS, make_stable, write_csv
+
+    seen = {v[1] for v in world.data.visits}
+    pet = next(p for p in world.data.patients if p[PCOL["status"]] == "active"
+               and p[0] not in seen)
+    make_stable(write_csv(world.drop / "visits-old.csv", VISIT_COLUMNS, [
+        ["V-old", pet[0], pet[1], "2024-01-10T10:00:00+00:00", "Consult",
+         "2024-01-10T10:00:00+00:00"]]))
+    [result] = await sync_practices(world.hub, practice="oak")
+    assert result.counts["visit"]["inserted"] == 1
+    staff = await api_of("practice_staff", practice_id=world.practice_id)
+    cid = await client_id(world, pet[1])
+    body = await (await staff.get(f"/api/clients/{cid}/alerts")).json()
+    [old] = [a for a in body["items"] if a["code"] == "no_recent_visit"]
+    assert "2024-01-10" in old["message"] and old["patient_id"]
+    await staff.put(f"/api/clients/{cid}/alerts/settings", json={"disabled": ["no_recent_visit"]})
+    body = await (await staff.get(f"/api/clients/{cid}/alerts")).json()
+    assert all(a["code"] != "no_recent_visit" for a in body["items"])

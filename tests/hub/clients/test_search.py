@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from hub.clients import search
@@ -170,22 +169,3 @@ def test_cli_find(write_config, pims_practice, drop_dir: Path) -> None:
     missing = subprocess.run([*cli, "clients", "find", "zzzz", "--practice", "nope",
                               "--config", str(config)], capture_output=True, text=True)
     assert missing.returncode != 0 and "no practice" in missing.stderr
-
-
-@pytest.mark.slow
-async def test_twenty_thousand_clients(world_factory) -> None:
-    """The practice at size: a name search answers from the index, pages cover everyone."""
-    world = await world_factory(20_000, seed=1)
-    async with world.hub.sessionmaker() as session:
-        page = await search.find_clients(session, [world.practice_id], "garc", limit=200)
-        assert page.items and all(c.surname_key.startswith("garc") or
-                                  c.name_key.startswith("garc") for c in page.items)
-        count, cursor = 0, None
-        while True:
-            page = await search.find_clients(session, [world.practice_id], None, cursor=cursor,
-                                             limit=200)
-            count += len(page.items)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        assert count == 20_000

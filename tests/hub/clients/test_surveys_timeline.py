@@ -135,6 +135,13 @@ async def test_timeline_newest_first_paginated(world_factory, api_of_factory) ->
         c = await s.get(Communication, comm.id)
         await service.apply_status(s, world.hub, c, "delivered", provider_status="250")
     world.clock.advance(minutes=1)
+    async with world.hub.transaction() as s:  # the client replies to the survey email
+        reply = await service.record_inbound(s, world.hub, channel="email",
+                                             from_address=comm.address,
+                                             to_address="hub@vet.example", body="Thanks!",
+                                             provider_id="reply-1", raw={})
+        assert reply.client_id == cid
+    world.clock.advance(minutes=1)
     assert (await anon.post(f"/api/surveys/{token_of(comm)}", json={"rating": 5})).status == 201
     world.clock.advance(minutes=1)
     await staff.put(f"/api/clients/{cid}/preferences", json={
@@ -158,7 +165,8 @@ async def test_timeline_newest_first_paginated(world_factory, api_of_factory) ->
     assert len(keys) == len(set(keys))
     assert [i["at"] for i in items] == sorted((i["at"] for i in items), reverse=True)
     kinds = [i["kind"] for i in items]
-    assert kinds[:4] == ["loyalty", "loyalty", "preference", "survey_response"]
+    assert kinds[:5] == ["loyalty", "loyalty", "preference", "survey_response", "inbound"]
+    assert items[4]["body"] == "Thanks!" and items[4]["communication_id"] == comm.id
     survey_comm = next(i for i in items if i["kind"] == "communication" and i["id"] == comm.id)
     assert [h["status"] for h in survey_comm["history"]] == ["queued", "sending", "sent",
                                                              "delivered"]

@@ -46,3 +46,15 @@ async def test_a_read_session_cannot_write(db_url: str, hub: Hub) -> None:
             await session.execute(text("INSERT INTO companies (slug, name, modalities, settings, "
                                        "managed_by_config, created_at) VALUES ('x', 'x', '[]', '{}', 0, "
                                        "'2026-01-01')"))
+
+
+async def test_hub_read_runs_a_synchronous_read(hub: Hub) -> None:
+    async with hub.transaction() as session:
+        session.add(Company(slug="read-co", name="Read", email=None, modalities=["CT"]))
+    slugs = await hub.read(lambda conn: conn.execute(select(Company.slug)).scalars().all())
+    assert "read-co" in slugs
+    if hub.is_sqlite:  # a write through the read path fails loudly
+        with pytest.raises(OperationalError):
+            await hub.read(lambda conn: conn.execute(text("DELETE FROM companies")))
+    async with hub.read_session() as session:
+        assert await session.scalar(select(func.count()).select_from(Company)) >= 1

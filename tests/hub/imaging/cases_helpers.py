@@ -7,10 +7,14 @@ import base64
 import mailbox
 import subprocess
 import tomllib
+from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from sqlalchemy import select
 
 from hub.config import HubConfig, load_config
@@ -18,6 +22,7 @@ from hub.db.models import Company, Practice
 from hub.imaging.models import Study
 from hub.testing.dicom import send_files, storescu_command, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
+from plugins.dicom.request_object import BASIC_TEXT_SR, base_dataset, code_item, text_item
 
 EXAMPLE = Path(__file__).parents[3] / "config.example.toml"
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -92,3 +97,29 @@ def parse_multipart(content_type: str, body: bytes) -> list[tuple[dict[str, str]
         length = int(headers["Content-Length"])
         parts.append((headers, payload[:length]))
     return parts
+
+
+def report_sr(study_uid: str, text: str, signer: str) -> Dataset:
+    """A Basic Text SR as a company's reporting system would send it back."""
+    ds = base_for_report(study_uid)
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = Sequence([code_item("18748-4", "LN", "Diagnostic imaging report")])
+    ds.ContinuityOfContent, ds.CompletionFlag, ds.VerificationFlag = "SEPARATE", "COMPLETE", "VERIFIED"
+    observer = Dataset()
+    observer.VerifyingObserverName = signer
+    observer.VerifyingOrganization = "Rad Co"
+    observer.VerificationDateTime = "20260105120000"
+    observer.VerifyingObserverIdentificationCodeSequence = Sequence([])
+    ds.VerifyingObserverSequence = Sequence([observer])
+    ds.ContentSequence = Sequence([text_item(code_item("121071", "DCM", "Finding"), text)])
+    return ds
+
+
+def base_for_report(study_uid: str) -> Dataset:
+    from hub.imaging.forwarding import RequestFacts
+
+    facts = RequestFacts(case_id=10**9, study_instance_uid=study_uid, practice_name="", patient_name="Rex",
+                         patient_id="A-1", species=None, owner=None, study_date=None, urgency="",
+                         clinical_history="", question="", submitted_by="",
+                         submitted_at=datetime(2026, 1, 5, tzinfo=UTC), attachments=())
+    return base_dataset(facts, BASIC_TEXT_SR, pydicom.uid.generate_uid(), "SR", 1)

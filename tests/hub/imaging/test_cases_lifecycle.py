@@ -3,8 +3,11 @@ the 409, 422 and 403 answers to a submission."""
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import select, update
 
+from hub import jobs
 from hub.db.models import Account, Job
 from hub.hookspecs import hookimpl
 from hub.imaging.models import Case
@@ -110,6 +113,14 @@ async def test_failed_with_its_reason(hub_factory, dicom_config_data, frozen_clo
     [failed] = [c for c in probe.changes if c.status == "failed"]
     assert failed.note == body["failure_reason"] and failed.actor == "dicom forwarder"
 
+    # The operator replays the dead forward once the PACS is back: routed again, delivered.
+    dicom_peer.accept()
+    async with hub.transaction() as s:
+        assert await jobs.retry_jobs(s, frozen_clock.now(), all_dead=True) == 1
+    await hub.jobs.run_until_idle()
+    assert [c[0] for c in _seen(probe, case["id"])] == [
+        "submitted", "routed", "failed", "routed", "delivered"]
+
 
 async def test_submission_refusals(hub_factory, dicom_config_data, frozen_clock, api_for, tmp_path):
     data = dicom_config_data()
@@ -165,3 +176,24 @@ async def test_submission_refusals(hub_factory, dicom_config_data, frozen_clock,
     async with hub.sessionmaker() as s:
         assert len((await s.execute(select(Case))).scalars().all()) == 2
         assert (await s.execute(select(Job).where(Job.kind == "dicom.forward_case"))).scalars().all() == []
+
+
+async def test_two_submissions_racing_make_one_case(hub_factory, dicom_config_data, frozen_clock, api_for, tmp_path):
+    hub = await hub_factory(dicom_config_data(), clock=frozen_clock)
+    await send(hub, tmp_path / "ct", 1, modality="CT")
+    await make_stable(hub, frozen_clock)
+    known = await ids(hub)
+    api = await api_for(hub)
+    staff = [await api.as_role("practice_staff", practice_id=known["practice:vet-one"], name=f"s{n}")
+             for n in range(4)]
+
+    async def submit(client):
+        async with client.post("/api/cases", json={"study_id": known["study:CT"]}) as rsp:
+            return rsp.status, await rsp.json()
+
+    answers = await asyncio.gather(*(submit(c) for c in staff))
+    assert sorted(status for status, _ in answers) == [201, 409, 409, 409]
+    [(_, winner)] = [a for a in answers if a[0] == 201]
+    assert {body["case"]["id"] for status, body in answers if status == 409} == {winner["id"]}
+    async with hub.sessionmaker() as s:
+        assert [c.id for c in (await s.execute(select(Case))).scalars()] == [winner["id"]]

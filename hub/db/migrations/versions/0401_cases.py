@@ -37,6 +37,10 @@ def upgrade() -> None:
     with op.batch_alter_table("case_status_history") as batch:
         batch.add_column(sa.Column("actor", sa.String(length=200), nullable=True))
     op.execute("UPDATE cases SET status = 'routed' WHERE status = 'forwarding'")
+    standing = "('submitted', 'routed', 'delivered', 'reported')"
+    op.create_index("uq_cases_standing_study", "cases", ["study_id"], unique=True,
+                    sqlite_where=sa.text(f"second_opinion = 0 AND status IN {standing}"),
+                    postgresql_where=sa.text(f"NOT second_opinion AND status IN {standing}"))
     op.create_table(
         "case_attachments",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -77,6 +81,7 @@ def downgrade() -> None:
     op.drop_table("case_reports")
     op.drop_index(op.f("ix_case_attachments_case_id"), table_name="case_attachments")
     op.drop_table("case_attachments")
+    op.drop_index("uq_cases_standing_study", table_name="cases")
     with op.batch_alter_table("case_status_history") as batch:
         batch.drop_column("actor")
     with op.batch_alter_table("cases") as batch:
