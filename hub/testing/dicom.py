@@ -7,7 +7,9 @@ These are the peers the hub's own suite uses; plugin authors can use them the sa
 - :func:`echoscu` / :func:`storescu` run dcmtk's tools and return the completed process.
 - :class:`DicomPeer` is a Storage SCP on 127.0.0.1 that is ``down`` (nothing listens on its
   port), ``refusing`` (A-ASSOCIATE-RJ) or ``accepting``; while accepting it can answer chosen
-  SOP Instance UIDs with a failure status. It keeps what it received.
+  SOP Instance UIDs with a failure status. Like a real PACS it rejects an association whose
+  called AE title is not its own. It keeps what it received, byte for byte, with the calling
+  and called AE titles of the association that brought it.
 - :func:`write_synthetic_series` writes small valid files (no numpy needed).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,11 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+# The production module, not a copy: importing it applies the hub's pynetdicom workaround (a
+# C-STORE response the requestor's reactor would drop is put back) and gives TCP_NODELAY on
+# both ends, so the kit's peers run exactly the code the forwarder and receiver run.
+from plugins.dicom.net import NoDelayAE, NoDelayServer
+
 __all__ = [
     "DicomPeer",
     "ReceivedInstance",
@@ -46,55 +52,6 @@ __all__ = [
 
 # Send data sets from files as they are (also what the hub's forwarder does).
 _config.STORE_SEND_CHUNKED_DATASET = True
-
-
-def _nodelay(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
-
-
-def _keep_stolen_responses() -> None:
-    """pynetdicom's requestor reactor can steal a C-STORE-RSP meant for ``send_c_store``
-    on a loaded machine (it marks itself paused just before its checkpoint wait) and drop it
-    as "unexpected"; put such responses back. The hub's forwarder does the same
-    (``plugins.dicom.net``)."""
-    from pynetdicom.association import Association
-
-    if getattr(Association, "_vethub_keeps_responses", False):
-        return
-    original = Association._serve_request
-
-    def _serve_request(self, msg, context_id):
-        if self.is_requestor and not msg.is_valid_request and msg.is_valid_response:
-            self.dimse.msg_queue.put((context_id, msg))
-            return
-        original(self, msg, context_id)
-
-    Association._serve_request = _serve_request
-    Association._vethub_keeps_responses = True
-
-
-_keep_stolen_responses()
-
-
-class NoDelayAE(AE):
-    """TCP_NODELAY on outgoing sockets: pynetdicom writes a C-STORE as two PDUs, and with
-    Nagle on the second waits ~40 ms for the peer's delayed ACK."""
-
-    def _create_socket(self, assoc, address, tls_args):
-        sock = super()._create_socket(assoc, address, tls_args)
-        if sock.socket is not None:
-            _nodelay(sock.socket)
-        return sock
-
-
-class _NoDelayServer(ThreadedAssociationServer):
-    def get_request(self):
-        client, address = super().get_request()
-        _nodelay(client)
-        return client, address
 
 
 def storage_sop_classes() -> set[str]:
@@ -262,6 +219,7 @@ class ReceivedInstance:
     transfer_syntax: str
     data: bytes  # the encoded data set as received
     calling_ae: str
+    called_ae: str = ""
 
 
 @dataclass
@@ -271,7 +229,9 @@ class DicomPeer:
     Start it with :meth:`start` (it picks a free port and keeps it); then call :meth:`down`,
     :meth:`refuse` or :meth:`accept`. ``fail_instances`` maps SOP Instance UIDs to the status
     to answer with instead of Success (e.g. ``0xA700``), ``warn_instances`` likewise to a
-    warning status. Always :meth:`stop` it (the ``dicom_peer`` fixture does).
+    warning status. An association that calls another AE title than ``ae_title`` is rejected
+    (permanent, "called AE title not recognised") and its title kept in ``wrong_called_aes``.
+    Always :meth:`stop` it (the ``dicom_peer`` fixture does).
     """
 
     ae_title: str = "PEERSCP"
@@ -282,6 +242,7 @@ class DicomPeer:
     warn_instances: dict[str, int] = field(default_factory=dict)
     received: list[ReceivedInstance] = field(default_factory=list)
     rejected_associations: int = 0
+    wrong_called_aes: list[str] = field(default_factory=list)
     _server: ThreadedAssociationServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -316,12 +277,19 @@ class DicomPeer:
         ae.add_supported_context(Verification)
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested)]
         self._server = ae.make_server(
-            (self.host, self.port), evt_handlers=handlers, server_class=_NoDelayServer
+            (self.host, self.port), evt_handlers=handlers, server_class=NoDelayServer
         )
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         ae._servers.append(self._server)
 
     def _on_requested(self, event) -> None:
+        called = str(event.assoc.requestor.primitive.called_ae_title).strip()
+        if called != self.ae_title:
+            with self._lock:
+                self.wrong_called_aes.append(called)
+            event.assoc.acse.send_reject(0x01, 0x01, 0x07)  # permanent, called AE not recognised
+            event.assoc.kill()
+            return
         if self.mode == "refusing":
             with self._lock:
                 self.rejected_associations += 1
@@ -339,7 +307,8 @@ class DicomPeer:
                     uid,
                     str(event.context.transfer_syntax),
                     event.encoded_dataset(include_meta=False),
-                    str(event.assoc.requestor.ae_title),
+                    str(event.assoc.requestor.ae_title).strip(),
+                    str(event.assoc.requestor.primitive.called_ae_title).strip(),
                 )
             )
         return self.warn_instances.get(uid, 0x0000)
@@ -369,6 +338,11 @@ class DicomPeer:
     def received_uids(self) -> list[str]:
         with self._lock:
             return [r.sop_instance_uid for r in self.received]
+
+    def received_datasets(self) -> list[tuple[str, bytes]]:
+        """(SOP Instance UID, encoded data set) of everything received, in order."""
+        with self._lock:
+            return [(r.sop_instance_uid, r.data) for r in self.received]
 
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -27,7 +27,7 @@ REQUIRE_PG_ENV = "VETHUB_REQUIRE_POSTGRES"
 
 __all__ = [
     "api", "db_url", "pg_admin", "free_port", "frozen_clock", "hub", "hub_factory", "make_config", "postgres_url",
-    "write_config", "ApiClient", "deep_merge", "dump_toml",
+    "write_config", "ApiClient", "database_rows", "deep_merge", "dump_toml",
 ]
 
 
@@ -220,9 +220,30 @@ def write_config(db_url: str, tmp_path: Path) -> Callable[..., Path]:
     return _write
 
 
+async def database_rows(hub: Hub) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the hub knows, by table name (rows sorted): take it before and
+    after a request that must be refused, and compare, to show that nothing was written."""
+    from hub.db import all_models  # noqa: F401  (every table in the metadata)
+    from hub.db.base import Base
+
+    async with hub.engine.connect() as conn:
+        return {
+            table.name: sorted((tuple(row) for row in await conn.execute(table.select())), key=repr)
+            for table in Base.metadata.sorted_tables
+        }
+
+
 @pytest.fixture
-def free_port() -> int:
-    """A port free right now (for peers that cannot report a port-0 binding)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port() -> Iterator[int]:
+    """A port kept for this test, for a child process that must listen on a known port.
+
+    The port stays bound here, with SO_REUSEADDR and not listening, until the test ends: the
+    kernel gives it to no one else (not to a bind to port 0, not to an outgoing connection),
+    while a server that sets SO_REUSEADDR — as the hub's receivers, asyncio's and socketserver's
+    servers do — can listen on it, and listen again after a restart. A port merely found free
+    and released could be taken by another process before the child binds it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]

@@ -8,6 +8,8 @@
   DX and CR, a company ``sono-co`` reading US, and approved accounts with both.
 - ``dicom_hub``: a started hub with that config; ``dicom_port(hub)`` is its receiver's port.
 - ``dicom_api``: an API client (see ``api``) for ``dicom_hub``; ``api_for(hub)`` for any hub.
+- ``await stored_datasets(hub)``: the data set of every instance the hub stored, by SOP
+  Instance UID, read from its file (to compare with what a peer received, byte for byte).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from hub.core import Hub
-from hub.testing.dicom import DicomPeer, file_meta_of, storage_sop_classes
+from hub.testing.dicom import DicomPeer, dataset_bytes, file_meta_of, storage_sop_classes
 from hub.testing.fixtures_core import ApiClient, deep_merge
 from hub.web.app import create_app
 
@@ -33,6 +35,7 @@ __all__ = [
     "dicom_peer",
     "dicom_port",
     "dicom_samples",
+    "stored_datasets",
 ]
 
 HUB_AE = "VETHUB"
@@ -106,6 +109,20 @@ def dicom_port(hub: Hub) -> int:
     receiver = receiver_of(hub)
     assert receiver is not None and receiver.port, "the hub's DICOM receiver is not running"
     return receiver.port
+
+
+async def stored_datasets(hub: Hub) -> dict[str, bytes]:
+    """SOP Instance UID -> the encoded data set of its stored file, for every instance."""
+    from sqlalchemy import select
+
+    from hub.imaging.models import Instance
+    from plugins.dicom.plugin import receiver_of
+
+    receiver = receiver_of(hub)
+    assert receiver is not None, "the hub's DICOM receiver is not running"
+    async with hub.sessionmaker() as session:
+        rows = (await session.execute(select(Instance.sop_instance_uid, Instance.path))).all()
+    return {uid: dataset_bytes(receiver.store.root / path) for uid, path in rows}
 
 
 @pytest_asyncio.fixture

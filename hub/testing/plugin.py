@@ -12,6 +12,8 @@ available in any test suite:
   drive jobs with ``await hub.jobs.run_until_idle()``).
 - ``api``: an aiohttp test client for the hub's app, with ``await api.as_role(...)``.
 - ``frozen_clock``, ``write_config``, ``free_port``.
+- ``hub.testing.fixtures_env``: ``needs(...)`` / ``skip_or_fail(...)``, skips that
+  ``VETHUB_REQUIRE_<NAME>=1`` turns into failures (dcmtk, strace, tmpfs, O_TMPFILE).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hub.testing.fixtures_core import PG_ENV, REQUIRE_PG_ENV
 _LEFT_OUT = pytest.StashKey[int]()
 
 pytest_plugins = [
+    "hub.testing.fixtures_env",
     "hub.testing.fixtures_dicom",
     "hub.testing.fixtures_messaging",
     "hub.testing.fixtures_channels",

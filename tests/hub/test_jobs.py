@@ -25,7 +25,7 @@ from hub.clock import FrozenClock
 from hub.core import Hub
 from hub.db.models import Job, Schedule
 from hub.hookspecs import hookimpl
-from hub.jobs import JobContext, PermanentJobError, RetryAfter, retry_jobs
+from hub.jobs import JobContext, JobQueue, PermanentJobError, RetryAfter, retry_jobs
 
 HERE = Path(__file__).parent
 WORKER = HERE / "jobs_worker.py"
@@ -144,7 +144,46 @@ async def await_for(predicate: Callable[[], Awaitable[Any]], timeout: float, wha
         await asyncio.sleep(interval)
 
 
+def _claims_awaited() -> list[Any]:
+    """The JobQueue.claim coroutines the hub's worker tasks are awaiting right now."""
+    found = []
+    for task in asyncio.all_tasks():
+        if not task.get_name().startswith("vethub-worker-"):
+            continue
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            if getattr(awaited, "cr_code", None) is JobQueue.claim.__code__:
+                found.append(awaited)
+                break
+            awaited = getattr(awaited, "cr_await", None)
+    return found
+
+
+async def claim_blocked(timeout: float, interval: float = 0.05) -> None:
+    """Wait until one and the same claim call is still pending a poll later: a worker is
+    blocked in claim (one that completes takes milliseconds, and the next is a new call)."""
+    deadline = time.monotonic() + timeout
+    before = _claims_awaited()
+    while True:
+        await asyncio.sleep(interval)
+        now = _claims_awaited()
+        if any(a is b for a in now for b in before):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for a worker to block in claim")
+        before = now
+
+
 # --- the outbox ----------------------------------------------------------------------------------
+
+
+async def test_a_job_without_delay_is_due_now_not_earlier(jhub: Hub, frozen_clock: FrozenClock) -> None:
+    """Claims go by run_at: a new job must not be dated before jobs queued a moment ago."""
+    first = await get_job(jhub, await enqueue(jhub, "t.ok"))
+    later = await get_job(jhub, await enqueue(jhub, "t.ok", delay=0))
+    delayed = await get_job(jhub, await enqueue(jhub, "t.ok", delay=30))
+    assert first.run_at == later.run_at == frozen_clock.now()
+    assert delayed.run_at == frozen_clock.now() + timedelta(seconds=30)
 
 
 async def test_enqueue_is_part_of_the_callers_transaction(jhub: Hub, handlers: Handlers) -> None:
@@ -330,6 +369,23 @@ async def test_expired_lease_is_reclaimed_and_the_old_worker_cannot_overwrite(
     assert await jhub.jobs.run_one(second, worker_id="worker-b") == "succeeded"
     assert (await get_job(jhub, job_id)).status == "succeeded"
     assert [r[2] for r in handlers.runs] == [1, 2]
+
+
+@pytest.mark.parametrize(("stale", "holder"), [("worker-a", "worker-b"), ("worker-b", "worker-a")])
+@pytest.mark.parametrize("kind", ["t.always", "t.permanent"])  # back to the queue, or dead
+async def test_a_failure_reported_after_the_lease_passed_on_changes_nothing(
+        jhub: Hub, frozen_clock: FrozenClock, stale: str, holder: str, kind: str) -> None:
+    """The fence on locked_by is equality, whichever way the worker ids sort."""
+    job_id = await enqueue(jhub, kind)
+    [first] = await jhub.jobs.claim(1, worker_id=stale)
+    frozen_clock.advance(seconds=jhub.config.jobs.lease_seconds + 1)
+    [second] = await jhub.jobs.claim(1, worker_id=holder)
+    held = await get_job(jhub, job_id)
+    assert await jhub.jobs.run_one(first, worker_id=stale) == "lost-lease"
+    job = await get_job(jhub, job_id)
+    assert (job.status, job.locked_by, job.lease_until, job.last_error, job.attempts) == (
+        "running", holder, held.lease_until, None, 2)
+    assert second.attempts == 2
 
 
 async def test_an_expired_lease_is_not_starved_by_a_busy_queue(
@@ -532,7 +588,7 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     await asyncio.wait_for(handlers.started.wait(), 10)
     async with hub.transaction() as session:  # takes the write lock; the idle worker's next claim waits
         late = (await hub.jobs.enqueue(session, "t.slow", {"seconds": 30})).id
-        await asyncio.sleep(0.3)  # several poll intervals: the second worker is now blocked in claim
+        await claim_blocked(10)  # the idle worker now waits in claim for the lock we hold
         stopping = asyncio.create_task(hub.jobs.stop(grace=0.5))
         await asyncio.sleep(0)  # stop() has begun: flag set, in-flight jobs noted
     # The lock is free: the blocked claim now takes the late job, after stop() began.
@@ -542,6 +598,39 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     assert [r[0] for r in handlers.runs] == ["t.stuck"]
     assert (await get_job(hub, first)).status == "queued"  # released after the grace
     handlers.release.set()
+
+
+async def test_stop_with_idle_workers_ends_them_cleanly(hub_factory: Callable[..., Awaitable[Hub]],
+                                                       handlers: Handlers) -> None:
+    hub = await hub_factory({"jobs": {"workers": 2}}, plugins=[("jobs_test", handlers)])
+    hub.jobs.start()
+    await asyncio.wait_for(hub.jobs.stop(grace=1), 10)  # returns, does not raise
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("vethub-")]
+
+
+async def test_a_worker_outlives_a_failed_claim(hub_factory: Callable[..., Awaitable[Hub]],
+                                                handlers: Handlers, caplog: pytest.LogCaptureFixture) -> None:
+    """The database fails a claim (here: the jobs table is briefly gone); the worker logs it,
+    waits, and goes on claiming once the database answers again."""
+    hub = await hub_factory({"jobs": {"workers": 1, "poll_interval": 0.01}}, plugins=[("jobs_test", handlers)])
+    async with hub.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE jobs RENAME TO jobs_away"))
+    hub.jobs.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "could not claim jobs" not in caplog.text:
+            assert time.monotonic() < deadline, "no claim failed"
+            await asyncio.sleep(0.02)
+        async with hub.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE jobs_away RENAME TO jobs"))
+        job_id = await enqueue(hub, "t.ok")
+        await await_for(lambda: _status_is(hub, job_id, "succeeded"), 20, "the job to run after the failure")
+    finally:
+        await hub.jobs.stop(grace=1)
+
+
+async def _status_is(hub: Hub, job_id: int, status: str) -> bool:
+    return (await get_job(hub, job_id)).status == status
 
 
 async def test_stop_with_zero_grace_releases_at_once(hub_factory: Callable[..., Awaitable[Hub]],

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from hub.db.models import Company, HubEvent, Job, Practice
 from hub.hookspecs import hookimpl
 from hub.imaging.models import Case, Study
-from hub.testing.dicom import file_meta_of, send_files, write_synthetic_series
-from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
+from hub.testing.dicom import dataset_bytes, file_meta_of, send_files, write_synthetic_series
+from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port, stored_datasets
 
 
 class StableProbe:
@@ -82,8 +82,16 @@ async def test_study_stable_after_quiet_period_then_auto_submitted_and_delivered
     assert case.auto_submitted and case.submitted_by == "auto-submit"
     assert case.company_id == rad.id
     assert case.status == "delivered"
-    sent = sorted(str(file_meta_of(p)[0].MediaStorageSOPInstanceUID) for p in [*paths, *more])
-    assert sorted(u for u in dicom_peer.received_uids() if u in sent) == sent  # and the request SR
+    sent = {str(file_meta_of(p)[0].MediaStorageSOPInstanceUID): p for p in [*paths, *more]}
+    assert sorted(u for u in dicom_peer.received_uids() if u in sent) == sorted(sent)  # + the request SR
+    # Delivered means delivered as received: byte for byte, from the hub's AE to the peer's.
+    stored = await stored_datasets(hub)
+    for uid, data in dicom_peer.received_datasets():
+        if uid in sent:
+            assert data == stored[uid] == dataset_bytes(sent[uid]), f"{uid} arrived altered"
+    assert {(r.calling_ae, r.called_ae) for r in dicom_peer.received} == {
+        (HUB_AE, dicom_peer.ae_title)
+    }
 
     # A stable study that receives nothing new stays stable; no second case.
     frozen_clock.advance(seconds=120)

@@ -62,7 +62,8 @@ async def test_account_email_to_a_practice_has_cc_and_no_unsubscribe(world) -> N
     assert mail.message.get_content_type() == "text/plain"
 
 
-async def test_hard_bounce_marks_invalid_raises_event_and_falls_back_to_sms(world, reminder_context, client_maker) -> None:
+async def test_hard_bounce_marks_invalid_raises_event_and_falls_back_to_postcard(world, reminder_context,
+                                                                                 client_maker) -> None:
     hub = world.hub
     cid = await client_maker(hub, world.practice_id, "bob")
     world.sink.reject["bob@example.org"] = "550 5.1.1 No such user"
@@ -82,7 +83,13 @@ async def test_hard_bounce_marks_invalid_raises_event_and_falls_back_to_sms(worl
         assert [(r.client_id, r.source, r.allowed) for r in ledger] == [(cid, "bounce", False)]
         fallback = (await s.execute(select(Communication).where(Communication.fallback_of_id == first_id))).scalar_one()
         # no postcard channel configured here: the fallback is recorded and fails, with its reason
-        assert fallback.channel == "postcard"
+        assert (fallback.channel, fallback.client_id, fallback.verdict) == ("postcard", cid, "allow")
+        assert fallback.status == "failed" and fallback.last_error == "the postcard channel is not configured"
+        history = (await s.execute(select(CommunicationStatus).where(
+            CommunicationStatus.communication_id == fallback.id).order_by(CommunicationStatus.id))).scalars().all()
+        assert [h.status for h in history] == ["queued", "sending", "failed"]
+        assert history[-1].detail == {"reason": "rejected", "code": None, "permanent": True,
+                                      "error": "the postcard channel is not configured"}
     # the next email to Bob is never attempted
     async with hub.transaction() as s:
         again = await queue_communication(s, hub, client_id=cid, template="reminder", category="reminder",

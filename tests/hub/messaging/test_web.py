@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from hub.messaging.models import Communication, ConsentRecord
 from hub.messaging.outbound import queue_communication, queue_email
-from hub.testing.fixtures_core import ApiClient
+from hub.testing.fixtures_core import ApiClient, database_rows
 from hub.web.app import create_app
 
 
@@ -51,14 +51,14 @@ async def _consent(hub, cid):
 
 async def test_one_click_urlencoded_and_get_changes_nothing(world, wapi, client_maker, reminder_context) -> None:
     cid, url, _ = await _sent_unsubscribe_url(world, client_maker, reminder_context)
+    before = await database_rows(world.hub)
     # link scanners and prefetchers GET every URL: nothing may change
     resp = await wapi.client.get(url)
     assert resp.status == 200 and "<form method='post'>" in await resp.text()
-    assert await _consent(world.hub, cid) == []
     # a POST without the RFC 8058 body is refused
     resp = await wapi.client.post(url, data={"foo": "bar"})
     assert resp.status == 400
-    assert await _consent(world.hub, cid) == []
+    assert await database_rows(world.hub) == before  # no consent, suppression, status or job
     resp = await wapi.client.post(url, data="List-Unsubscribe=One-Click",
                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status == 200
@@ -84,6 +84,7 @@ async def test_one_click_multipart(world, wapi, client_maker, reminder_context) 
 
 async def test_forged_or_tampered_tokens_are_refused(world, wapi, client_maker, reminder_context) -> None:
     cid, url, prefs = await _sent_unsubscribe_url(world, client_maker, reminder_context, "cy")
+    before = await database_rows(world.hub)
     tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
     resp = await wapi.client.post(tampered, data={"List-Unsubscribe": "One-Click"})
     assert resp.status == 404
@@ -91,7 +92,11 @@ async def test_forged_or_tampered_tokens_are_refused(world, wapi, client_maker, 
     token = prefs.rsplit("/", 1)[1]
     resp = await wapi.client.post(f"/messaging/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
     assert resp.status == 404
+    # nor can an unsubscribe token be used on the preference page
+    resp = await wapi.client.post(f"/messaging/preferences/{url.rsplit('/', 1)[1]}", data=[("keep", "reminder")])
+    assert resp.status == 404
     assert await _consent(world.hub, cid) == []
+    assert await database_rows(world.hub) == before
 
 
 async def test_preference_page(world, wapi, client_maker, reminder_context) -> None:
@@ -107,9 +112,12 @@ async def test_preference_page(world, wapi, client_maker, reminder_context) -> N
     page = await wapi.client.get(prefs + "?saved=1")
     text = await page.text()
     assert "saved" in text and "value='survey'>" in text and "value='reminder' checked" in text
-    # expired link
+    # expired link: neither shown nor saved
     world.clock.advance(days=31)
+    before = await database_rows(world.hub)
     assert (await wapi.client.get(prefs)).status == 404
+    assert (await wapi.client.post(prefs, data=[("keep", "reminder")], allow_redirects=False)).status == 404
+    assert await database_rows(world.hub) == before
 
 
 async def test_api_send_preview_and_list_scoped(world, wapi, client_maker, reminder_context) -> None:
@@ -124,7 +132,8 @@ async def test_api_send_preview_and_list_scoped(world, wapi, client_maker, remin
     assert resp.status == 201, await resp.text()
     body = await resp.json()
     assert body["status"] == "queued" and body["channel"] == "email" and body["verdict"] == "allow"
-    # another practice's client is invisible
+    # another practice's client is invisible, and nothing is recorded for it or a bad request
+    before = await database_rows(hub)
     resp = await staff.post("/api/communications", json={
         "client_id": other, "template": "reminder", "category": "reminder", "context": reminder_context})
     assert resp.status == 404
@@ -134,6 +143,7 @@ async def test_api_send_preview_and_list_scoped(world, wapi, client_maker, remin
     resp = await staff.post("/api/communications", json={
         "client_id": ann, "template": "nope", "category": "reminder", "channels": ["email"]})
     assert resp.status == 422 and (await resp.json())["error"]["code"] == "template_error"
+    assert await database_rows(hub) == before  # no communication, verdict, status or job
 
     resp = await staff.post("/api/communications/preview", json={
         "client_ids": [ann, gone, other], "category": "reminder", "channels": ["email"]})
@@ -162,7 +172,12 @@ async def test_staff_consent_edit(world, wapi, client_maker) -> None:
     assert resp.status == 201
     assert await _consent(world.hub, ann) == [("marketing", "sms", False, "staff")]
     other = await wapi.as_role("practice_staff", practice_id=world.other_practice_id)
+    before = await database_rows(world.hub)
     assert (await other.post(f"/api/clients/{ann}/consent", json={"allowed": True})).status == 404
+    assert (await other.post(f"/api/clients/{ann}/consent", json={"category": "marketing", "channel": "sms",
+                                                                   "allowed": True})).status == 404
+    assert await database_rows(world.hub) == before  # the ledger still says no, and only that
+    assert await _consent(world.hub, ann) == [("marketing", "sms", False, "staff")]
 
 
 async def test_tracking_pixel_and_click(world_factory, client_maker, reminder_context) -> None:

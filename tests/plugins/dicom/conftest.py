@@ -14,21 +14,23 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.db.models import Practice
 from hub.imaging.models import Instance
+from hub.testing.fixtures_env import skip_or_fail
 from plugins.dicom.committer import Committer
 
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path):
-    """A 256 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."""
+    """A 256 KiB tmpfs (needs root and mount); skipped where it cannot be mounted, failed
+    instead with VETHUB_REQUIRE_TMPFS=1 (CI)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
+        skip_or_fail("TMPFS", "mounting a tmpfs needs root and mount(8)")
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
     )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        skip_or_fail("TMPFS", f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
     try:
         yield mount
     finally:

@@ -15,8 +15,9 @@ from hub.db.models import CallingAE, HubEvent, Practice
 from hub.imaging.models import Instance
 from hub.testing.dicom import echoscu, send_files, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
+from hub.testing.fixtures_env import needs
 
-needs_dcmtk = pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk not installed")
+needs_dcmtk = needs("DCMTK", shutil.which("echoscu") is not None, "dcmtk is not installed")
 
 
 def _associate(port: int, *, calling: str, called: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -17,13 +18,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from hub.imaging.models import Instance, Study
 from hub.testing.dicom import dataset_bytes, storescu_command, write_synthetic_series
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE
+from hub.testing.fixtures_env import needs
 
 from .daemon import alive, children, start, stop, upgrade, wait_listening
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(subprocess.run(["which", "storescu"], capture_output=True).returncode,
-                       reason="dcmtk not installed"),
+    needs("DCMTK", shutil.which("storescu") is not None, "dcmtk is not installed"),
 ]
 
 

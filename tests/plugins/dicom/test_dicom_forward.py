@@ -1,4 +1,9 @@
-"""Forwarding a case to a real SCP that is down, then refuses one instance, then accepts."""
+"""Forwarding a case to a real SCP that is down, then refuses one instance, then accepts.
+
+Whatever the peer accepted is compared byte for byte with the stored data set, and the
+association's calling and called AE titles are checked: an instance altered on the way or sent
+to the wrong AE title fails here, not only one that never arrived.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,20 @@ from sqlalchemy import select
 
 from hub.db.models import Job, Practice
 from hub.imaging.models import Case, CaseInstanceForward, Instance, Study
-from hub.testing.dicom import file_meta_of, send_files, write_synthetic_series
-from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
+from hub.testing.dicom import (
+    DicomPeer,
+    dataset_bytes,
+    file_meta_of,
+    send_files,
+    write_synthetic_series,
+)
+from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port, stored_datasets
 
 
-async def _setup(hub_factory, dicom_config_data, clock, peer, tmp_path, **jobs):
+async def _setup(hub_factory, dicom_config_data, clock, peer, tmp_path, called_ae=None, **jobs):
     data = dicom_config_data(dicom={"stable_age": 86400})  # keep the stability job out of it
     data["companies"][0]["destination"] = {
-        "host": "127.0.0.1", "port": peer.port, "ae_title": peer.ae_title
+        "host": "127.0.0.1", "port": peer.port, "ae_title": called_ae or peer.ae_title
     }
     if jobs:
         data["jobs"] = jobs
@@ -25,7 +36,26 @@ async def _setup(hub_factory, dicom_config_data, clock, peer, tmp_path, **jobs):
         send_files, "127.0.0.1", dicom_port(hub), paths, called_ae=HUB_AE, calling_ae=PRACTICE_AE
     )
     assert {r.status for r in results} == {0}
+    stored = await stored_datasets(hub)
+    for path in paths:  # what the forwarder will read is what the practice sent
+        assert stored[str(file_meta_of(path)[0].MediaStorageSOPInstanceUID)] == dataset_bytes(path)
     return hub, [str(file_meta_of(p)[0].MediaStorageSOPInstanceUID) for p in paths]
+
+
+async def assert_forwarded_as_stored(hub, peer: DicomPeer) -> list[str]:
+    """Every data set the peer received is the stored one, byte for byte, and came on an
+    association from the hub's AE title to the peer's."""
+    stored = await stored_datasets(hub)
+    received = peer.received_datasets()
+    assert received, "the peer received nothing"
+    extras = []  # objects the hub made for the case (the request), not stored instances
+    for uid, data in received:
+        if uid not in stored:
+            extras.append(uid)
+            continue
+        assert len(data) == len(stored[uid]) and data == stored[uid], f"{uid} arrived altered"
+    assert {(r.calling_ae, r.called_ae) for r in peer.received} == {(HUB_AE, peer.ae_title)}
+    return extras
 
 
 async def _submit(hub, api_for) -> int:
@@ -94,6 +124,8 @@ async def test_forward_down_then_one_refused_then_accepted(
     assert case.status == "delivered" and case.delivered_at is not None
     images = [u for u in dicom_peer.received_uids() if u in uids]  # the rest: the request SR
     assert sorted(images) == sorted(uids)  # each sent once it was accepted
+    extras = await assert_forwarded_as_stored(hub, dicom_peer)
+    assert extras and not set(extras) & set(uids)  # the request object, beside the images
 
     api = await api_for(hub)
     operator = await api.as_role("operator")
@@ -143,3 +175,23 @@ async def test_without_destination_the_case_is_delivered_in_the_hub(
     assert case.status == "delivered" and case.delivery == "hub"
     async with hub.sessionmaker() as s:
         assert (await s.execute(select(Job).where(Job.kind == "dicom.forward_case"))).scalars().all() == []
+
+
+async def test_forward_to_a_wrong_called_ae_is_rejected_and_nothing_delivered(
+    hub_factory, dicom_config_data, frozen_clock, dicom_peer, api_for, tmp_path
+):
+    """The peer, like a PACS, rejects an association calling another AE title: the forward
+    does not count as delivered and the job retries."""
+    hub, uids = await _setup(
+        hub_factory, dicom_config_data, frozen_clock, dicom_peer, tmp_path, called_ae="NOTTHEPEER"
+    )
+    case_id = await _submit(hub, api_for)
+    assert await hub.jobs.run_until_idle() == 3  # the forward and two status announcements
+    assert dicom_peer.wrong_called_aes == ["NOTTHEPEER"]
+    assert dicom_peer.received == []
+    assert (await _case(hub, case_id)).status == "routed"
+    assert set((await _forwards(hub, case_id)).values()) == {("pending", None, 0)}
+    async with hub.sessionmaker() as s:
+        (job,) = (await s.execute(select(Job).where(Job.kind == "dicom.forward_case"))).scalars()
+    assert job.status == "queued" and "association rejected" in job.last_error
+    assert len(uids) == 3

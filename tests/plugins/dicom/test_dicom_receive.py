@@ -21,10 +21,11 @@ from hub.testing.dicom import (
     write_synthetic_series,
 )
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
+from hub.testing.fixtures_env import needs
 from plugins.dicom.plugin import receiver_of
 from plugins.dicom.storage import is_valid_uid
 
-needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
+needs_dcmtk = needs("DCMTK", shutil.which("storescu") is not None, "dcmtk is not installed")
 
 
 async def _rows(hub, model):

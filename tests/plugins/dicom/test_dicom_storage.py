@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.testing.fixtures_env import skip_or_fail
 from plugins.dicom.storage import (
     DicomStore,
     StorageUnavailable,
@@ -24,7 +25,7 @@ def _entries(root: Path) -> list[str]:
 @pytest.fixture(params=[True, False], ids=["unnamed", "named"])
 def store(request, tmp_path: Path) -> DicomStore:
     if request.param and not tmpfile_supported(tmp_path):
-        pytest.skip("this filesystem has no O_TMPFILE")
+        skip_or_fail("O_TMPFILE", "this filesystem has no O_TMPFILE")
     return DicomStore(tmp_path / "root", tmpfile=request.param)
 
 
@@ -65,7 +66,7 @@ def test_filesystem_decides_when_not_told(tmp_path: Path):
 def test_the_same_instance_written_at_once_is_stored_once(tmp_path: Path):
     """Two associations sending one SOP Instance UID together: one file, whole, one winner."""
     if not tmpfile_supported(tmp_path):
-        pytest.skip("this filesystem has no O_TMPFILE")
+        skip_or_fail("O_TMPFILE", "this filesystem has no O_TMPFILE")
     store = DicomStore(tmp_path / "root", tmpfile=True)
     store.write(instance_relpath(7, "1.2.3", "1.2.3.4", "9.9"), [b"creates the directory"])
     barrier, results = threading.Barrier(8), []
