@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 @click.command("create-user")
 @config_option
-@click.option("--role", type=click.Choice(["operator", "company_admin", "practice_staff"]), required=True)
+@click.option("--role", type=click.Choice(["operator", "company_admin", "practice_staff"]), required=True,
+              help="What the user may do and see in the console and the API.")
 @click.option("--company", default=None, help="Company slug (company_admin).")
 @click.option("--practice", default=None, help="Practice slug (practice_staff).")
 @click.option("--email", required=True, help="The user's email; they sign in with it.")
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
               help="Read the password from standard input (for scripts) instead of printing a link.")
 def create_user_command(config_path: str | None, role: str, company: str | None, practice: str | None,
                         email: str, name: str, password_stdin: bool) -> None:
-    """Create a console sign-in; prints a single-use set-password link unless --password-stdin."""
+    """Create a console sign-in; prints a single-use set-password link unless --password-stdin.
+
+    Example: vethub admin create-user --role operator --email you@example.com
+    """
     from hub.auth import Principal
     from hub.console.users import create_user, resolve_tenant
     from hub.errors import DomainError
