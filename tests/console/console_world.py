@@ -22,6 +22,7 @@ from hub.console.users import create_user
 from hub.core import Hub
 from hub.db.models import Account, Company, Practice
 from hub.testing.fixtures_core import deep_merge
+from hub.testing.fixtures_env import skip_or_fail
 from hub.web.app import create_app
 
 CHROMIUM = os.environ.get("VETHUB_CHROMIUM", "/usr/bin/chromium")
@@ -111,7 +112,8 @@ def artifacts(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Any]:
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
-        pytest.skip(f"the console's browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+        skip_or_fail("CHROMIUM", f"the console's browser tests need Debian's chromium at {CHROMIUM} "
+                                 "(apt-get install chromium)")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
