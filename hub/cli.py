@@ -13,6 +13,7 @@ import click
 from hub import jobs as jobs_mod
 from hub.cli_support import config_option, load_or_exit, with_hub
 from hub.config import resolve_path
+from hub.console.cli import create_user_command
 from hub.core import Hub
 from hub.plugins import PluginError, get_plugin_manager
 
@@ -248,6 +249,9 @@ def create_token(config_path: str | None, role: str, company: str | None, practi
     token = with_hub(config_path, _go)
     click.echo(f"created a {role} token; store it now, it is not shown again:")
     click.echo(token)
+
+
+admin.add_command(create_user_command)
 
 
 @cli.group()

@@ -41,9 +41,38 @@ FORM_FIELDS = (
 )
 
 
+#: The console's headers: these pages use its stylesheet and nothing inline.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the URL carries a single-use token
+    "Cache-Control": "no-store",
+}
+
+
 def page(template: str, status: int = 200, **context: Any) -> web.Response:
+    context.setdefault("for_whom", None)
+    context.setdefault("link", None)
     html = _env.get_template(template).render(**context)
-    return web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
+    return web.Response(text=html, content_type="text/html", charset="utf-8", status=status, headers=HEADERS)
+
+
+async def _password_owner(hub: Any, token: str) -> tuple[str | None, str | None]:
+    """The email and practice (or company) a set-password link is for, to say so on the page."""
+    from hub.accounts.links import hash_secret
+    from hub.accounts.models import PasswordSetToken
+    from hub.db.models import User
+
+    async with hub.sessionmaker() as session:
+        row = (await session.execute(select(PasswordSetToken).where(
+            PasswordSetToken.token_hash == hash_secret(token)))).scalar_one_or_none()
+        user = await session.get(User, row.user_id) if row is not None else None
+        if user is None:
+            return None, None
+        tenant = (await session.get(Practice, user.practice_id) if user.practice_id else
+                  await session.get(Company, user.company_id) if user.company_id else None)
+        return user.email, tenant.name if tenant else None
 
 
 def form_to_data(form: Any) -> dict[str, Any]:
@@ -103,8 +132,12 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         fields = [f for f in FORM_FIELDS if f[0] in missing or f[0].split(".")[0] in missing]
         extra = [m for m in missing if m not in {f[0] for f in FORM_FIELDS} and m.split(".")[0] not in
                  {f[0].split(".")[0] for f in FORM_FIELDS} and m != "company"]
+        async with hub.sessionmaker() as session:
+            company = await session.get(Company, req.company_id) if req.company_id else None
         return page("complete_form.html.j2", req=req, token=token, fields=fields, extra=extra,
-                    labels=onboarding.label, hub_name=hub.config.hub.name)
+                    labels=onboarding.label, hub_name=hub.config.hub.name, for_whom=req.practice_name,
+                    question=(req.extra or {}).get("company_question") if "answer" in missing else None,
+                    company_name=company.name if company else None)
 
     async def complete_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
@@ -123,7 +156,11 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
 
     async def password_form(request: web.Request) -> web.Response:
-        return page("password_form.html.j2", token=request.query.get("token", ""), error=None)
+        hub = request.app[HUB_KEY]
+        token = request.query.get("token", "")
+        email, for_whom = await _password_owner(hub, token)
+        return page("password_form.html.j2", token=token, error=None, email=email, for_whom=for_whom,
+                    hub_name=hub.config.hub.name)
 
     async def password_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
@@ -133,9 +170,11 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
                 await onboarding.set_password(session, hub, str(form.get("token", "")),
                                               str(form.get("password", "")))
         except AccountsError as err:
+            email, for_whom = await _password_owner(hub, str(form.get("token", "")))
             return page("password_form.html.j2", status=err.status, token=form.get("token", ""),
-                        error=err.message)
-        return page("message.html.j2", title="Password set", message="Your password is set; you can log in now.")
+                        error=err.message, email=email, for_whom=for_whom, hub_name=hub.config.hub.name)
+        return page("message.html.j2", title="Password set", message="Your password is set; you can sign in now.",
+                    link=("/console/sign-in", "Sign in"), hub_name=hub.config.hub.name)
 
     async def respond_page(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
@@ -155,7 +194,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
                 practice = await session.get(Practice, sr.practice_id)
                 new = await session.get(Company, sr.new_company_id)
             return page("respond.html.j2", sr=sr, practice=practice, new=new, action=action,
-                        expires=expires, sig=sig)
+                        expires=expires, sig=sig, for_whom=practice.name, hub_name=hub.config.hub.name)
         try:
             async with hub.transaction() as session:
                 decision = await switching.record_response(session, hub, switch_id, action,

@@ -17,12 +17,19 @@ pages = web.RouteTableDef()
 routes = ApiRoutes(tag="surveys")
 
 
-def _page(title: str, body: str, status: int = 200) -> web.Response:
+def _page(title: str, body: str, status: int = 200, practice: str | None = None) -> web.Response:
+    """In the console's look (its stylesheet, landmarks), naming the practice it is for."""
+    who = html.escape(practice or "your practice")
     return web.Response(
-        text=f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             f"</title><meta name='viewport' content='width=device-width'></head><body>"
-             f"<h1>{html.escape(title)}</h1>{body}</body></html>",
-        content_type="text/html", status=status)
+        text=f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<link rel='icon' href='data:,'><link rel='stylesheet' href='/console/static/console.css'></head>"
+             f"<body><header class='top'><p class='brand'>{who}</p></header><main id='main' class='public'>"
+             f"<h1>{html.escape(title)}</h1>{body}</main><footer><p>A survey for {who}</p></footer></body></html>",
+        content_type="text/html", status=status,
+        headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                                            "form-action 'self'; base-uri 'none'",
+                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
 
 
 def _refused(err: DomainError) -> web.Response:
@@ -38,14 +45,16 @@ async def survey_page(request: web.Request) -> web.Response:
     except DomainError as err:
         return _refused(err)
     if survey.answered:
-        return _page("Thank you", "<p>You already answered this survey. Thank you!</p>")
-    stars = "".join(f"<label><input type='radio' name='rating' value='{i}' required> {i}</label> "
+        return _page("Thank you", "<p>You already answered this survey. Thank you!</p>",
+                     practice=survey.practice_name)
+    stars = "".join(f"<label class='check'><input type='radio' name='rating' value='{i}' required> {i}</label> "
                     for i in range(1, 6))
     return _page(f"How was your visit to {survey.practice_name}?",
-                 f"<p>Hello {html.escape(survey.client_name)}.</p><form method='post'>"
-                 f"<p>{stars}</p><p><textarea name='comment' maxlength='2000' rows='4' "
-                 f"cols='40' placeholder='Anything to add? (optional)'></textarea></p>"
-                 f"<p><button type='submit'>Send</button></p></form>")
+                 f"<p>Hello {html.escape(survey.client_name)}.</p><form method='post' class='narrow'>"
+                 f"<fieldset><legend>Your rating, from 1 (poor) to 5 (excellent)</legend>{stars}</fieldset>"
+                 f"<div class='field'><label for='comment'>Anything to add? (optional)</label>"
+                 f"<textarea id='comment' name='comment' maxlength='2000' rows='4'></textarea></div>"
+                 f"<p><button type='submit'>Send</button></p></form>", practice=survey.practice_name)
 
 
 @pages.post("/surveys/{token}")

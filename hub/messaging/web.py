@@ -246,14 +246,35 @@ async def set_consent(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- pages
 
 
-def _page(title: str, body: str, status: int = 200) -> web.Response:
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='robots' content='noindex'>"
-           f"<meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>"
-           f"<style>body{{font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em}}"
-           f"label{{display:block;margin:.5em 0}}</style></head><body><h1>{html.escape(title)}</h1>"
-           f"{body}</body></html>")
+def _page(title: str, body: str, status: int = 200, practice: str | None = None) -> web.Response:
+    """A public page in the console's look, saying which practice it is for."""
+    who = f" · {html.escape(practice)}" if practice else ""
+    doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='robots' content='noindex'>"
+           f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+           "<link rel='stylesheet' href='/console/static/console.css'></head><body>"
+           f"<header class='top'><p class='brand'>Messages{who}</p></header>"
+           f"<main id='main' class='public'><h1>{html.escape(title)}</h1>"
+           + (f"<p>For clients of <strong>{html.escape(practice)}</strong>.</p>" if practice else "")
+           + f"{body}</main><footer><p>Sent on behalf of {html.escape(practice or 'your practice')}</p></footer>"
+           "</body></html>")
     return web.Response(text=doc, content_type="text/html", status=status,
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                 "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
+                                                            "form-action 'self'; base-uri 'none'",
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+async def _practice_name(hub: Any, client_id: Any) -> str | None:
+    from hub.db.models import Practice
+
+    if client_id is None:
+        return None
+    async with hub.sessionmaker() as session:
+        clients = await load_clients(session, [int(client_id)])
+        if int(client_id) not in clients:
+            return None
+        practice = await session.get(Practice, clients[int(client_id)][0].practice_id)
+        return practice.name if practice else None
 
 
 def _verify(request: web.Request, purpose: str) -> dict[str, Any]:
@@ -282,7 +303,7 @@ async def preferences_page(request: web.Request) -> web.Response:
         checked = "" if allowed is False else " checked"
         boxes.append(f"<label><input type='checkbox' name='keep' value='{cat}'{checked}> {html.escape(label)}</label>")
     return _page(
-        "Your message preferences",
+        "Your message preferences", practice=await _practice_name(hub, client_id), body=
         f"{saved}<p>Hello {html.escape(facts.name)}. Tick the messages you want to keep receiving.</p>"
         f"<form method='post'>{''.join(boxes)}<p><button type='submit'>Save</button></p></form>"
         "<p><small>Account and appointment confirmations you asked for are always sent.</small></p>",
@@ -318,7 +339,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     data = _verify(request, "unsub")
     label = CATEGORY_LABELS.get(str(data.get("g")), "these messages")
     return _page(
-        "Unsubscribe",
+        "Unsubscribe", practice=await _practice_name(request.app[HUB_KEY], data.get("c")), body=
         f"<p>Stop receiving <strong>{html.escape(label.lower())}</strong> at "
         f"{html.escape(str(data.get('a', '')))}?</p>"
         "<form method='post'><input type='hidden' name='List-Unsubscribe' value='One-Click'>"
@@ -348,7 +369,8 @@ async def one_click(request: web.Request) -> web.Response:
             await service.set_address_opt_out(session, hub, kind="email", address=address, opted_out=True,
                                               source="one_click", detail=f"category {category}")
     if request.headers.get("Accept", "").startswith("text/html"):
-        return _page("Unsubscribed", "<p>You will not receive these messages any more.</p>")
+        return _page("Unsubscribed", "<p>You will not receive these messages any more.</p>",
+                     practice=await _practice_name(hub, data.get("c")))
     return web.Response(text="unsubscribed\n")
 
 

@@ -74,37 +74,44 @@ async def practice_sync(request: web.Request, path: IdPath) -> dict[str, Any]:
     practice_id = path.id
     async with hub.read_session() as session:
         practice = await scoped_practice(session, principal, practice_id)
-        names = [e.name for e in connector_entries(hub.config.practices, practice.slug)]
-        names += [n for n in (await session.execute(
-            select(SyncRun.connector).where(SyncRun.practice_id == practice_id).distinct())
-        ).scalars() if n not in names]
-        items = []
-        for name in names:
-            run = (await session.execute(
-                select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name)
-                .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
-            last_ok = (await session.execute(
-                select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name,
-                                      SyncRun.status == "succeeded")
-                .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
-            checkpoint = (await session.execute(
-                select(SyncCheckpoint.updated_at).where(SyncCheckpoint.practice_id == practice_id,
-                                                        SyncCheckpoint.connector == name))
-            ).scalar_one_or_none()
-            rejects = []
-            if run is not None:
-                rows = (await session.execute(
-                    select(SyncReject).where(SyncReject.run_id == run.id)
-                    .order_by(SyncReject.id).limit(REJECTS_SHOWN))).scalars()
-                rejects = [{"kind": r.kind, "external_id": r.external_id, "reason": r.reason,
-                            "source": r.source, "raw": r.raw, "at": r.created_at.isoformat()}
-                           for r in rows]
-            total = (await session.execute(
-                select(func.count()).select_from(SyncReject)
-                .where(SyncReject.practice_id == practice_id, SyncReject.connector == name))
-            ).scalar_one()
-            items.append({"connector": name, "last_run": run_json(run),
-                          "last_success": run_json(last_ok),
-                          "checkpoint_at": checkpoint.isoformat() if checkpoint else None,
-                          "rejects": rejects, "rejects_total": total})
+        items = await sync_status(session, hub, practice)
     return {"practice_id": practice_id, "items": items}
+
+
+async def sync_status(session: Any, hub: Any, practice: Any) -> list[dict[str, Any]]:
+    """Each connector's last run, last success, checkpoint and rejects (the API and the console)."""
+    practice_id = practice.id
+    names = [e.name for e in connector_entries(hub.config.practices, practice.slug)]
+    names += [n for n in (await session.execute(
+        select(SyncRun.connector).where(SyncRun.practice_id == practice_id).distinct())
+    ).scalars() if n not in names]
+    items = []
+    for name in names:
+        run = (await session.execute(
+            select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name)
+            .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
+        last_ok = (await session.execute(
+            select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name,
+                                  SyncRun.status == "succeeded")
+            .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
+        checkpoint = (await session.execute(
+            select(SyncCheckpoint.updated_at).where(SyncCheckpoint.practice_id == practice_id,
+                                                    SyncCheckpoint.connector == name))
+        ).scalar_one_or_none()
+        rejects = []
+        if run is not None:
+            rows = (await session.execute(
+                select(SyncReject).where(SyncReject.run_id == run.id)
+                .order_by(SyncReject.id).limit(REJECTS_SHOWN))).scalars()
+            rejects = [{"kind": r.kind, "external_id": r.external_id, "reason": r.reason,
+                        "source": r.source, "raw": r.raw, "at": r.created_at.isoformat()}
+                       for r in rows]
+        total = (await session.execute(
+            select(func.count()).select_from(SyncReject)
+            .where(SyncReject.practice_id == practice_id, SyncReject.connector == name))
+        ).scalar_one()
+        items.append({"connector": name, "last_run": run_json(run),
+                      "last_success": run_json(last_ok),
+                      "checkpoint_at": checkpoint.isoformat() if checkpoint else None,
+                      "rejects": rejects, "rejects_total": total})
+    return items

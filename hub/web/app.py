@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from hub.console import app as console
 from hub.core import Hub
 from hub.web import api_core, health, openapi
 from hub.web.auth import auth_middleware
@@ -27,6 +28,7 @@ def create_app(hub: Hub, *, start_hub: bool = True, run_workers: bool = True) ->
         app.add_routes(channel.routes())
     for routes in hub.pm.hook.vethub_web_routes(hub=hub):
         app.add_routes(routes or [])
+    console.install(app, hub)
 
     if start_hub:
         async def hub_ctx(_app: web.Application) -> AsyncIterator[None]:

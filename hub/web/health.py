@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -26,7 +27,13 @@ async def healthz(_request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    checks = await readiness(request.app[HUB_KEY])
+    ready = all(c["ok"] for c in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def readiness(hub: Any) -> dict[str, dict[str, object]]:
+    """Every check: the database, each channel, each plugin's (also the console's plugins page)."""
     checks: dict[str, dict[str, object]] = {}
     try:
         async with asyncio.timeout(5), hub.sessionmaker() as session:
@@ -48,7 +55,7 @@ async def readyz(request: web.Request) -> web.Response:
     READY.set(1 if ready else 0)
     for name, check in checks.items():
         CHECK_OK.labels(name).set(1 if check["ok"] else 0)
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    return checks
 
 
 async def _run_check(check: Callable[[], Awaitable[tuple[bool, str]]]) -> dict[str, object]:
