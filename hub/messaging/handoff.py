@@ -32,8 +32,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.core import HubKey
 from hub.messaging.models import Communication
+from hub.state import HubKey
 
 log = logging.getLogger(__name__)
 

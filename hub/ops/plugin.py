@@ -10,11 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hub.core import HubKey
 from hub.hookspecs import hookimpl
 from hub.ops import integrity
 from hub.ops.config import OperationsConfig, operations_config
 from hub.ops.storage import storage_health, storage_roots
+from hub.state import HubKey
 
 log = logging.getLogger(__name__)
 
