@@ -120,6 +120,10 @@ def _operation(ep: Endpoint | None, method: str, path: str,
     for status in sorted(statuses):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"),
                                   "content": _json_content({"$ref": "#/components/schemas/Error"})}
+    # The HTTP layer refuses a request it cannot parse (a request line or header over its size
+    # limit) before any route sees it, as plain text: documented, with no body promised.
+    responses.setdefault("400", {"description": "The HTTP layer could not read the request "
+                                                "(a request line or header too long, bad framing)."})
     op["responses"] = responses
     if ep.security:
         op["security"] = [{name: []} for name in ep.security]
