@@ -174,6 +174,20 @@ def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
         return web.json_response(body)
 
     @service_errors
+    async def confirm_account_request(request: web.Request) -> web.Response:
+        """The known practice's own logged-in staff confirm an account with a new company."""
+        principal = require_role(request, "practice_staff")
+        hub = request.app[HUB_KEY]
+        async with hub.transaction() as session:
+            req = await session.get(AccountRequest, _int(request.match_info["id"], "id"))
+            if req is None or req.practice_id != principal.practice_id:
+                raise ApiError(404, "not_found", "account request not found")
+            await onboarding.confirm_by_practice(session, hub, req, practice_id=principal.practice_id,
+                                                 actor=principal.actor)
+            body = onboarding.request_json(req)
+        return web.json_response(body)
+
+    @service_errors
     async def reject_account_request(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
         principal = get_principal(request)
@@ -352,6 +366,7 @@ def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
         web.post("/api/account-requests/{id}/complete", complete_account_request),
         web.post("/api/account-requests/{id}/accept", accept_account_request),
         web.post("/api/account-requests/{id}/reject", reject_account_request),
+        web.post("/api/account-requests/{id}/confirm", confirm_account_request),
         web.post("/api/password", set_password),
         web.post("/api/login", login),
         web.get("/api/accounts", list_accounts),

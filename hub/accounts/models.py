@@ -13,7 +13,7 @@ from hub.db.base import Base
 from hub.db.types import JSONType, UTCDateTime, utcnow
 
 #: AccountRequest.state values.
-REQUEST_STATES = ("information_requested", "awaiting_approval", "accepted", "rejected")
+REQUEST_STATES = ("information_requested", "awaiting_approval", "awaiting_practice", "accepted", "rejected")
 
 #: SwitchRequest.state values.
 SWITCH_STATES = ("pending", "awaiting_response", "escalated", "completed", "rejected")

@@ -22,7 +22,7 @@ from hub import audit, events
 from hub.accounts import history
 from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
-from hub.accounts.links import hash_secret, new_secret
+from hub.accounts.links import hash_secret, new_secret, sign_consent
 from hub.accounts.models import AccountRequest, PasswordSetToken
 from hub.accounts.policy import label
 from hub.auth import hash_password
@@ -214,25 +214,93 @@ async def _advance(
 async def accept_request(
     session: AsyncSession, hub: Hub, req: AccountRequest, *, actor: str
 ) -> AccountRequest:
-    """Create the practice, its account, a calling AE title and a user; send the welcome email."""
+    """Create the practice, its account, a calling AE title and a user; send the welcome email.
+
+    For a practice the hub already knows (its login email or practice email), the company's
+    acceptance only asks the practice: the request waits in ``awaiting_practice`` until the
+    practice itself confirms (:func:`confirm_by_practice`). A company never attaches a practice
+    on its own say-so."""
     if req.state != "awaiting_approval":
         raise OnboardingError(
             409, "not_ready", f"only a complete request can be accepted (this one is {req.state})"
         )
     company = await session.get(Company, req.company_id)
-    now = hub.clock.now()
+    user, practice = await _known_practice(session, req)
+    if practice is not None:
+        await _refuse_existing_account(session, practice, company)
+        req.state, req.practice_id, req.decided_by = "awaiting_practice", practice.id, actor
+        await session.flush()
+        await audit.record(session, actor, "account_request.ask_practice", "account_request", req.id,
+                           after={"practice_id": practice.id}, company_id=company.id,
+                           practice_id=practice.id)
+        await _ask_practice(session, hub, req, practice, company)
+        return req
+    return await _create_account(session, hub, req, company, None, None, actor=actor)
+
+
+async def confirm_by_practice(
+    session: AsyncSession, hub: Hub, req: AccountRequest, *, practice_id: int, actor: str
+) -> AccountRequest:
+    """The known practice itself agrees to the account with the request's company."""
+    if req.state != "awaiting_practice" or req.practice_id != practice_id:
+        raise OnboardingError(409, "not_awaiting_practice", "this request is not waiting for the practice")
+    company = await session.get(Company, req.company_id)
+    practice = await session.get(Practice, practice_id)
+    await _refuse_existing_account(session, practice, company)
+    user = (await session.execute(select(User).where(
+        User.email == req.email, User.practice_id == practice_id))).scalar_one_or_none()
+    req.state = "awaiting_approval"  # _create_account's precondition; set to accepted there
+    return await _create_account(session, hub, req, company, practice, user, actor=actor)
+
+
+async def _known_practice(session: AsyncSession, req: AccountRequest) -> tuple[User | None, Practice | None]:
     user = (await session.execute(select(User).where(User.email == req.email))).scalar_one_or_none()
     if user is not None and (user.role != "practice_staff" or user.practice_id is None):
         raise OnboardingError(409, "email_in_use", f"{req.email} is already a {user.role} user; "
                               "ask the practice for another contact email", "email")
     if user is not None:
-        # a practice the hub already knows asks for an account with another company
-        practice = await session.get(Practice, user.practice_id)
-        if (await session.execute(select(Account.id).where(
-                Account.practice_id == practice.id, Account.company_id == company.id))).first():
-            raise OnboardingError(409, "account_exists",
-                                  f"{practice.name} already has an account with {company.name}")
-    else:
+        return user, await session.get(Practice, user.practice_id)
+    practice = (await session.execute(
+        select(Practice).where(Practice.email == req.email).order_by(Practice.id).limit(1)
+    )).scalar_one_or_none()
+    return None, practice
+
+
+async def _refuse_existing_account(session: AsyncSession, practice: Practice, company: Company) -> None:
+    if (await session.execute(select(Account.id).where(
+            Account.practice_id == practice.id, Account.company_id == company.id))).first():
+        raise OnboardingError(409, "account_exists",
+                              f"{practice.name} already has an account with {company.name}")
+
+
+async def _ask_practice(session: AsyncSession, hub: Hub, req: AccountRequest, practice: Practice,
+                        company: Company) -> None:
+    """Mail the practice's own addresses (never only the address the request named) a signed
+    link to confirm; its logged-in staff can confirm through the API as well."""
+    s = onboarding_settings(hub)
+    expires_at = hub.clock.now() + timedelta(hours=s.password_link_hours)
+    expires, sig = sign_consent(hub.config.hub.secret_key.get_secret_value(), req.id, practice.id, expires_at)
+    url = f"{_public_url(hub)}/account-requests/{req.id}/confirm?expires={expires}&sig={sig}"
+    users = (await session.execute(select(User.email).where(
+        User.practice_id == practice.id, User.is_active.is_(True)))).scalars().all()
+    recipients = sorted({e for e in (*users, practice.email) if e})
+    for to in recipients:
+        await queue_email(
+            session, hub, to=to, template="account_practice_confirm",
+            context={"practice_name": practice.name, "company_name": company.name,
+                     "contact_name": req.contact_name or "", "request_email": req.email or "",
+                     "confirm_url": url, "link_expires_at": expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                     "hub_name": hub.config.hub.name, "request": {"id": req.id}},
+            category="account", practice_id=practice.id, company_id=company.id,
+        )
+
+
+async def _create_account(
+    session: AsyncSession, hub: Hub, req: AccountRequest, company: Company, practice: Practice | None,
+    user: User | None, *, actor: str,
+) -> AccountRequest:
+    now = hub.clock.now()
+    if practice is None:
         practice = Practice(
             slug=await _unique_slug(session, req.practice_name or "practice"),
             name=req.practice_name, email=req.email, phone=req.phone,

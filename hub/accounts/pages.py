@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from hub.accounts import onboarding, switching
 from hub.accounts.errors import AccountsError
-from hub.accounts.links import LinkError, verify_response
+from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_response
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.db.models import Company, Practice
 from hub.web.keys import HUB_KEY
@@ -39,6 +39,10 @@ FORM_FIELDS = (
     ("imaging_software", "Imaging software", "text"),
     ("modalities", "Modalities (e.g. DX, US, CT)", "text"),
 )
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 18
 
 
 def page(template: str, status: int = 200, **context: Any) -> web.Response:
@@ -94,8 +98,9 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
 
     async def complete_form(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
+        raw_id = request.match_info["id"]
         async with hub.sessionmaker() as session:
-            req = await session.get(AccountRequest, int(request.match_info["id"]))
+            req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
         token = request.query.get("token", "")
         if req is None or req.completion_token_hash != onboarding.hash_secret(token):
             return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
@@ -110,6 +115,8 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         hub = request.app[HUB_KEY]
         form = await request.post()
         data = form_to_data(form)
+        if not _is_id(request.match_info["id"]):
+            return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
         try:
             async with hub.transaction() as session:
                 req = await session.get(AccountRequest, int(request.match_info["id"]))
@@ -141,8 +148,11 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         hub = request.app[HUB_KEY]
         q = request.query if request.method == "GET" else await request.post()
         try:
+            if not _is_id(request.match_info["id"]):
+                raise LinkError("bad_signature", "this link is not valid")
             switch_id = int(request.match_info["id"])
-            action, expires, sig = str(q.get("action", "")), int(q.get("expires", "0")), str(q.get("sig", ""))
+            action, sig = str(q.get("action", "")), str(q.get("sig", ""))
+            expires = parse_expires(str(q.get("expires", "")))
             verify_response(hub.config.hub.secret_key.get_secret_value(), switch_id, action, expires, sig,
                             hub.clock.now())
         except (ValueError, LinkError) as err:
@@ -166,7 +176,41 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
                     message=f"Thank you: your answer ({action}) is recorded. Outcome: "
                             f"{decision.outcome.value.replace('_', ' ')}.")
 
+    async def confirm_page(request: web.Request) -> web.Response:
+        """A known practice confirms an account with a new company through its signed link."""
+        hub = request.app[HUB_KEY]
+        q = request.query if request.method == "GET" else await request.post()
+        async with hub.sessionmaker() as session:
+            raw_id = request.match_info["id"]
+            req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
+            try:
+                if req is None or req.practice_id is None:
+                    raise LinkError("bad_signature", "this link is not valid")
+                expires = parse_expires(str(q.get("expires", "")))
+                sig = str(q.get("sig", ""))
+                verify_consent(hub.config.hub.secret_key.get_secret_value(), req.id, req.practice_id,
+                               expires, sig, hub.clock.now())
+            except LinkError as err:
+                return page("message.html.j2", status=410 if err.code == "link_expired" else 403,
+                            title="Link not valid", message=str(err))
+            if request.method == "GET":
+                practice = await session.get(Practice, req.practice_id)
+                company = await session.get(Company, req.company_id)
+                return page("confirm.html.j2", req=req, practice=practice, company=company,
+                            expires=expires, sig=sig)
+        try:
+            async with hub.transaction() as session:
+                req = await session.get(AccountRequest, req.id)
+                await onboarding.confirm_by_practice(session, hub, req, practice_id=req.practice_id,
+                                                     actor=f"practice:{req.practice_id}:link")
+        except AccountsError as err:
+            return page("message.html.j2", status=err.status, title="Not confirmed", message=err.message)
+        return page("message.html.j2", title="Account confirmed",
+                    message="Thank you: the account is confirmed; a welcome email follows.")
+
     return [
+        web.get("/account-requests/{id}/confirm", confirm_page),
+        web.post("/account-requests/{id}/confirm", confirm_page),
         web.get("/account-request", request_form),
         web.post("/account-request", request_submit),
         web.get("/account-requests/{id}/complete", complete_form),

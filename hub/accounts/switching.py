@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -146,11 +147,15 @@ async def gather_facts(session: AsyncSession, hub: Hub, sr: SwitchRequest) -> Sw
     if sr.last_case_at is None and sr.state == "pending":
         sr.last_case_at = await last_case_at(session, sr)
     account = await session.get(Account, sr.account_id)
+    windows = switching_settings(hub).windows()
+    if sr.notified_at is not None and sr.deadline_at is not None:
+        # the window the current company was told of holds, whatever the config says later
+        windows = replace(windows, response=sr.deadline_at - sr.notified_at)
     return SwitchFacts(
         now=hub.clock.now(),
         requested_at=sr.requested_at,
         last_case_at=sr.last_case_at,
-        windows=switching_settings(hub).windows(),
+        windows=windows,
         notified_at=sr.notified_at,
         response=CompanyResponse(sr.response),
         responded_at=sr.responded_at,
@@ -279,8 +284,10 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
                          created_at=now, updated_at=now)
         session.add(target)
     else:
+        # switching back to a company the practice had before: the account it lands on is usable
+        # again (a switched-out account is left unapproved), its history kept on the same row
         target.modalities = sorted(set(target.modalities or []) | set(moved))
-        target.status = "active"
+        target.status, target.approved_for_access = "active", True
     old.updated_at = target.updated_at = now
     await session.flush()
     if decision.effect != "add":

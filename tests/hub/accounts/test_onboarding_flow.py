@@ -273,6 +273,13 @@ async def test_known_practice_adds_a_company_through_onboarding(world_factory) -
 
     second = await (await world.api.post("/api/account-requests",
                                          json={**full, "company": "scan-co", "modalities": ["US"]})).json()
+    # a known practice: auto-approval only asks the practice, whose own staff confirm
+    assert second["state"] == "awaiting_practice" and second["account_id"] is None
+    login = await (await world.api.post("/api/login", json={"email": full["email"],
+                                                            "password": "correct horse battery"})).json()
+    r = await world.api.post(f"/api/account-requests/{second['id']}/confirm",
+                             headers={"Authorization": f"Bearer {login['token']}"})
+    second = await r.json()
     assert second["state"] == "accepted"
     assert second["practice_id"] == first["practice_id"] and second["account_id"] != first["account_id"]
     await world.run_jobs()
