@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Account, ApiToken, Practice, User
@@ -16,6 +16,7 @@ from hub.errors import DomainError
 
 ROLES = ("operator", "company_admin", "practice_staff")
 TOKEN_PREFIX = "vh_"
+ACTIVE = "active"  # the account status that gives a company sight of a practice
 
 
 class AuthError(DomainError):
@@ -50,7 +51,10 @@ class Principal:
             return None
         if self.role == "practice_staff":
             return [self.practice_id] if self.practice_id is not None else []
-        rows = await session.execute(select(Account.practice_id).where(Account.company_id == self.company_id))
+        # a company sees a practice only while it holds an active account with it: after a
+        # switch away, the practice is no longer the old company's to see or to write for
+        rows = await session.execute(select(Account.practice_id).where(
+            Account.company_id == self.company_id, Account.status == ACTIVE))
         return sorted({r[0] for r in rows})
 
     async def company_ids(self, session: AsyncSession) -> list[int] | None:
@@ -65,6 +69,32 @@ class Principal:
     async def can_access_practice(self, session: AsyncSession, practice_id: int) -> bool:
         ids = await self.practice_ids(session)
         return ids is None or practice_id in ids
+
+    async def study_filter(self, session: AsyncSession) -> ColumnElement[bool] | None:
+        """Which studies this caller may read; None means all (operator).
+
+        The studies of practices it may see, and for a company also the studies of the cases
+        routed to it: after a practice switches away, the old company keeps reading what was
+        sent to it, and nothing received since."""
+        from hub.imaging.models import Case, Study
+
+        ids = await self.practice_ids(session)
+        if ids is None:
+            return None
+        condition: ColumnElement[bool] = Study.practice_id.in_(ids)
+        if self.role == "company_admin":
+            routed = select(Case.study_id).where(Case.company_id == self.company_id)
+            condition = or_(condition, Study.id.in_(routed))
+        return condition
+
+    async def can_read_study(self, session: AsyncSession, study_id: int) -> bool:
+        from hub.imaging.models import Study
+
+        condition = await self.study_filter(session)
+        stmt = select(Study.id).where(Study.id == study_id)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        return (await session.execute(stmt)).first() is not None
 
     async def can_access_company(self, session: AsyncSession, company_id: int) -> bool:
         ids = await self.company_ids(session)

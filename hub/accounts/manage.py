@@ -177,6 +177,10 @@ async def update_account(
     if principal.role not in ("operator", "company_admin"):
         raise ManageError(403, "forbidden", "only the company or an operator changes an account")
     account, practice, company = await get_account(session, principal, account_id)
+    if principal.role == "company_admin" and account.status != "active" and changes:
+        # a switched-out account is history: reinstating it would attach the practice again
+        raise ManageError(409, "account_not_active", f"this account is {account.status}; only an "
+                          "active account can be changed by its company")
     if account.managed_by_config and changes:
         # the config file is applied at every start: a change made here would be undone then
         raise ManageError(409, "managed_by_config", "this account is declared in the hub's config file; "

@@ -134,9 +134,9 @@ async def list_studies(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     async with hub.sessionmaker() as session:
         stmt = select(Study)
-        ids = await principal.practice_ids(session)
-        if ids is not None:
-            stmt = stmt.where(Study.practice_id.in_(ids))
+        visible = await principal.study_filter(session)
+        if visible is not None:
+            stmt = stmt.where(visible)
         if status := request.query.get("status"):
             stmt = stmt.where(Study.status == status)
         rows = (await session.execute(stmt.order_by(Study.id.desc()).limit(LIST_LIMIT))).scalars()
@@ -149,7 +149,7 @@ async def get_study(request: web.Request) -> web.Response:
     study_id = _int(request.match_info["study_id"], "study_id")
     async with hub.sessionmaker() as session:
         study = await session.get(Study, study_id)
-        if study is None or not await principal.can_access_practice(session, study.practice_id):
+        if study is None or not await principal.can_read_study(session, study.id):
             raise not_found("study")
         body = study_summary(study)
         rows = (
