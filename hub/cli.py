@@ -12,6 +12,8 @@ import click
 
 from hub import jobs as jobs_mod
 from hub.cli_support import config_option, load_or_exit, with_hub
+from hub.cli_tokens import parse_expires
+from hub.cli_tokens import register as register_token_commands
 from hub.config import resolve_path
 from hub.core import Hub
 from hub.plugins import PluginError, get_plugin_manager
@@ -178,7 +180,9 @@ def admin() -> None:
 @click.option("--company", default=None, help="Company slug (company_admin).")
 @click.option("--practice", default=None, help="Practice slug (practice_staff).")
 @click.option("--name", default="", help="What the token is for.")
-def create_token(config_path: str | None, role: str, company: str | None, practice: str | None, name: str) -> None:
+@click.option("--expires", default=None, help="Lifetime (30d, 12h, 2w) or ISO date; default: never.")
+def create_token(config_path: str | None, role: str, company: str | None, practice: str | None, name: str,
+                 expires: str | None) -> None:
     """Create an API token; it is printed once, alone on the last line."""
     from sqlalchemy import select
 
@@ -199,7 +203,8 @@ def create_token(config_path: str | None, role: str, company: str | None, practi
                     raise click.UsageError(f"no practice with slug {practice!r}")
             try:
                 token, row = await issue_token(session, role=role, company_id=company_id,
-                                               practice_id=practice_id, name=name)
+                                               practice_id=practice_id, name=name,
+                                               expires_at=parse_expires(expires, hub.clock.now()))
             except (ValueError, AuthError) as err:
                 raise click.UsageError(str(err)) from err
             await audit.record(session, "cli", "create_token", "api_token", row.id,
@@ -210,6 +215,9 @@ def create_token(config_path: str | None, role: str, company: str | None, practi
     token = with_hub(config_path, _go)
     click.echo(f"created a {role} token; store it now, it is not shown again:")
     click.echo(token)
+
+
+register_token_commands(admin)
 
 
 @cli.group()

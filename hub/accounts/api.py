@@ -19,7 +19,7 @@ import io
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, timedelta
 from functools import wraps
 from typing import Any
 
@@ -27,12 +27,13 @@ from aiohttp import web
 from sqlalchemy import select
 
 from hub.accounts import manage, onboarding, switching
+from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.accounts.report import CONTENT_TYPES, FORMATS, render
-from hub.auth import AuthError, issue_token, verify_password
-from hub.db.models import User
-from hub.web.auth import get_principal, public, require_role
+from hub.auth import AuthError, revoke_token
+from hub.auth import login as auth_login
+from hub.web.auth import client_address, get_principal, public, require_role
 from hub.web.errors import ApiError, json_body
 from hub.web.keys import HUB_KEY
 
@@ -74,10 +75,6 @@ class RateLimiter:
         return None
 
 
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
 def _int(value: str, name: str) -> int:
     try:
         return int(value)
@@ -96,8 +93,6 @@ def _query_date(request: web.Request, name: str) -> date | None:
 
 
 def make_limiter(hub: Any) -> RateLimiter:
-    from hub.accounts.config import onboarding_settings
-
     s = onboarding_settings(hub)
     return RateLimiter(s.rate_limit, s.rate_window_seconds)
 
@@ -211,24 +206,30 @@ def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
 
     @public
     async def login(request: web.Request) -> web.Response:
-        """Email and password -> a bearer token; refused for a suspended practice."""
+        """Email and password -> a bearer token (expiring); refused for a suspended practice."""
         wait = logins.check(client_address(request))
         if wait is not None:
             raise ApiError(429, "rate_limited", "too many attempts; try later")
         hub = request.app[HUB_KEY]
         data = await json_body(request)
+        lifetime = timedelta(hours=onboarding_settings(hub).login_token_hours)
         async with hub.transaction() as session:
-            user = (await session.execute(
-                select(User).where(User.email == str(data.get("email") or "").strip())
-            )).scalar_one_or_none()
-            if user is None or not user.is_active or not verify_password(str(data.get("password") or ""), user.password_hash):
-                raise ApiError(401, "invalid_login", "wrong email or password")
             try:
-                token, _ = await issue_token(session, role=user.role, company_id=user.company_id,
-                                             practice_id=user.practice_id, user_id=user.id, name=user.email)
+                token, user = await auth_login(session, str(data.get("email") or ""),
+                                               str(data.get("password") or ""), now=hub.clock.now(),
+                                               lifetime=lifetime)
             except AuthError as err:
                 raise ApiError(err.status, err.code, err.message) from err
-        return web.json_response({"token": token, "role": user.role})
+        return web.json_response({"token": token, "role": user.role,
+                                  "expires_at": (hub.clock.now() + lifetime).isoformat()})
+
+    async def logout(request: web.Request) -> web.Response:
+        """Revoke the token this request carries."""
+        principal = get_principal(request)
+        hub = request.app[HUB_KEY]
+        async with hub.transaction() as session:
+            await revoke_token(session, principal.token_id, hub.clock.now())
+        return web.Response(status=204)
 
     # --- accounts --------------------------------------------------------------------------------
 
@@ -369,6 +370,7 @@ def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
         web.post("/api/account-requests/{id}/confirm", confirm_account_request),
         web.post("/api/password", set_password),
         web.post("/api/login", login),
+        web.post("/api/logout", logout),
         web.get("/api/accounts", list_accounts),
         web.get("/api/accounts/{id}", get_account),
         web.patch("/api/accounts/{id}", patch_account),

@@ -25,7 +25,7 @@ from hub.accounts.errors import AccountsError
 from hub.accounts.links import hash_secret, new_secret, sign_consent
 from hub.accounts.models import AccountRequest, PasswordSetToken
 from hub.accounts.policy import label
-from hub.auth import hash_password
+from hub.auth import hash_password, revoke_user_tokens
 from hub.db.models import Account, CallingAE, Company, Practice, User
 from hub.messaging.outbound import queue_email
 
@@ -425,6 +425,8 @@ async def set_password(session: AsyncSession, hub: Hub, token: str, password: st
         raise OnboardingError(410, "link_used", "this link was already used")
     user = await session.get(User, row.user_id)
     user.password_hash = hash_password(password)
+    # a new password ends every session opened with the old one (and any stolen token)
+    await revoke_user_tokens(session, user.id, now)
     await session.execute(
         update(AccountRequest)
         .where(AccountRequest.user_id == user.id, AccountRequest.password_set_at.is_(None))

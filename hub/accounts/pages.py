@@ -19,6 +19,7 @@ from hub.accounts.errors import AccountsError
 from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_response
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.db.models import Company, Practice
+from hub.web.auth import client_address
 from hub.web.keys import HUB_KEY
 
 _env = Environment(
@@ -81,7 +82,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
 
     async def request_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
-        if limiter is not None and limiter.check(request.remote or "unknown") is not None:
+        if limiter is not None and limiter.check(client_address(request)) is not None:
             return page("message.html.j2", status=429, title="Too many requests",
                         message="Too many account requests from this address; please try again later.")
         form = await request.post()

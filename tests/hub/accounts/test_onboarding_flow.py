@@ -109,7 +109,9 @@ async def test_request_to_first_case(world: World, tmp_path) -> None:
         stamped = (await s.get(AccountRequest, rid)).first_images_received_at
     assert stamped == world.clock.now()  # by vethub_instance_stored, as the images arrived
 
-    # 7. the practice submits the case
+    # 7. the practice submits the case (a login token lasts login_token_hours: log in again)
+    r = await api.post("/api/login", json={"email": "ada@elm.example", "password": "correct horse battery"})
+    staff_token = (await r.json())["token"]
     world.clock.advance(hours=3)
     r = await api.post("/api/cases", json={"study_id": study.id, "question": "fracture?"},
                        headers={"Authorization": f"Bearer {staff_token}"})
