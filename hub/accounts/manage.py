@@ -99,10 +99,10 @@ def apply_filters(stmt: Select, params: Mapping[str, str]) -> tuple[Select, list
             raise ManageError(400, "unknown_filter", f"cannot filter on {name!r}; columns: {', '.join(COLUMNS)}", name)
         column, kind = FILTERS[base]
         if kind == "int":
-            try:
-                stmt = stmt.where(column == int(value))
-            except ValueError:
-                raise ManageError(400, "invalid_filter", f"{name} must be an integer", name) from None
+            # ASCII digits within BIGINT only: int() takes " 7" and "٣", the database not 10**23
+            if not (value.isascii() and value.isdigit() and len(value) <= 18):
+                raise ManageError(400, "invalid_filter", f"{name} must be an integer id", name)
+            stmt = stmt.where(column == int(value))
         elif kind == "bool":
             stmt = stmt.where(column.is_(_bool(value, name)))
         elif kind == "text":

@@ -12,14 +12,17 @@ from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from hub.accounts import onboarding, switching
-from hub.accounts.errors import AccountsError
 from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_response
 from hub.accounts.models import AccountRequest, SwitchRequest
+from hub.accounts.schemas import PUBLIC_MAX_BODY, AccountRequestFields
 from hub.db.models import Company, Practice
+from hub.errors import DomainError
 from hub.web.auth import client_address
+from hub.web.contract import RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
 
 _env = Environment(
@@ -44,6 +47,21 @@ FORM_FIELDS = (
 
 def _is_id(value: str) -> bool:
     return value.isascii() and value.isdigit() and len(value) <= 18
+
+
+async def _small_form(request: web.Request) -> Any:
+    """The posted form, or None when it is over the public request's size limit."""
+    if request.content_length is None or request.content_length > PUBLIC_MAX_BODY:
+        return None
+    return await request.post()
+
+
+def _validate(model: type[RequestModel], data: dict[str, Any]) -> None:
+    """The same limits as the JSON API's, shown on the form."""
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        raise invalid_from(err, "form") from None
 
 
 def page(template: str, status: int = 200, **context: Any) -> web.Response:
@@ -85,13 +103,16 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         if limiter is not None and limiter.check(client_address(request)) is not None:
             return page("message.html.j2", status=429, title="Too many requests",
                         message="Too many account requests from this address; please try again later.")
-        form = await request.post()
+        form = await _small_form(request)
+        if form is None:
+            return page("message.html.j2", status=413, title="Too large", message="This form is too large.")
         data = form_to_data(form)
         try:
+            _validate(AccountRequestFields, data)
             async with hub.transaction() as session:
                 req, _ = await onboarding.submit_request(session, hub, data)
                 state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
-        except AccountsError as err:
+        except DomainError as err:
             return page("request_form.html.j2", status=err.status, fields=FORM_FIELDS,
                         companies=await _companies(hub), values=dict(form), error=err.message,
                         hub_name=hub.config.hub.name)
@@ -114,11 +135,14 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
 
     async def complete_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
-        form = await request.post()
+        form = await _small_form(request)
+        if form is None:
+            return page("message.html.j2", status=413, title="Too large", message="This form is too large.")
         data = form_to_data(form)
         if not _is_id(request.match_info["id"]):
             return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
         try:
+            _validate(AccountRequestFields, data)
             async with hub.transaction() as session:
                 req = await session.get(AccountRequest, int(request.match_info["id"]))
                 if req is not None and data.get("address"):
@@ -126,7 +150,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
                 req = await onboarding.complete_request(session, hub, int(request.match_info["id"]),
                                                         str(form.get("token", "")), data)
                 state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
-        except AccountsError as err:
+        except DomainError as err:
             return page("message.html.j2", status=err.status, title="Not saved", message=err.message)
         return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
 
@@ -140,7 +164,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
             async with hub.transaction() as session:
                 await onboarding.set_password(session, hub, str(form.get("token", "")),
                                               str(form.get("password", "")))
-        except AccountsError as err:
+        except DomainError as err:
             return page("password_form.html.j2", status=err.status, token=form.get("token", ""),
                         error=err.message)
         return page("message.html.j2", title="Password set", message="Your password is set; you can log in now.")
@@ -171,7 +195,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
             async with hub.transaction() as session:
                 decision = await switching.record_response(session, hub, switch_id, action,
                                                            note=str(q.get("note", ""))[:2000])
-        except AccountsError as err:
+        except DomainError as err:
             return page("message.html.j2", status=err.status, title="Not recorded", message=err.message)
         return page("message.html.j2", title="Answer recorded",
                     message=f"Thank you: your answer ({action}) is recorded. Outcome: "
@@ -204,7 +228,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
                 req = await session.get(AccountRequest, req.id)
                 await onboarding.confirm_by_practice(session, hub, req, practice_id=req.practice_id,
                                                      actor=f"practice:{req.practice_id}:link")
-        except AccountsError as err:
+        except DomainError as err:
             return page("message.html.j2", status=err.status, title="Not confirmed", message=err.message)
         return page("message.html.j2", title="Account confirmed",
                     message="Thank you: the account is confirmed; a welcome email follows.")

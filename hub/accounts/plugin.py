@@ -34,8 +34,7 @@ def vethub_job_handlers():
 
 @hookimpl
 def vethub_web_routes(hub: Hub):
-    limiter = api.make_limiter(hub)  # one budget for the JSON API and the HTML form
-    return api.routes(hub, limiter) + pages.routes(hub, limiter)
+    return [*api.routes, *pages.routes(hub, api.limiters(hub).requests)]
 
 
 EMAILS = Path(__file__).parent / "templates" / "emails"

@@ -210,8 +210,8 @@ async def test_onboarding_report_formats_and_scope(world: World) -> None:
     r = await a.get("/api/reports/onboarding", params={"format": "html"})
     html = await r.text()
     assert "@media print" in html and html.count("<tr>") == 3  # heading + 2 rows
-    assert (await a.get("/api/reports/onboarding", params={"format": "xml"})).status == 400
-    assert (await a.get("/api/reports/onboarding", params={"from": "March"})).status == 400
+    assert (await a.get("/api/reports/onboarding", params={"format": "xml"})).status == 422
+    assert (await a.get("/api/reports/onboarding", params={"from": "March"})).status == 422
     staff = await world.api.as_role("practice_staff", practice_id=(await add_practice(world.hub, "x", {world.companies["scan-co"]: ["DX"]}))[0])
     assert (await staff.get("/api/reports/onboarding")).status == 403
     op = await world.as_operator()
