@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import audit
 from hub.accounts import history
 from hub.accounts.errors import AccountsError
-from hub.accounts.models import AccountRequest
+from hub.accounts.models import AccountRequest, db_id
 from hub.accounts.onboarding import refresh_stages
 from hub.accounts.report import STAGES, OnboardingReport, OnboardingRow
 from hub.db.models import Account, Company, Practice
@@ -234,8 +234,8 @@ async def account_history(session: AsyncSession, account_id: int) -> list[dict[s
 async def resolve_company(session: AsyncSession, ref: str | int | None) -> Company | None:
     if ref in (None, ""):
         return None
-    if isinstance(ref, int) or str(ref).isdigit():
-        company = await session.get(Company, int(ref))
+    if db_id(ref) is not None:
+        company = await session.get(Company, int(ref))  # checked: a BIGINT id
     else:
         company = (await session.execute(select(Company).where(Company.slug == str(ref)))).scalar_one_or_none()
     if company is None:

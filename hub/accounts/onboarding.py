@@ -23,7 +23,7 @@ from hub.accounts import history
 from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import hash_secret, new_secret, sign_consent
-from hub.accounts.models import AccountRequest, PasswordSetToken
+from hub.accounts.models import AccountRequest, PasswordSetToken, db_id
 from hub.accounts.policy import label
 from hub.auth import hash_password, revoke_user_tokens
 from hub.db.models import Account, CallingAE, Company, Practice, User
@@ -84,8 +84,8 @@ async def _find_company(session: AsyncSession, data: Mapping[str, Any]) -> Compa
     ref = data.get("company", data.get("company_id"))
     if ref in (None, ""):
         return None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        company = await session.get(Company, int(ref))
+    if db_id(ref) is not None:
+        company = await session.get(Company, int(ref))  # checked: a BIGINT id
     else:
         company = (
             await session.execute(select(Company).where(Company.slug == str(ref)))

@@ -23,7 +23,7 @@ from hub.accounts import history
 from hub.accounts.config import switching_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import sign_response
-from hub.accounts.models import SwitchRequest, SwitchStep
+from hub.accounts.models import SwitchRequest, SwitchStep, db_id
 from hub.accounts.policy import CompanyResponse, Decision, OperatorDecision, Outcome, SwitchFacts
 from hub.db.models import Account, CallingAE, Company, Practice
 from hub.messaging.outbound import queue_email
@@ -49,8 +49,8 @@ def _missing(field: str, what: str) -> SwitchError:
 async def _company(session: AsyncSession, ref: Any, field: str) -> Company:
     if ref in (None, ""):
         raise _missing(field, f"name the {field.replace('_', ' ')}")
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        company = await session.get(Company, int(ref))
+    if db_id(ref) is not None:
+        company = await session.get(Company, int(ref))  # checked: a BIGINT id
     else:
         company = (await session.execute(select(Company).where(Company.slug == str(ref)))).scalar_one_or_none()
     if company is None:

@@ -29,10 +29,11 @@ LIST_LIMIT = 500
 def _int(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ApiError(400, "invalid", f"{field} must be an integer", field)
-    try:
-        return int(value)
-    except ValueError as err:
-        raise ApiError(400, "invalid", f"{field} must be an integer", field) from err
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ApiError(400, "invalid", f"{field} must be an integer", field)
+    if not 1 <= int(value) <= 2**63 - 1:  # no row has it (and the database refuses to compare)
+        raise not_found(field.removesuffix("_id"))
+    return int(value)
 
 
 def _text(body: dict, field: str, limit: int = 20000) -> str:
