@@ -22,11 +22,12 @@ from hub import audit, events
 from hub.accounts import history
 from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
-from hub.accounts.links import hash_secret, new_secret, sign_consent
+from hub.accounts.links import hash_secret, sign_consent
 from hub.accounts.models import AccountRequest, PasswordSetToken, db_id
 from hub.accounts.policy import label
 from hub.auth import hash_password, revoke_user_tokens
 from hub.db.models import Account, CallingAE, Company, Practice, User
+from hub.messaging import links
 from hub.messaging.outbound import queue_email
 
 if TYPE_CHECKING:
@@ -120,23 +121,24 @@ async def submit_request(
     extra = {
         k: v for k, v in (data.get("extra") or {}).items() if isinstance(k, str)
     } if isinstance(data.get("extra"), Mapping) else {}
-    token, token_hash = new_secret()
     now = hub.clock.now()
     req = AccountRequest(
         company_id=company.id if company else None,
         address={}, modalities=[], extra=extra, missing_fields=[],
-        completion_token_hash=token_hash, requested_at=now, updated_at=now,
-        state="information_requested",
+        requested_at=now, updated_at=now, state="information_requested",
     )
     for name, value in fields.items():
         setattr(req, name, value)
     session.add(req)
     await session.flush()
+    token = links.single_use_token(links.secret_of(hub), "ar", _completion_arg(req))
+    req.completion_token_hash = hash_secret(token)
+    await session.flush()
     await audit.record(
         session, actor, "account_request.create", "account_request", req.id,
         after=request_json(req), company_id=req.company_id,
     )
-    await _advance(session, hub, req, company, token=token, actor=actor)
+    await _advance(session, hub, req, company, actor=actor)
     return req, token
 
 
@@ -170,12 +172,12 @@ async def complete_request(
         "account_request", req.id, before=before, after=request_json(req),
         company_id=req.company_id,
     )
-    await _advance(session, hub, req, company, token=token, actor="public")
+    await _advance(session, hub, req, company, actor="public")
     return req
 
 
 async def _advance(
-    session: AsyncSession, hub: Hub, req: AccountRequest, company: Company | None, *, token: str,
+    session: AsyncSession, hub: Hub, req: AccountRequest, company: Company | None, *,
     actor: str,
 ) -> None:
     missing = missing_fields(hub, req, company)
@@ -188,7 +190,8 @@ async def _advance(
             await _email(
                 session, hub, req, company, "account_information_requested",
                 missing=[{"name": m, "label": label(m)} for m in missing],
-                complete_url=f"{_public_url(hub)}/account-requests/{req.id}/complete?token={token}",
+                complete_url=f"{_public_url(hub)}/account-requests/{req.id}/complete"
+                             f"?token={links.sealed('ar', _completion_arg(req))}",
             )
         await session.flush()
         return
@@ -388,14 +391,24 @@ async def _unique_ae_title(session: AsyncSession, hub: Hub, practice_id: int) ->
 
 
 async def issue_password_link(session: AsyncSession, hub: Hub, user: User) -> tuple[str, datetime]:
-    """A single-use link that expires after ``[onboarding] password_link_hours``."""
-    token, token_hash = new_secret()
+    """A single-use link that expires after ``[onboarding] password_link_hours``.
+
+    Returned *sealed* (``hub.messaging.links.sealed``): the stored email keeps it masked and the
+    send puts the real token in; ``links.unseal`` gives the real link. Only the token's hash is
+    stored."""
+    nonce = secrets.token_urlsafe(16)
+    token = links.single_use_token(links.secret_of(hub), "pw", nonce)
     now = hub.clock.now()
     expires_at = now + timedelta(hours=onboarding_settings(hub).password_link_hours)
-    session.add(PasswordSetToken(token_hash=token_hash, user_id=user.id, created_at=now,
+    session.add(PasswordSetToken(token_hash=hash_secret(token), user_id=user.id, created_at=now,
                                  expires_at=expires_at))
     await session.flush()
-    return f"{_public_url(hub)}/set-password?token={token}", expires_at
+    return f"{_public_url(hub)}/set-password?token={links.sealed('pw', nonce)}", expires_at
+
+
+def _completion_arg(req: AccountRequest) -> str:
+    # stable for the request's life and unique across database resets (id and second of asking)
+    return f"{req.id}-{int(req.requested_at.timestamp())}"
 
 
 async def set_password(session: AsyncSession, hub: Hub, token: str, password: str) -> User:

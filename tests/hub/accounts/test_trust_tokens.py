@@ -17,6 +17,7 @@ from hub.auth import AuthError, authenticate, hash_password
 from hub.config import load_config
 from hub.core import create_hub
 from hub.db.models import ApiToken, User
+from hub.messaging import links
 
 from .accounts_world import World, add_practice
 
@@ -60,7 +61,7 @@ async def test_a_new_password_revokes_the_users_tokens(world: World) -> None:
     stolen = (await (await login(world)).json())["token"]
     async with world.hub.transaction() as s:
         link, _ = await issue_password_link(s, world.hub, await s.get(User, user_id))
-    token = link.split("token=", 1)[1]
+    token = links.unseal(links.secret_of(world.hub), link).split("token=", 1)[1]
     r = await world.api.post("/api/password", json={"token": token, "password": "a brand new passphrase"})
     assert r.status == 200, await r.text()
     assert (await world.api.get("/api/whoami", headers=bearer(stolen))).status == 401
