@@ -139,21 +139,31 @@ async def complete_account_request(request: web.Request, path: IdPath, query: To
         return onboarding.request_json(req)
 
 
+def _practice_sees(principal: Principal, req: AccountRequest) -> bool:
+    # practice staff see only the requests waiting for their own practice's confirmation
+    return (principal.role == "practice_staff" and req.state == "awaiting_practice"
+            and req.practice_id == principal.practice_id)
+
+
 async def _scoped_request(session: AsyncSession, principal: Principal, request_id: int) -> AccountRequest:
     req = await session.get(AccountRequest, request_id)
-    if req is None or (principal.role == "company_admin" and req.company_id != principal.company_id):
+    if req is None or (principal.role == "company_admin" and req.company_id != principal.company_id) or (
+            principal.role == "practice_staff" and not _practice_sees(principal, req)):
         raise NotFound.of("account request")
     return req
 
 
-@routes.get("/api/account-requests", summary="Account requests (the company's, or all)",
-            query=RequestListQuery, errors=(403,))
+@routes.get("/api/account-requests", summary="Account requests (the company's, or all; for practice "
+            "staff those waiting for their practice)", query=RequestListQuery)
 async def list_account_requests(request: web.Request, query: RequestListQuery) -> dict[str, Any]:
-    principal = require_role(request, "operator", "company_admin")
+    principal = get_principal(request)
     hub = request.app[HUB_KEY]
     stmt = select(AccountRequest).order_by(AccountRequest.id)
     if principal.role == "company_admin":
         stmt = stmt.where(AccountRequest.company_id == principal.company_id)
+    elif principal.role == "practice_staff":
+        stmt = stmt.where(AccountRequest.practice_id == principal.practice_id,
+                          AccountRequest.state == "awaiting_practice")
     if query.state:
         stmt = stmt.where(AccountRequest.state == query.state)
     async with hub.sessionmaker() as session:
@@ -163,7 +173,7 @@ async def list_account_requests(request: web.Request, query: RequestListQuery) -
 @routes.get("/api/account-requests/{id}", summary="One account request", path_params=IdPath,
             errors=(403, 404))
 async def get_account_request(request: web.Request, path: IdPath) -> dict[str, Any]:
-    principal = require_role(request, "operator", "company_admin")
+    principal = get_principal(request)
     async with request.app[HUB_KEY].sessionmaker() as session:
         return onboarding.request_json(await _scoped_request(session, principal, path.id))
 

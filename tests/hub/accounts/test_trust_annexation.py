@@ -104,8 +104,13 @@ async def test_practice_staff_confirm_through_the_api(world: World) -> None:
     assert (await (await scan.post(f"/api/account-requests/{req['id']}/accept")).json())["state"] == \
         "awaiting_practice"
     staff = await world.api.as_role("practice_staff", practice_id=pid)
+    waiting = (await (await staff.get("/api/account-requests")).json())["items"]
+    assert [w["id"] for w in waiting] == [req["id"]]
+    assert (await staff.get(f"/api/account-requests/{req['id']}")).status == 200
     r = await staff.post(f"/api/account-requests/{req['id']}/confirm")
     assert r.status == 200, await r.text()
     assert (await r.json())["state"] == "accepted"
     assert len(await scan_co_accounts(world, pid)) == 1
     assert (await staff.post(f"/api/account-requests/{req['id']}/confirm")).status == 409
+    assert (await (await staff.get("/api/account-requests")).json())["items"] == []  # no longer waiting
+    assert (await staff.get(f"/api/account-requests/{req['id']}")).status == 404
