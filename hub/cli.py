@@ -60,6 +60,11 @@ def check_config(config_path: str | None) -> None:
     sections = [name for name in config.redacted() if config.section(name) is not None]
     click.echo(f"plugin sections: {', '.join(sections) or 'none'}")
     click.echo(f"companies: {len(config.companies)}, practices: {len(config.practices)}, accounts: {len(config.accounts)}")
+    from hub.imaging.delivery import describe_settings
+
+    for c in config.companies:
+        dest = c.destination.model_dump() if c.destination is not None else None
+        click.echo(f"company {c.slug}: cases delivered {describe_settings(dest, c.reading_email or c.email)}")
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -155,6 +155,11 @@ class CompanyConfig(Section):
     modalities: list[str] = Field(default_factory=list)
     destination: DicomDestination | None = None
     auto_approve: bool = False
+    # Cases: where case notifications go (default: email), hours to report per urgency, and
+    # the AE title the company sends reports back from.
+    reading_email: str | None = None
+    turnaround_hours: dict[Literal["routine", "priority", "stat"], float] = Field(default_factory=dict)
+    report_ae: str | None = Field(None, min_length=1, max_length=16)
 
 
 class PracticeConfig(Section):
@@ -390,15 +395,16 @@ def collect_section_models(pm: Any, file: str) -> tuple[dict[str, type[BaseModel
                 problems.append(Problem(file, name, f"section claimed twice (plugin {impl.plugin_name})"))
                 continue
             models[name] = model
-            _SECTION_OWNERS[name] = impl.plugin_name
     return models, problems
 
 
-_SECTION_OWNERS: dict[str, str] = {}
-
-
 def section_owner(pm: Any, name: str) -> str:
-    return _SECTION_OWNERS.get(name, "?")
+    """The plugin of ``pm`` that declared section ``name`` (asked of that manager, not of a
+    process-wide table another hub's plugins may have filled)."""
+    for impl in pm.hook.vethub_config_sections.get_hookimpls():
+        if name in (impl.function() or {}):
+            return str(impl.plugin_name)
+    return "?"
 
 
 def cross_check(file: str, config: HubConfig, pm: Any) -> list[Problem]:
@@ -406,7 +412,9 @@ def cross_check(file: str, config: HubConfig, pm: Any) -> list[Problem]:
     problems = []
     companies = {c.slug for c in config.companies}
     practices = {p.slug for p in config.practices}
-    for kind, items in (("companies", config.companies), ("practices", config.practices)):
+    sections: tuple[tuple[str, Sequence[CompanyConfig | PracticeConfig]], ...] = (
+        ("companies", config.companies), ("practices", config.practices))
+    for kind, items in sections:
         seen: set[str] = set()
         for i, item in enumerate(items):
             if item.slug in seen:

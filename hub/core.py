@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.db import migrate
-from hub.db.engine import is_sqlite, make_engine, make_sessionmaker
+from hub.db.engine import is_sqlite, make_engine, make_read_engine, make_sessionmaker
+from hub.db.transactions import run_read
 from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
+from hub.state import HubState
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 class Hub:
     """What a running hub is made of; built by :func:`create_hub`, started by :meth:`start`."""
@@ -32,10 +35,16 @@ class Hub:
         self.clock: Clock = clock or SystemClock()
         self.engine: AsyncEngine = make_engine(config.database.url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        # Reads that write nothing use their own connections on SQLite (see make_read_engine).
+        self.read_engine: AsyncEngine = make_read_engine(config.database.url, self.engine)
+        self.read_sessionmaker: async_sessionmaker[AsyncSession] = (
+            self.sessionmaker if self.read_engine is self.engine else make_sessionmaker(self.read_engine))
         self.jobs = JobQueue(self)
         self.http: aiohttp.ClientSession | None = None
         self.channels: dict[str, Any] = {}
         self.started = False
+        self.state = HubState()
+        self._stack = AsyncExitStack()
         # Registrations need no I/O and must precede the web app's route table.
         self._register_job_handlers()
         self._register_channels()
@@ -51,6 +60,20 @@ class Hub:
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.config.database.url)
+
+    def read_session(self) -> AsyncSession:
+        """A session for reads only (``async with hub.read_session() as session``).
+
+        On SQLite it never waits for the writer nor holds it up; a write through it fails.
+        Use :meth:`transaction` for anything that writes.
+        """
+        return self.read_sessionmaker()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a synchronous read ``fn(connection)`` on the read engine in one hand-off (see
+        :func:`hub.db.transactions.run_read`): for hot read paths, where a session's several
+        round trips to SQLite's thread cost more than the query."""
+        return await run_read(self.read_engine, fn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -76,19 +99,6 @@ class Hub:
                 log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
         return results
 
-    async def _call_lifecycle(self, hook_name: str, reverse: bool = False) -> None:
-        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
-        for impl in reversed(impls) if reverse else impls:
-            try:
-                result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as err:
-                if reverse:
-                    log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
-                    continue
-                raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(err).__name__}: {err}") from err
-
     async def prepare_database(self, *, upgrade: bool | None = None) -> None:
         """Upgrade an embedded SQLite database; require PostgreSQL to be upgraded by an operator."""
         url = make_url(self.config.database.url)
@@ -100,22 +110,70 @@ class Hub:
             await migrate.ensure_current(self.engine)
 
     async def start(self, *, upgrade: bool | None = None, lifecycle: bool = True) -> None:
-        """Database, config-declared entities, then (unless a CLI command) plugin start-up hooks."""
+        """Database, config-declared entities, then (unless a CLI command) plugins and transports.
+
+        Everything started is pushed on one exit stack as it starts, so a start-up that fails
+        half-way unwinds exactly what had started, in reverse, and :meth:`stop` does the same.
+        """
         from hub.seed import apply_config_entities
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.prepare_database(upgrade=upgrade)
-        self.http = aiohttp.ClientSession()
-        async with self.transaction() as session:
-            await apply_config_entities(session, self.config)
-        if lifecycle:
-            await self._call_lifecycle("vethub_startup")
-            self.started = True
+        stack = AsyncExitStack()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            await self.prepare_database(upgrade=upgrade)
+            stack.push_async_callback(self._dispose_engines)
+            self.http = aiohttp.ClientSession()
+            stack.push_async_callback(self._close_http)
+            stack.push_async_callback(self._close_channels)
+            async with self.transaction() as session:
+                await apply_config_entities(session, self.config)
+            if lifecycle:
+                await self._start_plugins(stack)
+                from hub.imaging import transport
+
+                await transport.start_all(self)
+                stack.push_async_callback(transport.stop_all, self)
+                self.started = True
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
 
     async def stop(self) -> None:
         await self.jobs.stop()
-        if self.started:
-            await self._call_lifecycle("vethub_shutdown", reverse=True)
+        stack, self._stack = self._stack, AsyncExitStack()
+        await stack.aclose()
+        self.started = False
+
+    async def _start_plugins(self, stack: AsyncExitStack) -> None:
+        """Each plugin's ``vethub_startup``; its ``vethub_shutdown`` is pushed once it started."""
+        shutdowns = {impl.plugin_name: impl for impl in self.pm.hook.vethub_shutdown.get_hookimpls()}
+        starts = list(reversed(self.pm.hook.vethub_startup.get_hookimpls()))
+        started = {impl.plugin_name for impl in starts}
+        # A plugin with a shutdown hook and no start-up hook is shut down last, as before.
+        for name, impl in shutdowns.items():
+            if name not in started:
+                stack.push_async_callback(self._call_shutdown, impl)
+        for impl in starts:
+            try:
+                result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in vethub_startup: "
+                                  f"{type(err).__name__}: {err}") from err
+            if impl.plugin_name in shutdowns:
+                stack.push_async_callback(self._call_shutdown, shutdowns[impl.plugin_name])
+
+    async def _call_shutdown(self, impl: Any) -> None:
+        try:
+            result = impl.function(**{k: v for k, v in {"hub": self}.items() if k in impl.argnames})
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("plugin %s failed in vethub_shutdown", impl.plugin_name)
+
+    async def _close_channels(self) -> None:
         for channel in self.channels.values():
             close = getattr(channel, "close", None)
             if close is not None:
@@ -123,15 +181,21 @@ class Hub:
                     await close()
                 except Exception:
                     log.exception("channel %s failed to close", getattr(channel, "name", channel))
+
+    async def _close_http(self) -> None:
         if self.http is not None:
             await self.http.close()
             self.http = None
+
+    async def _dispose_engines(self) -> None:
         await self.engine.dispose()
-        self.started = False
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
     def _register_job_handlers(self) -> None:
         for impl in self.pm.hook.vethub_job_handlers.get_hookimpls():
-            for kind, handler in (impl.function() or {}).items():
+            register = cast(Callable[[], Mapping[str, Any] | None], impl.function)
+            for kind, handler in (register() or {}).items():
                 try:
                     self.jobs.register(kind, handler)
                 except ValueError as err:
@@ -140,7 +204,8 @@ class Hub:
     def _register_channels(self) -> None:
         for impl in self.pm.hook.vethub_channels.get_hookimpls():
             try:
-                channels = impl.function(hub=self) or []
+                make = cast(Callable[..., Sequence[Any] | None], impl.function)
+                channels = make(hub=self) or []
             except Exception as err:
                 raise PluginError(f"plugin {impl.plugin_name!r} failed in vethub_channels: {err}") from err
             for channel in channels:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import cast
 
 from aiohttp import web
 
@@ -28,7 +29,8 @@ async def serve(config: HubConfig, *, host: str | None = None, port: int | None 
     try:
         site = web.TCPSite(runner, host or config.http.host, config.http.port if port is None else port)
         await site.start()
-        for sock in site._server.sockets if site._server else ():  # noqa: SLF001 - the bound port for port 0
+        server = cast("asyncio.Server | None", site._server)  # noqa: SLF001 - the bound port for port 0
+        for sock in server.sockets if server else ():
             addr = sock.getsockname()
             log.info("listening on http://%s:%s", addr[0], addr[1])
             print(f"vethub: listening on http://{addr[0]}:{addr[1]}", flush=True)

@@ -8,6 +8,8 @@ tests/hub/test_docs.py fails when docs/hooks.md is out of date or a hook has no 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import Any, cast
 
 from hub import hookspecs
 
@@ -33,7 +35,8 @@ def render() -> str:
     for name, fn in order:
         spec = getattr(fn, "vethub_spec", {}) or {}
         first = " — first result wins" if spec.get("firstresult") else ""
-        lines += [f"## `{name}{inspect.signature(fn)}`{first}", "", inspect.cleandoc(fn.__doc__ or ""), ""]
+        lines += [f"## `{name}{inspect.signature(cast(Callable[..., Any], fn))}`{first}", "",
+                  inspect.cleandoc(fn.__doc__ or ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -25,8 +25,25 @@ if TYPE_CHECKING:
     from aiohttp import web
     from pydantic import BaseModel
 
+    from hub.accounts.policy import Decision, SwitchFacts, SwitchRequestLike
     from hub.core import Hub
+    from hub.db.models import Company
+    from hub.imaging.case_status import CaseStatusEvent
+    from hub.imaging.routing import AccountFacts, CaseRequest, RouteDecision, StudyFacts
+    from hub.imaging.transport import ImageTransport
     from hub.jobs import JobHandler
+    from hub.messaging.channel import Channel
+    from hub.messaging.verdict import ContactContext, Verdict
+    from hub.pims.connector import PimsConnector
+
+HOOK_API_VERSION = (1, 2)
+"""The version of this hook API as (major, minor).
+
+A minor step adds hooks or optional arguments; a major step changes or removes one. A plugin
+that needs a hook added in 1.1 checks ``hub.hookspecs.HOOK_API_VERSION >= (1, 1)``; the plugin
+manager refuses an implementation whose spec does not exist (so a plugin written for a newer
+minor fails loudly on an older hub, naming the hook).
+"""
 
 hookspec = pluggy.HookspecMarker("vethub")
 hookimpl = pluggy.HookimplMarker("vethub")
@@ -133,7 +150,7 @@ def vethub_health_checks(hub: Hub) -> Mapping[str, Callable[[], Awaitable[tuple[
 
 
 @hookspec
-def vethub_pims_connectors() -> Sequence[type]:
+def vethub_pims_connectors() -> Sequence[type[PimsConnector]]:
     """Register PIMS connector classes.
 
     Called at start-up. A connector class has a ``name`` (the ``connector`` key of a
@@ -147,18 +164,24 @@ def vethub_pims_connectors() -> Sequence[type]:
 
 
 @hookspec
-def vethub_image_transports() -> Sequence[type]:
-    """Register image transports (inbound receivers and outbound senders).
+def vethub_image_transports(hub: Hub) -> Sequence[ImageTransport]:
+    """Register image transports: how images come in and how routed cases go out.
 
-    Called at start-up. Inbound transports (DICOM C-STORE SCP) hand received instances to the
-    imaging service; outbound transports forward a routed case to a company.
+    Called once when the hub starts, after the plugins' start-up hooks. Each object satisfies
+    :class:`hub.imaging.transport.ImageTransport`: a ``name``; ``async start()`` and ``async
+    stop()``, which the core calls with the hub (inbound: bind, receive, hand instances to the
+    imaging service); a ``destination_key`` naming the key of a company's ``settings`` that
+    this transport delivers to; and a ``delivery_job``, the job kind (registered by the same
+    plugin through :func:`vethub_job_handlers`) that the core enqueues with ``{"case_id"}`` to
+    deliver a routed case there. A company no transport delivers to gets its cases in the hub.
 
-    :returns: transport classes. Every plugin's result counts.
+    :param hub: the hub being started.
+    :returns: transport objects. Every plugin's result counts; two with one name is an error.
     """
 
 
 @hookspec
-def vethub_channels(hub: Hub) -> Sequence[Any]:
+def vethub_channels(hub: Hub) -> Sequence[Channel]:
     """Register messaging channels (email, sms, postcard).
 
     Called once at start-up, after configuration is loaded.
@@ -178,7 +201,7 @@ def vethub_channels(hub: Hub) -> Sequence[Any]:
 
 
 @hookspec(firstresult=True)
-def vethub_switch_decision(request: Any, facts: Any) -> Any:
+def vethub_switch_decision(request: SwitchRequestLike, facts: SwitchFacts) -> Decision | None:
     """Decide what happens to a practice's request to switch companies.
 
     Called when a switch request is submitted, when the current company answers, when an
@@ -201,7 +224,7 @@ def vethub_switch_decision(request: Any, facts: Any) -> Any:
 
 
 @hookspec
-def vethub_contact_verdict(context: Any) -> Any:
+def vethub_contact_verdict(context: ContactContext) -> Verdict | None:
     """Judge whether one person may be contacted on one channel for one category.
 
     Called before every communication is recorded, and by the preview endpoint.
@@ -222,19 +245,23 @@ def vethub_contact_verdict(context: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def vethub_route_case(case: Any, study: Any, accounts: Sequence[Any]) -> Any:
+def vethub_route_case(
+    case: CaseRequest, study: StudyFacts, accounts: Sequence[AccountFacts]
+) -> RouteDecision | None:
     """Choose the account (and so the company) a submitted case goes to.
 
-    :param case: the case being submitted.
-    :param study: its study, with modalities.
-    :param accounts: the practice's accounts with their companies.
-    :returns: a routing decision (an account, or a refusal with its reason), or ``None``.
+    :param case: the :class:`hub.imaging.routing.CaseRequest` being submitted.
+    :param study: its :class:`hub.imaging.routing.StudyFacts`, with modalities.
+    :param accounts: the practice's accounts (:class:`hub.imaging.routing.AccountFacts`), each
+        with its company and the modalities it reads.
+    :returns: a :class:`hub.imaging.routing.RouteDecision` (``RouteDecision.to(account_id,
+        reason)`` or ``RouteDecision.refuse(reason)``), or ``None``.
         **Stops at the first non-None result.**
     """
 
 
 @hookspec
-def vethub_onboarding_missing_fields(request: Any, company: Any) -> Sequence[str]:
+def vethub_onboarding_missing_fields(request: Mapping[str, Any], company: Company | None) -> Sequence[str]:
     """Name the fields an account request still lacks.
 
     Called when a request is created and each time the practice adds information.
@@ -254,10 +281,18 @@ def vethub_onboarding_missing_fields(request: Any, company: Any) -> Sequence[str
 def vethub_reminder_schedule(reminder: Any, practice: Any) -> Any:
     """Decide when and how a PIMS reminder is sent.
 
-    :param reminder: the reminder (patient, service, due date).
-    :param practice: its practice (time zone, preferences).
-    :returns: a schedule (send dates and channels), or ``None`` for the next implementation.
-        **Stops at the first non-None result.**
+    Called by the reminder run (a durable periodic job) for each reminder the PIMS lists as
+    due, inside the practice's sending hours. Each step is written once (its idempotency key is
+    the reminder and the step's name) and sent only over a channel the contact verdict allows.
+    The built-in policy (``plugins/policies/reminders.py``) contacts 28 and 7 days before and
+    14 days after, by email, then SMS, then postcard.
+
+    :param reminder: a :class:`hub.clients.schedule.ReminderFacts` (service, due date,
+        patient status, species).
+    :param practice: a :class:`hub.clients.schedule.PracticeReminderFacts` (time zone,
+        sending hours).
+    :returns: a :class:`hub.clients.schedule.ReminderSchedule` (steps and channel order), or
+        ``None`` for the next implementation. **Stops at the first non-None result.**
     """
 
 
@@ -294,6 +329,20 @@ def vethub_instance_stored(hub: Hub, instance: Any) -> Awaitable[None] | None:
 @hookspec
 def vethub_study_stable(hub: Hub, study: Any) -> Awaitable[None] | None:
     """A study received no new instance for ``stable_age`` seconds."""
+
+
+@hookspec
+def vethub_case_status(hub: Hub, change: CaseStatusEvent) -> Awaitable[None] | None:
+    """A case's status changed (submitted, routed, delivered, reported, failed, cancelled).
+
+    Fired after the change is committed, from a job written with it (at least once, in the
+    order of the changes of one case), so a listener may open its own transaction. Added in
+    hook API 1.2.
+
+    :param change: a :class:`hub.imaging.case_status.CaseStatusEvent`: ``case_id``,
+        ``practice_id``, ``company_id``, ``study_id``, ``status``, ``previous`` (None for a new
+        case), ``actor`` (who made the change), ``at`` and ``note`` (for ``failed``, the reason).
+    """
 
 
 @hookspec

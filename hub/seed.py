@@ -21,6 +21,8 @@ async def apply_config_entities(session: AsyncSession, config: HubConfig) -> Non
         settings["auto_approve"] = c.auto_approve
         if c.destination is not None:
             settings["dicom_destination"] = c.destination.model_dump()
+        settings.update(reading_email=c.reading_email, turnaround_hours=dict(c.turnaround_hours),
+                        report_ae=c.report_ae)
         company.name, company.email, company.modalities = c.name, c.email, list(c.modalities)
         company.settings, company.managed_by_config = settings, True
         companies[c.slug] = company

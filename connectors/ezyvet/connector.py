@@ -1,25 +1,49 @@
-"""The ezyVet PIMS connector: ezyVet contacts, animals, appointments, consults and reminders
-as hub records.
+"""The ezyVet PIMS connector: ezyVet contacts, animals, appointments and consults (and, when a
+site offers them, reminders) as hub records. The facts it relies on are in
+docs/providers/ezyvet.md.
 
 Incremental runs ask each endpoint for ``modified_at={"gt": since}``. Each page is one batch;
 its checkpoint holds, per resource, the ``since`` of the scan in progress and the next page, so
 a crash resumes at the page after the last committed one. When a resource's scan ends, its
 ``since`` becomes the server's ``meta.timestamp`` of the scan's first page minus one second:
 anything changed during the scan is read again next time, nothing is skipped.
+
+Nothing public says that editing a phone number, an email or an address moves the contact's
+own ``modified_at``, so contact details and addresses are scanned by their own ``modified_at``
+too, and the contacts they belong to are read again and emitted.
+
+Contact detail types (email, mobile...) and appointment statuses are per-site lookup tables:
+they are resolved by name once per run, never by a fixed id.
+
+ezyVet v1 contacts carry no known "no communications" flag, client class or balance. The
+connector does not invent them: its client records leave ``comms_disabled`` unknown (None), and
+the hub's contact verdict treats that conservatively (``[messaging]
+unknown_comms_flag_vetoes``).
+
+Optional resources (appointments, consults, reminders) that answer 403 or 404 are "not
+available here": a warning, a note in ``health()``, and the rest of the sync goes on.
+Reminders are off unless ``reminders = true``: no public list of ezyVet endpoints names one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import BaseModel, Field, SecretStr
 
-from connectors.ezyvet.client import Credentials, EzyVetClient, EzyVetError
+from connectors.ezyvet.client import (
+    Credentials,
+    EzyVetClient,
+    EzyVetError,
+    NotAvailable,
+    split_scopes,
+)
 from hub.pims.connector import ConnectorConfig, ConnectorContext, ConnectorError, Health
 from hub.pims.records import (
     AppointmentRecord,
@@ -32,26 +56,38 @@ from hub.pims.records import (
     VisitRecord,
 )
 
-DEFAULT_SCOPE = (
-    "read-contact read-contactdetail read-address read-animal read-appointment "
-    "read-appointmenttype read-consult read-species read-breed read-sex"
+log = logging.getLogger(__name__)
+
+#: Read scopes every run needs; ``read-reminder`` is added when reminders are turned on.
+BASE_SCOPES = (
+    "read-contact", "read-contactdetail", "read-contactdetailtype", "read-address",
+    "read-animal", "read-appointment", "read-appointmenttype", "read-appointmentstatus",
+    "read-consult", "read-species", "read-breed", "read-sex",
 )
-# [U] in CONTRACTS.md §4.4: the names these fields and values have in the fake server.
-DETAIL_TYPES = {1: "email", 2: "phone_home", 3: "phone_work", 4: "phone_mobile"}
-FIELD_CLASS = "contact_class"
-FIELD_BALANCE = "balance_due"
-FIELD_NO_COMMS = "stop_communications"
-APPOINTMENT_STATUSES = {1: "booked", 2: "confirmed", 3: "arrived", 4: "completed",
-                        5: "cancelled", 6: "no_show"}
+#: Contact detail type names (compared case-insensitively) for each client field. The names a
+#: site uses are not published; these are the likely ones and the config can replace them.
+DEFAULT_DETAIL_TYPES: dict[str, list[str]] = {
+    "email": ["email", "e-mail", "email address"],
+    "phone_mobile": ["mobile", "mobile phone", "cell", "cell phone"],
+    "phone_home": ["phone", "home", "home phone", "landline"],
+    "phone_work": ["work", "work phone", "business phone", "office"],
+}
+#: Client fields no known ezyVet v1 contact field supplies (see the module docstring).
+UNSUPPLIED_FIELDS = ("comms_disabled", "client_class", "balance")
 
 # (resource, path, record kind), in the order a run reads them: owners before their animals.
+# "contactdetail" and "address" re-emit the contacts whose details or addresses changed.
 RESOURCES = (
     ("contact", "/v1/contact", "client"),
+    ("contactdetail", "/v1/contactdetail", "client_of_detail"),
+    ("address", "/v1/address", "client_of_address"),
     ("animal", "/v1/animal", "patient"),
     ("appointment", "/v2/appointment", "appointment"),
     ("consult", "/v1/consult", "visit"),
     ("reminder", "/v1/reminder", "reminder"),
 )
+#: Resources a site may not offer (or the partner may not be granted): skipped on 403/404.
+OPTIONAL = frozenset({"appointment", "consult", "reminder"})
 
 
 class EzyVetConfig(ConnectorConfig):
@@ -62,14 +98,24 @@ class EzyVetConfig(ConnectorConfig):
     client_secret: SecretStr
     partner_id: str
     site_uid: str | None = None
-    scope: str = DEFAULT_SCOPE
+    #: the read scopes to ask for (a list, or one string split on commas or spaces); None
+    #: asks for the scopes the enabled resources need.
+    scope: list[str] | str | None = None
     page_size: int = Field(200, ge=1, le=200)
     renew_before_seconds: float = Field(300, ge=0, description="renew the token this early")
     max_attempts: int = Field(8, ge=1, description="tries per call on 429/5xx")
     max_wait_seconds: float = Field(120, ge=0, description="longest wait between tries")
     timeout_seconds: float = Field(30, gt=0)
-    #: the reminder endpoint is [U] in the contract; turn it off if the site has none.
-    reminders: bool = True
+    #: no public list of ezyVet endpoints names a reminder endpoint: on only when the site has one.
+    reminders: bool = False
+    #: client field -> contact detail type names that fill it (case-insensitive)
+    detail_types: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_DETAIL_TYPES))
+
+    def scopes(self) -> tuple[str, ...]:
+        if self.scope is not None:
+            given = split_scopes(self.scope) if isinstance(self.scope, str) else tuple(self.scope)
+            return tuple(dict.fromkeys(given))
+        return BASE_SCOPES + (("read-reminder",) if self.reminders else ())
 
 
 def _epoch(value: Any) -> datetime | None:
@@ -115,11 +161,18 @@ def _text(value: Any) -> str | None:
 class EzyVetConnector:
     name: ClassVar[str] = "ezyvet"
     config_model: ClassVar[type[BaseModel]] = EzyVetConfig
+    #: client fields this connector cannot supply: it leaves them unknown.
+    unsupplied_fields: ClassVar[tuple[str, ...]] = UNSUPPLIED_FIELDS
 
     def __init__(self, config: EzyVetConfig, context: ConnectorContext) -> None:
         self.config = config
         self.context = context
         self._names: dict[str, dict[int, str]] = {}
+        #: per-site lookups, resolved by name once per run
+        self._detail_fields: dict[int, str] = {}
+        self._appointment_statuses: dict[int, str] = {}
+        #: optional resource -> why it is not available here (from the last run that tried it)
+        self.unavailable: dict[str, str] = {}
         self.client: EzyVetClient | None = None
 
     @contextlib.asynccontextmanager
@@ -133,7 +186,7 @@ class EzyVetConnector:
                 self.client = EzyVetClient(
                     http, c.base_url,
                     Credentials(c.client_id, c.client_secret.get_secret_value(), c.partner_id,
-                                c.scope, c.site_uid),
+                                c.scopes(), c.site_uid),
                     now=self.context.now, renew_before=c.renew_before_seconds,
                     max_attempts=c.max_attempts, max_wait=c.max_wait_seconds,
                     timeout=c.timeout_seconds,
@@ -146,23 +199,49 @@ class EzyVetConnector:
         try:
             async with self._open() as client:
                 body = await client.get("/v1/contact", {"limit": "1"})
-            return Health(True, f"{body.get('meta', {}).get('items_total', '?')} contacts")
+            detail = f"{body.get('meta', {}).get('items_total', '?')} contacts"
+            if self.unavailable:
+                detail += "; not available here: " + ", ".join(
+                    f"{name} ({why})" for name, why in sorted(self.unavailable.items()))
+            return Health(True, detail + "; no communications opt-out flag is read from ezyVet")
         except EzyVetError as err:
             return Health(False, str(err))
         except Exception as err:  # health never raises
             return Health(False, f"ezyVet health check failed: {err!r}")
 
+    def _resources(self) -> list[tuple[str, str, str]]:
+        return [r for r in RESOURCES if r[0] != "reminder" or self.config.reminders]
+
     async def batches(self, since: Checkpoint | None, full: bool) -> AsyncIterator[Batch]:
         state: dict[str, Any] = {} if full or not since else {k: dict(v) for k, v in since.items()}
         try:
             async with self._open() as client:
-                resources = [r for r in RESOURCES if r[0] != "reminder" or self.config.reminders]
+                await self._load_lookups(client)
+                resources = self._resources()
                 for index, (resource, path, kind) in enumerate(resources):
-                    async for batch in self._scan(client, state, resource, path, kind):
-                        batch.progress = (index + (batch.progress or 0.0)) / len(resources)
-                        yield batch
+                    if kind.startswith("client_of_") and resource not in state:
+                        # First run: the contact scan just read every contact; details and
+                        # addresses changed since that scan began are read again.
+                        state[resource] = {"since": state.get("contact", {}).get("since")}
+                    try:
+                        async for batch in self._scan(client, state, resource, path, kind):
+                            batch.progress = (index + (batch.progress or 0.0)) / len(resources)
+                            yield batch
+                    except NotAvailable as err:
+                        if resource not in OPTIONAL:
+                            raise
+                        self._not_available(resource, err)
+                        continue
+                    self.unavailable.pop(resource, None)
         except EzyVetError as err:
             raise ConnectorError(str(err)) from err
+
+    def _not_available(self, resource: str, err: NotAvailable) -> None:
+        why = "not granted to this partner" if err.status == 403 else "not offered by this site"
+        if self.unavailable.get(resource) != why:  # once when it starts, not every run
+            log.warning("ezyVet %s for practice %s: %s (HTTP %s); skipped, the rest of the "
+                        "sync goes on", resource, self.context.practice_slug, why, err.status)
+        self.unavailable[resource] = why
 
     async def _scan(self, client: EzyVetClient, state: dict[str, Any], resource: str,
                     path: str, kind: str) -> AsyncIterator[Batch]:
@@ -187,9 +266,37 @@ class EzyVetConnector:
             batch.checkpoint = {k: dict(v) for k, v in state.items()}
             yield batch
 
+    # -- lookups -------------------------------------------------------------------------
+    async def _load_lookups(self, client: EzyVetClient) -> None:
+        """Resolve this site's contact detail types and appointment statuses by name."""
+        wanted = {name.strip().lower(): field for field, names in self.config.detail_types.items()
+                  for name in names}
+        self._detail_fields = {}
+        for row in await client.all_items("/v1/contactdetailtype"):
+            field = wanted.get(str(row.get("name") or "").strip().lower())
+            if field and isinstance(row.get("id"), int):
+                self._detail_fields[row["id"]] = field
+        if not any(f == "email" for f in self._detail_fields.values()):
+            log.warning("ezyVet practice %s: no contact detail type named like an email (%s); "
+                        "clients will have no email", self.context.practice_slug,
+                        ", ".join(self.config.detail_types.get("email", [])))
+        self._appointment_statuses = {}
+        try:
+            rows = await client.all_items("/v1/appointmentstatus")
+        except NotAvailable as err:
+            self._not_available("appointmentstatus", err)
+            return
+        for row in rows:
+            name = str(row.get("name") or "").strip()
+            if name and isinstance(row.get("id"), int):
+                self._appointment_statuses[row["id"]] = "_".join(name.lower().split())
+
     # -- mapping -------------------------------------------------------------------------
     async def _convert(self, client: EzyVetClient, kind: str, items: list[dict[str, Any]],
                        batch: Batch) -> None:
+        if kind.startswith("client_of_"):
+            items = await self._owners(client, kind, items)
+            kind = "client"
         good = []
         for item in items:
             if not isinstance(item, dict):
@@ -212,6 +319,22 @@ class EzyVetConnector:
             if record is not None:
                 getattr(batch, f"{kind}s").append(record)
 
+    async def _owners(self, client: EzyVetClient, kind: str,
+                      rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The contacts that changed contact details or addresses belong to."""
+        ids = sorted({r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), int)})
+        if kind == "client_of_detail":
+            owners = sorted({r["contact_id"] for r in rows if isinstance(r, dict)
+                             and isinstance(r.get("contact_id"), int)})
+            return await client.all_items("/v1/contact", {"id": {"in": owners}}) if owners else []
+        if not ids:
+            return []
+        found: dict[int, dict[str, Any]] = {}
+        for key in ("address_postal", "address_physical"):
+            for contact in await client.all_items("/v1/contact", {key: {"in": ids}}):
+                found[contact["id"]] = contact
+        return [found[i] for i in sorted(found)]
+
     async def _related(self, client: EzyVetClient, kind: str,
                        items: list[dict[str, Any]]) -> tuple[Any, ...]:
         if kind == "client":
@@ -221,7 +344,7 @@ class EzyVetConnector:
                 for d in await client.all_items("/v1/contactdetail", {"contact_id": {"in": ids}}):
                     if str(d.get("active", 1)) == "0":
                         continue
-                    field = DETAIL_TYPES.get(d.get("contact_detail_type_id"))
+                    field = self._detail_fields.get(d.get("contact_detail_type_id"))
                     if field:
                         details.setdefault(str(d.get("contact_id")), {}).setdefault(
                             field, d.get("value"))
@@ -259,15 +382,15 @@ class EzyVetConnector:
         mine = details.get(str(item["id"]), {})
         address = addresses.get(item.get("address_postal")) or addresses.get(
             item.get("address_physical")) or {}
-        balance = item.get(FIELD_BALANCE)
         return ClientRecord(
             external_id=_id(item),
             first_name=_text(item.get("first_name")) or _text(item.get("business_name")),
             last_name=_text(item.get("last_name")),
             status="active" if _flag(item.get("active", 1)) else "inactive",
-            client_class=_text(item.get(FIELD_CLASS)),
-            balance=Decimal(str(balance)) if balance not in (None, "") else None,
-            comms_disabled=_flag(item.get(FIELD_NO_COMMS)),
+            # UNSUPPLIED_FIELDS: no ezyVet v1 contact field is known to carry them.
+            client_class=None,
+            balance=None,
+            comms_disabled=None,
             email=mine.get("email"),
             phone_home=mine.get("phone_home"),
             phone_work=mine.get("phone_work"),
@@ -301,8 +424,8 @@ class EzyVetConnector:
 
     def _appointment(self, item: dict[str, Any]) -> AppointmentRecord:
         status_id = item.get("status_id")
-        status = (APPOINTMENT_STATUSES.get(status_id, str(status_id)) if status_id is not None
-                  else None)
+        status = (self._appointment_statuses.get(status_id, str(status_id))
+                  if status_id is not None else None)
         if not _flag(item.get("active", 1)):
             status = "cancelled"
         return AppointmentRecord(
@@ -327,6 +450,8 @@ class EzyVetConnector:
         )
 
     def _reminder(self, item: dict[str, Any]) -> ReminderRecord:
+        # Only for sites that offer a reminder endpoint (``reminders = true``); its field
+        # names are assumed (docs/providers/ezyvet.md).
         return ReminderRecord(
             external_id=_id(item),
             patient_external_id=_opt_id(item, "animal_id"),

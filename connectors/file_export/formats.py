@@ -42,6 +42,8 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("region", "region", "text"),
         ("postcode", "postcode", "text"),
         ("country", "country", "text"),
+        ("email_status", "email_status", "text"),
+        ("pet_app_status", "pet_app_status", "text"),
         ("modified_at", "modified_at", "datetime"),
     ],
     "patient": [

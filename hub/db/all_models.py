@@ -4,6 +4,7 @@ Each domain adds one import line here.
 """
 
 import hub.accounts.models  # noqa: F401
+import hub.clients.models  # noqa: F401
 import hub.db.models  # noqa: F401
 import hub.imaging.models  # noqa: F401
 import hub.messaging.models  # noqa: F401

@@ -54,6 +54,41 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+READ_POOL_SIZE = 4
+
+
+def make_read_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
+    """An engine for read-only sessions: on SQLite, its own connections that never take the
+    write lock; elsewhere, the same engine.
+
+    In WAL mode readers see the last committed snapshot and neither wait for the writer nor make
+    it wait, so API reads need not queue behind writes on the one write connection. Each read
+    transaction is a deferred ``BEGIN`` (one consistent snapshot for a handler's several
+    statements) on a connection with ``PRAGMA query_only``: a write through a read session fails
+    at once instead of silently taking the lock.
+    """
+    if not is_sqlite(url):
+        return engine
+    reader = create_async_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=READ_POOL_SIZE,
+        max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
+    )
+    event.listen(reader.sync_engine, "connect", _configure_sqlite_reader)
+    event.listen(reader.sync_engine, "begin", begin_deferred)
+    return reader
+
+
+def _configure_sqlite_reader(dbapi_connection: Any, record: Any) -> None:
+    _configure_sqlite(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def begin_deferred(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 def make_sync_sqlite_engine(url: str) -> Engine:
     """A synchronous engine with one connection of its own on the SQLite database at ``url``,
     configured as the hub's (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE).

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from hub.db.engine import begin_immediate
+from hub.db.engine import begin_deferred, begin_immediate
 
 T = TypeVar("T")
 
@@ -44,7 +44,20 @@ async def run_transaction(engine: AsyncEngine, fn: Callable[[Connection], T]) ->
         return await run(shadow.transaction, fn)
 
 
-async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[Any]], _Shadow] | None:
+async def run_read(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn(connection)`` in a read-only transaction on ``engine`` (the hub's read engine),
+    in one hand-off on SQLite; returns what ``fn`` returned. ``fn`` must not write."""
+    async with engine.connect() as conn:
+        hop = await _thread_hop(conn, begin=begin_deferred)
+        if hop is None:
+            async with conn.begin():
+                return await conn.run_sync(fn)
+        run, shadow = hop
+        return await run(shadow.read, fn)
+
+
+async def _thread_hop(conn: AsyncConnection, begin: Callable[[Any], None] = begin_immediate,
+                      ) -> tuple[Callable[..., Awaitable[Any]], _Shadow] | None:
     """aiosqlite's "run this in the connection's thread", and the sync engine on it; or None.
 
     ``_execute`` and ``_conn`` are aiosqlite internals (stable since 0.17); without them the
@@ -60,7 +73,7 @@ async def _thread_hop(conn: AsyncConnection) -> tuple[Callable[..., Awaitable[An
         return None
     shadow: _Shadow | None = conn.info.get(_SHADOW)
     if shadow is None or shadow.sqlite_conn is not sqlite_conn:
-        shadow = conn.info[_SHADOW] = _Shadow(sqlite_conn)
+        shadow = conn.info[_SHADOW] = _Shadow(sqlite_conn, begin)
     return run, shadow
 
 
@@ -70,14 +83,14 @@ class _Shadow:
     aiosqlite's thread. The connection stays open between transactions: a checkout and a
     reset per transaction cost as much as a short statement."""
 
-    def __init__(self, sqlite_conn: Any) -> None:
+    def __init__(self, sqlite_conn: Any, begin: Callable[[Any], None] = begin_immediate) -> None:
         self.sqlite_conn = sqlite_conn
         # The async pool owns sqlite_conn: this engine never resets or closes it.
         self.engine = create_engine(
             "sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool,
             pool_reset_on_return=None,
         )
-        event.listen(self.engine, "begin", begin_immediate)  # as the async engine
+        event.listen(self.engine, "begin", begin)  # as the async engine
         self.conn: Connection | None = None
 
     def transaction(self, fn: Callable[[Connection], T]) -> T:
@@ -91,3 +104,12 @@ class _Shadow:
             raise
         self.conn.commit()
         return result
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        self.conn.begin()
+        try:
+            return fn(self.conn)
+        finally:
+            self.conn.rollback()

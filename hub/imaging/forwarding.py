@@ -8,29 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Company
-from hub.imaging.cases import add_status
+from hub.db.models import Company, Practice
+from hub.imaging.case_status import change_status
+from hub.imaging.delivery import mark_delivered
 from hub.imaging.models import (
-    CASE_DELIVERED,
-    CASE_FAILED,
-    CASE_FORWARDING,
     FWD_PENDING,
     FWD_SUCCESS,
     FWD_WARNING,
     Case,
+    CaseAttachment,
     CaseInstanceForward,
+    CaseStatus,
     Instance,
+    Study,
 )
 
 if TYPE_CHECKING:
     from hub.core import Hub
 
 ACCEPTED = (FWD_SUCCESS, FWD_WARNING)
+FORWARDER = "dicom forwarder"
 
 
 class ForwardRefused(Exception):
@@ -55,10 +58,35 @@ class ForwardItem:
     transfer_syntax_uid: str
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the practice asked, for the object that carries it to the company's PACS."""
+
+    case_id: int
+    study_instance_uid: str
+    practice_name: str
+    patient_name: str | None
+    patient_id: str | None
+    species: str | None
+    owner: str | None
+    study_date: str | None
+    urgency: str
+    clinical_history: str
+    question: str
+    submitted_by: str
+    submitted_at: datetime
+    attachments: tuple[tuple[str, str, bytes], ...]  # (filename, content type, content)
+
+
 @dataclass
 class ForwardPlan:
+    """What to send. Items with a negative ``instance_id`` are the request objects an outbound
+    transport adds (they have no instance row); their answers count for delivery too."""
+
     destination: Destination
     items: list[ForwardItem] = field(default_factory=list)
+    case_id: int = 0
+    request: RequestFacts | None = None
 
 
 def destination_of(company: Company) -> Destination:
@@ -76,23 +104,28 @@ def destination_of(company: Company) -> Destination:
 
 
 async def plan_forward(session: AsyncSession, hub: Hub, case_id: int) -> ForwardPlan | None:
-    """Mark the case forwarding and list the instances its peer has not accepted yet.
+    """List the instances of the case its peer has not accepted yet.
 
-    Returns None for a case already delivered.
+    Returns None for a case delivered, reported or cancelled meanwhile (a replayed job, or a
+    practice that withdrew its case before the forward ran). A failed case replayed by an
+    operator is routed again.
     Raises ForwardRefused after recording the case as failed (the caller commits, then gives up).
     """
     case = await session.get(Case, case_id)
     if case is None:
         raise ForwardRefused(f"case {case_id} does not exist")
-    if case.status == CASE_DELIVERED:  # a replayed job after delivery: nothing to do
+    if case.status in (CaseStatus.DELIVERED, CaseStatus.REPORTED, CaseStatus.CANCELLED):
         return None
+    if case.status == CaseStatus.FAILED:
+        await change_status(session, hub, case, CaseStatus.ROUTED, actor=FORWARDER,
+                            note="forward replayed")
     company = await session.get(Company, case.company_id) if case.company_id else None
     if company is None:
         raise ForwardRefused(f"case {case_id} is not routed to a company")
     try:
         dest = destination_of(company)
     except ForwardRefused as err:
-        await add_status(session, hub, case, CASE_FAILED, note=str(err))
+        await change_status(session, hub, case, CaseStatus.FAILED, actor=FORWARDER, note=str(err))
         raise
     instances = (await session.execute(
         select(Instance).where(Instance.study_id == case.study_id).order_by(Instance.id)
@@ -104,11 +137,29 @@ async def plan_forward(session: AsyncSession, hub: Hub, case_id: int) -> Forward
             rows[inst.id] = CaseInstanceForward(case_id=case.id, instance_id=inst.id, status=FWD_PENDING,
                                                 attempts=0, updated_at=now)
             session.add(rows[inst.id])
-    if case.status != CASE_FORWARDING:
-        await add_status(session, hub, case, CASE_FORWARDING, note=f"to {dest}")
     items = [ForwardItem(i.id, i.path, i.sop_class_uid, i.transfer_syntax_uid)
              for i in instances if rows[i.id].status not in ACCEPTED]
-    return ForwardPlan(dest, items)
+    return ForwardPlan(dest, items, case.id, await request_facts(session, case))
+
+
+async def request_facts(session: AsyncSession, case: Case) -> RequestFacts:
+    study = await session.get(Study, case.study_id)
+    practice = await session.get(Practice, case.practice_id)
+    assert study is not None
+    attachments = (await session.execute(
+        select(CaseAttachment).where(CaseAttachment.case_id == case.id).order_by(CaseAttachment.id))).scalars()
+    patient = case.patient or {}
+    return RequestFacts(
+        case_id=case.id, study_instance_uid=study.study_instance_uid,
+        practice_name=practice.name if practice else "",
+        patient_name=patient.get("name") or study.animal_name,
+        patient_id=patient.get("dicom_patient_id") or patient.get("patient_id") or study.animal_id,
+        species=patient.get("species") or study.species, owner=patient.get("owner"),
+        study_date=study.study_date, urgency=case.urgency,
+        clinical_history=case.clinical_history, question=case.question,
+        submitted_by=case.submitted_by, submitted_at=case.created_at,
+        attachments=tuple((a.filename, a.content_type, a.content) for a in attachments),
+    )
 
 
 async def record_forward(
@@ -124,23 +175,29 @@ async def record_forward(
     case = await session.get(Case, case_id)
     if case is None:
         raise ForwardRefused(f"case {case_id} does not exist")
+    if case.status != CaseStatus.ROUTED:  # cancelled or reported while the images travelled
+        return None
     rows = await _forward_rows(session, case.id)
     now = hub.clock.now()
+    refused_requests = []
     for instance_id, (code, comment) in statuses.items():
+        if instance_id < 0:  # a request object: no row, but it must arrive too
+            if category(code) not in ACCEPTED:
+                refused_requests.append(f"request object: {comment or hex(code or 0)}")
+            continue
         row = rows[instance_id]
         row.status, row.status_code, row.comment = category(code), code, comment
         row.attempts += 1
         row.updated_at = now
-    pending = [r for r in rows.values() if r.status not in ACCEPTED]
+    pending = [r for r in rows.values() if r.status not in ACCEPTED] + refused_requests
     summary = _summary(rows.values())
     if not pending:
-        case.delivered_at = now
-        await add_status(session, hub, case, CASE_DELIVERED, note=f"to {destination}: {summary}")
+        await mark_delivered(session, hub, case, note=f"to {destination}: {summary}", actor=FORWARDER)
         return None
     why = association_error or f"{len(pending)} instance(s) not accepted ({summary})"
-    last = attempt >= max_attempts
-    await add_status(session, hub, case, CASE_FAILED if last else CASE_FORWARDING,
-                     note=f"attempt {attempt} of {max_attempts}: {why}")
+    if attempt >= max_attempts:
+        await change_status(session, hub, case, CaseStatus.FAILED, actor=FORWARDER,
+                            note=f"attempt {attempt} of {max_attempts}: {why}")
     return why
 
 

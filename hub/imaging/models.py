@@ -1,4 +1,5 @@
-"""Imaging tables: studies, instances, cases, their status history, per-instance forward results.
+"""Imaging tables: studies, instances, cases (their status history, attachments, reports),
+per-instance forward results.
 
 Text columns copied from DICOM headers are cleaned and cut to these widths by the receiver
 (``plugins.dicom.header.TEXT_WIDTHS``); keep the two in step.
@@ -7,9 +8,10 @@ Text columns copied from DICOM headers are cleaned and cut to these widths by th
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.base import Base
@@ -19,12 +21,40 @@ from hub.db.types import JSONType, UTCDateTime, utcnow
 RECEIVING = "receiving"
 STABLE = "stable"
 
-# Case statuses, in the order a case normally moves through them
-CASE_SUBMITTED = "submitted"
-CASE_ROUTED = "routed"
-CASE_FORWARDING = "forwarding"
-CASE_DELIVERED = "delivered"
-CASE_FAILED = "failed"
+
+
+class CaseStatus(StrEnum):
+    """A case's status, in the order a case normally moves: submitted, routed, delivered,
+    reported. ``failed`` (with its reason) and ``cancelled`` (by the practice, before delivery)
+    end a case early."""
+
+    SUBMITTED = "submitted"
+    ROUTED = "routed"
+    DELIVERED = "delivered"
+    REPORTED = "reported"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Urgency(StrEnum):
+    ROUTINE = "routine"
+    PRIORITY = "priority"
+    STAT = "stat"
+
+
+class Delivery(StrEnum):
+    """How a company receives its cases: C-STORE to its PACS, or in the hub (list, zip,
+    DICOMweb)."""
+
+    DICOM = "dicom"
+    HUB = "hub"
+
+
+# The old names, kept for callers outside this package.
+CASE_SUBMITTED = CaseStatus.SUBMITTED
+CASE_ROUTED = CaseStatus.ROUTED
+CASE_DELIVERED = CaseStatus.DELIVERED
+CASE_FAILED = CaseStatus.FAILED
 
 # Per-instance forward statuses
 FWD_PENDING = "pending"
@@ -110,6 +140,51 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    urgency: Mapped[str] = mapped_column(String(16), default=Urgency.ROUTINE)
+    delivery: Mapped[str | None] = mapped_column(String(16))
+    second_opinion: Mapped[bool] = mapped_column(default=False)
+    # The patient as shown to the company: from the DICOM header or the synced PIMS patient.
+    patient: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    pims_patient_id: Mapped[int | None]
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the company's turnaround for the case's urgency runs out, and when it was flagged.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CaseAttachment(Base):
+    """A PDF or image the practice attached to its request (size-limited; kept in the row)."""
+
+    __tablename__ = "case_attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int]
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CaseReport(Base):
+    """The company's report on a case. Never edited: an addendum is a new row linked to the
+    report it amends."""
+
+    __tablename__ = "case_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    addendum_to_id: Mapped[int | None] = mapped_column(ForeignKey("case_reports.id"))
+    text: Mapped[str] = mapped_column(Text)
+    radiologist: Mapped[str] = mapped_column(String(200))
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary)
+    source: Mapped[str] = mapped_column(String(16))  # api, dicom
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    shareable: Mapped[bool] = mapped_column(default=False)
+    shared_by: Mapped[str | None] = mapped_column(String(200))
+    shared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CaseStatusChange(Base):
@@ -121,6 +196,7 @@ class CaseStatusChange(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 

@@ -17,6 +17,7 @@ class CaseRequest:
     question: str
     submitted_by: str
     auto_submitted: bool = False
+    urgency: str = "routine"  # routine, priority, stat
 
 
 @dataclass(frozen=True, slots=True)

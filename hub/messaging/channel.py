@@ -19,7 +19,25 @@ __all__ = [
     "ChannelError",
     "OutboundMessage",
     "SendResult",
+    "Sender",
 ]
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who a client's message comes from: its practice (see :mod:`hub.clients.sender`).
+
+    Channels show ``display_name`` as the sender; email also uses ``from_address`` (None: the
+    channel's own), ``reply_to`` and, with a ``from_address`` on the practice's own domain,
+    that domain's DKIM key (``dkim_domain``, ``dkim_selector``, ``dkim_key``).
+    """
+
+    display_name: str
+    from_address: str | None = None
+    reply_to: str | None = None
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -41,6 +59,8 @@ class OutboundMessage:
     headers: dict[str, str]  # extra email headers (List-Unsubscribe...)
     practice_id: int | None
     idempotency_key: str  # str(communication_id) -- use as provider idempotency key
+    #: the practice the message comes from; None: the hub's own identity
+    sender: Sender | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ class MessagingConfig(BaseModel):
     quiet_hours_channels: list[str] = Field(default_factory=lambda: ["sms"])
     #: categories that need an explicit opt-in row in the consent ledger before any send
     require_opt_in: list[str] = Field(default_factory=list)
+    #: categories not sent to a client whose PIMS cannot say whether it disabled their
+    #: communications (e.g. ezyVet); [] sends them anyway
+    unknown_comms_flag_vetoes: list[str] = Field(default_factory=lambda: ["marketing"])
     #: days a preference-page link stays valid
     preference_link_days: int = Field(30, ge=1, le=3650)
     #: days a List-Unsubscribe one-click link stays valid (mail is read late)
@@ -39,7 +42,7 @@ class MessagingConfig(BaseModel):
             raise ValueError(f"unknown channel(s) {bad}; expected some of {list(CHANNELS)}")
         return values
 
-    @field_validator("require_opt_in")
+    @field_validator("require_opt_in", "unknown_comms_flag_vetoes")
     @classmethod
     def _categories(cls, values: list[str]) -> list[str]:
         bad = [v for v in values if v not in CATEGORIES]

@@ -51,6 +51,14 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+def _comms_flag(client: Any) -> bool | None:
+    """The PIMS's "no communications" flag; None (unknown) when the PIMS could not supply it."""
+    if not hasattr(client, "comms_disabled"):
+        return False
+    value = client.comms_disabled
+    return None if value is None else bool(value)
+
+
 def client_postal_address(client: Any, name: str) -> dict[str, str] | None:
     line1 = _get(client, "address_line1")
     if not line1:
@@ -125,7 +133,7 @@ async def load_clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, t
             practice_id=getattr(c, "practice_id", None),
             name=name,
             active=(c.status or "active") == "active",
-            comms_disabled=bool(_get(c, "comms_disabled", default=False)),
+            comms_disabled=_comms_flag(c),
             active_patients=counts.get(cid, 0),
             email=(_get(c, "email") or None),
             mobile=mobile_number(_get(c, "phone_mobile", "mobile"), region),
@@ -225,4 +233,5 @@ def build_context(
         quiet_hours=(cfg.quiet_hours_start, cfg.quiet_hours_end),
         quiet_hours_channels=frozenset(cfg.quiet_hours_channels),
         require_opt_in=frozenset(cfg.require_opt_in),
+        unknown_comms_flag_vetoes=frozenset(cfg.unknown_comms_flag_vetoes),
     )

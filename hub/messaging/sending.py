@@ -18,6 +18,7 @@ the number of sends in flight at the crash. Email carries the same Message-ID bo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,17 @@ def outbound_message(hub: Hub, comm: Any) -> OutboundMessage:
         practice_id=comm.practice_id,
         idempotency_key=str(comm.id),
     )
+
+
+async def with_practice_sender(hub: Hub, message: OutboundMessage) -> OutboundMessage:
+    """A practice's message comes from the practice (its name, reply address, own domain):
+    the clients domain knows the practice's sender settings, when it is installed."""
+    try:
+        from hub.clients.sender import sender_for  # noqa: PLC0415 - optional domain
+    except ImportError:  # pragma: no cover - depends on the installed domains
+        return message
+    sender = await sender_for(hub, message.practice_id)
+    return dataclasses.replace(message, sender=sender) if sender is not None else message
 
 
 async def _active_suppression(session, comm: Any) -> Any:
@@ -175,7 +187,7 @@ async def send_job(hub: Hub, job: JobContext) -> None:
                 return
             if comm is None:  # pragma: no cover - the UPDATE and the check disagree
                 raise RuntimeError(f"communication {comm_id} could not be started")
-    message = outbound_message(hub, comm)
+    message = await with_practice_sender(hub, outbound_message(hub, comm))
     sending = {"communication_id": comm_id, "status": "sending", "provider_status": None,
                "applied": True, "at": started, "detail": {"attempt": job.attempts}}
     channel = hub.channels.get(message.channel)

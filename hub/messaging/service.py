@@ -6,6 +6,7 @@ Services take a session and only flush; the caller's transaction commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -103,15 +104,27 @@ async def record_status(
     return await apply_status(session, hub, comm, status, provider_status=provider_status, at=at, detail=detail)
 
 
-async def _client_for_address(session: AsyncSession, kind: str, address: str) -> tuple[int | None, int | None, int | None]:
-    """(client_id, practice_id, latest communication id) for an address, from what we sent."""
+async def _client_for_address(
+    session: AsyncSession, kind: str, address: str, *,
+    only: Collection[int] | None = None, exclude: Collection[int] = (),
+) -> tuple[int | None, int | None, int | None]:
+    """(client_id, practice_id, latest communication id) for an address, from what we sent,
+    else from the PIMS; (None, None, None) when unknown or **ambiguous**: a reply is never
+    credited to one practice when several (among ``only``, minus ``exclude``) reached or
+    know that address."""
     channel = KIND_TO_CHANNEL[kind]
-    row = (await session.execute(
+    scope = [] if only is None else [Communication.practice_id.in_(list(only))]
+    if exclude:
+        scope.append(Communication.practice_id.not_in(list(exclude)))
+    sent = (await session.execute(
         select(Communication.client_id, Communication.practice_id, Communication.id)
-        .where(Communication.channel == channel, Communication.address == address)
-        .order_by(Communication.id.desc()).limit(1)
-    )).first()
-    if row is not None:
+        .where(Communication.channel == channel, Communication.address == address, *scope)
+        .order_by(Communication.id.desc())
+    )).all()
+    if len({row.practice_id for row in sent}) > 1:
+        return None, None, None
+    if sent:
+        row = sent[0]
         return row.client_id, row.practice_id, row.id
     if kind in ("sms", "email"):
         try:
@@ -122,16 +135,55 @@ async def _client_for_address(session: AsyncSession, kind: str, address: str) ->
             return None, None, None
         # the PIMS sync stores phones as E.164 and emails as given: compare accordingly
         names = ("phone_mobile", "phone_home", "phone_work") if kind == "sms" else ("email",)
+        where = [] if only is None else [Client.practice_id.in_(list(only))]
+        if exclude:
+            where.append(Client.practice_id.not_in(list(exclude)))
         for name in names:
             column = getattr(Client, name, None)
             if column is None:
                 continue
             match = column == address if kind == "sms" else func.lower(column) == address
-            hit = (await session.execute(
-                select(Client.id, Client.practice_id).where(match).order_by(Client.id.desc()).limit(1))).first()
-            if hit is not None:
-                return hit.id, hit.practice_id, None
+            hits = (await session.execute(
+                select(Client.id, Client.practice_id).where(match, *where)
+                .order_by(Client.id.desc()))).all()
+            if len({hit.practice_id for hit in hits}) > 1:
+                return None, None, None
+            if hits:
+                return hits[0].id, hits[0].practice_id, None
     return None, None, None
+
+
+async def first_attempt_at(session: AsyncSession, communication_id: int) -> datetime | None:
+    """When the first send attempt of a communication started, as far as the hub knows: its
+    earliest "sending" row, else its creation time (never later than the first attempt, so a
+    provider's time-limited idempotency key is taken for expired no later than it is)."""
+    first = (await session.execute(
+        select(func.min(CommunicationStatus.at)).where(
+            CommunicationStatus.communication_id == communication_id,
+            CommunicationStatus.status == "sending"))).scalar()
+    created = (await session.execute(select(Communication.created_at).where(
+        Communication.id == communication_id))).scalar()
+    known = [t for t in (first, created) if t is not None]
+    return min(known) if known else None
+
+
+async def inbound_seen(session: AsyncSession, provider_id: str | None) -> bool:
+    """Whether an inbound message with this provider id was already recorded (a replay)."""
+    if not provider_id:
+        return False
+    return (await session.execute(select(InboundMessage.id).where(
+        InboundMessage.provider_id == provider_id))).first() is not None
+
+
+async def practice_ids_by_slug(session: AsyncSession, slugs: Collection[str]) -> dict[str, int]:
+    """The ids of the practices with these slugs (unknown slugs are left out)."""
+    from hub.db.models import Practice
+
+    if not slugs:
+        return {}
+    rows = await session.execute(select(Practice.slug, Practice.id).where(
+        Practice.slug.in_(list(slugs))))
+    return {slug: pid for slug, pid in rows}
 
 
 async def record_inbound(
@@ -144,9 +196,15 @@ async def record_inbound(
     body: str,
     provider_id: str | None,
     raw: dict[str, Any],
+    only: Collection[int] | None = None,
+    exclude: Collection[int] = (),
 ) -> InboundMessage:
     """Store an inbound reply, matched to the client by phone (E.164) or email and linked to
-    the latest communication sent to that address. A repeated provider id returns the stored row."""
+    the latest communication sent to that address. A repeated provider id returns the stored row.
+
+    ``only``/``exclude`` narrow the practices the reply can belong to (the channel knows which
+    sender it reached). When it stays ambiguous, the reply is stored unassigned and an
+    operator event says so: it is shown to no practice rather than to the wrong one."""
     if provider_id:
         existing = (await session.execute(
             select(InboundMessage).where(InboundMessage.provider_id == provider_id)
@@ -155,7 +213,8 @@ async def record_inbound(
             return existing
     kind = CHANNEL_TO_KIND.get(channel, channel)
     address = _norm(kind, from_address) if kind in KIND_TO_CHANNEL else from_address
-    client_id, practice_id, comm_id = await _client_for_address(session, kind, address)
+    client_id, practice_id, comm_id = await _client_for_address(
+        session, kind, address, only=only, exclude=exclude)
     msg = InboundMessage(
         channel=channel, from_address=address, to_address=to_address, body=body,
         provider_id=provider_id, client_id=client_id, practice_id=practice_id,
@@ -163,6 +222,12 @@ async def record_inbound(
     )
     session.add(msg)
     await session.flush()
+    if practice_id is None:
+        await events.record(
+            session, "messaging.inbound_unassigned",
+            f"{channel} reply {msg.id} from {address} could not be attributed to one practice",
+            practice_id=None, data={"inbound_id": msg.id, "channel": channel,
+                                    "to_address": to_address})
     return msg
 
 
@@ -192,6 +257,8 @@ async def set_address_opt_out(
     opted_out: bool,
     source: str,
     detail: str = "",
+    only: Collection[int] | None = None,
+    exclude: Collection[int] = (),
 ) -> None:
     """Record an opt-out (or opt back in) against an address, for every category.
 
@@ -201,7 +268,8 @@ async def set_address_opt_out(
     address = _norm(kind, address)
     await _upsert_suppression(session, hub, kind=kind, address=address, reason="opt_out",
                               active=opted_out, source=source, detail=detail)
-    client_id, practice_id, _ = await _client_for_address(session, kind, address)
+    client_id, practice_id, _ = await _client_for_address(session, kind, address, only=only,
+                                                          exclude=exclude)
     session.add(ConsentRecord(
         client_id=client_id, practice_id=practice_id, address=address, category="*",
         channel=KIND_TO_CHANNEL[kind], allowed=not opted_out, source=source, actor=None,

@@ -19,8 +19,8 @@ Decision = Literal["allow", "veto", "defer"]
 #: Categories a person can unsubscribe from (emails carry List-Unsubscribe for these).
 UNSUBSCRIBABLE = frozenset({"reminder", "appointment", "survey", "loyalty", "marketing"})
 #: Categories about a patient: the client needs at least one active patient.
-PATIENT_RELATED = frozenset({"reminder", "appointment", "survey"})
-CATEGORIES = frozenset({"reminder", "appointment", "survey", "loyalty", "marketing", "account"})
+PATIENT_RELATED = frozenset({"reminder", "appointment", "survey", "results"})
+CATEGORIES = frozenset({"reminder", "appointment", "survey", "loyalty", "marketing", "account", "results"})
 CHANNELS = ("email", "sms", "postcard")
 
 
@@ -85,7 +85,8 @@ class ClientFacts:
     practice_id: int | None
     name: str
     active: bool
-    comms_disabled: bool
+    #: None: the PIMS cannot supply the flag (see ContactContext.unknown_comms_flag_vetoes)
+    comms_disabled: bool | None
     active_patients: int
     email: str | None
     mobile: str | None  # E.164 when it parsed as a mobile (or mobile-or-fixed) number
@@ -120,6 +121,8 @@ class ContactContext:
     quiet_hours: tuple[time, time] | None
     quiet_hours_channels: frozenset[str]
     require_opt_in: frozenset[str] = field(default_factory=frozenset)
+    #: categories vetoed when the client's PIMS "no communications" flag is unknown
+    unknown_comms_flag_vetoes: frozenset[str] = frozenset({"marketing"})
 
     @property
     def patient_related(self) -> bool:
@@ -164,10 +167,26 @@ def combine(results: Iterable[tuple[str | None, Verdict | None]]) -> Verdict:
     return Verdict("allow", tuple(allows) or (Reason("allowed", "no policy objected"),))
 
 
+def unknown_comms_flag(context: ContactContext) -> Verdict | None:
+    """The core's own veto: a client whose PIMS cannot say whether it disabled their
+    communications gets none of the configured categories (marketing by default), whatever
+    the policies installed. Unknown is not "allowed"."""
+    client = context.client
+    if (client is None or client.comms_disabled is not None
+            or context.category not in context.unknown_comms_flag_vetoes):
+        return None
+    return Verdict.veto(
+        "pims_comms_unknown",
+        f"the PIMS cannot say whether {client.name} accepts communications; "
+        f"{context.category} messages need that flag",
+    )
+
+
 def judge(pm: Any, context: ContactContext) -> Verdict:
-    """Call every ``vethub_contact_verdict`` implementation and combine the results."""
+    """Call every ``vethub_contact_verdict`` implementation and combine the results, with the
+    core's own veto for an unknown PIMS communications flag."""
     caller = pm.hook.vethub_contact_verdict
-    results = []
+    results: list[tuple[str | None, Verdict | None]] = [("core", unknown_comms_flag(context))]
     for impl in caller.get_hookimpls():
         results.append((impl.plugin_name, impl.function(context=context)))
     return combine(results)

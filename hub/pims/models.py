@@ -19,12 +19,29 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.db.base import Base
 from hub.db.types import JSONType, UTCDateTime, utcnow
 
+#: Search keys compare byte-wise on PostgreSQL (collation "C"), so a prefix is one range of
+#: the index whatever the database's default collation; SQLite compares bytes already.
+SearchKey = String(200).with_variant(String(200, collation="C"), "postgresql")
+
 
 class Client(Base):
-    """A pet owner, as the practice's PIMS knows them."""
+    """A pet owner, as the practice's PIMS knows them.
+
+    ``name_key`` ("first last") and ``surname_key`` ("last first") are the name folded to
+    lower-case ASCII (see :func:`hub.pims.normalise.search_key`), ``email_key`` the email in
+    lower case: the indexes behind client search (:mod:`hub.clients.search`).
+    """
 
     __tablename__ = "clients"
-    __table_args__ = (UniqueConstraint("practice_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("practice_id", "external_id"),
+        Index("ix_clients_practice_name_key", "practice_id", "name_key"),
+        Index("ix_clients_practice_surname_key", "practice_id", "surname_key"),
+        Index("ix_clients_practice_email_key", "practice_id", "email_key"),
+        Index("ix_clients_practice_phone_mobile", "practice_id", "phone_mobile"),
+        Index("ix_clients_practice_phone_home", "practice_id", "phone_home"),
+        Index("ix_clients_practice_phone_work", "practice_id", "phone_work"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
@@ -34,7 +51,8 @@ class Client(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     client_class: Mapped[str | None] = mapped_column(String(100))
     balance: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
-    comms_disabled: Mapped[bool] = mapped_column(default=False)
+    #: None: the PIMS cannot supply the flag (the contact verdict treats that conservatively)
+    comms_disabled: Mapped[bool | None] = mapped_column(default=False)
     email: Mapped[str | None] = mapped_column(String(320))
     phone_home: Mapped[str | None] = mapped_column(String(20))
     phone_work: Mapped[str | None] = mapped_column(String(20))
@@ -45,8 +63,15 @@ class Client(Base):
     region: Mapped[str | None] = mapped_column(String(100))
     postcode: Mapped[str | None] = mapped_column(String(20))
     country: Mapped[str | None] = mapped_column(String(64))
+    #: valid, invalid, bounced, unverified (as the PIMS knows it)
+    email_status: Mapped[str] = mapped_column(String(16), default="unverified")
+    #: active, unregistered: the client's pet-app (digital health record) registration
+    pet_app_status: Mapped[str] = mapped_column(String(16), default="unregistered")
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    name_key: Mapped[str | None] = mapped_column(SearchKey)
+    surname_key: Mapped[str | None] = mapped_column(SearchKey)
+    email_key: Mapped[str | None] = mapped_column(String(320))
 
 
 class Patient(Base):
@@ -56,6 +81,7 @@ class Patient(Base):
     __table_args__ = (
         UniqueConstraint("practice_id", "external_id"),
         Index("ix_patients_practice_client", "practice_id", "client_external_id"),
+        Index("ix_patients_practice_name_key", "practice_id", "name_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -70,6 +96,7 @@ class Patient(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    name_key: Mapped[str | None] = mapped_column(SearchKey)
 
 
 class Reminder(Base):
@@ -114,7 +141,11 @@ class Appointment(Base):
 
 class Visit(Base):
     __tablename__ = "visits"
-    __table_args__ = (UniqueConstraint("practice_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("practice_id", "external_id"),
+        Index("ix_visits_practice_client", "practice_id", "client_external_id"),
+        Index("ix_visits_practice_visited_at", "practice_id", "visited_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)

@@ -9,6 +9,7 @@ collapsed. Empty strings become None.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 import phonenumbers
@@ -16,7 +17,9 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 
 from hub.pims.records import (
     CLIENT_STATUSES,
+    EMAIL_STATUSES,
     PATIENT_STATUSES,
+    PET_APP_STATUSES,
     AnyRecord,
     AppointmentRecord,
     ClientRecord,
@@ -94,6 +97,27 @@ def _country_code(region: str) -> int:
     return phonenumbers.country_code_for_region(region)
 
 
+_NOT_KEY = re.compile(r"[^a-z0-9 ]+")
+
+
+@lru_cache(maxsize=65536)
+def search_key(text: str) -> str:
+    """``text`` folded for prefix search: accents dropped, lower case, ASCII letters and digits,
+    words separated by one space ("Siobhán O'Brien" -> "siobhan obrien")."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    folded = folded.replace("'", "").replace("’", "")
+    return " ".join(_NOT_KEY.sub(" ", folded).split())
+
+
+def client_keys(first: str | None, last: str | None, email: str | None) -> tuple[str | None, ...]:
+    """(name_key, surname_key, email_key) of a client."""
+    f, la = search_key(first or ""), search_key(last or "")
+    name = " ".join(p for p in (f, la) if p)[:200] or None
+    surname = " ".join(p for p in (la, f) if p)[:200] or None
+    return name, surname, (email.lower() if email else None)
+
+
 def normalise(record: AnyRecord, country: str) -> AnyRecord | str:
     """Normalise ``record`` in place for a practice in ``country`` (ISO alpha-2).
 
@@ -113,6 +137,7 @@ def normalise(record: AnyRecord, country: str) -> AnyRecord | str:
             return f"unknown patient status {record.status!r} (expected one of {PATIENT_STATUSES})"
         if not record.client_external_id:
             return "patient has no client id"
+        record.name_key = search_key(record.name or "")[:200] or None
         return record
     if isinstance(record, ReminderRecord):
         if not record.patient_external_id:
@@ -145,4 +170,13 @@ def _client(record: ClientRecord, country: str) -> ClientRecord | str:
     except ValueError as err:
         return str(err)
     record.country = clean_text(record.country)
+    record.email_status = (clean_text(record.email_status) or "unverified").lower()
+    if record.email_status not in EMAIL_STATUSES:
+        return f"unknown email status {record.email_status!r} (expected one of {EMAIL_STATUSES})"
+    record.pet_app_status = (clean_text(record.pet_app_status) or "unregistered").lower()
+    if record.pet_app_status not in PET_APP_STATUSES:
+        return (f"unknown pet app status {record.pet_app_status!r} "
+                f"(expected one of {PET_APP_STATUSES})")
+    record.name_key, record.surname_key, record.email_key = client_keys(
+        record.first_name, record.last_name, record.email)
     return record

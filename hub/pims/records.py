@@ -23,6 +23,10 @@ RecordKind = Literal["client", "patient", "reminder", "appointment", "visit"]
 
 CLIENT_STATUSES = ("active", "inactive")
 PATIENT_STATUSES = ("active", "inactive", "deceased")
+#: what the PIMS knows of a client's email address (the hub's own bounces are kept apart).
+EMAIL_STATUSES = ("valid", "invalid", "bounced", "unverified")
+#: the client's registration with the PIMS's pet app (digital health record).
+PET_APP_STATUSES = ("active", "unregistered")
 
 
 @dataclass(slots=True)
@@ -35,7 +39,8 @@ class ClientRecord:
     status: str = "active"
     client_class: str | None = None
     balance: Decimal | None = None
-    comms_disabled: bool = False
+    #: the PIMS's "no communications" flag; None when this PIMS cannot say (unknown)
+    comms_disabled: bool | None = False
     email: str | None = None
     phone_home: str | None = None
     phone_work: str | None = None
@@ -46,7 +51,14 @@ class ClientRecord:
     region: str | None = None
     postcode: str | None = None
     country: str | None = None
+    email_status: str = "unverified"
+    pet_app_status: str = "unregistered"
     modified_at: datetime | None = None
+    #: search keys, computed by the engine (:func:`hub.pims.normalise.search_key`); a
+    #: connector leaves them None.
+    name_key: str | None = None
+    surname_key: str | None = None
+    email_key: str | None = None
     raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
@@ -63,6 +75,8 @@ class PatientRecord:
     birth_date: date | None = None
     status: str = "active"
     modified_at: datetime | None = None
+    #: the name's search key, computed by the engine; a connector leaves it None.
+    name_key: str | None = None
     raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 

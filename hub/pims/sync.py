@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,6 +50,7 @@ from hub.pims.records import (
     ReminderRecord,
     VisitRecord,
 )
+from hub.state import HubKey
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,8 @@ def connector_entries(practices: Sequence[PracticeConfig], practice: str | None 
 
 
 #: Connectors live as long as their hub, so what they cache between runs (an API token that is
-#: good for 12 hours) is reused by the next run. Keyed weakly by hub: a stopped hub takes its
-#: connectors with it.
-_CONNECTORS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], PimsConnector]] = (
-    weakref.WeakKeyDictionary())
+#: good for 12 hours) is reused by the next run; they are the hub's state, gone with it.
+CONNECTORS: HubKey[dict[tuple[Any, ...], PimsConnector]] = HubKey("pims_connectors")
 
 
 def build_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsConnector:
@@ -123,7 +121,7 @@ def build_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> Pims
     entry's config and the practice's country and time zone are the same, else a new one."""
     key = (entry.practice, entry.name, json.dumps(entry.table, sort_keys=True, default=str),
            practice.country, practice.timezone, id(hub.http))
-    cache = _CONNECTORS.setdefault(hub, {})
+    cache = hub.state.setdefault(CONNECTORS, dict)
     if key not in cache:
         cache[key] = _new_connector(hub, entry, practice)
     return cache[key]

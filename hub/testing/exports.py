@@ -2,7 +2,7 @@
 
 ``generate(clients=..., seed=...)`` builds a deterministic :class:`ExportData` (same seed, same
 rows); ``write_export(directory, data)`` writes ``clients.csv``, ``patients.csv``,
-``reminders.csv`` and ``appointments.csv`` the way a PIMS does (written under a ``.part`` name and
+``reminders.csv``, ``appointments.csv`` and ``visits.csv`` the way a PIMS does (written under a ``.part`` name and
 renamed in). ``data.change(n)`` returns the rows of an incremental export with ``n`` changed
 clients (new email or phone, some inactivated) and a deceased pet. ``bad_rows`` lists the
 broken rows a test can append (bad email, unparseable phone, missing id), and
@@ -21,14 +21,15 @@ from pathlib import Path
 CLIENT_COLUMNS = ["client_id", "first_name", "last_name", "status", "client_class", "balance",
                   "comms_disabled", "email", "phone_home", "phone_work", "phone_mobile",
                   "address_line1", "address_line2", "city", "region", "postcode", "country",
-                  "modified_at"]
+                  "modified_at", "email_status", "pet_app_status"]
 PATIENT_COLUMNS = ["patient_id", "client_id", "name", "species", "breed", "sex", "birth_date",
                    "status", "modified_at"]
 REMINDER_COLUMNS = ["reminder_id", "patient_id", "service", "due_date", "status", "modified_at"]
 APPOINTMENT_COLUMNS = ["appointment_id", "patient_id", "client_id", "start", "type", "status",
                        "modified_at"]
+VISIT_COLUMNS = ["visit_id", "patient_id", "client_id", "date", "reason", "modified_at"]
 FILES = {"clients": CLIENT_COLUMNS, "patients": PATIENT_COLUMNS, "reminders": REMINDER_COLUMNS,
-         "appointments": APPOINTMENT_COLUMNS}
+         "appointments": APPOINTMENT_COLUMNS, "visits": VISIT_COLUMNS}
 
 FIRST = ["Olivia", "Liam", "Emma", "Noah", "Amelia", "Oliver", "Ava", "Elijah", "Sophia", "James",
          "Isabella", "William", "Mia", "Benjamin", "Charlotte", "Lucas", "Harper", "Henry",
@@ -51,6 +52,7 @@ SERVICES = ["Rabies vaccination", "DHPP booster", "FVRCP booster", "Annual welln
             "Dental cleaning", "Heartworm test", "Flea and tick prevention"]
 APPOINTMENT_TYPES = ["Consult", "Vaccination", "Surgery", "Dental", "Recheck"]
 CLASSES = ["Standard", "Standard", "Standard", "VIP", "Breeder", "Staff"]
+EMAIL_STATUSES = ["valid", "valid", "valid", "unverified", "unverified", "bounced", "invalid"]
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -60,6 +62,7 @@ class ExportData:
     patients: list[list[str]] = field(default_factory=list)
     reminders: list[list[str]] = field(default_factory=list)
     appointments: list[list[str]] = field(default_factory=list)
+    visits: list[list[str]] = field(default_factory=list)
     seed: int = 0
 
     def rows(self, name: str) -> list[list[str]]:
@@ -105,13 +108,19 @@ def _phone(rnd: random.Random) -> str:
 
 
 def generate(clients: int = 100, patients: int | None = None, reminders: int | None = None,
-             appointments: int | None = None, *, seed: int = 0) -> ExportData:
-    """Deterministic rows: US clients with 1.5 pets each and 2 reminders per pet by default."""
+             appointments: int | None = None, visits: int | None = None, *,
+             seed: int = 0) -> ExportData:
+    """Deterministic rows: US clients with 1.5 pets each, 2 reminders per pet and one visit
+    for every other client by default."""
     rnd = random.Random(seed)
     patients = int(clients * 1.5) if patients is None else patients
     reminders = patients * 2 if reminders is None else reminders
     appointments = clients // 2 if appointments is None else appointments
+    visits = clients // 2 if visits is None else visits
     data = ExportData(seed=seed)
+    # Columns added later draw from their own streams, so every older column of a given seed
+    # is what it was.
+    crnd = random.Random(seed + 11)
     for i in range(1, clients + 1):
         first, last = rnd.choice(FIRST), rnd.choice(LAST)
         city, state, zip3 = rnd.choice(CITIES)
@@ -129,6 +138,8 @@ def generate(clients: int = 100, patients: int | None = None, reminders: int | N
             f"  {rnd.randint(1, 9999)} {rnd.choice(STREETS)} ",
             f"Apt {rnd.randint(1, 40)}" if rnd.random() < 0.15 else "",
             city, state, f"{zip3}{rnd.randint(0, 99):02d}", "US", modified.isoformat(),
+            crnd.choice(EMAIL_STATUSES) if has_email else "",
+            "active" if crnd.random() < 0.3 else "unregistered",
         ])
     for i in range(1, patients + 1):
         owner = data.clients[(i * 7919) % clients][0] if clients else ""
@@ -152,13 +163,19 @@ def generate(clients: int = 100, patients: int | None = None, reminders: int | N
                                   rnd.choice(APPOINTMENT_TYPES),
                                   rnd.choice(["booked", "confirmed", "completed"]),
                                   (EPOCH + timedelta(minutes=i)).isoformat()])
+    vrnd = random.Random(seed + 7)
+    for i in range(1, visits + 1):
+        pet = data.patients[(i * 613) % patients] if patients else ["", ""]
+        at = EPOCH + timedelta(days=vrnd.randint(0, 120), hours=vrnd.randint(8, 17))
+        data.visits.append([f"V{i:07d}", pet[0], pet[1], at.isoformat(),
+                            vrnd.choice(APPOINTMENT_TYPES), at.isoformat()])
     return data
 
 
 def bad_rows() -> dict[str, list[str]]:
     """Client rows that must be rejected, by what is wrong with them."""
     base = ["", "Bad", "Row", "active", "Standard", "0.00", "no", "", "", "", "",
-            "1 Main St", "", "Springfield", "IL", "62701", "US", EPOCH.isoformat()]
+            "1 Main St", "", "Springfield", "IL", "62701", "US", EPOCH.isoformat(), "", ""]
 
     def row(**cells: str) -> list[str]:
         r = list(base)

@@ -1,18 +1,29 @@
-"""A fake Lob print-and-mail server (postcards), built to CONTRACTS.md §2.
+"""A fake Lob print-and-mail server (postcards), built to the facts in docs/providers/lob.md.
 
 Serves ``POST /v1/postcards`` (JSON or form-encoded body, HTTP Basic with the API key as
-username and an empty password) and sends the hub signed webhook events.
+username and an empty password) and ``GET /v1/postcards`` (a list, filtered by
+``metadata[key]=value``), and sends the hub signed webhook events.
+
+Like Lob it refuses: a publishable key (``…_pub``) with 403 ``publishable_key_not_allowed``;
+metadata that is not at most 20 flat string pairs (keys up to 40 characters, values up to 500,
+no double quote or backslash); a recipient it cannot deliver to (an ``address_line1`` in
+``undeliverable``) with 422 ``failed_deliverability_strictness``; a non-US return address with
+422 ``foreign_return_address``. ``fail_next(n, status=408)`` answers ``request_timeout``.
+Idempotency keys are remembered for 24 hours on the fake's ``clock``; a retry after that creates
+a second card, as Lob would.
 
 For tests to inspect: ``postcards`` (by id), ``requests`` (every create: body, headers, status).
 Controls: ``fail_next(n, status=500)``, ``rate_limit_next(n, reset_in=5)`` and
 ``rate_limit_headers`` ("x" for ``X-Rate-Limit-*``, "ietf" for ``ratelimit-*``, "both"), since
-Lob's prose and its schema disagree on the spelling (§2). The real limit (150 requests per 5 s per
+Lob's prose and its schema disagree on the spelling. The real limit (150 requests per 5 s per
 key and endpoint) is enforced too, against ``clock`` (``time.time`` by default).
+``fail_render(postcard_id)`` turns a card ``failed`` with a ``failure_reason`` object.
 
 Events: ``send_event(url, postcard_id, "postcard.delivered")`` POSTs an event signed with
 ``Lob-Signature`` = hex HMAC-SHA256 of ``"{timestamp}.{raw body}"`` keyed with the webhook secret
 and ``Lob-Signature-Timestamp``. Whether Lob's timestamp is in seconds or milliseconds is not
-confirmed (§2, [U]); ``timestamp_unit`` picks one ("ms" by default, as the public handlers read it).
+published; ``timestamp_unit`` picks one ("ms" by default, as the public handlers read it).
+Tracking events carry ``type: "normal"``.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from hub.testing.loopback import LoopbackServer
 
 RATE_LIMIT = 150
 RATE_WINDOW = 5.0
+IDEMPOTENCY_SECONDS = 24 * 3600
 STATE = re.compile(r"^[A-Za-z]{2}$")
 ZIP = re.compile(r"^\d{5}(-\d{4})?$")
 SIZES = ("4x6", "6x9", "6x11")
@@ -64,7 +76,7 @@ def lob_id(prefix: str) -> str:
 
 
 def sign_event(secret: str, timestamp: str, body: bytes) -> str:
-    """``Lob-Signature``: hex HMAC-SHA256 of ``"{timestamp}.{raw body}"`` (CONTRACTS.md §2)."""
+    """``Lob-Signature``: hex HMAC-SHA256 of ``"{timestamp}.{raw body}"``."""
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
@@ -75,6 +87,25 @@ class LobError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "status_code": self.status, "code": self.code}}
+
+
+def metadata_problem(metadata: Any) -> str | None:
+    """Why Lob refuses this ``metadata``: at most 20 flat string pairs, keys up to 40
+    characters, values up to 500, no double quote or backslash."""
+    if not isinstance(metadata, dict):
+        return "metadata must be an object"
+    if len(metadata) > 20:
+        return "metadata must have at most 20 keys"
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            return f"metadata.{key} must be a string"
+        if len(key) > 40:
+            return f"metadata key {key[:40]}... is longer than 40 characters"
+        if len(value) > 500:
+            return f"metadata.{key} is longer than 500 characters"
+        if any(ch in key + value for ch in '"\\'):
+            return f"metadata.{key} must not contain a double quote or backslash"
+    return None
 
 
 def _unflatten(form: dict[str, str]) -> dict[str, Any]:
@@ -110,7 +141,10 @@ class FakeLob(LoopbackServer):
     postcards: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[CreateRequest] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
-    _idempotent: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: recipient address_line1 values (compared upper-case) Lob cannot deliver to
+    undeliverable: set[str] = field(default_factory=lambda: {"1 NOWHERE LN"})
+    list_requests: list[dict[str, str]] = field(default_factory=list)
+    _idempotent: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     _faults: list[tuple[int, str, str, float | None]] = field(default_factory=list)
     _hits: list[float] = field(default_factory=list)
     base_url: str = ""
@@ -118,14 +152,20 @@ class FakeLob(LoopbackServer):
     base_path: ClassVar[str] = "/v1"
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/postcards", self._create)]
+        return [web.post("/v1/postcards", self._create), web.get("/v1/postcards", self._list)]
+
+    @property
+    def publishable_key(self) -> str:
+        """The publishable twin of ``api_key`` (refused for creating mail)."""
+        return self.api_key + "_pub"
 
     # -- controls --------------------------------------------------------------------------
     def fail_next(self, n: int = 1, *, status: int = 500, code: str | None = None,
                   message: str | None = None) -> None:
         """Make the next ``n`` creates fail with ``status`` and Lob's error body (any status:
         5xx storms, or a 422 the fake's own checks would not produce)."""
-        default = {422: "invalid", 503: "service_unavailable"}.get(status, "internal_server_error")
+        default = {408: "request_timeout", 422: "invalid",
+                   503: "service_unavailable"}.get(status, "internal_server_error")
         self._faults.extend([(status, code or default, message or "Injected failure", None)] * n)
 
     def rate_limit_next(self, n: int = 1, *, reset_in: float = 5) -> None:
@@ -164,13 +204,14 @@ class FakeLob(LoopbackServer):
             body = self._parse(request, raw)
             idem = self._idempotency_key(request)
             scope = (key.split("_", 1)[0], idem) if idem else None
-            if scope and scope in self._idempotent:
-                result = self.postcards[self._idempotent[scope]]
+            remembered = self._idempotent.get(scope) if scope else None
+            if remembered and now - remembered[1] < IDEMPOTENCY_SECONDS:
+                result = self.postcards[remembered[0]]
             else:
                 result = self._validate_and_build(body)
                 self.postcards[result["id"]] = result
                 if scope:
-                    self._idempotent[scope] = result["id"]
+                    self._idempotent[scope] = (result["id"], now)
             status = 200
         except LobError as err:
             status, result = err.status, err.body()
@@ -186,11 +227,12 @@ class FakeLob(LoopbackServer):
                 user = base64.b64decode(header[6:]).decode().partition(":")[0]
             except (ValueError, UnicodeDecodeError):
                 user = ""
+        if user and secrets.compare_digest(user, self.publishable_key):
+            raise LobError(403, "publishable_key_not_allowed",
+                           "Publishable API keys cannot be used for this request.")
         if not user or not secrets.compare_digest(user, self.api_key):
             raise LobError(401, "unauthorized", "Your API key is not valid. Please sign up on "
                            "lob.com to get a valid api key.")
-        if user.endswith("_pub"):
-            raise LobError(403, "invalid_api_key", "Publishable keys cannot create postcards.")
         return user
 
     def _parse(self, request: web.Request, raw: bytes) -> dict[str, Any]:
@@ -298,15 +340,21 @@ class FakeLob(LoopbackServer):
         if mail_type == "usps_standard" and size == "4x6":
             raise LobError(422, "invalid", "usps_standard is not available for 4x6 postcards")
         metadata = body.get("metadata") or {}
-        if not isinstance(metadata, dict) or len(metadata) > 20 or any(
-                len(k) > 40 or len(str(v)) > 500 or '"' in str(v) or "\\" in str(v)
-                for k, v in metadata.items()):
-            raise LobError(422, "invalid", "metadata must be at most 20 flat string pairs")
+        problem = metadata_problem(metadata)
+        if problem:
+            raise LobError(422, "invalid", problem)
         to = self._address(body["to"], "to", check_length=True)
+        if to.get("address_line1") in self.undeliverable:
+            raise LobError(422, "failed_deliverability_strictness",
+                           "The address does not meet the account's deliverability strictness.")
         international = isinstance(body["to"], dict) and (
             body["to"].get("address_country") or "US").upper() != "US"
         sender = None
         if body.get("from") is not None:
+            if isinstance(body["from"], dict) and (
+                    body["from"].get("address_country") or "US").upper() not in ("US", "USA"):
+                raise LobError(422, "foreign_return_address",
+                               "The return address must be a US address.")
             sender = self._address(body["from"], "from", check_length=False)
         elif international:
             raise LobError(422, "invalid", "from is required for international postcards")
@@ -350,7 +398,7 @@ class FakeLob(LoopbackServer):
         now = iso(datetime.now(UTC))
         if event_type in TRACKING_NAMES:
             postcard["tracking_events"].append({
-                "id": lob_id("evnt"), "type": "USPS",
+                "id": lob_id("evnt"), "type": "normal",
                 "name": TRACKING_NAMES[event_type], "location": "94107", "time": now,
                 "date_created": now, "date_modified": now, "object": "tracking_event",
             })
@@ -363,6 +411,30 @@ class FakeLob(LoopbackServer):
             "date_created": now,
             "object": "event",
         }
+
+    def fail_render(self, postcard_id: str) -> dict[str, Any]:
+        """The card could not be rendered: ``status: failed`` and a ``failure_reason`` object
+        (its inner field names are assumed)."""
+        postcard = self.postcards[postcard_id]
+        postcard["status"] = "failed"
+        postcard["failure_reason"] = {"code": "asset_render_error",
+                                      "message": "The front HTML could not be rendered."}
+        return postcard
+
+    async def _list(self, request: web.Request) -> web.Response:
+        self.list_requests.append(dict(request.query))
+        try:
+            self._auth(request)
+        except LobError as err:
+            return web.json_response(err.body(), status=err.status)
+        wanted = {key[len("metadata["):-1]: value for key, value in request.query.items()
+                  if key.startswith("metadata[") and key.endswith("]")}
+        limit = int(request.query.get("limit", "10"))
+        cards = [p for p in self.postcards.values()
+                 if all(p["metadata"].get(k) == v for k, v in wanted.items())]
+        cards.sort(key=lambda p: p["date_created"], reverse=True)
+        return web.json_response({"data": cards[:limit], "object": "list", "next_url": None,
+                                  "previous_url": None, "count": len(cards[:limit])})
 
     def timestamp(self, at: float | None = None) -> str:
         at = self.clock() if at is None else at

@@ -1,19 +1,27 @@
-"""A fake Twilio Programmable Messaging server, built to CONTRACTS.md §1.
+"""A fake Twilio Programmable Messaging server, built to the facts in docs/providers/twilio.md.
 
 It serves the one call the hub makes (``POST /2010-04-01/Accounts/{sid}/Messages.json``) the way
 twilio-python 9.x expects it, and it drives the hub's webhooks the way Twilio does: status
 callbacks and inbound messages, form-encoded and signed with ``X-Twilio-Signature`` exactly as
-Twilio's servers sign them. The signing is written out here rather than borrowed from the SDK,
-because ``hub/`` imports no vendor SDK; tests check it against twilio's own ``RequestValidator``.
+Twilio's servers sign them: with the Auth Token (HMAC-SHA1), or, once ``use_shared_key(key_id,
+secret)`` is called (an account that turned shared-key signing on), with that key (HMAC-SHA256)
+and the ``X-Twilio-Webhooks-Signature-Settings`` header naming it. The signing is written out
+here rather than borrowed from the SDK, because ``hub/`` imports no vendor SDK; tests check it
+against twilio's own ``RequestValidator``.
 
-Point twilio-python at it with ``client.api.base_url = fake.base_url`` (CONTRACTS.md §1.8).
+Error bodies are the classic ``{"code", "message", "more_info", "status"}`` by default; with
+``problem_details = True`` they are RFC 9457 problem details (``type``, ``title``, ``status``,
+``code``, ``detail``), as newer Twilio endpoints answer and twilio-python raises as
+``TwilioServiceException``.
+
+Point twilio-python at it with ``client.api.base_url = fake.base_url``.
 
 What it keeps, for tests to inspect:
 
 - ``requests``: every create request (form fields as a dict of lists, headers, HTTP status);
 - ``messages``: the Message resources it created, by sid;
 - ``blocked``: the (sender, recipient) pairs that replied STOP (with a Messaging Service the
-  sender is the service sid, CONTRACTS.md §1.6), which make later sends fail with 21610.
+  sender is the service sid), which make later sends fail with 21610.
 
 Fault injection: ``fail_next(n, status=500)`` or ``fail_next(n, status=429, retry_after=2)``
 makes the next ``n`` creates fail before any other check, for 5xx and 429 storms.
@@ -46,8 +54,8 @@ OPT_OUT_KEYWORDS = frozenset(
 OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 
-# Every field twilio-python 9.x sends on Messages create (CONTRACTS.md §1.1, plus MessageIntent,
-# which 9.13 also knows). Unknown fields are recorded but otherwise ignored, as Twilio does.
+# Every field twilio-python 9.x sends on Messages create (plus MessageIntent, which 9.13 also
+# knows). Unknown fields are recorded but otherwise ignored, as Twilio does.
 CREATE_FIELDS = frozenset(
     {
         "To", "From", "MessagingServiceSid", "Body", "MediaUrl", "ContentSid",
@@ -90,9 +98,15 @@ def num_segments(body: str) -> int:
     return 1 if len(body) <= single else -(-len(body) // multi)
 
 
-def error_body(code: int, message: str, status: int) -> dict[str, Any]:
-    """The legacy error body. No ``type``/``title``: twilio-python >= 9.10 would raise
-    TwilioServiceException for an RFC 9457 body instead of TwilioRestException (§1.1)."""
+def error_body(code: int, message: str, status: int, *,
+               problem: bool = False) -> dict[str, Any]:
+    """The classic error body, or (``problem``) RFC 9457 problem details. twilio-python >= 9.10
+    raises TwilioServiceException for a body with all of type, title, status and code, and
+    TwilioRestException otherwise."""
+    if problem:
+        return {"type": MORE_INFO.format(code=code), "title": message.split(".")[0],
+                "status": status, "code": code, "detail": message,
+                "instance": f"/{API_VERSION}/Messages"}
     return {"code": code, "message": message, "more_info": MORE_INFO.format(code=code),
             "status": status}
 
@@ -131,6 +145,10 @@ class FakeTwilio(LoopbackServer):
     callbacks: list[tuple[str, dict[str, str], int]] = field(default_factory=list)
     _faults: list[Fault] = field(default_factory=list)
     _callback_urls: dict[str, str | None] = field(default_factory=dict)
+    #: answer errors as RFC 9457 problem details instead of the classic body
+    problem_details: bool = False
+    #: (key id, secret) once the account signs webhooks with a shared key (HMAC-SHA256)
+    shared_key: tuple[str, str] | None = None
     #: Numbers that are well-formed but not real: creating a message to one fails with 21211.
     #: +15005550001 is Twilio's own "invalid number" test value.
     invalid_numbers: set[str] = field(default_factory=lambda: {"+15005550001"})
@@ -153,6 +171,11 @@ class FakeTwilio(LoopbackServer):
             fault = Fault(status, code or 20500, "An internal server error has occurred",
                           retry_after)
         self._faults.extend([fault] * n)
+
+    def use_shared_key(self, key_id: str, secret: str) -> None:
+        """Sign every later webhook with this shared key (HMAC-SHA256), as an account that
+        turned shared-key signing on."""
+        self.shared_key = (key_id, secret)
 
     def block(self, sender: str, recipient: str) -> None:
         """Record an opt-out as if ``recipient`` had replied STOP to ``sender``."""
@@ -187,6 +210,8 @@ class FakeTwilio(LoopbackServer):
         for key, value in post.items():
             form.setdefault(key, []).append(str(value))
         status, body, headers = self._handle_create(request, account_sid, form)
+        if status >= 400 and self.problem_details:
+            body = error_body(body["code"], body["message"], status, problem=True)
         self.requests.append(CreateRequest(account_sid, form, dict(request.headers), status, body))
         return web.json_response(body, status=status, headers=headers)
 
@@ -274,7 +299,10 @@ class FakeTwilio(LoopbackServer):
 
     # -- webhooks towards the hub --------------------------------------------------------
     def sign(self, url: str, params: Mapping[str, str] | MultiDict[str]) -> str:
-        """``X-Twilio-Signature`` for a form POST to ``url`` (CONTRACTS.md §1.5)."""
+        """``X-Twilio-Signature`` for a form POST to ``url``: with the shared key when one is
+        in use, else with the Auth Token."""
+        if self.shared_key is not None:
+            return twilio_signature(self.shared_key[1], url, params, algorithm="HMAC_SHA256")
         return twilio_signature(self.auth_token, url, params)
 
     async def post_form(self, url: str, params: Mapping[str, str] | Sequence[tuple[str, str]], *,
@@ -296,6 +324,9 @@ class FakeTwilio(LoopbackServer):
         if signed:
             multi = MultiDict(pairs)
             headers["X-Twilio-Signature"] = signature or self.sign(signed_url, multi)
+            if self.shared_key is not None:
+                headers["X-Twilio-Webhooks-Signature-Settings"] = (
+                    f"key={self.shared_key[0]},algorithm=HMAC_SHA256")
         async with self._session.post(url, data=pairs, headers=headers) as resp:
             await resp.read()
         self.callbacks.append((url, dict(pairs), resp.status))
@@ -303,7 +334,7 @@ class FakeTwilio(LoopbackServer):
 
     def status_params(self, sid: str, status: str, *, error_code: int | None = None,
                       error_message: str | None = None) -> dict[str, str]:
-        """The parameters of a StatusCallback for message ``sid`` (CONTRACTS.md §1.3)."""
+        """The parameters of a StatusCallback for message ``sid``."""
         message = self.messages[sid]
         sender = message["from"] or "+15005550006"
         params = {
@@ -351,7 +382,7 @@ class FakeTwilio(LoopbackServer):
                        messaging_service_sid: str | None = None,
                        media: Sequence[tuple[str, str]] = (),
                        advanced_opt_out: bool = False) -> list[tuple[str, str]]:
-        """The parameters of an inbound message webhook (CONTRACTS.md §1.4)."""
+        """The parameters of an inbound message webhook."""
         sid = new_sid("MM" if media else "SM")
         params: list[tuple[str, str]] = [
             ("ToCountry", "US"), ("ToState", ""), ("SmsMessageSid", sid),
@@ -380,7 +411,7 @@ class FakeTwilio(LoopbackServer):
                            **post_kwargs: Any) -> ClientResponse:
         """A text from ``from_`` to the hub's number ``to``, forwarded to ``url``.
 
-        Like Twilio (§1.6), a whole-body opt-out keyword blocks the pair (the Messaging Service
+        Like Twilio, a whole-body opt-out keyword blocks the pair (the Messaging Service
         and the recipient when one is named) and an opt-in keyword unblocks it; the message is
         forwarded to the webhook either way.
         """
@@ -395,12 +426,15 @@ class FakeTwilio(LoopbackServer):
         return await self.post_form(url, params, **post_kwargs)
 
 
-def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | MultiDict[str]) -> str:
-    """HMAC-SHA1 over the URL plus each sorted name and its sorted values, base64 (§1.5)."""
+def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | MultiDict[str], *,
+                     algorithm: str = "HMAC_SHA1") -> str:
+    """HMAC over the URL plus each sorted name and its sorted values, base64: SHA-1 keyed with
+    the Auth Token, or SHA-256 keyed with a shared key (``algorithm="HMAC_SHA256"``)."""
     data = url
     for name in sorted(set(params)):
         values = params.getall(name) if isinstance(params, MultiDict) else [params[name]]
         for value in sorted(set(values)):
             data += name + value
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    hash_function = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}[algorithm]
+    digest = hmac.new(auth_token.encode(), data.encode(), hash_function).digest()
     return base64.b64encode(digest).decode()

@@ -29,7 +29,7 @@ RETURN_ADDRESS = {"name": "Riverside Vets", "address_line1": "100 Main St",
 
 @pytest_asyncio.fixture
 async def fake_twilio() -> AsyncIterator[FakeTwilio]:
-    """A fake Twilio Messages API (CONTRACTS.md §1): ``.base_url``, ``.account_sid``,
+    """A fake Twilio Messages API (docs/providers/twilio.md): ``.base_url``, ``.account_sid``,
     ``.auth_token``, ``.messages``, ``.requests``, ``.fail_next()``, ``.send_status()``,
     ``.send_inbound()``."""
     async with FakeTwilio() as server:
@@ -38,7 +38,7 @@ async def fake_twilio() -> AsyncIterator[FakeTwilio]:
 
 @pytest_asyncio.fixture
 async def fake_lob() -> AsyncIterator[FakeLob]:
-    """A fake Lob postcards API (CONTRACTS.md §2): ``.base_url`` (ends in /v1), ``.api_key``,
+    """A fake Lob postcards API (docs/providers/lob.md): ``.base_url`` (ends in /v1), ``.api_key``,
     ``.webhook_secret``, ``.postcards``, ``.requests``, ``.fail_next()``,
     ``.rate_limit_next()``, ``.send_event()``."""
     async with FakeLob() as server:

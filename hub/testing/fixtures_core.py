@@ -118,6 +118,9 @@ def base_config_data(db_url: str, tmp_path: Path, data: dict[str, Any] | None = 
         "http": {"host": "127.0.0.1", "port": 0},
         "jobs": {"workers": 2, "backoff_initial": 0.01, "backoff_max": 0.05, "poll_interval": 0.05,
                  "lease_seconds": 30, "shutdown_grace": 5},
+        # No periodic reminder sweep unless a test asks for one: its ticks would be extra jobs
+        # in every test that advances the clock and counts what ran.
+        "clients": {"reminder_every_seconds": 0},
     }
     return deep_merge(deep_merge(base, data or {}), sections)
 

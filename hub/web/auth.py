@@ -40,7 +40,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(401, "missing_token", "this route needs `Authorization: Bearer <token>`")
     hub = request.app[HUB_KEY]
     try:
-        async with hub.sessionmaker() as session:
+        async with hub.read_session() as session:
             principal = await authenticate(session, token.strip(), hub.clock.now())
     except AuthError as err:
         raise ApiError(err.status, err.code, err.message) from err
@@ -78,7 +78,7 @@ def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 
 def get_principal(request: web.Request) -> Principal:
-    principal = request.get(PRINCIPAL_KEY)
+    principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is None:
         raise ApiError(401, "missing_token", "this route needs a bearer token")
     return principal

@@ -170,12 +170,18 @@ async def parse_request(request: web.Request, ep: Endpoint) -> dict[str, Any]:
     return kwargs
 
 
-def render(result: Any, status: int) -> web.StreamResponse:
+def render(result: Any, ep: Endpoint) -> web.StreamResponse:
+    """The handler's result as a response; a dict is checked against the declared response model."""
     if isinstance(result, web.StreamResponse):
         return result
     if isinstance(result, BaseModel):
-        return web.json_response(text=result.model_dump_json(), status=status)
-    return web.json_response(result, status=status)
+        return web.json_response(text=result.model_dump_json(), status=ep.status)
+    if ep.response is not None:
+        # A dict keeps its shape: a key the handler left out (an optional section absent for
+        # this object) stays out, rather than appearing as null.
+        checked = ep.response.model_validate(result)
+        return web.json_response(text=checked.model_dump_json(exclude_unset=True), status=ep.status)
+    return web.json_response(result, status=ep.status)
 
 
 class ApiRoutes(Iterable[web.AbstractRouteDef]):
@@ -201,7 +207,7 @@ class ApiRoutes(Iterable[web.AbstractRouteDef]):
             @functools.wraps(handler)
             async def wrapper(request: web.Request) -> web.StreamResponse:
                 kwargs = await parse_request(request, ep)
-                return render(await handler(request, **kwargs), ep.status)
+                return render(await handler(request, **kwargs), ep)
 
             setattr(wrapper, ENDPOINT_ATTR, ep)
             if ep.public:

@@ -9,4 +9,4 @@ from aiohttp import web
 if TYPE_CHECKING:
     from hub.core import Hub
 
-HUB_KEY: web.AppKey[Hub] = web.AppKey("vethub_hub", "Hub")
+HUB_KEY: web.AppKey[Hub] = web.AppKey("vethub_hub")

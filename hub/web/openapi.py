@@ -138,7 +138,7 @@ def _collect_models(eps: list[Endpoint]) -> list[tuple[type[BaseModel], Any]]:
                 seen[(model, "validation")] = None
         if ep.response is not None:
             seen[(ep.response, "serialization")] = None
-    return list(seen)  # type: ignore[arg-type]
+    return list(seen)
 
 
 def build_spec(app: web.Application) -> dict[str, Any]:

@@ -187,14 +187,21 @@ class MimeBuilder:
     def build(self, message: OutboundMessage, message_id: str | None = None) -> bytes:
         if message.text is None and message.html is None:
             raise ChannelError("email has no body", reason="rejected", permanent=True)
+        sender = message.sender
+        from_header, reply_to = self.from_header, self.reply_to
+        if sender is not None:
+            # the practice's name on the hub's address, or the practice's own address
+            from_header = _address(sender.from_address or self.config.from_address,
+                                   sender.display_name)
+            reply_to = _address(sender.reply_to) if sender.reply_to else reply_to
         lines = [
-            "From: " + self.from_header,
+            "From: " + from_header,
             "To: " + _address(message.to),
         ]
         if message.cc:
             lines.append("Cc: " + ", ".join(_address(a) for a in message.cc))
-        if self.reply_to:
-            lines.append("Reply-To: " + self.reply_to)
+        if reply_to:
+            lines.append("Reply-To: " + reply_to)
         lines.append("Subject: " + _header(message.subject or ""))
         lines.append("Date: " + self.date())
         lines.append("Message-ID: " + (message_id or self.message_id(message)))
@@ -303,6 +310,7 @@ class SmtpEmailChannel:
             else None
         )
         self.envelope_from = config.envelope_from or config.from_address
+        self._practice_signers: dict[tuple[str, str, bytes], DkimSigner] = {}
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(config.connections)
         self._closed = False
@@ -354,9 +362,22 @@ class SmtpEmailChannel:
     def render(self, message: OutboundMessage) -> tuple[str, bytes]:
         message_id = self.builder.message_id(message)
         data = self.builder.build(message, message_id)
-        if self.signer is not None:
-            data = self.signer.sign(data)
+        signer = self._signer_for(message)
+        if signer is not None:
+            data = signer.sign(data)
         return message_id, data
+
+    def _signer_for(self, message: OutboundMessage) -> DkimSigner | None:
+        """The practice's own DKIM key when it sends from its own domain, else the hub's."""
+        s = message.sender
+        if s is None or not (s.from_address and s.dkim_key and s.dkim_domain and s.dkim_selector):
+            return self.signer
+        key = (s.dkim_domain, s.dkim_selector, s.dkim_key)
+        signer = self._practice_signers.get(key)
+        if signer is None:
+            signer = self._practice_signers[key] = DkimSigner(s.dkim_domain, s.dkim_selector,
+                                                              s.dkim_key)
+        return signer
 
     async def send(self, message: OutboundMessage) -> SendResult:
         message_id, data = self.render(message)

@@ -1,29 +1,35 @@
-"""Postcard channel over Lob's Postcards API (CONTRACTS.md §2), config section ``[postcard]``.
+"""Postcard channel over Lob's Postcards API (docs/providers/lob.md), config section
+``[postcard]``.
 
 A send is one ``POST {base_url}/postcards`` on the hub's shared aiohttp session: HTTP Basic with
 the API key as username, a JSON body with the front and back HTML rendered from the
 communication's templates, ``use_type`` from the category (marketing or operational), and the
 communication's idempotency key as ``Idempotency-Key``, so a retried job gets the same postcard
-back instead of paying for a second one.
+back instead of paying for a second one. Lob remembers idempotency keys for 24 hours only: a
+send whose first attempt is older than that first looks for the card it may already have
+created, by the communication id in its metadata, and returns that card instead.
 
 The US address is checked here first (required fields, 2-letter state, ZIP ``12345`` or
 ``12345-1234``, ``address_line1`` + ``address_line2`` at most 50 characters, name at most 40):
 a postcard Lob would refuse is not worth a request, and one it would accept but cannot deliver
 costs money.
 
-Lob answers: 422 is permanent (an address problem → ``invalid_address``, anything else →
-``rejected``); 429 and 5xx are transient, retried after the rate-limit reset Lob gives (it spells
-the headers ``X-Rate-Limit-Reset`` in its prose and ``ratelimit-reset`` in its schema; both are
-read); a refused API key is transient with a long delay (the operator fixes the key).
+Lob answers: ``failed_deliverability_strictness`` and ``address_length_exceeds_limit`` are the
+recipient's address (``invalid_address``, permanent); ``foreign_return_address`` is the
+practice's return address, a configuration error that must not mark the client's address
+invalid: the card waits and retries, like a refused API key, while the operator fixes it;
+other 4xx are ``rejected``; 408 (``request_timeout``), 429 and 5xx are transient, retried after
+the rate-limit reset Lob gives (it spells the headers ``X-Rate-Limit-Reset`` in its prose and
+``ratelimit-reset`` in its schema; both are read).
 
 A ``postcard.returned_to_sender`` event marks the address invalid (the hub's postal key travels
 in the postcard's metadata), so the next postcard to it is vetoed until the PIMS address changes.
 
 The webhook ``/webhooks/lob`` checks ``Lob-Signature`` (hex HMAC-SHA256 of
 ``"{Lob-Signature-Timestamp}.{raw body}"`` with ``webhook_secret``) and refuses events more
-than five minutes old or ahead. Lob has not said whether the timestamp is in seconds or
-milliseconds (§2, [U]); a value above 10^11 is read as milliseconds, anything else as seconds,
-which tells the two apart for any date after 1973.
+than five minutes old or ahead. Whether the timestamp is in seconds or milliseconds is not
+published; a value above 10^11 is read as milliseconds, anything else as seconds, which tells
+the two apart for any date after 1973.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -60,8 +66,14 @@ DEFAULT_RATE_RETRY = 5.0  # Lob's message: "Please wait 5 seconds"
 
 STATE = re.compile(r"^[A-Z]{2}$")
 ZIP = re.compile(r"^\d{5}(-\d{4})?$")
-ADDRESS_CODES = frozenset({"address_length_exceeds_limit", "invalid_address",
-                           "undeliverable_address", "foreign_return_address"})
+#: Lob error codes about the recipient's address.
+ADDRESS_CODES = frozenset({"failed_deliverability_strictness", "address_length_exceeds_limit"})
+#: Lob error codes about the sender's (practice's) configuration, not the recipient.
+CONFIG_CODES = frozenset({"foreign_return_address"})
+#: Lob keeps an idempotency key this long; later retries look for the card first.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+#: looked up a little early, for clock differences between the hub and Lob
+IDEMPOTENCY_MARGIN = timedelta(minutes=30)
 
 #: Lob event type → hub status. ``postcard.created`` confirms what the send already recorded;
 #: render events and ``postcard.viewed`` (a QR scan) are not delivery states and are ignored.
@@ -227,6 +239,11 @@ class PostcardChannel:
                         if config.webhook_secret else None)
         self._last_error: str | None = None
 
+    @property
+    def sender_id(self) -> str:
+        """This hub, as named in its postcards' metadata (Lob: at most 500 characters)."""
+        return self.hub.config.hub.public_url.rstrip("/")[:500]
+
     def use_type(self, category: str) -> str:
         return "marketing" if category in self.config.marketing_categories else "operational"
 
@@ -242,6 +259,8 @@ class PostcardChannel:
             "metadata": {"communication_id": str(message.communication_id),
                          "category": message.category},
         }
+        # which hub mailed it: another hub on the same Lob account has its own communication ids
+        body["metadata"]["sender"] = self.sender_id
         if message.practice_id is not None:
             body["metadata"]["practice_id"] = str(message.practice_id)
         # Lob echoes metadata in every event: a returned card names the address to suppress
@@ -264,6 +283,13 @@ class PostcardChannel:
         if not message.postcard_front_html or not message.postcard_back_html:
             raise ChannelError("postcard needs front and back HTML", reason="rejected",
                                permanent=True)
+        if await self._key_may_have_expired(message):
+            existing = await self.find_created(message.communication_id)
+            if existing is not None:
+                log.info("postcard: communication %s was already mailed as %s (found by "
+                         "metadata; its idempotency key had expired)", message.communication_id,
+                         existing["id"])
+                return self._result(existing, recovered=True)
         headers = {"Authorization": self._auth, "Idempotency-Key": message.idempotency_key,
                    "Accept": "application/json"}
         url = self.config.base_url.rstrip("/") + "/postcards"
@@ -283,21 +309,65 @@ class PostcardChannel:
             payload = {}
         if status == 200 and isinstance(payload, dict) and payload.get("id"):
             self._last_error = None
-            if payload.get("status") == "failed":
-                raise ChannelError(f"Lob could not render postcard {payload['id']}: "
-                                   f"{payload.get('failure_reason')}", reason="rejected",
-                                   permanent=True)
-            return SendResult(provider_id=payload["id"], status="processed", detail={
-                "expected_delivery_date": payload.get("expected_delivery_date"),
-                "send_date": payload.get("send_date"), "use_type": payload.get("use_type")})
+            return self._result(payload)
         raise self._error(status, payload, resp_headers)
+
+    def _result(self, payload: dict[str, Any], *, recovered: bool = False) -> SendResult:
+        if payload.get("status") == "failed":
+            raise ChannelError(f"Lob could not render postcard {payload['id']}: "
+                               f"{failure_text(payload.get('failure_reason'))}",
+                               reason="rejected", permanent=True)
+        detail = {"expected_delivery_date": payload.get("expected_delivery_date"),
+                  "send_date": payload.get("send_date"), "use_type": payload.get("use_type")}
+        if recovered:
+            detail["recovered_by_metadata"] = True
+        return SendResult(provider_id=payload["id"], status="processed", detail=detail)
+
+    async def _key_may_have_expired(self, message: OutboundMessage) -> bool:
+        async with self.hub.sessionmaker() as session:
+            first = await service.first_attempt_at(session, message.communication_id)
+        if first is None:
+            return False
+        age = self.hub.clock.now() - first
+        return age >= IDEMPOTENCY_WINDOW - IDEMPOTENCY_MARGIN
+
+    async def find_created(self, communication_id: int) -> dict[str, Any] | None:
+        """The postcard this hub already created for a communication, found by its metadata,
+        or None. Raises a transient ChannelError when Lob cannot be asked: sending blind could
+        mail a second card."""
+        url = self.config.base_url.rstrip("/") + "/postcards"
+        params = {"metadata[communication_id]": str(communication_id), "limit": "10"}
+        headers = {"Authorization": self._auth, "Accept": "application/json"}
+        try:
+            async with self.hub.http.get(
+                    url, params=params, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as resp:
+                status, resp_headers, text = resp.status, resp.headers, await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise ChannelError(f"Lob unreachable while looking for an earlier card: {err!r}",
+                               reason="transient", permanent=False) from err
+        try:
+            payload = json.loads(text) if text else {}
+        except ValueError:
+            payload = {}
+        if status != 200 or not isinstance(payload, dict):
+            err = self._error(status, payload, resp_headers)
+            raise ChannelError(f"looking for an earlier card: {err.message}",
+                               reason="transient", permanent=False, code=err.code,
+                               retry_after=err.retry_after)
+        for card in payload.get("data") or []:
+            metadata = card.get("metadata") or {}
+            if (metadata.get("communication_id") == str(communication_id)
+                    and metadata.get("sender") == self.sender_id and not card.get("deleted")):
+                return card
+        return None
 
     def _error(self, status: int, payload: Any, headers: Mapping[str, str]) -> ChannelError:
         error = payload.get("error", {}) if isinstance(payload, dict) else {}
         code = error.get("code") if isinstance(error, dict) else None
         text = f"Lob {status} {code}: {error.get('message') if isinstance(error, dict) else ''}"
         now = self.hub.clock.now().timestamp()
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             self._last_error = text
             delay = reset_delay(headers, now)
             return ChannelError(text, reason="transient", permanent=False, code=code,
@@ -310,8 +380,13 @@ class PostcardChannel:
                                 retry_after=AUTH_RETRY_SECONDS)
         if status == 409:  # a concurrent request with the same Idempotency-Key [U]
             return ChannelError(text, reason="transient", permanent=False, code=code)
-        if code in ADDRESS_CODES or (status == 422 and "address" in text.lower()
-                                     and code != "mail_use_type_can_not_be_null"):
+        if code in CONFIG_CODES:
+            self._last_error = text
+            log.error("postcard: Lob refused the practice's return address (%s); fix "
+                      "[postcard] from_address, postcards wait and retry", code)
+            return ChannelError(text, reason="transient", permanent=False, code=code,
+                                retry_after=AUTH_RETRY_SECONDS)
+        if code in ADDRESS_CODES:
             return ChannelError(text, reason="invalid_address", permanent=True, code=code)
         return ChannelError(text, reason="rejected", permanent=True, code=code)
 
@@ -358,7 +433,7 @@ class PostcardChannel:
         detail = {"event_id": event.get("id"), "tracking_event": tracking.get("name"),
                   "location": tracking.get("location")}
         if postcard.get("failure_reason"):
-            detail["failure_reason"] = postcard["failure_reason"]
+            detail["failure_reason"] = failure_text(postcard["failure_reason"])
         async with self.hub.transaction() as session:
             await service.record_status(
                 session, self.hub, channel=self.name, provider_id=str(provider_id),
@@ -381,6 +456,14 @@ class PostcardChannel:
 
     async def close(self) -> None:  # nothing of its own: the HTTP session is the hub's
         return None
+
+
+def failure_text(reason: Any) -> str:
+    """Lob's ``failure_reason`` is an object; its text, whatever fields it carries."""
+    if isinstance(reason, dict):
+        parts = [str(reason[k]) for k in ("code", "message", "description") if reason.get(k)]
+        return ": ".join(parts) or json.dumps(reason, sort_keys=True)
+    return str(reason)
 
 
 def _parse_time(value: Any) -> datetime | None:

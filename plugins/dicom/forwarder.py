@@ -1,7 +1,7 @@
 """The forwarder: sends a routed case's instances to its company's DICOM peer by C-STORE.
 
 One durable job per case (``dicom.forward_case``). Each run sends the instances that have not
-yet been accepted, over one association, the files' data sets as stored (no re-encoding),
+yet been accepted and the request objects (:mod:`.request_object`), over one association, the files' data sets as stored (no re-encoding),
 and records the peer's answer per instance. The case is ``delivered`` only when every
 instance got Success or a Warning (recorded as such); otherwise the job fails and is retried
 with backoff, and at its last attempt the case is marked ``failed`` (the job goes to the dead
@@ -28,6 +28,7 @@ from hub.jobs import PermanentJobError
 
 from .config import DicomConfig
 from .net import NoDelayAE
+from .request_object import add_request_objects
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -141,6 +142,7 @@ async def forward_case(hub: Hub, job: JobContext) -> None:
         raise PermanentJobError(str(refused)) from refused
     if plan is None:
         return
+    await asyncio.to_thread(add_request_objects, plan, root)  # the request travels with the images
     report = SendReport()
     if plan.items:
         todo = [Outgoing(i.instance_id, root / i.path, i.sop_class_uid, i.transfer_syntax_uid) for i in plan.items]

@@ -1,17 +1,18 @@
-"""Built-in plugin: the DICOM receiver (inbound transport) and forwarder (outbound transport).
+"""Built-in plugin: the DICOM image transport — receiver (inbound) and forwarder (outbound).
 
-The receiver starts with the hub when the config has a ``[dicom]`` section (and
-``enabled = true``, the default) and stops with it.
+The core starts the transport with the hub (:mod:`hub.imaging.transport`); its receiver runs
+when the config has a ``[dicom]`` section (and ``enabled = true``, the default). The core
+enqueues the transport's ``delivery_job`` for a company whose settings hold a
+``dicom_destination``.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
 
 from hub.hookspecs import hookimpl
-from hub.imaging.cases import FORWARD_JOB
+from hub.state import HubKey
 
 from .config import DicomConfig
 from .forwarder import forward_case
@@ -23,19 +24,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the job that forwards a routed case to its company's PACS (payload ``{"case_id"}``)
+FORWARD_JOB = "dicom.forward_case"
+
 # One receiver per running hub (tests run several hubs in one process).
-_receivers: WeakKeyDictionary[Hub, DicomReceiver] = WeakKeyDictionary()
-_processes: WeakKeyDictionary[Hub, ReceiverProcesses] = WeakKeyDictionary()
+RECEIVER: HubKey[DicomReceiver] = HubKey("dicom_receiver")
+PROCESSES: HubKey[ReceiverProcesses] = HubKey("dicom_processes")
 
 
 def receiver_of(hub: Hub) -> DicomReceiver | None:
     """The hub's running receiver (its ``port`` is the bound one), or None."""
-    return _receivers.get(hub)
+    return hub.state.get(RECEIVER)
 
 
 def processes_of(hub: Hub) -> ReceiverProcesses | None:
     """The hub's extra receiver processes (``[dicom] processes`` > 1), or None."""
-    return _processes.get(hub)
+    return hub.state.get(PROCESSES)
 
 
 @hookimpl
@@ -49,13 +53,35 @@ def vethub_job_handlers():
 
 
 @hookimpl
-def vethub_image_transports():
-    return [DicomReceiver]
+def vethub_image_transports(hub: Hub) -> list[DicomTransport]:
+    return [DicomTransport(hub)]
+
+
+class DicomTransport:
+    """The DICOM image transport: C-STORE SCP in (when ``[dicom]`` is configured and enabled),
+    C-STORE SCU out to a company's ``settings["dicom_destination"]``."""
+
+    name = "dicom"
+    destination_key = "dicom_destination"
+    delivery_job = FORWARD_JOB
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def start(self) -> None:
+        config: DicomConfig | None = self.hub.config.section("dicom")
+        if config is not None and config.enabled:
+            await _start(self.hub, config)
+
+    async def stop(self) -> None:
+        receiver = self.hub.state.pop(RECEIVER)
+        if receiver is not None or PROCESSES in self.hub.state:
+            await _stop(self.hub, receiver)
 
 
 async def _start(hub: Hub, config: DicomConfig) -> None:
     receiver = DicomReceiver(hub, config)
-    _receivers[hub] = receiver
+    hub.state[RECEIVER] = receiver
     extra = config.processes - 1
     if extra and hub.config_path is None:
         log.warning(
@@ -68,29 +94,13 @@ async def _start(hub: Hub, config: DicomConfig) -> None:
         await receiver.start()
         return
     processes = ReceiverProcesses(hub, receiver, extra)
-    _processes[hub] = processes
+    hub.state[PROCESSES] = processes
     await processes.start()
 
 
 async def _stop(hub: Hub, receiver: DicomReceiver | None) -> None:
-    processes = _processes.pop(hub, None)
+    processes = hub.state.pop(PROCESSES)
     if processes is not None:
         await processes.stop()  # the hub's own receiver last
     elif receiver is not None:
         await receiver.stop()
-
-
-@hookimpl
-def vethub_startup(hub: Hub):
-    config: DicomConfig | None = hub.config.section("dicom")
-    if config is None or not config.enabled:
-        return None
-    return _start(hub, config)
-
-
-@hookimpl
-def vethub_shutdown(hub: Hub):
-    receiver = _receivers.pop(hub, None)
-    if receiver is None and hub not in _processes:
-        return None
-    return _stop(hub, receiver)

@@ -18,4 +18,4 @@ async def test_file_export_health(tmp_path: Path) -> None:
     ready = FileExportConnector(FileExportConfig(drop_dir=tmp_path / "drop"), CONTEXT)
     assert isinstance(ready, PimsConnector)
     health = await ready.health()
-    assert health.ok and health.detail.startswith("4 file(s) waiting")
+    assert health.ok and health.detail.startswith("5 file(s) waiting")  # clients ... visits

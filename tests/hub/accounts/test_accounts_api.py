@@ -68,7 +68,7 @@ async def test_suspension_refuses_login_and_cases_but_keeps_images(world: World,
 
     # case submission is refused (an operator submitting on the practice's behalf)
     op = await world.as_operator()
-    r = await op.post("/api/cases", json={"study_id": study_id})
+    r = await op.post("/api/cases", json={"study_id": study_id, "allow_incomplete": True})
     assert r.status == 403, await r.text()
     err = (await r.json())["error"]
     assert err["code"] == "account_not_approved" and "ReadRight" in err["message"]
@@ -78,7 +78,7 @@ async def test_suspension_refuses_login_and_cases_but_keeps_images(world: World,
     assert r.status == 200
     assert (await login(world, "elm-vets")).status == 200
     assert (await world.api.get("/api/whoami", headers=staff)).status == 200
-    r = await op.post("/api/cases", json={"study_id": study_id})
+    r = await op.post("/api/cases", json={"study_id": study_id, "allow_incomplete": True})
     assert r.status == 201, await r.text()
     hist = await (await company.get(f"/api/accounts/{account_id}/history")).json()
     assert [h["change"] for h in hist["items"]] == ["suspended", "reinstated"]

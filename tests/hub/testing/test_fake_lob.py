@@ -1,4 +1,4 @@
-"""The fake Lob server against CONTRACTS.md §2."""
+"""The fake Lob server against docs/providers/lob.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fake Twilio server against twilio-python itself and CONTRACTS.md §1."""
+"""The fake Twilio server against twilio-python itself and docs/providers/twilio.md."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from email.utils import parsedate_to_datetime
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 
 from hub.testing.fake_twilio import FakeTwilio, num_segments
 
 
 def test_signature_test_vector() -> None:
-    """CONTRACTS.md §1.5 test vector, through the validator the fake signs with."""
+    """A published signature test vector, through the validator the fake signs with."""
     params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
               "From": "+12349013030", "To": "+18005551212"}
     url = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -201,3 +201,30 @@ def test_fake_signs_exactly_like_twilio_request_validator() -> None:
     assert twilio_signature("12345", url, params) == RequestValidator("12345").compute_signature(url, params)
     repeated = MultiDict([("MediaUrl", "b"), ("MediaUrl", "a"), ("Body", "hi")])
     assert twilio_signature("tok", url, repeated) == RequestValidator("tok").compute_signature(url, repeated)
+
+
+def test_shared_key_signature_validates_with_the_sdk() -> None:
+    params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "sent"}
+    url = "https://hub.example/webhooks/twilio/status?c=1"
+    fake = FakeTwilio(auth_token="token")
+    classic = fake.sign(url, params)
+    fake.use_shared_key("webhooks_sharedkey_1", "secret")
+    shared = fake.sign(url, params)
+    assert shared != classic
+    algorithm = get_signature_algorithm("key=webhooks_sharedkey_1,algorithm=HMAC_SHA256")
+    assert RequestValidator("secret").validate(url, params, shared, algorithm=algorithm)
+    assert not RequestValidator("token").validate(url, params, shared, algorithm=algorithm)
+    assert not RequestValidator("secret").validate(url, params, shared)  # not SHA-1
+
+
+async def test_problem_details_raise_the_sdks_service_exception(fake: FakeTwilio,
+                                                                client: Client) -> None:
+    fake.problem_details = True
+    fake.block("+15005550006", "+15551230001")
+    with pytest.raises(TwilioServiceException) as info:
+        await client.messages.create_async(to="+15551230001", from_="+15005550006", body="x")
+    assert (info.value.status, info.value.code) == (400, 21610)
+    fake.problem_details = False
+    with pytest.raises(TwilioRestException) as classic:
+        await client.messages.create_async(to="+15551230001", from_="+15005550006", body="x")
+    assert (classic.value.status, classic.value.code) == (400, 21610)

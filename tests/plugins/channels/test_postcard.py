@@ -1,13 +1,16 @@
-"""The postcard channel against the fake Lob server (CONTRACTS.md §2)."""
+"""The postcard channel against the fake Lob server (docs/providers/lob.md): sending, errors,
+Lob's 24-hour idempotency keys, webhooks, and the fake's own fidelity."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,7 +24,7 @@ from hub.messaging.models import AddressSuppression, Communication, Communicatio
 from hub.messaging.outbound import queue_communication
 from hub.messaging.sending import outbound_message
 from hub.pims.models import Client, Patient
-from hub.testing.fake_lob import FakeLob, sign_event
+from hub.testing.fake_lob import FakeLob, metadata_problem, sign_event
 from hub.web.app import create_app
 from plugins.channels.postcard import (
     PostcardChannel,
@@ -398,3 +401,177 @@ async def test_422_fails_the_communication_for_good(world: LobHub) -> None:
     comm, _ = await load(world.hub, comm_id)
     assert comm.status == "failed" and "422" in (comm.last_error or "")
     assert len(world.fake.requests) == 1
+
+
+# -- error codes -----------------------------------------------------------------------------
+
+
+async def test_undeliverable_recipient_is_the_clients_address(world: LobHub) -> None:
+    async with world.hub.transaction() as s:
+        owner = await s.get(Client, world.client_id)  # type: ignore[attr-defined]
+        owner.address_line1, owner.address_line2 = "1 Nowhere Ln", None
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert world.fake.requests[-1].response["error"]["code"] == "failed_deliverability_strictness"
+    assert comm.status == "bounced" and "failed_deliverability_strictness" in comm.last_error
+    async with world.hub.sessionmaker() as s:
+        [row] = (await s.execute(select(AddressSuppression))).scalars().all()
+    assert (row.kind, row.reason) == ("postal", "invalid")
+
+
+@pytest.mark.parametrize("code", ["invalid_address", "undeliverable_address"])
+async def test_codes_lob_does_not_have_are_not_address_codes(lob_hub: LobHub, code: str) -> None:
+    lob_hub.fake.fail_next(1, status=422, code=code, message="address refused")
+    with pytest.raises(ChannelError) as info:
+        await lob_hub.channel.send(card())
+    assert (info.value.reason, info.value.permanent) == ("rejected", True)
+
+
+async def test_foreign_return_address_is_the_practices_configuration(world: LobHub) -> None:
+    world.fake.fail_next(1, status=422, code="foreign_return_address",
+                         message="The return address must be a US address.")
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    # waits for the operator; the client's address is not blamed
+    assert comm.status == "sending" and "foreign_return_address" in comm.last_error
+    async with world.hub.sessionmaker() as s:
+        assert (await s.execute(select(AddressSuppression))).scalars().all() == []
+    ok, detail = await world.channel.health()
+    assert not ok and "foreign_return_address" in detail
+    world.clock.advance(seconds=601)
+    await world.hub.jobs.run_until_idle()
+    assert (await load(world.hub, comm_id))[0].status == "processed"
+
+
+async def test_request_timeout_408_is_transient(lob_hub: LobHub) -> None:
+    lob_hub.fake.fail_next(1, status=408)
+    with pytest.raises(ChannelError) as info:
+        await lob_hub.channel.send(card())
+    assert (info.value.reason, info.value.permanent, info.value.code) == (
+        "transient", False, "request_timeout")
+    assert (await lob_hub.channel.send(card())).status == "processed"
+
+
+# -- idempotency keys last 24 hours ----------------------------------------------------------
+
+async def test_retry_after_24_hours_finds_the_card_instead_of_mailing_another(
+        world: LobHub) -> None:
+    comm_id = await queue_card(world)
+    async with world.hub.sessionmaker() as s:
+        message = outbound_message(world.hub, await s.get(Communication, comm_id))
+    # the first attempt reached Lob, then the worker died before recording it; the job is
+    # retried a day later, when Lob no longer remembers the idempotency key
+    first = await world.channel.send(message)
+    assert world.fake.list_requests == []  # a fresh key needs no lookup
+    world.clock.advance(hours=25)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.provider_id == first.provider_id and comm.status == "processed"
+    assert len(world.fake.postcards) == 1
+    assert world.fake.list_requests == [{"metadata[communication_id]": str(comm_id),
+                                         "limit": "10"}]
+    async with world.hub.sessionmaker() as s:
+        rows = (await s.execute(select(CommunicationStatus.detail).where(
+            CommunicationStatus.communication_id == comm_id,
+            CommunicationStatus.status == "processed"))).scalars().all()
+    assert rows[-1]["recovered_by_metadata"] is True
+
+
+async def test_the_fake_forgets_keys_after_24_hours(lob_hub: LobHub) -> None:
+    """Without the lookup a day-late retry would mail a second card: the fake does what Lob
+    does."""
+    first = await lob_hub.channel.send(card(communication_id=5))
+    lob_hub.clock.advance(hours=25)
+    again = await lob_hub.channel.send(card(communication_id=5))  # no such communication row
+    assert again.provider_id != first.provider_id and len(lob_hub.fake.postcards) == 2
+
+
+async def test_retry_after_24_hours_with_no_card_mails_one(world: LobHub) -> None:
+    world.fake.fail_next(1, status=503)
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()  # fails, will retry
+    world.clock.advance(hours=25)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "processed" and len(world.fake.postcards) == 1
+    assert len(world.fake.list_requests) == 1
+
+
+async def test_a_card_of_another_hub_is_not_taken_for_ours(world: LobHub) -> None:
+    """Another hub on the same Lob account numbers its communications the same way."""
+    comm_id = await queue_card(world)
+    body = world.channel.body(card(communication_id=comm_id))
+    body["metadata"]["sender"] = "https://another-hub.example"
+    world.fake.postcards["psc_other"] = {**world.fake._validate_and_build(body), "id": "psc_other"}
+    world.clock.advance(hours=25)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    assert comm.status == "processed" and comm.provider_id not in (None, "psc_other")
+    assert len(world.fake.postcards) == 2 and len(world.fake.list_requests) == 1
+
+
+# -- fake fidelity ---------------------------------------------------------------------------
+
+def _basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+BODY: dict[str, Any] = {"to": dict(ADDRESS), "front": "<p>f</p>", "back": "<p>b</p>",
+                        "use_type": "operational"}
+
+
+async def test_publishable_key_is_refused(fake_lob: FakeLob) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(fake_lob.base_url + "/postcards", json=BODY,
+                             headers=_basic(fake_lob.publishable_key)) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"]["code"] == "publishable_key_not_allowed"
+    assert fake_lob.postcards == {}
+
+
+@pytest.mark.parametrize(("metadata", "problem"), [
+    ({"communication_id": "1"}, None),
+    ({f"k{i}": "v" for i in range(21)}, "at most 20"),
+    ({"k" * 41: "v"}, "longer than 40"),
+    ({"k": "v" * 501}, "longer than 500"),
+    ({"k": 'say "hi"'}, "double quote"),
+    ({"k": "a\\b"}, "backslash"),
+    ({'k"': "v"}, "double quote"),
+    ({"k": 1}, "must be a string"),
+    ({"k": {"nested": "v"}}, "must be a string"),
+])
+async def test_metadata_rules(fake_lob: FakeLob, metadata, problem) -> None:
+    found = metadata_problem(metadata)
+    assert (found is None) if problem is None else (problem in (found or ""))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(fake_lob.base_url + "/postcards", json={**BODY, "metadata": metadata},
+                             headers=_basic(fake_lob.api_key)) as resp:
+            assert resp.status == (200 if problem is None else 422)
+
+
+async def test_foreign_return_address_from_the_fake(fake_lob: FakeLob) -> None:
+    sender = {**ADDRESS, "address_country": "CA", "address_state": "BC", "address_zip": "V5K0A1"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(fake_lob.base_url + "/postcards", json={**BODY, "from": sender},
+                             headers=_basic(fake_lob.api_key)) as resp:
+            assert resp.status == 422
+            assert (await resp.json())["error"]["code"] == "foreign_return_address"
+
+
+async def test_tracking_events_and_failure_reason(world: LobHub) -> None:
+    comm_id = await queue_card(world)
+    await world.hub.jobs.run_until_idle()
+    comm, _ = await load(world.hub, comm_id)
+    event = world.fake.event_body(comm.provider_id, "postcard.mailed")
+    assert [t["type"] for t in event["body"]["tracking_events"]] == ["normal"]
+    world.fake.fail_render(comm.provider_id)
+    resp = await world.fake.send_event(world.webhook, comm.provider_id, "postcard.failed")
+    assert resp.status == 200
+    async with world.hub.sessionmaker() as s:
+        detail = (await s.execute(select(CommunicationStatus.detail).where(
+            CommunicationStatus.communication_id == comm_id,
+            CommunicationStatus.status == "failed"))).scalar_one()
+    assert detail["failure_reason"] == (
+        "asset_render_error: The front HTML could not be rendered.")

@@ -1,0 +1,49 @@
+"""Who may see which clients: one rule for every client route.
+
+A client is the practice's: practice staff see their practice's clients, operators see all,
+and a company admin sees none (a reading company serves the practice, not its pet owners).
+Anything out of scope answers 404, exactly like a missing client.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.auth import Principal
+from hub.db.models import Practice
+from hub.errors import NotFound
+from hub.pims.models import Client
+
+
+async def practice_ids(session: AsyncSession, principal: Principal,
+                       practice_id: int | None = None) -> list[int]:
+    """The practices whose clients the caller may see, narrowed to ``practice_id`` if given."""
+    if principal.role == "company_admin":
+        raise NotFound.of("practice" if practice_id is not None else "client")
+    ids = await principal.practice_ids(session)
+    if ids is None:
+        ids = list((await session.execute(select(Practice.id).order_by(Practice.id))).scalars())
+    if practice_id is not None:
+        if practice_id not in ids:
+            raise NotFound.of("practice")
+        return [practice_id]
+    return ids
+
+
+async def scoped_practice(session: AsyncSession, principal: Principal, practice_id: int) -> Practice:
+    await practice_ids(session, principal, practice_id)
+    practice = await session.get(Practice, practice_id)
+    if practice is None:
+        raise NotFound.of("practice")
+    return practice
+
+
+async def scoped_client(session: AsyncSession, principal: Principal, client_id: int) -> Client:
+    """The client, or 404 when missing or not the caller's to see."""
+    client = await session.get(Client, client_id)
+    if client is None or principal.role == "company_admin":
+        raise NotFound.of("client")
+    if client.practice_id not in await practice_ids(session, principal):
+        raise NotFound.of("client")
+    return client

@@ -1,0 +1,190 @@
+"""Finding clients and patients: by name prefix, email, phone or PIMS id, a page at a time.
+
+Every form of the query is answered from an index (see the indexes on
+:class:`hub.pims.models.Client`): a name is folded into a search key and looked up as one
+range of ``name_key`` ("first last") or ``surname_key`` ("last first") — ``key >= q`` and
+``key < q + "~"``, since keys hold only ``[a-z0-9 ]`` — an email as a range of ``email_key``,
+a phone as its E.164 form on each phone column, and the text as it is on the PIMS id. The
+scope is always ``practice_id IN (...)``, the leading column of each index.
+
+Pages are cursor-based: the cursor carries the last row's sort key, never an offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.errors import Invalid
+from hub.pims.models import Client, Patient
+from hub.pims.normalise import normalise_phone, search_key
+
+#: above every character a search key holds, so ``key < prefix + KEY_END`` ends a prefix range
+KEY_END = "~"
+_PHONE_CHARS = re.compile(r"^[+\d\s().\-]+$")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, size: int) -> list[Any] | None:
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != size:
+        raise Invalid("the cursor is not one this list gave out", code="invalid_cursor",
+                      field="cursor")
+    return values
+
+
+def prefix(column: Any, key: str) -> ColumnElement[bool]:
+    return and_(column >= key, column < key + KEY_END)
+
+
+def phone_key(text: str, region: str) -> str | None:
+    """``text`` in E.164 when it reads as a phone number in ``region``, else None."""
+    digits = sum(ch.isdigit() for ch in text)
+    if digits < 7 or not _PHONE_CHARS.match(text.strip()):
+        return None
+    try:
+        return normalise_phone(text.strip(), region)
+    except ValueError:
+        return None
+
+
+def client_terms(q: str, region: str) -> tuple[list[ColumnElement[bool]], bool]:
+    """The indexed conditions ``q`` may mean (OR-ed) and whether one of them is a name."""
+    text = q.strip()
+    terms: list[ColumnElement[bool]] = [Client.external_id == text[:64]]
+    if "@" in text:
+        terms.append(prefix(Client.email_key, text.lower()))
+        return terms, False
+    phone = phone_key(text, region)
+    if phone is not None:
+        terms += [Client.phone_mobile == phone, Client.phone_home == phone,
+                  Client.phone_work == phone]
+        return terms, False
+    key = search_key(text)
+    if key:
+        terms += [prefix(Client.name_key, key), prefix(Client.surname_key, key)]
+        return terms, True
+    return terms, False
+
+
+def client_query(practice_ids: list[int], q: str | None, region: str, *,
+                 status: str | None = None, has_email: bool | None = None,
+                 cursor: str | None = None, limit: int = 50) -> Select[Any]:
+    """The SELECT for one page of clients (exposed so a test can EXPLAIN it)."""
+    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
+    stmt = select(Client).where(scope)
+    by_name = False
+    if q and q.strip():
+        terms, by_name = client_terms(q, region)
+        stmt = stmt.where(or_(*terms))
+    if status is not None:
+        stmt = stmt.where(Client.status == status)
+    if has_email is not None:
+        stmt = stmt.where(Client.email.is_not(None) if has_email else Client.email.is_(None))
+    if by_name:
+        after = decode_cursor(cursor, 2)
+        if after is not None:
+            stmt = stmt.where(tuple_(Client.surname_key, Client.id) > tuple_(after[0], after[1]))
+        return stmt.order_by(Client.surname_key, Client.id).limit(limit + 1)
+    after = decode_cursor(cursor, 1)
+    if after is not None:
+        stmt = stmt.where(Client.id > after[0])
+    return stmt.order_by(Client.id).limit(limit + 1)
+
+
+async def find_clients(session: AsyncSession, practice_ids: list[int], q: str | None, *,
+                       region: str = "US", status: str | None = None,
+                       has_email: bool | None = None, cursor: str | None = None,
+                       limit: int = 50) -> Page:
+    stmt = client_query(practice_ids, q, region, status=status, has_email=has_email,
+                        cursor=cursor, limit=limit)
+    rows = list((await session.execute(stmt)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = None
+    if more:
+        last = rows[-1]
+        by_name = bool(q and q.strip()) and client_terms(q or "", region)[1]
+        nxt = encode_cursor([last.surname_key, last.id] if by_name else [last.id])
+    return Page(rows, nxt)
+
+
+async def active_patient_owners(session: AsyncSession,
+                                clients: list[Client]) -> set[tuple[int, str]]:
+    """(practice_id, client external id) of the given clients that have an active patient."""
+    if not clients:
+        return set()
+    wanted = {(c.practice_id, c.external_id) for c in clients}
+    rows = await session.execute(
+        select(Patient.practice_id, Patient.client_external_id).where(
+            tuple_(Patient.practice_id, Patient.client_external_id).in_(sorted(wanted)),
+            Patient.status == "active").distinct())
+    return {(r[0], r[1]) for r in rows}
+
+
+def is_contactable(client: Client, owners: set[tuple[int, str]]) -> bool:
+    """Active, not comms-disabled in the PIMS, with at least one active patient."""
+    return (client.status == "active" and not client.comms_disabled
+            and (client.practice_id, client.external_id) in owners)
+
+
+def patient_query(practice_ids: list[int], q: str | None, *, cursor: str | None = None,
+                  limit: int = 50) -> Select[Any]:
+    scope = Patient.practice_id.in_(practice_ids) if practice_ids else false()
+    stmt = select(Patient).where(scope)
+    key = search_key(q or "") if q else ""
+    if q and q.strip():
+        text = q.strip()
+        terms: list[ColumnElement[bool]] = [Patient.external_id == text[:64]]
+        if key:
+            terms.append(prefix(Patient.name_key, key))
+        stmt = stmt.where(or_(*terms))
+    if key:
+        after = decode_cursor(cursor, 2)
+        if after is not None:
+            stmt = stmt.where(tuple_(Patient.name_key, Patient.id) > tuple_(after[0], after[1]))
+        return stmt.order_by(Patient.name_key, Patient.id).limit(limit + 1)
+    after = decode_cursor(cursor, 1)
+    if after is not None:
+        stmt = stmt.where(Patient.id > after[0])
+    return stmt.order_by(Patient.id).limit(limit + 1)
+
+
+async def find_patients(session: AsyncSession, practice_ids: list[int], q: str | None, *,
+                        cursor: str | None = None, limit: int = 50) -> Page:
+    rows = list((await session.execute(
+        patient_query(practice_ids, q, cursor=cursor, limit=limit))).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = None
+    if more:
+        last = rows[-1]
+        nxt = encode_cursor([last.name_key, last.id] if q and search_key(q) else [last.id])
+    return Page(rows, nxt)
+
+
+async def client_patients(session: AsyncSession, client: Client) -> list[Patient]:
+    return list((await session.execute(
+        select(Patient).where(Patient.practice_id == client.practice_id,
+                              Patient.client_external_id == client.external_id)
+        .order_by(Patient.name, Patient.id))).scalars())

@@ -1,0 +1,65 @@
+"""Messages come from the practice: the sender identity of a practice's client messages.
+
+The practice's name is the display name on every channel (email From, and the templates put it
+at the head of every SMS and on every postcard); replies go to the practice (``reply_to`` in
+``[clients.practices.<slug>]``, else the practice's email); and a practice may send from its
+own address with its own DKIM key. Without those the hub's address and key are used.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from hub.clients.config import PracticeClientsConfig, clients_config
+from hub.db.models import Practice
+from hub.messaging.channel import Sender
+
+#: practice rows change rarely; a send job should not read one each time
+TTL_SECONDS = 60.0
+_CACHE: weakref.WeakKeyDictionary[Any, dict[int, tuple[float, Sender]]] = (
+    weakref.WeakKeyDictionary())
+_KEYS: dict[tuple[str, float], bytes] = {}
+
+
+def _dkim_key(cfg: PracticeClientsConfig, base: Path | None) -> bytes | None:
+    if cfg.dkim_private_key is not None:
+        return cfg.dkim_private_key.get_secret_value().encode()
+    if not cfg.dkim_private_key_path:
+        return None
+    path = Path(cfg.dkim_private_key_path)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    key = (str(path), path.stat().st_mtime)
+    if key not in _KEYS:
+        _KEYS[key] = path.read_bytes()
+    return _KEYS[key]
+
+
+def sender_of(hub: Any, practice: Practice) -> Sender:
+    cfg = clients_config(hub).practice(practice.slug)
+    key = _dkim_key(cfg, hub.config.path.parent if hub.config.path else None)
+    domain = cfg.from_address.rpartition("@")[2] if cfg.from_address and key else None
+    return Sender(display_name=practice.name, from_address=cfg.from_address,
+                  reply_to=cfg.reply_to or practice.email, dkim_domain=domain,
+                  dkim_selector=cfg.dkim_selector if key else None, dkim_key=key)
+
+
+async def sender_for(hub: Any, practice_id: int | None) -> Sender | None:
+    """The sender of a message of ``practice_id``'s (None for the hub's own mail)."""
+    if practice_id is None:
+        return None
+    cache = _CACHE.setdefault(hub, {})
+    hit = cache.get(practice_id)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < TTL_SECONDS:
+        return hit[1]
+    async with hub.sessionmaker() as session:
+        practice = await session.get(Practice, practice_id)
+    if practice is None:
+        return None
+    sender = sender_of(hub, practice)
+    cache[practice_id] = (now, sender)
+    return sender
