@@ -83,8 +83,8 @@ async def test_old_company_sees_only_its_routed_cases(world: World) -> None:
         swept += 1
         assert r.status < 500, (url, r.status, text)
         assert MARK not in text, (url, text[:300])
-        if names_target:
-            assert r.status in (403, 404), (url, r.status)
+        if names_target:  # refused (a route may validate its query before it scopes)
+            assert r.status in (400, 403, 404, 422), (url, r.status)
     assert swept >= 15
     # what was routed to it stays readable
     assert (await old.get(f"/api/cases/{ids['routed_case']}")).status == 200
