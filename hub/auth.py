@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Account, ApiToken, Practice, User
@@ -16,6 +17,7 @@ from hub.errors import DomainError
 
 ROLES = ("operator", "company_admin", "practice_staff")
 TOKEN_PREFIX = "vh_"
+ACTIVE = "active"  # the account status that gives a company sight of a practice
 
 
 class AuthError(DomainError):
@@ -50,7 +52,10 @@ class Principal:
             return None
         if self.role == "practice_staff":
             return [self.practice_id] if self.practice_id is not None else []
-        rows = await session.execute(select(Account.practice_id).where(Account.company_id == self.company_id))
+        # a company sees a practice only while it holds an active account with it: after a
+        # switch away, the practice is no longer the old company's to see or to write for
+        rows = await session.execute(select(Account.practice_id).where(
+            Account.company_id == self.company_id, Account.status == ACTIVE))
         return sorted({r[0] for r in rows})
 
     async def company_ids(self, session: AsyncSession) -> list[int] | None:
@@ -65,6 +70,32 @@ class Principal:
     async def can_access_practice(self, session: AsyncSession, practice_id: int) -> bool:
         ids = await self.practice_ids(session)
         return ids is None or practice_id in ids
+
+    async def study_filter(self, session: AsyncSession) -> ColumnElement[bool] | None:
+        """Which studies this caller may read; None means all (operator).
+
+        The studies of practices it may see, and for a company also the studies of the cases
+        routed to it: after a practice switches away, the old company keeps reading what was
+        sent to it, and nothing received since."""
+        from hub.imaging.models import Case, Study
+
+        ids = await self.practice_ids(session)
+        if ids is None:
+            return None
+        condition: ColumnElement[bool] = Study.practice_id.in_(ids)
+        if self.role == "company_admin":
+            routed = select(Case.study_id).where(Case.company_id == self.company_id)
+            condition = or_(condition, Study.id.in_(routed))
+        return condition
+
+    async def can_read_study(self, session: AsyncSession, study_id: int) -> bool:
+        from hub.imaging.models import Study
+
+        condition = await self.study_filter(session)
+        stmt = select(Study.id).where(Study.id == study_id)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        return (await session.execute(stmt)).first() is not None
 
     async def can_access_company(self, session: AsyncSession, company_id: int) -> bool:
         ids = await self.company_ids(session)
@@ -128,6 +159,48 @@ async def ensure_practice_not_suspended(session: AsyncSession, practice_id: int 
                         "access for this practice is suspended; contact the company that serves you")
 
 
+# --- logging in and out: plain services, shared by the API and the sign-in pages ---------------
+
+
+async def login(session: AsyncSession, email: str, password: str, *, now: datetime,
+                lifetime: timedelta) -> tuple[str, User]:
+    """Email and password -> a bearer token that expires after ``lifetime``.
+
+    An unknown email costs the same scrypt as a known one (verified against a dummy hash), so
+    the answer's timing does not tell which emails have accounts."""
+    user = (await session.execute(select(User).where(User.email == email.strip()))).scalar_one_or_none()
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    ok = verify_password(password, stored)
+    if user is None or not user.is_active or not user.password_hash or not ok:
+        raise AuthError(401, "invalid_login", "wrong email or password")
+    token, _ = await issue_token(session, role=user.role, company_id=user.company_id,
+                                 practice_id=user.practice_id, user_id=user.id, name=user.email,
+                                 expires_at=now + lifetime)
+    return token, user
+
+
+async def revoke_token(session: AsyncSession, token_id: int, now: datetime) -> bool:
+    """Revoke one token; False when it does not exist or was already revoked."""
+    result = await session.execute(
+        update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)).values(revoked_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: int, now: datetime, *,
+                             keep_token_id: int | None = None) -> int:
+    """Revoke every live token of a user (but ``keep_token_id``): after a new password, say."""
+    stmt = update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    if keep_token_id is not None:
+        stmt = stmt.where(ApiToken.id != keep_token_id)
+    result = await session.execute(stmt.values(revoked_at=now).execution_options(synchronize_session=False))
+    return result.rowcount
+
+
+async def list_tokens(session: AsyncSession) -> list[ApiToken]:
+    return list((await session.execute(select(ApiToken).order_by(ApiToken.id))).scalars())
+
+
 # Passwords: scrypt from the standard library; parameters are stored with the hash.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -136,6 +209,11 @@ def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_hex(16))
 
 
 def verify_password(password: str, stored: str | None) -> bool:

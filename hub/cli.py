@@ -12,6 +12,8 @@ import click
 
 from hub import jobs as jobs_mod
 from hub.cli_support import config_option, load_or_exit, with_hub
+from hub.cli_tokens import parse_expires
+from hub.cli_tokens import register as register_token_commands
 from hub.config import resolve_path
 from hub.console.cli import create_user_command
 from hub.core import Hub
@@ -214,10 +216,12 @@ def admin() -> None:
 @click.option("--company", default=None, help="Company slug (company_admin).")
 @click.option("--practice", default=None, help="Practice slug (practice_staff).")
 @click.option("--name", default="", help="What the token is for.")
-def create_token(config_path: str | None, role: str, company: str | None, practice: str | None, name: str) -> None:
+@click.option("--expires", default=None, help="Lifetime (30d, 12h, 2w) or ISO date; default: never.")
+def create_token(config_path: str | None, role: str, company: str | None, practice: str | None, name: str,
+                 expires: str | None) -> None:
     """Create an API token; it is printed once, alone on the last line.
 
-    Example: vethub admin create-token --role practice_staff --practice demo-clinic --name pims-bridge
+    Example: vethub admin create-token --role practice_staff --practice demo-clinic --expires 30d
     """
     from sqlalchemy import select
 
@@ -238,7 +242,8 @@ def create_token(config_path: str | None, role: str, company: str | None, practi
                     raise click.UsageError(f"no practice with slug {practice!r}")
             try:
                 token, row = await issue_token(session, role=role, company_id=company_id,
-                                               practice_id=practice_id, name=name)
+                                               practice_id=practice_id, name=name,
+                                               expires_at=parse_expires(expires, hub.clock.now()))
             except (ValueError, AuthError) as err:
                 raise click.UsageError(str(err)) from err
             await audit.record(session, "cli", "create_token", "api_token", row.id,
@@ -252,6 +257,7 @@ def create_token(config_path: str | None, role: str, company: str | None, practi
 
 
 admin.add_command(create_user_command)
+register_token_commands(admin)
 
 
 @cli.group()

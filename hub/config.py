@@ -7,6 +7,8 @@ was expected, so an operator fixes a config in one pass.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,9 +27,12 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from hub import errors
+
+log = logging.getLogger(__name__)
 
 ENV_VAR = "VETHUB_CONFIG"
 DEFAULT_PATH = "vethub.toml"
@@ -55,11 +61,39 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+DEFAULT_SECRET_KEY = "dev-insecure-change-me"
+MIN_SECRET_BYTES = 32
+
+
+def is_loopback_url(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HubSection(Section):
     name: str = "VetHub"
     public_url: str = Field("http://127.0.0.1:8080", description="URL the outside world reaches the hub at")
-    secret_key: SecretStr = Field(SecretStr("dev-insecure-change-me"), description="signs links and tokens")
+    secret_key: SecretStr = Field(SecretStr(DEFAULT_SECRET_KEY), description="signs links and tokens")
     data_dir: Path = Path("./var")
+
+    @model_validator(mode="after")
+    def _strong_secret(self) -> HubSection:
+        """A well-known or short key lets anyone forge the hub's signed links: refused as soon as
+        the hub is reachable beyond this machine, a warning on loopback (the quick start)."""
+        key = self.secret_key.get_secret_value()
+        if key != DEFAULT_SECRET_KEY and len(key.encode()) >= MIN_SECRET_BYTES:
+            return self
+        what = "is the well-known default" if key == DEFAULT_SECRET_KEY else f"is shorter than {MIN_SECRET_BYTES} bytes"
+        if not is_loopback_url(self.public_url):
+            raise ValueError(f"secret_key {what}; public_url {self.public_url} is not a loopback address, so "
+                             "set a random key of at least 32 bytes (e.g. from `openssl rand -hex 32`)")
+        log.warning("[hub] secret_key %s: fine on loopback, refused once public_url is not", what)
+        return self
 
 
 class DatabaseSection(Section):
@@ -76,6 +110,16 @@ class DatabaseSection(Section):
 class HttpSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of reverse proxies whose X-Forwarded-For is believed")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
 
 
 class JobsSection(Section):

@@ -1,9 +1,12 @@
-"""JSON API of the accounts domain (under /api; tenant-scoped unless marked public).
+"""JSON API of the accounts domain (under /api; tenant-scoped unless marked public), declared
+with :mod:`hub.web.contract`: unknown fields, over-long text and bad ids answer 422 naming the
+field, bodies over their route's limit 413.
 
 - ``POST /api/account-requests`` (public, rate-limited), ``POST /api/account-requests/{id}/complete``
   (public, with the completion token), ``GET /api/account-requests[/{id}]``,
-  ``POST /api/account-requests/{id}/accept|reject``
-- ``POST /api/password`` (public: set a password with a single-use link), ``POST /api/login`` (public)
+  ``POST /api/account-requests/{id}/accept|reject|confirm``
+- ``POST /api/password`` (public: set a password with a single-use link), ``POST /api/login``
+  (public), ``POST /api/logout``
 - ``GET /api/accounts`` (filters on every column, ``format=csv``), ``GET``/``PATCH /api/accounts/{id}``,
   ``GET /api/accounts/{id}/history``
 - ``GET /api/reports/onboarding?from=&to=&company=&format=json|csv|pdf|html``
@@ -18,38 +21,49 @@ import csv
 import io
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from datetime import date
-from functools import wraps
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from aiohttp import web
+from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.accounts import manage, onboarding, switching
-from hub.accounts.errors import AccountsError
+from hub.accounts.config import onboarding_settings
 from hub.accounts.models import AccountRequest, SwitchRequest
-from hub.accounts.report import CONTENT_TYPES, FORMATS, render
-from hub.auth import AuthError, issue_token, verify_password
-from hub.db.models import User
-from hub.web.auth import get_principal, public, require_role
-from hub.web.errors import ApiError, json_body
+from hub.accounts.report import CONTENT_TYPES, render
+from hub.accounts.schemas import (
+    PUBLIC_MAX_BODY,
+    SMALL_BODY,
+    AccountPatch,
+    AccountRequestComplete,
+    AccountRequestFields,
+    LoginBody,
+    NoBody,
+    PasswordBody,
+    RejectBody,
+    ReportQuery,
+    RequestListQuery,
+    SwitchCreate,
+    SwitchDecision,
+    SwitchListQuery,
+    TokenQuery,
+)
+from hub.auth import Principal, revoke_token
+from hub.auth import login as auth_login
+from hub.errors import NotFound, RateLimited
+from hub.web.auth import client_address, get_principal, require_role
+from hub.web.contract import ApiRoutes, Id, RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+routes = ApiRoutes(tag="accounts")
 
 
-def service_errors(handler: Handler) -> Handler:
-    """Render the domain's refusals as the API's JSON errors."""
-
-    @wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except AccountsError as err:
-            raise ApiError(err.status, err.code, err.message, err.field) from err
-
-    return wrapper
+class IdPath(RequestModel):
+    id: Id
 
 
 class RateLimiter:
@@ -74,293 +88,302 @@ class RateLimiter:
         return None
 
 
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+@dataclass
+class Limiters:
+    requests: RateLimiter  # account requests: one budget for the JSON API and the HTML form
+    logins: RateLimiter  # password guessing
 
 
-def _int(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "invalid", f"{name} must be an integer", name) from None
+_LIMITERS: WeakKeyDictionary[Any, Limiters] = WeakKeyDictionary()
 
 
-def _query_date(request: web.Request, name: str) -> date | None:
-    value = request.query.get(name)
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, "invalid", f"{name} must be a date (YYYY-MM-DD)", name) from None
+def limiters(hub: Any) -> Limiters:
+    """This hub's rate limiters (made on first use, kept as long as the hub)."""
+    found = _LIMITERS.get(hub)
+    if found is None:
+        s = onboarding_settings(hub)
+        found = _LIMITERS[hub] = Limiters(RateLimiter(s.rate_limit, s.rate_window_seconds),
+                                          RateLimiter(30, 300.0))
+    return found
 
 
-def make_limiter(hub: Any) -> RateLimiter:
-    from hub.accounts.config import onboarding_settings
+def _limit(limiter: RateLimiter, request: web.Request, message: str) -> None:
+    wait = limiter.check(client_address(request))
+    if wait is not None:
+        raise RateLimited(message, retry_after=int(wait) + 1)
 
-    s = onboarding_settings(hub)
-    return RateLimiter(s.rate_limit, s.rate_window_seconds)
+
+# --- onboarding -----------------------------------------------------------------------------------
 
 
-def routes(hub: Any, limiter: RateLimiter | None = None) -> list[web.RouteDef]:
-    limiter = limiter or make_limiter(hub)
-    logins = RateLimiter(30, 300.0)  # password guessing: 30 tries per 5 minutes per address
+@routes.post("/api/account-requests", summary="Ask for an account (public)", body=AccountRequestFields,
+             status=201, public=True, errors=(413, 422, 429), max_body=PUBLIC_MAX_BODY)
+async def create_account_request(request: web.Request, body: AccountRequestFields) -> dict[str, Any]:
+    hub = request.app[HUB_KEY]
+    _limit(limiters(hub).requests, request, "too many account requests from this address; try later")
+    async with hub.transaction() as session:
+        req, token = await onboarding.submit_request(session, hub, body.model_dump(exclude_unset=True))
+        out = onboarding.request_json(req)
+    return {**out, "completion_token": token}
 
-    # --- onboarding -----------------------------------------------------------------------------
 
-    @public
-    @service_errors
-    async def create_account_request(request: web.Request) -> web.Response:
-        wait = limiter.check(client_address(request))
-        if wait is not None:
-            err = ApiError(429, "rate_limited", "too many account requests from this address; try later")
-            resp = err.response()
-            resp.headers["Retry-After"] = str(int(wait) + 1)
-            return resp
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        async with hub.transaction() as session:
-            req, token = await onboarding.submit_request(session, hub, data)
-            body = onboarding.request_json(req)
-        body["completion_token"] = token
-        return web.json_response(body, status=201)
+@routes.post("/api/account-requests/{id}/complete", summary="Add what a request was missing (public)",
+             path_params=IdPath, query=TokenQuery, body=AccountRequestComplete, public=True,
+             errors=(404, 409, 413, 422), max_body=PUBLIC_MAX_BODY)
+async def complete_account_request(request: web.Request, path: IdPath, query: TokenQuery,
+                                   body: AccountRequestComplete) -> dict[str, Any]:
+    hub = request.app[HUB_KEY]
+    data = body.model_dump(exclude_unset=True)
+    token = str(data.pop("token", None) or query.token or "")
+    async with hub.transaction() as session:
+        req = await onboarding.complete_request(session, hub, path.id, token, data)
+        return onboarding.request_json(req)
 
-    @public
-    @service_errors
-    async def complete_account_request(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        token = str(data.pop("token", "") or request.query.get("token", ""))
-        async with hub.transaction() as session:
-            req = await onboarding.complete_request(session, hub, _int(request.match_info["id"], "id"), token, data)
-            body = onboarding.request_json(req)
-        return web.json_response(body)
 
-    async def _scoped_request(session: Any, request: web.Request) -> AccountRequest:
-        principal = require_role(request, "operator", "company_admin")
-        req = await session.get(AccountRequest, _int(request.match_info["id"], "id"))
-        if req is None or (principal.role == "company_admin" and req.company_id != principal.company_id):
-            raise ApiError(404, "not_found", "account request not found")
-        return req
+def _practice_sees(principal: Principal, req: AccountRequest) -> bool:
+    # practice staff see only the requests waiting for their own practice's confirmation
+    return (principal.role == "practice_staff" and req.state == "awaiting_practice"
+            and req.practice_id == principal.practice_id)
 
-    @service_errors
-    async def list_account_requests(request: web.Request) -> web.Response:
-        principal = require_role(request, "operator", "company_admin")
-        hub = request.app[HUB_KEY]
-        stmt = select(AccountRequest).order_by(AccountRequest.id)
-        if principal.role == "company_admin":
-            stmt = stmt.where(AccountRequest.company_id == principal.company_id)
-        if state := request.query.get("state"):
-            stmt = stmt.where(AccountRequest.state == state)
-        async with hub.sessionmaker() as session:
-            items = [onboarding.request_json(r) for r in (await session.execute(stmt)).scalars()]
+
+async def _scoped_request(session: AsyncSession, principal: Principal, request_id: int) -> AccountRequest:
+    req = await session.get(AccountRequest, request_id)
+    if req is None or (principal.role == "company_admin" and req.company_id != principal.company_id) or (
+            principal.role == "practice_staff" and not _practice_sees(principal, req)):
+        raise NotFound.of("account request")
+    return req
+
+
+@routes.get("/api/account-requests", summary="Account requests (the company's, or all; for practice "
+            "staff those waiting for their practice)", query=RequestListQuery)
+async def list_account_requests(request: web.Request, query: RequestListQuery) -> dict[str, Any]:
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    stmt = select(AccountRequest).order_by(AccountRequest.id)
+    if principal.role == "company_admin":
+        stmt = stmt.where(AccountRequest.company_id == principal.company_id)
+    elif principal.role == "practice_staff":
+        stmt = stmt.where(AccountRequest.practice_id == principal.practice_id,
+                          AccountRequest.state == "awaiting_practice")
+    if query.state:
+        stmt = stmt.where(AccountRequest.state == query.state)
+    async with hub.sessionmaker() as session:
+        return {"items": [onboarding.request_json(r) for r in (await session.execute(stmt)).scalars()]}
+
+
+@routes.get("/api/account-requests/{id}", summary="One account request", path_params=IdPath,
+            errors=(403, 404))
+async def get_account_request(request: web.Request, path: IdPath) -> dict[str, Any]:
+    principal = get_principal(request)
+    async with request.app[HUB_KEY].sessionmaker() as session:
+        return onboarding.request_json(await _scoped_request(session, principal, path.id))
+
+
+@routes.post("/api/account-requests/{id}/accept", summary="Accept a complete request", path_params=IdPath,
+             body=NoBody, errors=(403, 404, 409), max_body=SMALL_BODY)
+async def accept_account_request(request: web.Request, path: IdPath, body: NoBody) -> dict[str, Any]:
+    principal = require_role(request, "operator", "company_admin")
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        req = await _scoped_request(session, principal, path.id)
+        await onboarding.accept_request(session, hub, req, actor=principal.actor)
+        return onboarding.request_json(req)
+
+
+@routes.post("/api/account-requests/{id}/reject", summary="Reject a request", path_params=IdPath,
+             body=RejectBody, errors=(403, 404, 409), max_body=SMALL_BODY)
+async def reject_account_request(request: web.Request, path: IdPath, body: RejectBody) -> dict[str, Any]:
+    principal = require_role(request, "operator", "company_admin")
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        req = await _scoped_request(session, principal, path.id)
+        await onboarding.reject_request(session, hub, req, actor=principal.actor, reason=body.reason)
+        return onboarding.request_json(req)
+
+
+@routes.post("/api/account-requests/{id}/confirm", summary="The known practice confirms a new company",
+             path_params=IdPath, body=NoBody, errors=(403, 404, 409), max_body=SMALL_BODY)
+async def confirm_account_request(request: web.Request, path: IdPath, body: NoBody) -> dict[str, Any]:
+    """The known practice's own logged-in staff confirm an account with a new company."""
+    principal = require_role(request, "practice_staff")
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        req = await session.get(AccountRequest, path.id)
+        if req is None or req.practice_id != principal.practice_id:
+            raise NotFound.of("account request")
+        await onboarding.confirm_by_practice(session, hub, req, practice_id=principal.practice_id,
+                                             actor=principal.actor)
+        return onboarding.request_json(req)
+
+
+@routes.post("/api/password", summary="Set a password with a single-use link (public)", body=PasswordBody,
+             public=True, errors=(404, 410, 422), max_body=SMALL_BODY)
+async def set_password(request: web.Request, body: PasswordBody) -> dict[str, Any]:
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        user = await onboarding.set_password(session, hub, body.token, body.password)
+        return {"user_id": user.id, "email": user.email}
+
+
+@routes.post("/api/login", summary="Email and password -> an expiring bearer token (public)", body=LoginBody,
+             public=True, errors=(401, 403, 422, 429), max_body=SMALL_BODY)
+async def login(request: web.Request, body: LoginBody) -> dict[str, Any]:
+    """Refused for a suspended practice; rate-limited per client address."""
+    hub = request.app[HUB_KEY]
+    _limit(limiters(hub).logins, request, "too many attempts; try later")
+    lifetime = timedelta(hours=onboarding_settings(hub).login_token_hours)
+    now = hub.clock.now()
+    async with hub.transaction() as session:
+        token, user = await auth_login(session, body.email, body.password, now=now, lifetime=lifetime)
+    return {"token": token, "role": user.role, "expires_at": (now + lifetime).isoformat()}
+
+
+@routes.post("/api/logout", summary="Revoke the token this request carries", body=NoBody, status=204,
+             max_body=SMALL_BODY)
+async def logout(request: web.Request, body: NoBody) -> web.Response:
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        await revoke_token(session, principal.token_id, hub.clock.now())
+    return web.Response(status=204)
+
+
+# --- accounts --------------------------------------------------------------------------------------
+
+
+@routes.get("/api/accounts", summary="Accounts, filtered on any column (format=json|csv)", errors=(400, 422))
+async def list_accounts(request: web.Request) -> web.StreamResponse:
+    """Filters: any column name (``company=…``, ``status=…``, dates with ``_from``/``_to``); an
+    unknown one is refused with 400 ``unknown_filter`` (declared by the service, not a model)."""
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise manage.ManageError(422, "invalid", "format is json or csv", "format")
+    async with hub.sessionmaker() as session:
+        items = await manage.list_accounts(session, principal, request.query)
+    if fmt == "json":
         return web.json_response({"items": items})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=manage.COLUMNS, lineterminator="\r\n")
+    w.writeheader()
+    for item in items:
+        w.writerow({**item, "modalities": " ".join(item["modalities"])})
+    return web.Response(body=buf.getvalue().encode(), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="accounts.csv"'})
 
-    @service_errors
-    async def get_account_request(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        async with hub.sessionmaker() as session:
-            req = await _scoped_request(session, request)
-            return web.json_response(onboarding.request_json(req))
 
-    @service_errors
-    async def accept_account_request(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        principal = get_principal(request)
-        async with hub.transaction() as session:
-            req = await _scoped_request(session, request)
-            await onboarding.accept_request(session, hub, req, actor=principal.actor)
-            body = onboarding.request_json(req)
-        return web.json_response(body)
+@routes.get("/api/accounts/{id}", summary="One account", path_params=IdPath, errors=(404,))
+async def get_account(request: web.Request, path: IdPath) -> dict[str, Any]:
+    principal = get_principal(request)
+    async with request.app[HUB_KEY].sessionmaker() as session:
+        a, p, c = await manage.get_account(session, principal, path.id)
+        return manage.account_json(a, p, c)
 
-    @service_errors
-    async def reject_account_request(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        principal = get_principal(request)
-        data = await json_body(request) if request.can_read_body else {}
-        async with hub.transaction() as session:
-            req = await _scoped_request(session, request)
-            await onboarding.reject_request(session, hub, req, actor=principal.actor,
-                                            reason=str(data.get("reason") or ""))
-            body = onboarding.request_json(req)
-        return web.json_response(body)
 
-    @public
-    @service_errors
-    async def set_password(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        async with hub.transaction() as session:
-            user = await onboarding.set_password(session, hub, str(data.get("token") or ""),
-                                                 str(data.get("password") or ""))
-        return web.json_response({"user_id": user.id, "email": user.email})
+@routes.patch("/api/accounts/{id}", summary="Change an account's access, modalities or auto-submit",
+              path_params=IdPath, body=AccountPatch, errors=(403, 404, 409, 422), max_body=SMALL_BODY)
+async def patch_account(request: web.Request, path: IdPath, body: AccountPatch) -> dict[str, Any]:
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        return await manage.update_account(session, hub, principal, path.id, body.model_dump(exclude_unset=True))
 
-    @public
-    async def login(request: web.Request) -> web.Response:
-        """Email and password -> a bearer token; refused for a suspended practice."""
-        wait = logins.check(client_address(request))
-        if wait is not None:
-            raise ApiError(429, "rate_limited", "too many attempts; try later")
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        async with hub.transaction() as session:
-            user = (await session.execute(
-                select(User).where(User.email == str(data.get("email") or "").strip())
-            )).scalar_one_or_none()
-            if user is None or not user.is_active or not verify_password(str(data.get("password") or ""), user.password_hash):
-                raise ApiError(401, "invalid_login", "wrong email or password")
-            try:
-                token, _ = await issue_token(session, role=user.role, company_id=user.company_id,
-                                             practice_id=user.practice_id, user_id=user.id, name=user.email)
-            except AuthError as err:
-                raise ApiError(err.status, err.code, err.message) from err
-        return web.json_response({"token": token, "role": user.role})
 
-    # --- accounts --------------------------------------------------------------------------------
+@routes.get("/api/accounts/{id}/history", summary="An account's history", path_params=IdPath, errors=(404,))
+async def get_account_history(request: web.Request, path: IdPath) -> dict[str, Any]:
+    principal = get_principal(request)
+    async with request.app[HUB_KEY].sessionmaker() as session:
+        a, _, _ = await manage.get_account(session, principal, path.id)
+        return {"items": await manage.account_history(session, a.id)}
 
-    @service_errors
-    async def list_accounts(request: web.Request) -> web.Response:
-        principal = get_principal(request)
-        hub = request.app[HUB_KEY]
-        fmt = request.query.get("format", "json")
-        if fmt not in ("json", "csv"):
-            raise ApiError(400, "invalid", "format is json or csv", "format")
-        async with hub.sessionmaker() as session:
-            items = await manage.list_accounts(session, principal, request.query)
-        if fmt == "json":
-            return web.json_response({"items": items})
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=manage.COLUMNS, lineterminator="\r\n")
-        w.writeheader()
-        for item in items:
-            w.writerow({**item, "modalities": " ".join(item["modalities"])})
-        return web.Response(body=buf.getvalue().encode(), content_type="text/csv", charset="utf-8",
-                            headers={"Content-Disposition": 'attachment; filename="accounts.csv"'})
 
-    @service_errors
-    async def get_account(request: web.Request) -> web.Response:
-        principal = get_principal(request)
-        hub = request.app[HUB_KEY]
-        async with hub.sessionmaker() as session:
-            a, p, c = await manage.get_account(session, principal, _int(request.match_info["id"], "id"))
-            return web.json_response(manage.account_json(a, p, c))
+# --- report ------------------------------------------------------------------------------------------
 
-    @service_errors
-    async def patch_account(request: web.Request) -> web.Response:
-        principal = get_principal(request)
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        async with hub.transaction() as session:
-            body = await manage.update_account(session, hub, principal, _int(request.match_info["id"], "id"), data)
-        return web.json_response(body)
 
-    @service_errors
-    async def get_account_history(request: web.Request) -> web.Response:
-        principal = get_principal(request)
-        hub = request.app[HUB_KEY]
-        async with hub.sessionmaker() as session:
-            a, _, _ = await manage.get_account(session, principal, _int(request.match_info["id"], "id"))
-            return web.json_response({"items": await manage.account_history(session, a.id)})
+@routes.get("/api/reports/onboarding", summary="The onboarding report (json, csv, pdf, html)",
+            errors=(403, 404, 422))
+async def onboarding_report(request: web.Request) -> web.StreamResponse:
+    """Query: ``from``, ``to`` (YYYY-MM-DD), ``company``, ``format=json|csv|pdf|html`` (parsed with
+    :class:`ReportQuery` here: one route answering four content types is not one spec entry)."""
+    try:
+        query = ReportQuery.model_validate(dict(request.query))
+    except ValidationError as err:
+        raise invalid_from(err, "query") from None
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    fmt = query.format
+    async with hub.transaction() as session:
+        company = await manage.report_company_for(session, principal, query.company)
+        report = await manage.onboarding_report(session, hub, company, query.date_from, query.date_to)
+    if fmt == "pdf":  # CPU-bound rendering off the event loop
+        body = await asyncio.get_running_loop().run_in_executor(None, render, report, fmt)
+    else:
+        body = render(report, fmt)
+    headers = {}
+    if fmt in ("csv", "pdf"):
+        headers["Content-Disposition"] = f'attachment; filename="onboarding.{fmt}"'
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPES[fmt], **headers})
 
-    # --- report ------------------------------------------------------------------------------------
 
-    @service_errors
-    async def onboarding_report(request: web.Request) -> web.Response:
-        principal = get_principal(request)
-        hub = request.app[HUB_KEY]
-        fmt = request.query.get("format", "json")
-        if fmt not in FORMATS:
-            raise ApiError(400, "invalid", f"format is one of {', '.join(FORMATS)}", "format")
-        date_from, date_to = _query_date(request, "from"), _query_date(request, "to")
-        async with hub.transaction() as session:
-            company = await manage.report_company_for(session, principal, request.query.get("company"))
-            report = await manage.onboarding_report(session, hub, company, date_from, date_to)
-        if fmt == "pdf":  # CPU-bound rendering off the event loop
-            body = await asyncio.get_running_loop().run_in_executor(None, render, report, fmt)
-        else:
-            body = render(report, fmt)
-        headers = {}
-        if fmt in ("csv", "pdf"):
-            headers["Content-Disposition"] = f'attachment; filename="onboarding.{fmt}"'
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPES[fmt], **headers})
+# --- switch requests ------------------------------------------------------------------------------------
 
-    # --- switch requests ------------------------------------------------------------------------------
 
-    async def _scoped_switch(session: Any, request: web.Request) -> SwitchRequest:
-        principal = get_principal(request)
-        sr = await session.get(SwitchRequest, _int(request.match_info["id"], "id"))
-        visible = sr is not None and (
-            principal.role == "operator"
-            or (principal.role == "practice_staff" and sr.practice_id == principal.practice_id)
-            or (principal.role == "company_admin"
-                and principal.company_id in (sr.current_company_id, sr.new_company_id))
-        )
-        if not visible:
-            raise ApiError(404, "not_found", "switch request not found")
-        return sr
+async def _scoped_switch(session: AsyncSession, principal: Principal, switch_id: int) -> SwitchRequest:
+    sr = await session.get(SwitchRequest, switch_id)
+    visible = sr is not None and (
+        principal.role == "operator"
+        or (principal.role == "practice_staff" and sr.practice_id == principal.practice_id)
+        or (principal.role == "company_admin"
+            and principal.company_id in (sr.current_company_id, sr.new_company_id))
+    )
+    if not visible:
+        raise NotFound.of("switch request")
+    return sr
 
-    @service_errors
-    async def create_switch_request(request: web.Request) -> web.Response:
-        principal = require_role(request, "practice_staff", "operator")
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        async with hub.transaction() as session:
-            sr, _ = await switching.create_request(session, hub, data, principal)
-            body = switching.switch_json(sr, await switching.load_steps(session, sr.id))
-        return web.json_response(body, status=201)
 
-    @service_errors
-    async def list_switch_requests(request: web.Request) -> web.Response:
-        principal = get_principal(request)
-        hub = request.app[HUB_KEY]
-        stmt = select(SwitchRequest).order_by(SwitchRequest.id)
-        if principal.role == "practice_staff":
-            stmt = stmt.where(SwitchRequest.practice_id == principal.practice_id)
-        elif principal.role == "company_admin":
-            stmt = stmt.where((SwitchRequest.current_company_id == principal.company_id)
-                              | (SwitchRequest.new_company_id == principal.company_id))
-        if state := request.query.get("state"):
-            stmt = stmt.where(SwitchRequest.state == state)
-        async with hub.sessionmaker() as session:
-            items = [switching.switch_json(sr) for sr in (await session.execute(stmt)).scalars()]
-        return web.json_response({"items": items})
+@routes.post("/api/switch-requests", summary="A practice's written request to switch companies",
+             body=SwitchCreate, status=201, errors=(403, 409, 413, 422), max_body=32 * 1024)
+async def create_switch_request(request: web.Request, body: SwitchCreate) -> dict[str, Any]:
+    principal = require_role(request, "practice_staff", "operator")
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        sr, _ = await switching.create_request(session, hub, body.model_dump(exclude_none=True), principal)
+        return switching.switch_json(sr, await switching.load_steps(session, sr.id))
 
-    @service_errors
-    async def get_switch_request(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        async with hub.sessionmaker() as session:
-            sr = await _scoped_switch(session, request)
-            return web.json_response(switching.switch_json(sr, await switching.load_steps(session, sr.id)))
 
-    @service_errors
-    async def decide_switch_request(request: web.Request) -> web.Response:
-        principal = require_role(request, "operator")
-        hub = request.app[HUB_KEY]
-        data = await json_body(request)
-        async with hub.transaction() as session:
-            sr = await _scoped_switch(session, request)
-            await switching.operator_decide(session, hub, sr.id, str(data.get("decision") or ""),
-                                            actor=principal.actor, note=str(data.get("note") or ""))
-            await session.refresh(sr)
-            body = switching.switch_json(sr, await switching.load_steps(session, sr.id))
-        return web.json_response(body)
+@routes.get("/api/switch-requests", summary="Switch requests the caller is part of", query=SwitchListQuery)
+async def list_switch_requests(request: web.Request, query: SwitchListQuery) -> dict[str, Any]:
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    stmt = select(SwitchRequest).order_by(SwitchRequest.id)
+    if principal.role == "practice_staff":
+        stmt = stmt.where(SwitchRequest.practice_id == principal.practice_id)
+    elif principal.role == "company_admin":
+        stmt = stmt.where((SwitchRequest.current_company_id == principal.company_id)
+                          | (SwitchRequest.new_company_id == principal.company_id))
+    if query.state:
+        stmt = stmt.where(SwitchRequest.state == query.state)
+    async with hub.sessionmaker() as session:
+        return {"items": [switching.switch_json(sr) for sr in (await session.execute(stmt)).scalars()]}
 
-    return [
-        web.post("/api/account-requests", create_account_request),
-        web.get("/api/account-requests", list_account_requests),
-        web.get("/api/account-requests/{id}", get_account_request),
-        web.post("/api/account-requests/{id}/complete", complete_account_request),
-        web.post("/api/account-requests/{id}/accept", accept_account_request),
-        web.post("/api/account-requests/{id}/reject", reject_account_request),
-        web.post("/api/password", set_password),
-        web.post("/api/login", login),
-        web.get("/api/accounts", list_accounts),
-        web.get("/api/accounts/{id}", get_account),
-        web.patch("/api/accounts/{id}", patch_account),
-        web.get("/api/accounts/{id}/history", get_account_history),
-        web.get("/api/reports/onboarding", onboarding_report),
-        web.post("/api/switch-requests", create_switch_request),
-        web.get("/api/switch-requests", list_switch_requests),
-        web.get("/api/switch-requests/{id}", get_switch_request),
-        web.post("/api/switch-requests/{id}/decision", decide_switch_request),
-    ]
+
+@routes.get("/api/switch-requests/{id}", summary="One switch request with its steps", path_params=IdPath,
+            errors=(404,))
+async def get_switch_request(request: web.Request, path: IdPath) -> dict[str, Any]:
+    principal = get_principal(request)
+    async with request.app[HUB_KEY].sessionmaker() as session:
+        sr = await _scoped_switch(session, principal, path.id)
+        return switching.switch_json(sr, await switching.load_steps(session, sr.id))
+
+
+@routes.post("/api/switch-requests/{id}/decision", summary="An operator decides an objection",
+             path_params=IdPath, body=SwitchDecision, errors=(403, 404, 409, 422), max_body=SMALL_BODY)
+async def decide_switch_request(request: web.Request, path: IdPath, body: SwitchDecision) -> dict[str, Any]:
+    principal = require_role(request, "operator")
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        sr = await _scoped_switch(session, principal, path.id)
+        await switching.operator_decide(session, hub, sr.id, body.decision, actor=principal.actor, note=body.note)
+        await session.refresh(sr)
+        return switching.switch_json(sr, await switching.load_steps(session, sr.id))

@@ -18,6 +18,7 @@ class OnboardingSection(Section):
     dicom_port: int = Field(11112, ge=1, le=65535, description="the hub's DICOM port, as practices reach it")
     called_ae: str = Field("VETHUB", min_length=1, max_length=16, description="the hub's AE title")
     ae_prefix: str = Field("VH", min_length=1, max_length=8, description="prefix of assigned calling AE titles")
+    login_token_hours: float = Field(12.0, gt=0, description="how long a token from POST /api/login works")
 
 
 class SwitchingSection(Section):

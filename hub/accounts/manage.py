@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import audit
 from hub.accounts import history
 from hub.accounts.errors import AccountsError
-from hub.accounts.models import AccountRequest
+from hub.accounts.models import AccountRequest, db_id
 from hub.accounts.onboarding import refresh_stages
 from hub.accounts.report import STAGES, OnboardingReport, OnboardingRow
 from hub.db.models import Account, Company, Practice
@@ -99,10 +99,10 @@ def apply_filters(stmt: Select, params: Mapping[str, str]) -> tuple[Select, list
             raise ManageError(400, "unknown_filter", f"cannot filter on {name!r}; columns: {', '.join(COLUMNS)}", name)
         column, kind = FILTERS[base]
         if kind == "int":
-            try:
-                stmt = stmt.where(column == int(value))
-            except ValueError:
-                raise ManageError(400, "invalid_filter", f"{name} must be an integer", name) from None
+            # ASCII digits within BIGINT only: int() takes " 7" and "٣", the database not 10**23
+            if not (value.isascii() and value.isdigit() and len(value) <= 18):
+                raise ManageError(400, "invalid_filter", f"{name} must be an integer id", name)
+            stmt = stmt.where(column == int(value))
         elif kind == "bool":
             stmt = stmt.where(column.is_(_bool(value, name)))
         elif kind == "text":
@@ -177,6 +177,10 @@ async def update_account(
     if principal.role not in ("operator", "company_admin"):
         raise ManageError(403, "forbidden", "only the company or an operator changes an account")
     account, practice, company = await get_account(session, principal, account_id)
+    if principal.role == "company_admin" and account.status != "active" and changes:
+        # a switched-out account is history: reinstating it would attach the practice again
+        raise ManageError(409, "account_not_active", f"this account is {account.status}; only an "
+                          "active account can be changed by its company")
     if account.managed_by_config and changes:
         # the config file is applied at every start: a change made here would be undone then
         raise ManageError(409, "managed_by_config", "this account is declared in the hub's config file; "
@@ -230,8 +234,8 @@ async def account_history(session: AsyncSession, account_id: int) -> list[dict[s
 async def resolve_company(session: AsyncSession, ref: str | int | None) -> Company | None:
     if ref in (None, ""):
         return None
-    if isinstance(ref, int) or str(ref).isdigit():
-        company = await session.get(Company, int(ref))
+    if db_id(ref) is not None:
+        company = await session.get(Company, int(ref))  # checked: a BIGINT id
     else:
         company = (await session.execute(select(Company).where(Company.slug == str(ref)))).scalar_one_or_none()
     if company is None:

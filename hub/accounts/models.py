@@ -13,7 +13,7 @@ from hub.db.base import Base
 from hub.db.types import JSONType, UTCDateTime, utcnow
 
 #: AccountRequest.state values.
-REQUEST_STATES = ("information_requested", "awaiting_approval", "accepted", "rejected")
+REQUEST_STATES = ("information_requested", "awaiting_approval", "awaiting_practice", "accepted", "rejected")
 
 #: SwitchRequest.state values.
 SWITCH_STATES = ("pending", "awaiting_response", "escalated", "completed", "rejected")
@@ -138,3 +138,17 @@ class SwitchStep(Base):
     actor: Mapped[str] = mapped_column(String(200))
     outcome: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+def db_id(value: object) -> int | None:
+    """``value`` as a row id (an int, or ASCII digits) when a BIGINT column can hold it, else None:
+    int() takes " 7" and "٣", and PostgreSQL refuses 10**23 with an error, not an empty answer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()) or len(value) > 19:
+            return None
+        value = int(value)
+    if isinstance(value, int) and 1 <= value <= 2**63 - 1:
+        return value
+    return None

@@ -22,11 +22,12 @@ from hub import audit, events
 from hub.accounts import history
 from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
-from hub.accounts.links import hash_secret, new_secret
-from hub.accounts.models import AccountRequest, PasswordSetToken
+from hub.accounts.links import hash_secret, sign_consent
+from hub.accounts.models import AccountRequest, PasswordSetToken, db_id
 from hub.accounts.policy import label
-from hub.auth import hash_password
+from hub.auth import hash_password, revoke_user_tokens
 from hub.db.models import Account, CallingAE, Company, Practice, User
+from hub.messaging import links
 from hub.messaging.outbound import queue_email
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ async def _find_company(session: AsyncSession, data: Mapping[str, Any]) -> Compa
     ref = data.get("company", data.get("company_id"))
     if ref in (None, ""):
         return None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        company = await session.get(Company, int(ref))
+    if db_id(ref) is not None:
+        company = await session.get(Company, int(ref))  # checked: a BIGINT id
     else:
         company = (
             await session.execute(select(Company).where(Company.slug == str(ref)))
@@ -120,23 +121,24 @@ async def submit_request(
     extra = {
         k: v for k, v in (data.get("extra") or {}).items() if isinstance(k, str)
     } if isinstance(data.get("extra"), Mapping) else {}
-    token, token_hash = new_secret()
     now = hub.clock.now()
     req = AccountRequest(
         company_id=company.id if company else None,
         address={}, modalities=[], extra=extra, missing_fields=[],
-        completion_token_hash=token_hash, requested_at=now, updated_at=now,
-        state="information_requested",
+        requested_at=now, updated_at=now, state="information_requested",
     )
     for name, value in fields.items():
         setattr(req, name, value)
     session.add(req)
     await session.flush()
+    token = links.single_use_token(links.secret_of(hub), "ar", _completion_arg(req))
+    req.completion_token_hash = hash_secret(token)
+    await session.flush()
     await audit.record(
         session, actor, "account_request.create", "account_request", req.id,
         after=request_json(req), company_id=req.company_id,
     )
-    await _advance(session, hub, req, company, token=token, actor=actor)
+    await _advance(session, hub, req, company, actor=actor)
     return req, token
 
 
@@ -170,12 +172,12 @@ async def complete_request(
         "account_request", req.id, before=before, after=request_json(req),
         company_id=req.company_id,
     )
-    await _advance(session, hub, req, company, token=token, actor="public")
+    await _advance(session, hub, req, company, actor="public")
     return req
 
 
 async def _advance(
-    session: AsyncSession, hub: Hub, req: AccountRequest, company: Company | None, *, token: str,
+    session: AsyncSession, hub: Hub, req: AccountRequest, company: Company | None, *,
     actor: str,
 ) -> None:
     missing = missing_fields(hub, req, company)
@@ -188,7 +190,8 @@ async def _advance(
             await _email(
                 session, hub, req, company, "account_information_requested",
                 missing=[{"name": m, "label": label(m)} for m in missing],
-                complete_url=f"{_public_url(hub)}/account-requests/{req.id}/complete?token={token}",
+                complete_url=f"{_public_url(hub)}/account-requests/{req.id}/complete"
+                             f"?token={links.sealed('ar', _completion_arg(req))}",
             )
         await session.flush()
         return
@@ -214,25 +217,93 @@ async def _advance(
 async def accept_request(
     session: AsyncSession, hub: Hub, req: AccountRequest, *, actor: str
 ) -> AccountRequest:
-    """Create the practice, its account, a calling AE title and a user; send the welcome email."""
+    """Create the practice, its account, a calling AE title and a user; send the welcome email.
+
+    For a practice the hub already knows (its login email or practice email), the company's
+    acceptance only asks the practice: the request waits in ``awaiting_practice`` until the
+    practice itself confirms (:func:`confirm_by_practice`). A company never attaches a practice
+    on its own say-so."""
     if req.state != "awaiting_approval":
         raise OnboardingError(
             409, "not_ready", f"only a complete request can be accepted (this one is {req.state})"
         )
     company = await session.get(Company, req.company_id)
-    now = hub.clock.now()
+    user, practice = await _known_practice(session, req)
+    if practice is not None:
+        await _refuse_existing_account(session, practice, company)
+        req.state, req.practice_id, req.decided_by = "awaiting_practice", practice.id, actor
+        await session.flush()
+        await audit.record(session, actor, "account_request.ask_practice", "account_request", req.id,
+                           after={"practice_id": practice.id}, company_id=company.id,
+                           practice_id=practice.id)
+        await _ask_practice(session, hub, req, practice, company)
+        return req
+    return await _create_account(session, hub, req, company, None, None, actor=actor)
+
+
+async def confirm_by_practice(
+    session: AsyncSession, hub: Hub, req: AccountRequest, *, practice_id: int, actor: str
+) -> AccountRequest:
+    """The known practice itself agrees to the account with the request's company."""
+    if req.state != "awaiting_practice" or req.practice_id != practice_id:
+        raise OnboardingError(409, "not_awaiting_practice", "this request is not waiting for the practice")
+    company = await session.get(Company, req.company_id)
+    practice = await session.get(Practice, practice_id)
+    await _refuse_existing_account(session, practice, company)
+    user = (await session.execute(select(User).where(
+        User.email == req.email, User.practice_id == practice_id))).scalar_one_or_none()
+    req.state = "awaiting_approval"  # _create_account's precondition; set to accepted there
+    return await _create_account(session, hub, req, company, practice, user, actor=actor)
+
+
+async def _known_practice(session: AsyncSession, req: AccountRequest) -> tuple[User | None, Practice | None]:
     user = (await session.execute(select(User).where(User.email == req.email))).scalar_one_or_none()
     if user is not None and (user.role != "practice_staff" or user.practice_id is None):
         raise OnboardingError(409, "email_in_use", f"{req.email} is already a {user.role} user; "
                               "ask the practice for another contact email", "email")
     if user is not None:
-        # a practice the hub already knows asks for an account with another company
-        practice = await session.get(Practice, user.practice_id)
-        if (await session.execute(select(Account.id).where(
-                Account.practice_id == practice.id, Account.company_id == company.id))).first():
-            raise OnboardingError(409, "account_exists",
-                                  f"{practice.name} already has an account with {company.name}")
-    else:
+        return user, await session.get(Practice, user.practice_id)
+    practice = (await session.execute(
+        select(Practice).where(Practice.email == req.email).order_by(Practice.id).limit(1)
+    )).scalar_one_or_none()
+    return None, practice
+
+
+async def _refuse_existing_account(session: AsyncSession, practice: Practice, company: Company) -> None:
+    if (await session.execute(select(Account.id).where(
+            Account.practice_id == practice.id, Account.company_id == company.id))).first():
+        raise OnboardingError(409, "account_exists",
+                              f"{practice.name} already has an account with {company.name}")
+
+
+async def _ask_practice(session: AsyncSession, hub: Hub, req: AccountRequest, practice: Practice,
+                        company: Company) -> None:
+    """Mail the practice's own addresses (never only the address the request named) a signed
+    link to confirm; its logged-in staff can confirm through the API as well."""
+    s = onboarding_settings(hub)
+    expires_at = hub.clock.now() + timedelta(hours=s.password_link_hours)
+    expires, sig = sign_consent(hub.config.hub.secret_key.get_secret_value(), req.id, practice.id, expires_at)
+    url = f"{_public_url(hub)}/account-requests/{req.id}/confirm?expires={expires}&sig={sig}"
+    users = (await session.execute(select(User.email).where(
+        User.practice_id == practice.id, User.is_active.is_(True)))).scalars().all()
+    recipients = sorted({e for e in (*users, practice.email) if e})
+    for to in recipients:
+        await queue_email(
+            session, hub, to=to, template="account_practice_confirm",
+            context={"practice_name": practice.name, "company_name": company.name,
+                     "contact_name": req.contact_name or "", "request_email": req.email or "",
+                     "confirm_url": url, "link_expires_at": expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                     "hub_name": hub.config.hub.name, "request": {"id": req.id}},
+            category="account", practice_id=practice.id, company_id=company.id,
+        )
+
+
+async def _create_account(
+    session: AsyncSession, hub: Hub, req: AccountRequest, company: Company, practice: Practice | None,
+    user: User | None, *, actor: str,
+) -> AccountRequest:
+    now = hub.clock.now()
+    if practice is None:
         practice = Practice(
             slug=await _unique_slug(session, req.practice_name or "practice"),
             name=req.practice_name, email=req.email, phone=req.phone,
@@ -320,14 +391,24 @@ async def _unique_ae_title(session: AsyncSession, hub: Hub, practice_id: int) ->
 
 
 async def issue_password_link(session: AsyncSession, hub: Hub, user: User) -> tuple[str, datetime]:
-    """A single-use link that expires after ``[onboarding] password_link_hours``."""
-    token, token_hash = new_secret()
+    """A single-use link that expires after ``[onboarding] password_link_hours``.
+
+    Returned *sealed* (``hub.messaging.links.sealed``): the stored email keeps it masked and the
+    send puts the real token in; ``links.unseal`` gives the real link. Only the token's hash is
+    stored."""
+    nonce = secrets.token_urlsafe(16)
+    token = links.single_use_token(links.secret_of(hub), "pw", nonce)
     now = hub.clock.now()
     expires_at = now + timedelta(hours=onboarding_settings(hub).password_link_hours)
-    session.add(PasswordSetToken(token_hash=token_hash, user_id=user.id, created_at=now,
+    session.add(PasswordSetToken(token_hash=hash_secret(token), user_id=user.id, created_at=now,
                                  expires_at=expires_at))
     await session.flush()
-    return f"{_public_url(hub)}/set-password?token={token}", expires_at
+    return f"{_public_url(hub)}/set-password?token={links.sealed('pw', nonce)}", expires_at
+
+
+def _completion_arg(req: AccountRequest) -> str:
+    # stable for the request's life and unique across database resets (id and second of asking)
+    return f"{req.id}-{int(req.requested_at.timestamp())}"
 
 
 async def set_password(session: AsyncSession, hub: Hub, token: str, password: str) -> User:
@@ -357,6 +438,8 @@ async def set_password(session: AsyncSession, hub: Hub, token: str, password: st
         raise OnboardingError(410, "link_used", "this link was already used")
     user = await session.get(User, row.user_id)
     user.password_hash = hash_password(password)
+    # a new password ends every session opened with the old one (and any stolen token)
+    await revoke_user_tokens(session, user.id, now)
     await session.execute(
         update(AccountRequest)
         .where(AccountRequest.user_id == user.id, AccountRequest.password_set_at.is_(None))

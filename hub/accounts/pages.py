@@ -12,13 +12,17 @@ from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from hub.accounts import onboarding, switching
-from hub.accounts.errors import AccountsError
-from hub.accounts.links import LinkError, verify_response
+from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_response
 from hub.accounts.models import AccountRequest, SwitchRequest
+from hub.accounts.schemas import PUBLIC_MAX_BODY, AccountRequestFields
 from hub.db.models import Company, Practice
+from hub.errors import DomainError
+from hub.web.auth import client_address
+from hub.web.contract import RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
 
 _env = Environment(
@@ -49,6 +53,25 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",  # the URL carries a single-use token
     "Cache-Control": "no-store",
 }
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
+async def _small_form(request: web.Request) -> Any:
+    """The posted form, or None when it is over the public request's size limit."""
+    if request.content_length is None or request.content_length > PUBLIC_MAX_BODY:
+        return None
+    return await request.post()
+
+
+def _validate(model: type[RequestModel], data: dict[str, Any]) -> None:
+    """The same limits as the JSON API's, shown on the form."""
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        raise invalid_from(err, "form") from None
 
 
 def page(template: str, status: int = 200, **context: Any) -> web.Response:
@@ -106,16 +129,19 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
 
     async def request_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
-        if limiter is not None and limiter.check(request.remote or "unknown") is not None:
+        if limiter is not None and limiter.check(client_address(request)) is not None:
             return page("message.html.j2", status=429, title="Too many requests",
                         message="Too many account requests from this address; please try again later.")
-        form = await request.post()
+        form = await _small_form(request)
+        if form is None:
+            return page("message.html.j2", status=413, title="Too large", message="This form is too large.")
         data = form_to_data(form)
         try:
+            _validate(AccountRequestFields, data)
             async with hub.transaction() as session:
                 req, _ = await onboarding.submit_request(session, hub, data)
                 state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
-        except AccountsError as err:
+        except DomainError as err:
             return page("request_form.html.j2", status=err.status, fields=FORM_FIELDS,
                         companies=await _companies(hub), values=dict(form), error=err.message,
                         hub_name=hub.config.hub.name)
@@ -123,8 +149,9 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
 
     async def complete_form(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
+        raw_id = request.match_info["id"]
         async with hub.sessionmaker() as session:
-            req = await session.get(AccountRequest, int(request.match_info["id"]))
+            req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
         token = request.query.get("token", "")
         if req is None or req.completion_token_hash != onboarding.hash_secret(token):
             return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
@@ -141,9 +168,14 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
 
     async def complete_submit(request: web.Request) -> web.Response:
         hub = request.app[HUB_KEY]
-        form = await request.post()
+        form = await _small_form(request)
+        if form is None:
+            return page("message.html.j2", status=413, title="Too large", message="This form is too large.")
         data = form_to_data(form)
+        if not _is_id(request.match_info["id"]):
+            return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
         try:
+            _validate(AccountRequestFields, data)
             async with hub.transaction() as session:
                 req = await session.get(AccountRequest, int(request.match_info["id"]))
                 if req is not None and data.get("address"):
@@ -151,7 +183,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
                 req = await onboarding.complete_request(session, hub, int(request.match_info["id"]),
                                                         str(form.get("token", "")), data)
                 state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
-        except AccountsError as err:
+        except DomainError as err:
             return page("message.html.j2", status=err.status, title="Not saved", message=err.message)
         return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
 
@@ -169,7 +201,7 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
             async with hub.transaction() as session:
                 await onboarding.set_password(session, hub, str(form.get("token", "")),
                                               str(form.get("password", "")))
-        except AccountsError as err:
+        except DomainError as err:
             email, for_whom = await _password_owner(hub, str(form.get("token", "")))
             return page("password_form.html.j2", status=err.status, token=form.get("token", ""),
                         error=err.message, email=email, for_whom=for_whom, hub_name=hub.config.hub.name)
@@ -180,8 +212,11 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         hub = request.app[HUB_KEY]
         q = request.query if request.method == "GET" else await request.post()
         try:
+            if not _is_id(request.match_info["id"]):
+                raise LinkError("bad_signature", "this link is not valid")
             switch_id = int(request.match_info["id"])
-            action, expires, sig = str(q.get("action", "")), int(q.get("expires", "0")), str(q.get("sig", ""))
+            action, sig = str(q.get("action", "")), str(q.get("sig", ""))
+            expires = parse_expires(str(q.get("expires", "")))
             verify_response(hub.config.hub.secret_key.get_secret_value(), switch_id, action, expires, sig,
                             hub.clock.now())
         except (ValueError, LinkError) as err:
@@ -199,13 +234,47 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
             async with hub.transaction() as session:
                 decision = await switching.record_response(session, hub, switch_id, action,
                                                            note=str(q.get("note", ""))[:2000])
-        except AccountsError as err:
+        except DomainError as err:
             return page("message.html.j2", status=err.status, title="Not recorded", message=err.message)
         return page("message.html.j2", title="Answer recorded",
                     message=f"Thank you: your answer ({action}) is recorded. Outcome: "
                             f"{decision.outcome.value.replace('_', ' ')}.")
 
+    async def confirm_page(request: web.Request) -> web.Response:
+        """A known practice confirms an account with a new company through its signed link."""
+        hub = request.app[HUB_KEY]
+        q = request.query if request.method == "GET" else await request.post()
+        async with hub.sessionmaker() as session:
+            raw_id = request.match_info["id"]
+            req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
+            try:
+                if req is None or req.practice_id is None:
+                    raise LinkError("bad_signature", "this link is not valid")
+                expires = parse_expires(str(q.get("expires", "")))
+                sig = str(q.get("sig", ""))
+                verify_consent(hub.config.hub.secret_key.get_secret_value(), req.id, req.practice_id,
+                               expires, sig, hub.clock.now())
+            except LinkError as err:
+                return page("message.html.j2", status=410 if err.code == "link_expired" else 403,
+                            title="Link not valid", message=str(err))
+            if request.method == "GET":
+                practice = await session.get(Practice, req.practice_id)
+                company = await session.get(Company, req.company_id)
+                return page("confirm.html.j2", req=req, practice=practice, company=company,
+                            expires=expires, sig=sig)
+        try:
+            async with hub.transaction() as session:
+                req = await session.get(AccountRequest, req.id)
+                await onboarding.confirm_by_practice(session, hub, req, practice_id=req.practice_id,
+                                                     actor=f"practice:{req.practice_id}:link")
+        except DomainError as err:
+            return page("message.html.j2", status=err.status, title="Not confirmed", message=err.message)
+        return page("message.html.j2", title="Account confirmed",
+                    message="Thank you: the account is confirmed; a welcome email follows.")
+
     return [
+        web.get("/account-requests/{id}/confirm", confirm_page),
+        web.post("/account-requests/{id}/confirm", confirm_page),
         web.get("/account-request", request_form),
         web.post("/account-request", request_submit),
         web.get("/account-requests/{id}/complete", complete_form),

@@ -16,6 +16,7 @@ from hub.accounts.config import OnboardingSection, SwitchingSection
 from hub.accounts.history import ACCOUNT_CHANGED_JOB, account_changed_job
 from hub.accounts.switching import DEADLINE_JOB, deadline_job
 from hub.hookspecs import hookimpl
+from hub.messaging.outbound import register_internal_templates
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -33,13 +34,17 @@ def vethub_job_handlers():
 
 @hookimpl
 def vethub_web_routes(hub: Hub):
-    limiter = api.make_limiter(hub)  # one budget for the JSON API and the HTML form
-    return api.routes(hub, limiter) + pages.routes(hub, limiter)
+    return [*api.routes, *pages.routes(hub, api.limiters(hub).requests)]
+
+
+EMAILS = Path(__file__).parent / "templates" / "emails"
+# welcome, set-password, switch notices...: the hub sends these itself, never the public API
+register_internal_templates(sorted({p.name.split(".")[0] for p in EMAILS.glob("*.j2")}))
 
 
 @hookimpl
 def vethub_template_dirs():
-    return [Path(__file__).parent / "templates" / "emails"]
+    return [EMAILS]
 
 
 @hookimpl

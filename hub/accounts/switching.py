@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from hub.accounts import history
 from hub.accounts.config import switching_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import sign_response
-from hub.accounts.models import SwitchRequest, SwitchStep
+from hub.accounts.models import SwitchRequest, SwitchStep, db_id
 from hub.accounts.policy import CompanyResponse, Decision, OperatorDecision, Outcome, SwitchFacts
 from hub.db.models import Account, CallingAE, Company, Practice
 from hub.messaging.outbound import queue_email
@@ -48,8 +49,8 @@ def _missing(field: str, what: str) -> SwitchError:
 async def _company(session: AsyncSession, ref: Any, field: str) -> Company:
     if ref in (None, ""):
         raise _missing(field, f"name the {field.replace('_', ' ')}")
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        company = await session.get(Company, int(ref))
+    if db_id(ref) is not None:
+        company = await session.get(Company, int(ref))  # checked: a BIGINT id
     else:
         company = (await session.execute(select(Company).where(Company.slug == str(ref)))).scalar_one_or_none()
     if company is None:
@@ -146,11 +147,15 @@ async def gather_facts(session: AsyncSession, hub: Hub, sr: SwitchRequest) -> Sw
     if sr.last_case_at is None and sr.state == "pending":
         sr.last_case_at = await last_case_at(session, sr)
     account = await session.get(Account, sr.account_id)
+    windows = switching_settings(hub).windows()
+    if sr.notified_at is not None and sr.deadline_at is not None:
+        # the window the current company was told of holds, whatever the config says later
+        windows = replace(windows, response=sr.deadline_at - sr.notified_at)
     return SwitchFacts(
         now=hub.clock.now(),
         requested_at=sr.requested_at,
         last_case_at=sr.last_case_at,
-        windows=switching_settings(hub).windows(),
+        windows=windows,
         notified_at=sr.notified_at,
         response=CompanyResponse(sr.response),
         responded_at=sr.responded_at,
@@ -279,8 +284,10 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
                          created_at=now, updated_at=now)
         session.add(target)
     else:
+        # switching back to a company the practice had before: the account it lands on is usable
+        # again (a switched-out account is left unapproved), its history kept on the same row
         target.modalities = sorted(set(target.modalities or []) | set(moved))
-        target.status = "active"
+        target.status, target.approved_for_access = "active", True
     old.updated_at = target.updated_at = now
     await session.flush()
     if decision.effect != "add":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Job
@@ -29,6 +30,7 @@ from hub.messaging.facts import (
     load_consent,
     load_practices,
     load_suppressions,
+    pims_models,
     suppression_key,
 )
 from hub.messaging.models import Communication, CommunicationStatus
@@ -84,6 +86,24 @@ def _check(category: str, channels: Sequence[str]) -> list[str]:
     return chans
 
 
+#: Templates the hub sends itself (welcome, set-password, switch notices): never through the
+#: public communications API. Domains register theirs with :func:`register_internal_templates`.
+INTERNAL_TEMPLATES: set[str] = set()
+
+#: Context keys the hub fills itself; a caller's context never overrides them.
+HUB_KEYS = frozenset({"client", "practice", "preferences_url", "unsubscribe_url", "category", "channel"})
+
+
+def register_internal_templates(names: Sequence[str]) -> None:
+    INTERNAL_TEMPLATES.update(names)
+
+
+def _refuse_account_to_client(category: str) -> None:
+    if category == "account":
+        raise MessagingError("account_to_client", "category 'account' is operational mail between the hub, "
+                             "practices and companies; it is never sent to a client", "category")
+
+
 # --------------------------------------------------------------------------- planning
 
 
@@ -93,6 +113,7 @@ async def plan_for_clients(
 ) -> dict[int, Plan | None]:
     """Judge every client on each channel in order; None for an unknown client."""
     chans = _check(category, channels)
+    _refuse_account_to_client(category)
     clients = await load_clients(session, client_ids)
     consent = await load_consent(session, list(clients))
     practices = await load_practices(session, (f.practice_id for f, _ in clients.values()))
@@ -220,8 +241,9 @@ def build_communication(
     if verdict.decision == "veto":
         comm.status = "suppressed"
         return comm
-    full = {**standard_context(hub, client=plan.client, practice=practice, category=category,
-                               channel=plan.channel, address=plan.address), **context}
+    # the hub's own keys (signed preference and unsubscribe links among them) win over the caller's
+    full = {**context, **standard_context(hub, client=plan.client, practice=practice, category=category,
+                                          channel=plan.channel, address=plan.address)}
     rendered = render_for(hub, template=template, channel=plan.channel, context=full, practice=practice)
     comm.subject, comm.body_text, comm.body_html = rendered.subject, rendered.text, rendered.html
     comm.postcard_front_html = rendered.postcard_front_html
@@ -309,28 +331,45 @@ async def queue_email(
     :returns: the Communication row (flushed, with its id, verdict and status).
     """
     _check(category, ["email"])
-    client: ClientFacts | None = None
-    consent_rows: Sequence[tuple[str, str, bool, str]] = ()
     if client_id is not None:
-        clients = await load_clients(session, [client_id])
-        if client_id in clients:
-            client = clients[client_id][0]
-            consent_rows = (await load_consent(session, [client_id])).get(client_id, ())
-    pid = practice_id if practice_id is not None else (client.practice_id if client else None)
-    practice = (await load_practices(session, [pid])).get(pid) if pid is not None else None
+        _refuse_account_to_client(category)
     address = to.strip()
+    # a bare address that is a known client's is that client's: its preferences apply
+    candidates = [client_id] if client_id is not None else (
+        [] if category == "account" else await clients_with_email(session, address, practice_id))
+    clients = await load_clients(session, candidates) if candidates else {}
+    consent = await load_consent(session, list(clients)) if clients else {}
+    pid = practice_id
+    if pid is None and client_id in clients:
+        pid = clients[client_id][0].practice_id
+    practice = (await load_practices(session, [pid])).get(pid) if pid is not None else None
     key = suppression_key("email", address, None)
     suppressions = (await load_suppressions(session, [key])).get(key, ())
-    ctx = build_context(hub, channel="email", category=category, address=address, postal=None,
-                        client=client, consent_rows=consent_rows, suppressions=suppressions,
-                        practice=practice)
-    verdict = judge(hub.pm, ctx)
-    plan = Plan(client, "email", address, None, verdict, verdict.reasons_json("email"), [], practice)
+    plan: Plan | None = None
+    for facts in [f for f, _ in clients.values()] or [None]:
+        ctx = build_context(hub, channel="email", category=category, address=address, postal=None,
+                            client=facts, consent_rows=consent.get(facts.id, ()) if facts else (),
+                            suppressions=suppressions, practice=practice)
+        verdict = judge(hub.pm, ctx)
+        if plan is None or verdict.decision == "veto":  # the strictest answer holds
+            plan = Plan(facts, "email", address, None, verdict, verdict.reasons_json("email"), [], practice)
+        if verdict.decision == "veto":
+            break
+    assert plan is not None
     return await record_communication(
         session, hub, plan=plan, template=template, category=category, context=dict(context),
         cc=[c for c in cc if c and c.strip().lower() != address.lower()],
         company_id=company_id, practice_id=pid,
     )
+
+
+async def clients_with_email(session: AsyncSession, address: str, practice_id: int | None) -> list[int]:
+    """Ids of the clients whose email is ``address`` (in the practice, when one is named)."""
+    Client, _ = pims_models()
+    stmt = select(Client.id).where(func.lower(Client.email) == normalise_email(address)).limit(50)
+    if practice_id is not None:
+        stmt = stmt.where(Client.practice_id == practice_id)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def queue_communication(

@@ -57,7 +57,7 @@ def tracked_html(hub: Hub, comm: Any) -> str | None:
 
     def _link(match: re.Match[str]) -> str:
         url = match.group(2)
-        if not url.startswith(("http://", "https://")) or "/messaging/" in url:
+        if not url.startswith(("http://", "https://")) or "/messaging/" in url or "sealed." in url:
             return match.group(0)
         token = links.sign(secret, "click", {"m": comm.id, "u": url}, None)
         return f'{match.group(1)}{links.public_url(hub, "/messaging/t/c/" + token)}{match.group(3)}'
@@ -76,8 +76,8 @@ def outbound_message(hub: Hub, comm: Any) -> OutboundMessage:
         to=comm.address,
         cc=tuple(comm.cc or ()),
         subject=comm.subject,
-        text=comm.body_text,
-        html=tracked_html(hub, comm) if comm.channel == "email" else comm.body_html,
+        text=links.unseal(links.secret_of(hub), comm.body_text),  # single-use links, see links.sealed
+        html=links.unseal(links.secret_of(hub), tracked_html(hub, comm) if comm.channel == "email" else comm.body_html),
         postcard_front_html=comm.postcard_front_html,
         postcard_back_html=comm.postcard_back_html,
         postal_address=comm.postal_address,

@@ -10,27 +10,35 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import Field, StrictBool
 from sqlalchemy import select
 
 from hub import audit
+from hub.auth import Principal
+from hub.db.models import Practice
+from hub.errors import Forbidden, Invalid, NotFound
 from hub.messaging import links, service
 from hub.messaging.facts import load_clients, load_consent, resolve_preference
 from hub.messaging.models import Communication, CommunicationStatus, InboundMessage
 from hub.messaging.outbound import (
+    HUB_KEYS,
+    INTERNAL_TEMPLATES,
     MessagingError,
     plan_for_clients,
     queue_email,
     queue_many,
 )
-from hub.messaging.verdict import CHANNELS, UNSUBSCRIBABLE
+from hub.messaging.verdict import CHANNELS
 from hub.web.auth import get_principal
-from hub.web.errors import ApiError, json_body, not_found
+from hub.web.contract import ApiRoutes, Id, RequestModel
+from hub.web.errors import ApiError
 from hub.web.keys import HUB_KEY
 
-routes = web.RouteTableDef()
+api = ApiRoutes(tag="messaging")
+pages = web.RouteTableDef()
 
 GIF = base64.b64decode(b"R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 CATEGORY_LABELS = {
@@ -68,107 +76,127 @@ def communication_json(c: Communication, history: list[CommunicationStatus] | No
 
 def _api_error(err: MessagingError) -> ApiError:
     status = 404 if err.code == "unknown_client" else 422
+    if err.code == "unknown_client":  # one answer for a missing client, whoever asks
+        return ApiError(404, "not_found", "client not found", "client_id")
     return ApiError(status, err.code, err.message, err.field)
 
 
-def _int(value: Any, field: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "invalid", f"{field} must be an integer", field) from None
-
-
-async def _client_practice(session, client_id: int) -> int | None:
+async def _scoped_client_practice(session: Any, principal: Principal, client_id: int) -> int | None:
+    """The client's practice; a client of another tenant answers exactly like a missing one."""
     clients = await load_clients(session, [client_id])
-    if client_id not in clients:
-        raise not_found(f"client {client_id}")
-    return clients[client_id][0].practice_id
+    practice_id = clients[client_id][0].practice_id if client_id in clients else None
+    if client_id not in clients or (
+            not principal.is_operator
+            and (practice_id is None or not await principal.can_access_practice(session, practice_id))):
+        raise NotFound("client not found", field="client_id")
+    return practice_id
 
 
-async def _require_practice(principal, session, practice_id: int | None) -> None:
-    if practice_id is None:
-        if not principal.is_operator:
-            raise ApiError(403, "forbidden", "only operators may send without a practice")
-        return
-    if not await principal.can_access_practice(session, practice_id):
-        raise not_found(f"practice {practice_id}")
+Category = Literal["reminder", "appointment", "survey", "loyalty", "marketing", "account"]
+Channel = Literal["email", "sms", "postcard"]
+Email = Annotated[str, Field(min_length=3, max_length=320)]
 
 
-def _channels(body: dict[str, Any]) -> list[str]:
-    if "channel" in body and body["channel"]:
-        return [str(body["channel"])]
-    chans = body.get("channels") or list(CHANNELS)
-    if not isinstance(chans, list):
-        raise ApiError(400, "invalid", "channels must be a list", "channels")
-    return [str(c) for c in chans]
+class CommunicationCreate(RequestModel):
+    template: str = Field(min_length=1, max_length=100)
+    category: Category
+    client_id: Id | None = None
+    to: Email | None = None
+    practice_id: Id | None = None
+    cc: list[Email] = Field(default_factory=list, max_length=10)
+    channel: Channel | None = None
+    channels: list[Channel] | None = Field(default=None, min_length=1, max_length=3)
+    context: dict[str, Any] = Field(default_factory=dict, max_length=100)
+
+
+class PreviewRequest(RequestModel):
+    category: Category
+    client_ids: list[Id] = Field(min_length=1, max_length=1000)
+    channel: Channel | None = None
+    channels: list[Channel] | None = Field(default=None, min_length=1, max_length=3)
+
+
+class ClientPath(RequestModel):
+    client_id: Id
+
+
+class ConsentCreate(RequestModel):
+    category: Literal["*", "reminder", "appointment", "survey", "loyalty", "marketing", "account"] = "*"
+    channel: Literal["*", "email", "sms", "postcard"] = "*"
+    allowed: StrictBool
+    detail: str = Field(default="", max_length=1000)
+
+
+def _channels(body: CommunicationCreate | PreviewRequest) -> list[str]:
+    if body.channel:
+        return [body.channel]
+    return list(body.channels or CHANNELS)
+
+
+def _check_send(principal: Principal, body: CommunicationCreate) -> None:
+    """What the public API refuses whoever the recipient is."""
+    if body.template in INTERNAL_TEMPLATES:
+        raise Invalid(f"template {body.template!r} is sent by the hub itself, not through this API",
+                      code="internal_template", field="template")
+    if body.category == "account" and (body.client_id is not None or principal.role == "practice_staff"):
+        raise Invalid("category 'account' is operational mail between the hub, practices and "
+                      "companies; it is never sent to a client", code="account_to_client", field="category")
+    reserved = sorted(HUB_KEYS & set(body.context))
+    if reserved:
+        raise Invalid(f"context may not set the hub's own keys: {', '.join(reserved)}",
+                      code="reserved_context", field=f"context.{reserved[0]}")
 
 
 # --------------------------------------------------------------------------- API
 
 
-@routes.post("/api/communications")
-async def create_communication(request: web.Request) -> web.Response:
-    """Send one message: to a client (``client_id``, channel order with fallback) or to an
-    email address (``to``)."""
+@api.post("/api/communications", summary="Send one message", body=CommunicationCreate, status=201,
+          errors=(403, 404, 413, 422), max_body=64 * 1024)
+async def create_communication(request: web.Request, body: CommunicationCreate) -> dict[str, Any]:
+    """Send one message: to a client (``client_id``, channel order with fallback) or, for an
+    operator, to an email address (``to``)."""
     hub = request.app[HUB_KEY]
     principal = get_principal(request)
-    body = await json_body(request)
-    template = body.get("template")
-    category = body.get("category")
-    if not template or not isinstance(template, str):
-        raise ApiError(400, "invalid", "template is required", "template")
-    if not category or not isinstance(category, str):
-        raise ApiError(400, "invalid", "category is required", "category")
-    context = body.get("context") or {}
-    if not isinstance(context, dict):
-        raise ApiError(400, "invalid", "context must be an object", "context")
+    _check_send(principal, body)
     async with hub.transaction() as session:
         try:
-            if body.get("client_id") is not None:
-                client_id = _int(body["client_id"], "client_id")
-                practice_id = await _client_practice(session, client_id)
-                await _require_practice(principal, session, practice_id)
-                [comm] = await queue_many(session, hub, client_ids=[client_id], template=template,
-                                          category=category, channels=_channels(body), context=context,
-                                          created_by=principal.actor)
-            elif body.get("to"):
-                practice_id = _int(body["practice_id"], "practice_id") if body.get("practice_id") is not None else None
-                await _require_practice(principal, session, practice_id)
-                cc = body.get("cc") or []
-                if not isinstance(cc, list):
-                    raise ApiError(400, "invalid", "cc must be a list", "cc")
-                comm = await queue_email(session, hub, to=str(body["to"]), template=template,
-                                         context=context, category=category, cc=[str(c) for c in cc],
-                                         practice_id=practice_id,
-                                         company_id=principal.company_id if principal.role == "company_admin" else None)
+            if body.client_id is not None:
+                await _scoped_client_practice(session, principal, body.client_id)
+                [comm] = await queue_many(session, hub, client_ids=[body.client_id], template=body.template,
+                                          category=body.category, channels=_channels(body),
+                                          context=body.context, created_by=principal.actor)
+            elif body.to:
+                if not principal.is_operator:
+                    raise Forbidden("sending to an address that is not a client is for operators",
+                                    code="operators_only", field="to")
+                if body.practice_id is not None and await session.get(Practice, body.practice_id) is None:
+                    raise NotFound("practice not found", field="practice_id")
+                comm = await queue_email(session, hub, to=body.to, template=body.template,
+                                         context=body.context, category=body.category, cc=body.cc,
+                                         practice_id=body.practice_id)
                 comm.created_by = principal.actor
             else:
-                raise ApiError(400, "invalid", "give client_id or to", "client_id")
+                raise Invalid("give client_id or to", code="invalid", field="client_id")
         except MessagingError as err:
             raise _api_error(err) from err
         await audit.record(session, principal.actor, "communication.create", "communication", comm.id,
-                           after={"channel": comm.channel, "status": comm.status, "template": template},
+                           after={"channel": comm.channel, "status": comm.status, "template": body.template},
                            practice_id=comm.practice_id, company_id=comm.company_id)
-    return web.json_response(communication_json(comm), status=201)
+    return communication_json(comm)
 
 
-@routes.post("/api/communications/preview")
-async def preview(request: web.Request) -> web.Response:
+@api.post("/api/communications/preview", summary="Who would get a message, and why",
+          body=PreviewRequest, errors=(422,), max_body=64 * 1024)
+async def preview(request: web.Request, body: PreviewRequest) -> dict[str, Any]:
     """The audience with each verdict and its reasons; nothing is recorded or sent."""
     hub = request.app[HUB_KEY]
     principal = get_principal(request)
-    body = await json_body(request)
-    category = body.get("category")
-    if not category or not isinstance(category, str):
-        raise ApiError(400, "invalid", "category is required", "category")
-    ids = body.get("client_ids")
-    if not isinstance(ids, list) or not ids:
-        raise ApiError(400, "invalid", "client_ids must be a non-empty list", "client_ids")
-    client_ids = [_int(i, "client_ids") for i in ids]
+    client_ids = list(body.client_ids)
     async with hub.sessionmaker() as session:
         allowed = await principal.practice_ids(session)
         try:
-            plans = await plan_for_clients(session, hub, client_ids, category=category, channels=_channels(body))
+            plans = await plan_for_clients(session, hub, client_ids, category=body.category,
+                                           channels=_channels(body))
         except MessagingError as err:
             raise _api_error(err) from err
         items = []
@@ -183,18 +211,17 @@ async def preview(request: web.Request) -> web.Response:
                           "decision": plan.verdict.decision, "address": plan.address or None,
                           "defer_until": plan.verdict.defer_until.isoformat() if plan.verdict.defer_until else None,
                           "reasons": plan.reasons})
-    return web.json_response({"items": items})
+    return {"items": items}
 
 
-@routes.get("/api/clients/{client_id}/communications")
-async def client_communications(request: web.Request) -> web.Response:
+@api.get("/api/clients/{client_id}/communications", summary="A client's messages and replies",
+         path_params=ClientPath, errors=(404, 422))
+async def client_communications(request: web.Request, path: ClientPath) -> dict[str, Any]:
     hub = request.app[HUB_KEY]
     principal = get_principal(request)
-    client_id = _int(request.match_info["client_id"], "client_id")
+    client_id = path.client_id
     async with hub.sessionmaker() as session:
-        practice_id = await _client_practice(session, client_id)
-        if practice_id is None or not await principal.can_access_practice(session, practice_id):
-            raise not_found(f"client {client_id}")
+        await _scoped_client_practice(session, principal, client_id)
         comms = list((await session.execute(
             select(Communication).where(Communication.client_id == client_id).order_by(Communication.id.desc())
         )).scalars())
@@ -210,37 +237,26 @@ async def client_communications(request: web.Request) -> web.Response:
                 replies[r.communication_id].append(r)
         unlinked = list((await session.execute(select(InboundMessage).where(
             InboundMessage.client_id == client_id, InboundMessage.communication_id.is_(None)))).scalars())
-    return web.json_response({
+    return {
         "items": [communication_json(c, history[c.id], replies[c.id]) for c in comms],
         "unlinked_replies": [{"id": r.id, "channel": r.channel, "from": r.from_address, "body": r.body,
                               "received_at": r.received_at.isoformat()} for r in unlinked],
-    })
+    }
 
 
-@routes.post("/api/clients/{client_id}/consent")
-async def set_consent(request: web.Request) -> web.Response:
+@api.post("/api/clients/{client_id}/consent", summary="Record a staff edit of a client's preference",
+          path_params=ClientPath, body=ConsentCreate, status=201, errors=(404, 422), max_body=4096)
+async def set_consent(request: web.Request, path: ClientPath, body: ConsentCreate) -> dict[str, Any]:
     """A staff edit of a client's preference: ``{"category", "channel", "allowed"}``."""
     hub = request.app[HUB_KEY]
     principal = get_principal(request)
-    client_id = _int(request.match_info["client_id"], "client_id")
-    body = await json_body(request)
-    category, channel = str(body.get("category", "*")), str(body.get("channel", "*"))
-    if category != "*" and category not in UNSUBSCRIBABLE | {"account"}:
-        raise ApiError(422, "unknown_category", f"unknown category {category!r}", "category")
-    if channel != "*" and channel not in CHANNELS:
-        raise ApiError(422, "unknown_channel", f"unknown channel {channel!r}", "channel")
-    if not isinstance(body.get("allowed"), bool):
-        raise ApiError(400, "invalid", "allowed must be true or false", "allowed")
     async with hub.transaction() as session:
-        practice_id = await _client_practice(session, client_id)
-        if practice_id is None or not await principal.can_access_practice(session, practice_id):
-            raise not_found(f"client {client_id}")
-        row = await service.record_consent(session, hub, client_id=client_id, category=category,
-                                           channel=channel, allowed=body["allowed"], source="staff",
-                                           actor=principal.actor, practice_id=practice_id,
-                                           detail=str(body.get("detail", "")))
-    return web.json_response({"id": row.id, "client_id": client_id, "category": category,
-                              "channel": channel, "allowed": row.allowed, "source": "staff"}, status=201)
+        practice_id = await _scoped_client_practice(session, principal, path.client_id)
+        row = await service.record_consent(session, hub, client_id=path.client_id, category=body.category,
+                                           channel=body.channel, allowed=body.allowed, source="staff",
+                                           actor=principal.actor, practice_id=practice_id, detail=body.detail)
+    return {"id": row.id, "client_id": path.client_id, "category": body.category,
+            "channel": body.channel, "allowed": row.allowed, "source": "staff"}
 
 
 # --------------------------------------------------------------------------- pages
@@ -285,7 +301,7 @@ def _verify(request: web.Request, purpose: str) -> dict[str, Any]:
         raise web.HTTPNotFound(text=f"this link is not valid ({err})") from err
 
 
-@routes.get("/messaging/preferences/{token}")
+@pages.get("/messaging/preferences/{token}")
 async def preferences_page(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     data = _verify(request, "prefs")
@@ -310,7 +326,7 @@ async def preferences_page(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/messaging/preferences/{token}")
+@pages.post("/messaging/preferences/{token}")
 async def preferences_save(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     data = _verify(request, "prefs")
@@ -333,7 +349,7 @@ async def preferences_save(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(location=f"{request.path}?saved=1")
 
 
-@routes.get("/messaging/unsubscribe/{token}")
+@pages.get("/messaging/unsubscribe/{token}")
 async def unsubscribe_page(request: web.Request) -> web.Response:
     """What a person sees when they open the link: a button, not an unsubscription."""
     data = _verify(request, "unsub")
@@ -347,7 +363,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/messaging/unsubscribe/{token}")
+@pages.post("/messaging/unsubscribe/{token}")
 async def one_click(request: web.Request) -> web.Response:
     """RFC 8058: ``List-Unsubscribe=One-Click`` as multipart/form-data or urlencoded."""
     hub = request.app[HUB_KEY]
@@ -391,15 +407,19 @@ async def _track(request: web.Request, purpose: str, status: str) -> dict[str, A
     return data
 
 
-@routes.get("/messaging/t/o/{token}.gif")
+@pages.get("/messaging/t/o/{token}.gif")
 async def open_pixel(request: web.Request) -> web.Response:
     await _track(request, "open", "opened")
     return web.Response(body=GIF, content_type="image/gif", headers={"Cache-Control": "no-store"})
 
 
-@routes.get("/messaging/t/c/{token}")
+@pages.get("/messaging/t/c/{token}")
 async def click(request: web.Request) -> web.Response:
     data = await _track(request, "click", "clicked")
     if data is None or not str(data.get("u", "")).startswith(("http://", "https://")):
         raise web.HTTPNotFound(text="this link is not valid")
     raise web.HTTPFound(location=str(data["u"]))
+
+
+#: Everything this module serves: the declared API and the token pages.
+routes: list[web.AbstractRouteDef] = [*api, *pages]

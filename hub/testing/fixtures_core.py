@@ -113,7 +113,7 @@ def make_config(db_url: str, tmp_path: Path) -> Callable[..., HubConfig]:
 def base_config_data(db_url: str, tmp_path: Path, data: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "hub": {"data_dir": str(tmp_path / "var"), "public_url": "http://127.0.0.1:8080",
-                "secret_key": "test-secret-key"},
+                "secret_key": "test-secret-key-of-at-least-32-bytes"},
         "database": {"url": db_url},
         "http": {"host": "127.0.0.1", "port": 0},
         "jobs": {"workers": 2, "backoff_initial": 0.01, "backoff_max": 0.05, "poll_interval": 0.05,

@@ -175,15 +175,15 @@ async def get_practice(request: web.Request, path: IdPath) -> dict[str, Any]:
 
 
 @routes.get("/api/events", summary="Operator events, newest first", query=EventQuery, response=EventList)
-async def list_events(request: web.Request, query: EventQuery) -> dict[str, Any]:
+async def list_events(request: web.Request, query: EventQuery) -> EventList:
     hub, principal = request.app[HUB_KEY], get_principal(request)
     async with hub.read_session() as session:
         ids = await principal.practice_ids(session)
         rows = await events.list_events(session, kind=query.kind, practice_ids=ids)
-    return {"items": [
+    return EventList.model_validate({"items": [
         {"id": e.id, "at": e.at, "kind": e.kind, "practice_id": e.practice_id,
          "message": e.message, "data": e.data} for e in rows
-    ]}
+    ]})
 
 
 def job_json(j: Job) -> dict[str, Any]:

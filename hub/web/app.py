@@ -8,7 +8,7 @@ from aiohttp import web
 
 from hub.console import app as console
 from hub.core import Hub
-from hub.web import api_core, health, openapi
+from hub.web import api_core, health, openapi, security
 from hub.web.auth import auth_middleware
 from hub.web.errors import error_middleware
 from hub.web.keys import HUB_KEY
@@ -21,6 +21,7 @@ def create_app(hub: Hub, *, start_hub: bool = True, run_workers: bool = True) ->
     """
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=64 * 1024**2)
     app[HUB_KEY] = hub
+    security.install(app)
     app.add_routes(health.routes)
     app.add_routes(api_core.routes)
     openapi.install(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +46,35 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(err.status, err.code, err.message) from err
     request[PRINCIPAL_KEY] = principal
     return await handler(request)
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address for rate limits. ``X-Forwarded-For`` is believed only when the peer
+    is one of ``[http] trusted_proxies``: then the rightmost address that is not itself a trusted
+    proxy is the client (anything left of it was written by the client and may be forged)."""
+    peer = request.remote or "unknown"
+    hub = request.app[HUB_KEY]
+    trusted = trusted_networks(tuple(getattr(hub.config.http, "trusted_proxies", ()) or ()))
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+@functools.cache
+def trusted_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+
+def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def get_principal(request: web.Request) -> Principal:

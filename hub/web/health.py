@@ -29,6 +29,8 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     checks = await readiness(request.app[HUB_KEY])
     ready = all(c["ok"] for c in checks.values())
+    if not await _operator_asks(request):
+        checks = _public(checks)
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
@@ -56,6 +58,30 @@ async def readiness(hub: Any) -> dict[str, dict[str, object]]:
     for name, check in checks.items():
         CHECK_OK.labels(name).set(1 if check["ok"] else 0)
     return checks
+
+
+def _public(checks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """What anyone may see: ok per kind of check; no tenant (practice slugs are in the names
+    after the colon) and no provider error text, which only an operator token shows."""
+    out: dict[str, dict[str, object]] = {}
+    for name, check in checks.items():
+        kind = name.split(":", 1)[0]
+        out[kind] = {"ok": bool(out.get(kind, {"ok": True})["ok"]) and bool(check["ok"])}
+    return out
+
+
+async def _operator_asks(request: web.Request) -> bool:
+    from hub.auth import AuthError, authenticate
+
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    hub = request.app[HUB_KEY]
+    try:
+        async with hub.sessionmaker() as session:
+            return (await authenticate(session, token.strip(), hub.clock.now())).is_operator
+    except AuthError:
+        return False
 
 
 async def _run_check(check: Callable[[], Awaitable[tuple[bool, str]]]) -> dict[str, object]:

@@ -257,7 +257,9 @@ class DkimSigner:
             self.domain,
             self.key,
             canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=list(DKIM_HEADERS),
+            # over-sign (RFC 6376 §8.15): listed once more than present, so a second copy added
+            # in transit (another From, another unsubscribe target) breaks the signature
+            include_headers=[*DKIM_HEADERS, b"from", b"list-unsubscribe", b"list-unsubscribe-post"],
         )
         return signature + data
 

@@ -83,8 +83,8 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_env_expansion_with_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "[hub]\nsecret_key = '${SECRET}'\npublic_url = '${URL:-https://hub.example}'\n")
-    config = load_config(path, env={"SECRET": "s3cret"})
-    assert config.hub.secret_key.get_secret_value() == "s3cret"
+    config = load_config(path, env={"SECRET": "s3cret-that-is-at-least-32-bytes-long"})
+    assert config.hub.secret_key.get_secret_value() == "s3cret-that-is-at-least-32-bytes-long"
     assert config.hub.public_url == "https://hub.example"
     assert "s3cret" not in str(config.redacted())
 

@@ -25,10 +25,15 @@ class PartnerPlugin:
 
 
 async def readyz(hub: Any) -> tuple[int, dict[str, Any]]:
+    """/readyz as an operator sees it (anyone else sees ok per kind of check, no detail)."""
+    from hub.auth import issue_token
+
+    async with hub.transaction() as session:
+        token, _ = await issue_token(session, role="operator", name="test")
     client = TestClient(TestServer(create_app(hub, start_hub=False, run_workers=False), host="127.0.0.1", port=0))
     await client.start_server()
     try:
-        response = await client.get("/readyz")
+        response = await client.get("/readyz", headers={"Authorization": f"Bearer {token}"})
         return response.status, await response.json()
     finally:
         await client.close()

@@ -109,7 +109,9 @@ async def test_request_to_first_case(world: World, tmp_path) -> None:
         stamped = (await s.get(AccountRequest, rid)).first_images_received_at
     assert stamped == world.clock.now()  # by vethub_instance_stored, as the images arrived
 
-    # 7. the practice submits the case
+    # 7. the practice submits the case (a login token lasts login_token_hours: log in again)
+    r = await api.post("/api/login", json={"email": "ada@elm.example", "password": "correct horse battery"})
+    staff_token = (await r.json())["token"]
     world.clock.advance(hours=3)
     r = await api.post("/api/cases", json={"study_id": study.id, "question": "fracture?", "allow_incomplete": True},
                        headers={"Authorization": f"Bearer {staff_token}"})
@@ -273,6 +275,13 @@ async def test_known_practice_adds_a_company_through_onboarding(world_factory) -
 
     second = await (await world.api.post("/api/account-requests",
                                          json={**full, "company": "scan-co", "modalities": ["US"]})).json()
+    # a known practice: auto-approval only asks the practice, whose own staff confirm
+    assert second["state"] == "awaiting_practice" and second["account_id"] is None
+    login = await (await world.api.post("/api/login", json={"email": full["email"],
+                                                            "password": "correct horse battery"})).json()
+    r = await world.api.post(f"/api/account-requests/{second['id']}/confirm",
+                             headers={"Authorization": f"Bearer {login['token']}"})
+    second = await r.json()
     assert second["state"] == "accepted"
     assert second["practice_id"] == first["practice_id"] and second["account_id"] != first["account_id"]
     await world.run_jobs()
