@@ -40,7 +40,10 @@ def register(admin: click.Group) -> None:
 @click.command("list-tokens")
 @config_option
 def list_tokens(config_path: str | None) -> None:
-    """List API tokens: id, prefix, role, tenant, name, expiry and whether revoked."""
+    """List API tokens: id, prefix, role, tenant, name, expiry and whether revoked.
+
+    Example: vethub admin list-tokens --config vethub.toml
+    """
     from hub.auth import list_tokens as tokens
 
     async def _go(hub: Hub) -> None:
@@ -62,7 +65,10 @@ def list_tokens(config_path: str | None) -> None:
 @config_option
 @click.argument("token_id", type=click.IntRange(min=1))
 def revoke_token(config_path: str | None, token_id: int) -> None:
-    """Revoke a token by its id (from list-tokens); requests with it then answer 401."""
+    """Revoke a token by its id (from list-tokens); requests with it then answer 401.
+
+    Example: vethub admin revoke-token 12
+    """
     from hub import audit
     from hub.auth import revoke_token as revoke
 
