@@ -94,11 +94,14 @@ class Processor:
         answered = await self._answered()
         if answered is not None:
             return await self._reply(answered)
-        if self.config.support_address and self.config.support_address.lower() in row.rcpt_to:
+        if self.config.support_address and self.config.support_address.lower() in self._rcpts():
             return await self._written()
         kind = InboundKind.unmatched_reply if (self._tagged("reply") or parsed.message_ids) \
             else InboundKind.unrecognised
         await self._keep(kind, f"{kind.value.replace('_', ' ')} from {parsed.from_address or 'nobody'}")
+
+    def _rcpts(self) -> set[str]:
+        return {r.lower() for r in self.row.rcpt_to}
 
     def _tagged(self, base: str) -> list[str]:
         """The +tags of envelope recipients whose local part is ``base+tag``."""
@@ -226,8 +229,8 @@ class Processor:
 
     def _to_unsubscribe(self) -> bool:
         mailboxes = self._unsubscribe_addresses()
-        plain = {f"{r.partition('+')[0]}@{r.rpartition('@')[2]}" for r in self.row.rcpt_to}
-        return bool(mailboxes & (set(self.row.rcpt_to) | plain))
+        plain = {f"{r.partition('+')[0]}@{r.rpartition('@')[2]}" for r in self._rcpts()}
+        return bool(mailboxes & (self._rcpts() | plain))
 
     def _unsubscribe_token(self) -> dict[str, Any] | None:
         candidates = [tag for rcpt in self.row.rcpt_to

@@ -17,7 +17,7 @@ async def store(hub: Hub, raw: bytes, *, via: str, peer: str, mail_from: str, rc
     """Keep ``raw`` (its first ``max_bytes``) and enqueue its processing; returns the row id."""
     async with hub.transaction() as session:
         row = InboundEmail(
-            via=via, peer=peer[:255], mail_from=mail_from[:320], rcpt_to=[r.lower() for r in rcpt_to],
+            via=via, peer=peer[:255], mail_from=mail_from[:320], rcpt_to=list(rcpt_to),  # as given: a token's case matters
             size=len(raw), truncated=len(raw) > max_bytes, raw=raw[:max_bytes],
             state=InboundState.pending, received_at=hub.clock.now(), outcome={}, note="", flagged=False,
         )
