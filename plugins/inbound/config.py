@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class ImapConfig(BaseModel):
+    """``[inbound.imap]``: a mailbox to poll (IDLE where the server supports it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    port: int | None = None  # default 993 with tls = "tls", else 143
+    tls: Literal["none", "tls"] = "tls"
+    username: str
+    password: SecretStr
+    mailbox: str = "INBOX"
+    #: seconds between polls without IDLE, and the longest IDLE before it is renewed
+    poll_seconds: float = Field(60.0, gt=0)
+    idle: bool = True
+    timeout: float = 30.0
+
+    @property
+    def imap_port(self) -> int:
+        return self.port or (993 if self.tls == "tls" else 143)
 
 
 class InboundConfig(BaseModel):
@@ -29,6 +52,10 @@ class InboundConfig(BaseModel):
     #: soft bounces within soft_bounce_days that mark an address bounced
     soft_bounce_threshold: int = Field(3, ge=1)
     soft_bounce_days: int = Field(14, ge=1)
+    #: poll an IMAP mailbox as well
+    imap: ImapConfig | None = None
+    #: run the LMTP listener (false: IMAP only)
+    lmtp: bool = True
 
     @field_validator("listen")
     @classmethod

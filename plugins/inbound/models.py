@@ -42,6 +42,9 @@ class InboundEmail(Base):
     #: "lmtp" | "imap"
     via: Mapped[str] = mapped_column(String(16))
     peer: Mapped[str] = mapped_column(String(255), default="")
+    #: where a polled copy came from ("imap:<host>/<mailbox>/<uidvalidity>/<uid>"): fetching it
+    #: again after a crash, before it was deleted, stores nothing new
+    source_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     mail_from: Mapped[str] = mapped_column(String(320), default="")
     rcpt_to: Mapped[list[str]] = mapped_column(JSONType, default=list)
     size: Mapped[int] = mapped_column(Integer)

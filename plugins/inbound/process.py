@@ -83,7 +83,7 @@ class Processor:
         complaint = read_complaint(parsed.message)
         if complaint is not None:
             return await self._complaint(complaint)
-        null_sender = row.mail_from.strip("<>") == "" and row.via == "lmtp"
+        null_sender = row.mail_from.strip("<>") == ""
         is_report = parsed.message.get_content_type() == "multipart/report"
         if verp is not None or null_sender or is_report:
             bounce = read_bounce(parsed.message)

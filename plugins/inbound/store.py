@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from .models import InboundEmail, InboundState
 from .process import PROCESS_JOB
 
@@ -13,10 +15,17 @@ if TYPE_CHECKING:
 
 
 async def store(hub: Hub, raw: bytes, *, via: str, peer: str, mail_from: str, rcpt_to: list[str],
-                max_bytes: int) -> int:
-    """Keep ``raw`` (its first ``max_bytes``) and enqueue its processing; returns the row id."""
+                max_bytes: int, source_key: str | None = None) -> int:
+    """Keep ``raw`` (its first ``max_bytes``) and enqueue its processing; returns the row id.
+    A ``source_key`` already stored returns that row's id and stores nothing."""
     async with hub.transaction() as session:
+        if source_key is not None:
+            known = (await session.execute(select(InboundEmail.id).where(
+                InboundEmail.source_key == source_key))).scalar()
+            if known is not None:
+                return known
         row = InboundEmail(
+            source_key=source_key,
             via=via, peer=peer[:255], mail_from=mail_from[:320], rcpt_to=list(rcpt_to),  # as given: a token's case matters
             size=len(raw), truncated=len(raw) > max_bytes, raw=raw[:max_bytes],
             state=InboundState.pending, received_at=hub.clock.now(), outcome={}, note="", flagged=False,

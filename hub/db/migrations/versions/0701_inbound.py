@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("via", sa.String(length=16), nullable=False),
         sa.Column("peer", sa.String(length=255), nullable=False),
+        sa.Column("source_key", sa.String(length=255), nullable=True),
         sa.Column("mail_from", sa.String(length=320), nullable=False),
         sa.Column("rcpt_to", JSON, nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
@@ -40,6 +41,7 @@ def upgrade() -> None:
         sa.Column("processed_at", UTCDateTime(), nullable=True),
         sa.Column("note", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_emails")),
+        sa.UniqueConstraint("source_key", name=op.f("uq_inbound_emails_source_key")),
     )
     op.create_index(op.f("ix_inbound_emails_state"), "inbound_emails", ["state"], unique=False)
     op.create_index("ix_inbound_emails_address_kind", "inbound_emails", ["address", "kind"], unique=False)
