@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
 from flufl.bounce import all_failures
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,11 @@ def read_bounce(msg: Message) -> Bounce | None:
     dsn = read_dsn(msg)
     if dsn is not None and dsn.failures:
         return dsn
-    temporary, permanent = all_failures(msg)  # flufl.bounce's order: temporary first
+    try:
+        temporary, permanent = all_failures(msg)  # flufl.bounce's order: temporary first
+    except Exception:  # noqa: BLE001 - a detector choking on a malformed message (it re-raises)
+        log.warning("flufl.bounce could not read a message", exc_info=True)
+        return dsn
     failures = [Failure(a.decode("utf-8", "replace").lower(), True) for a in sorted(permanent)]
     failures += [Failure(a.decode("utf-8", "replace").lower(), False)
                  for a in sorted(temporary - permanent)]
