@@ -218,6 +218,9 @@ async def record_inbound(
     kind = CHANNEL_TO_KIND.get(channel, channel)
     address = _norm(kind, from_address) if kind in KIND_TO_CHANNEL else from_address
     answered = await session.get(Communication, communication_id) if communication_id else None
+    client_id: int | None
+    practice_id: int | None
+    comm_id: int | None
     if answered is not None:
         client_id, practice_id, comm_id = answered.client_id, answered.practice_id, answered.id
     else:
@@ -329,6 +332,8 @@ async def record_complaint(
     to whoever the address belongs to; with nobody known, the address itself is opted out."""
     comm = await session.get(Communication, communication_id) if communication_id else None
     address = _norm("email", comm.address if comm is not None and not address else address)
+    client_id: int | None
+    practice_id: int | None
     if comm is not None and comm.client_id is not None:
         client_id, practice_id = comm.client_id, comm.practice_id
     else:

@@ -7,6 +7,8 @@ Pure functions over :class:`email.message.Message`; nothing here touches the dat
 from __future__ import annotations
 
 import email
+import email.header
+import email.parser
 import email.policy
 import logging
 import re
@@ -91,8 +93,9 @@ def _original_message_id(report: Message) -> str | None:
             if isinstance(inner, Message) and inner.get("Message-ID"):
                 return _msgids(str(inner["Message-ID"]))[0] if _msgids(str(inner["Message-ID"])) else None
         if ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-            headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(
-                part.get_payload(decode=True).decode("utf-8", "replace"))
+            data = part.get_payload(decode=True)
+            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
+            headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
             ids = _msgids(str(headers.get("Message-ID", "")))
             if ids:
                 return ids[0]
@@ -180,7 +183,8 @@ def plain_body(msg: Message, limit: int = 20_000) -> str:
     """The first text/plain part, decoded (replies and written requests)."""
     for part in msg.walk():
         if part.get_content_type() == "text/plain" and not part.get_filename():
-            data = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
             charset = part.get_content_charset() or "utf-8"
             try:
                 return data.decode(charset, "replace")[:limit]

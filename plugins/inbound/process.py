@@ -162,7 +162,7 @@ class Processor:
         done = []
         for failure in bounce.failures:
             address = failure.address
-            if known and address not in known and len(bounce.failures) == 1:
+            if comm is not None and known and address not in known and len(bounce.failures) == 1:
                 address = comm.address.lower()  # forwarded: the address we sent to failed
             row.address = row.address or address
             if failure.permanent:
