@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("messaging", "hub.messaging.plugin"),
     ("email", "plugins.channels.email"),
     ("maildir", "plugins.channels.maildir"),
+    ("inbound", "plugins.inbound.plugin"),
     ("contact_policy", "plugins.policies.contact"),
     ("reminder_policy", "plugins.policies.reminders"),
     ("pims", "hub.pims.plugin"),

@@ -9,3 +9,4 @@ import hub.db.models  # noqa: F401
 import hub.imaging.models  # noqa: F401
 import hub.messaging.models  # noqa: F401
 import hub.pims.models  # noqa: F401
+import plugins.inbound.models  # noqa: F401

@@ -198,13 +198,17 @@ async def record_inbound(
     raw: dict[str, Any],
     only: Collection[int] | None = None,
     exclude: Collection[int] = (),
+    communication_id: int | None = None,
 ) -> InboundMessage:
     """Store an inbound reply, matched to the client by phone (E.164) or email and linked to
     the latest communication sent to that address. A repeated provider id returns the stored row.
 
     ``only``/``exclude`` narrow the practices the reply can belong to (the channel knows which
     sender it reached). When it stays ambiguous, the reply is stored unassigned and an
-    operator event says so: it is shown to no practice rather than to the wrong one."""
+    operator event says so: it is shown to no practice rather than to the wrong one.
+
+    ``communication_id``: the channel matched the reply to the message it answers (an email's
+    reply token or In-Reply-To); it belongs to that message's client and practice."""
     if provider_id:
         existing = (await session.execute(
             select(InboundMessage).where(InboundMessage.provider_id == provider_id)
@@ -213,8 +217,15 @@ async def record_inbound(
             return existing
     kind = CHANNEL_TO_KIND.get(channel, channel)
     address = _norm(kind, from_address) if kind in KIND_TO_CHANNEL else from_address
-    client_id, practice_id, comm_id = await _client_for_address(
-        session, kind, address, only=only, exclude=exclude)
+    answered = await session.get(Communication, communication_id) if communication_id else None
+    client_id: int | None
+    practice_id: int | None
+    comm_id: int | None
+    if answered is not None:
+        client_id, practice_id, comm_id = answered.client_id, answered.practice_id, answered.id
+    else:
+        client_id, practice_id, comm_id = await _client_for_address(
+            session, kind, address, only=only, exclude=exclude)
     msg = InboundMessage(
         channel=channel, from_address=address, to_address=to_address, body=body,
         provider_id=provider_id, client_id=client_id, practice_id=practice_id,
@@ -310,6 +321,35 @@ async def mark_address_invalid(
         data={"kind": kind, "address": address, "reason": reason, "source": source,
               "client_id": client_id, "communication_id": comm_id},
     )
+
+
+async def record_complaint(
+    session: AsyncSession, hub: Hub, *, address: str, provider: str, detail: str = "",
+    communication_id: int | None = None, category: str = "marketing",
+) -> None:
+    """A mailbox provider's complaint (an ARF report): no more ``category`` mail to that person
+    on email, ledger source ``provider``. Credited to the client of the reported message, else
+    to whoever the address belongs to; with nobody known, the address itself is opted out."""
+    comm = await session.get(Communication, communication_id) if communication_id else None
+    address = _norm("email", comm.address if comm is not None and not address else address)
+    client_id: int | None
+    practice_id: int | None
+    if comm is not None and comm.client_id is not None:
+        client_id, practice_id = comm.client_id, comm.practice_id
+    else:
+        client_id, practice_id, _ = await _client_for_address(session, "email", address)
+    note = f"complaint about {address} via {provider}" + (f": {detail}" if detail else "")
+    if client_id is None:
+        await set_address_opt_out(session, hub, kind="email", address=address, opted_out=True,
+                                  source="provider", detail=note)
+        return
+    # no address on the row: the preference ledger reads only client rows (see facts.load_consent)
+    session.add(ConsentRecord(
+        client_id=client_id, practice_id=practice_id, address=None, category=category,
+        channel="email", allowed=False, source="provider", actor=provider[:200], detail=note,
+        at=hub.clock.now(),
+    ))
+    await session.flush()
 
 
 async def record_consent(

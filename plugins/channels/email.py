@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import os
 import ssl
@@ -73,6 +74,10 @@ class EmailConfig(BaseModel):
     message_id_domain: str | None = None
     #: mailbox for the mailto: List-Unsubscribe URI; defaults to from_address
     unsubscribe_mailto: str | None = None
+    #: per-message VERP envelope sender bounces+<token>@verp_domain (docs/inbound-email.md)
+    verp_domain: str | None = None
+    #: with verp_domain: Reply-To reply+<token>@verp_domain, so replies find their message
+    reply_tokens: bool = False
 
     # maildir backend
     maildir_path: str = "maildir"  # relative paths are under the hub's data_dir
@@ -157,6 +162,24 @@ def _qp(text: str) -> bytes:
     return encoded.replace(b"\n", b"\r\n")
 
 
+def address_token(secret: bytes, purpose: str, communication_id: int) -> str:
+    """``<id>-<mac>`` for a VERP or reply address: lower-case hex, since MTAs may fold the
+    local part's case, and keyed with the hub secret so a bounce cannot be forged for a
+    message the forger never saw."""
+    mac = hmac.new(secret, f"{purpose}:{communication_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{communication_id}-{mac[:20]}"
+
+
+def read_address_token(secret: bytes, purpose: str, token: str) -> int | None:
+    """The communication id in a token made by :func:`address_token`, or None if forged."""
+    ident, _, _ = token.partition("-")
+    if not ident.isascii() or not ident.isdigit() or len(ident) > 18:
+        return None
+    if not hmac.compare_digest(address_token(secret, purpose, int(ident)), token.lower()):
+        return None
+    return int(ident)
+
+
 class MimeBuilder:
     """Builds RFC 5322 bytes for an :class:`OutboundMessage` (~tens of µs, not ~1 ms)."""
 
@@ -200,7 +223,11 @@ class MimeBuilder:
         ]
         if message.cc:
             lines.append("Cc: " + ", ".join(_address(a) for a in message.cc))
-        if reply_to:
+        if self.config.verp_domain and self.config.reply_tokens:
+            # a token the inbound plugin matches to this message; the practice sees the reply
+            token = address_token(self._secret, "reply", message.communication_id)
+            lines.append(f"Reply-To: reply+{token}@{self.config.verp_domain}")
+        elif reply_to:
             lines.append("Reply-To: " + reply_to)
         lines.append("Subject: " + _header(message.subject or ""))
         lines.append("Date: " + self.date())
@@ -382,6 +409,10 @@ class SmtpEmailChannel:
     async def send(self, message: OutboundMessage) -> SendResult:
         message_id, data = self.render(message)
         recipients = [message.to, *message.cc]
+        envelope_from = self.envelope_from
+        if self.config.verp_domain:
+            token = address_token(self.builder._secret, "verp", message.communication_id)
+            envelope_from = f"bounces+{token}@{self.config.verp_domain}"
         async with self._slots:
             try:
                 conn = await self._acquire()
@@ -390,7 +421,7 @@ class SmtpEmailChannel:
             if message.on_handed is not None:
                 message.on_handed()  # on the wire from here: the hub's hand-off journal
             try:
-                errors, reply = await conn.smtp.sendmail(self.envelope_from, recipients, data)
+                errors, reply = await conn.smtp.sendmail(envelope_from, recipients, data)
             except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                 # the envelope was reset; the connection is still good
                 conn.last_used = time.monotonic()

@@ -1,0 +1,1 @@
+"""Inbound email: bounces, complaints, mailto unsubscribes, replies and written requests."""
