@@ -17,7 +17,10 @@ from hub.cli_support import config_option, load_or_exit, with_hub
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--no-images", is_flag=True, help="Only the manifest of the image store, not its files.")
 def backup_cmd(config_path: str | None, dest: Path, no_images: bool) -> None:
-    """Back up the database and the image store to DEST (a new or empty folder), online."""
+    """Back up the database and the image store to DEST (a new or empty folder), online.
+
+    Example: vethub backup /srv/backups/2026-12-07
+    """
     from hub.ops.backup import BackupError, backup, image_root_of
 
     config = load_or_exit(config_path)
@@ -37,7 +40,10 @@ def backup_cmd(config_path: str | None, dest: Path, no_images: bool) -> None:
 @config_option
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def restore_cmd(config_path: str | None, source: Path) -> None:
-    """Restore a backup into the (empty) database and image store the config names."""
+    """Restore a backup into the (empty) database and image store the config names.
+
+    Example: vethub restore /srv/backups/2026-12-07 --config new-host.toml
+    """
     from hub.ops.backup import BackupError, restore
 
     config = load_or_exit(config_path)
@@ -55,7 +61,10 @@ def restore_cmd(config_path: str | None, source: Path) -> None:
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="A backup's manifest.jsonl to compare checksums with (default: the one a restore left).")
 def verify_cmd(config_path: str | None, manifest: Path | None) -> None:
-    """Check every instance row against its file; exit 1 listing every problem."""
+    """Check every instance row against its file; exit 1 listing every problem.
+
+    Example: vethub verify --config vethub.toml
+    """
     from hub.ops.backup import verify
 
     async def _go(hub: Any) -> tuple[int, list[str]]:

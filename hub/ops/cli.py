@@ -13,7 +13,7 @@ from hub.cli_support import config_option, with_hub
 
 @click.group("dicom")
 def dicom_group() -> None:
-    """The DICOM image store."""
+    """The DICOM image store: reconcile files and rows."""
 
 
 @dicom_group.command("reconcile")
@@ -22,7 +22,10 @@ def dicom_group() -> None:
 @click.option("--min-age", type=float, default=600.0, show_default=True,
               help="Seconds a file without a row must be old to be taken for an orphan.")
 def reconcile_cmd(config_path: str | None, dry_run: bool, min_age: float) -> None:
-    """Find files without rows (quarantined, never deleted) and rows without files (listed)."""
+    """Find files without rows (quarantined, never deleted) and rows without files (listed).
+
+    Example: vethub dicom reconcile --dry-run
+    """
     from hub.ops.reconcile import QUARANTINE, reconcile
 
     async def _go(hub: Any) -> Any:
@@ -56,7 +59,10 @@ def commands() -> list[click.Command]:
 @config_option
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 def retention_cmd(config_path: str | None, dry_run: bool) -> None:
-    """Delete the image files of delivered cases past each practice's retention (now)."""
+    """Delete the image files of delivered cases past each practice's retention (now).
+
+    Example: vethub retention --dry-run
+    """
     from hub.ops.retention import apply_retention
 
     async def _go(hub: Any) -> Any:
