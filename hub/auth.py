@@ -8,8 +8,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Account, ApiToken, Practice, User
@@ -184,7 +186,7 @@ async def revoke_token(session: AsyncSession, token_id: int, now: datetime) -> b
     result = await session.execute(
         update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)).values(revoked_at=now)
         .execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 async def revoke_user_tokens(session: AsyncSession, user_id: int, now: datetime, *,
@@ -194,7 +196,7 @@ async def revoke_user_tokens(session: AsyncSession, user_id: int, now: datetime,
     if keep_token_id is not None:
         stmt = stmt.where(ApiToken.id != keep_token_id)
     result = await session.execute(stmt.values(revoked_at=now).execution_options(synchronize_session=False))
-    return result.rowcount
+    return cast(CursorResult[Any], result).rowcount
 
 
 async def list_tokens(session: AsyncSession) -> list[ApiToken]:

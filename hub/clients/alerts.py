@@ -97,6 +97,8 @@ async def compute(session: AsyncSession, client: Client, now: datetime) -> list[
             Reminder.status == "active", Reminder.due_date < today)
         .order_by(Reminder.due_date))
     for external_id, service, due in overdue:
+        if external_id is None:
+            continue
         p = by_external[external_id]
         out.append(Alert(AlertCode.overdue_reminder,
                          f"{p.name or 'patient'}: {service or 'a service'} was due on {due:%Y-%m-%d}",
@@ -107,7 +109,7 @@ async def compute(session: AsyncSession, client: Client, now: datetime) -> list[
             Visit.patient_external_id.in_(sorted(by_external)))
         .group_by(Visit.patient_external_id))).all())
     for external_id, last in visits.items():
-        if last is not None and now - _aware(last) > NO_VISIT_AFTER:
+        if last is not None and external_id is not None and now - _aware(last) > NO_VISIT_AFTER:
             p = by_external[external_id]
             out.append(Alert(AlertCode.no_recent_visit,
                              f"{p.name or 'patient'}: no visit since {last:%Y-%m-%d}", p.id))

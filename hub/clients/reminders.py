@@ -136,6 +136,8 @@ async def due_steps(hub: Any, session: AsyncSession, facts: PracticeReminderFact
             ReminderStep.on_date >= today - HORIZON - HORIZON))).all())
     wanted: dict[int, list[tuple[str, date, tuple[str, ...]]]] = {}
     for rid, service, due, patient_status, species in light:
+        if due is None:  # the query asks for a due date in range; a NULL cannot match
+            continue
         schedule = schedule_for(hub, ReminderFacts(rid, facts.id, service, due,
                                                    patient_status or "unknown", species), facts)
         if schedule is None:
@@ -171,7 +173,7 @@ async def claim(session: AsyncSession, practice_id: int, steps: Sequence[DueStep
     """Insert the step rows; return the (reminder id, step) pairs this transaction wrote."""
     if not steps:
         return set()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     values = [{"practice_id": practice_id, "reminder_id": s.reminder.id, "client_id": s.client_id,
                "step": s.step, "on_date": s.on_date, "status": StepStatus.skipped.value,
                "created_at": now} for s in steps]

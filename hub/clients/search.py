@@ -139,7 +139,7 @@ async def active_patient_owners(session: AsyncSession,
         select(Patient.practice_id, Patient.client_external_id).where(
             tuple_(Patient.practice_id, Patient.client_external_id).in_(sorted(wanted)),
             Patient.status == "active").distinct())
-    return {(r[0], r[1]) for r in rows}
+    return {(r[0], r[1]) for r in rows if r[1] is not None}
 
 
 def is_contactable(client: Client, owners: set[tuple[int, str]]) -> bool:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.clients.config import clients_config
@@ -96,6 +97,7 @@ async def send_surveys(hub: Any, practice: Practice) -> int:
                                       "patient_name": pet or "your pet"}
                                 for cid, (sid, pet) in won.items()})
         for comm in comms:
+            assert comm.client_id is not None  # queued per client above
             sid = won[comm.client_id][0]
             await session.execute(update(SurveyRequest).where(SurveyRequest.id == sid).values(
                 communication_id=comm.id, status=comm.status))
@@ -141,7 +143,7 @@ async def answer(session: AsyncSession, hub: Any, token: str, rating: int,
     survey = await session.get(SurveyRequest, survey_id, populate_existing=True)
     if survey is None:
         raise NotFound("this survey link is not valid", code="survey_link_invalid")
-    if done.rowcount == 0:
+    if cast(CursorResult[Any], done).rowcount == 0:
         raise Conflict("this survey was already answered; the first answer stands",
                        code="survey_answered")
     return survey
