@@ -4,7 +4,7 @@
 
 Reference (same run, same sink): aiosmtplib building each message with
 ``email.message.EmailMessage`` and sending over 1 and 10 connections — the figures
-PERFORMANCE.md quotes (529/s and 673/s on this machine kind).
+the peers were measured at (529/s and 673/s on this machine kind).
 
 Hub: N reminder emails to N clients through the whole path — contact verdict for every client,
 Jinja2 render, the communication row with its verdict and status history, the outbox job, the

@@ -3,7 +3,7 @@
 Config lives in the ``[email]`` section (``backend = "smtp"`` selects this channel; the default
 ``"maildir"`` selects :mod:`plugins.channels.maildir`). See docs/messaging.md.
 
-Building messages is where the CPU goes (PERFORMANCE.md: ``EmailMessage`` + ``as_bytes()`` ~1 ms,
+Building messages is where the CPU goes (docs/performance.md, as measured of the peers: ``EmailMessage`` + ``as_bytes()`` ~1 ms,
 compat32 ``email.mime`` ~0.29 ms), so :class:`MimeBuilder` writes the few shapes the hub sends
 (text, or multipart/alternative text + HTML) directly as bytes, using the stdlib encoders for
 headers (RFC 2047) and bodies (quoted-printable). Tests parse the result with Python's email

@@ -2,7 +2,7 @@
 
 pynetdicom sends a C-STORE as two PDUs (command, then data set). With Nagle's algorithm on,
 the second small write waits for the peer's delayed ACK of the first: ~40 ms per instance,
-whatever its size (PERFORMANCE.md, "Nagle"). Both the receiver's accepted sockets and the
+whatever its size (docs/dicom.md and docs/performance.md, on Nagle). Both the receiver's accepted sockets and the
 forwarder's outgoing ones disable it.
 """
 

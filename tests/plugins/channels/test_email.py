@@ -253,7 +253,7 @@ def test_header_injection_refused() -> None:
 
 
 def test_builder_is_cheap() -> None:
-    """PERFORMANCE.md: EmailMessage costs ~1 ms and email.mime ~0.29 ms; ours must beat both."""
+    """docs/performance.md: EmailMessage costs ~1 ms and email.mime ~0.29 ms; ours must beat both."""
     import time
 
     builder = MimeBuilder(EmailConfig(from_address="hub@vet.example"))
