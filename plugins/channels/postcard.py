@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -203,6 +204,9 @@ def event_timestamp(value: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
+        return None
+    # "nan" compares false with everything, so it would pass the age check: only finite numbers.
+    if not math.isfinite(number):
         return None
     return number / 1000 if number > MILLISECONDS_ABOVE else number
 

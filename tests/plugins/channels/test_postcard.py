@@ -259,6 +259,13 @@ async def test_event_with_tampered_body_is_refused(lob_hub: LobHub) -> None:
     assert resp.status == 403
 
 
+@pytest.mark.parametrize("stamp", ["nan", "NaN", "inf", "-inf", "1e999", "0x10", ""])
+async def test_a_timestamp_that_is_not_a_finite_number_is_refused(lob_hub: LobHub, stamp: str) -> None:
+    # correctly signed over the odd timestamp: only the timestamp's form can refuse it
+    signature = sign_event(lob_hub.fake.webhook_secret, stamp, b"{}")
+    assert lob_hub.channel.verify(stamp, signature, b"{}") in ("bad timestamp", "unsigned")
+
+
 @pytest.mark.parametrize("unit", ["s", "ms"])
 async def test_fresh_signed_event_passes_the_check(lob_hub: LobHub, unit: str) -> None:
     lob_hub.fake.timestamp_unit = unit
