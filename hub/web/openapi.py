@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from hub import __version__
-from hub.web.contract import Endpoint, endpoint_of
+from hub.web.contract import ENDPOINT_ATTR, Endpoint, endpoint_of
+from hub.web.keys import HUB_KEY
 
 SPEC_KEY: web.AppKey[dict[str, Any]] = web.AppKey("vethub_openapi", dict)
 
@@ -172,8 +173,11 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     for method, path, ep in found:
         oa_path = _openapi_path(path)
         paths.setdefault(oa_path, {})[method.lower()] = _operation(ep, method, path, schemas)
-    components: dict[str, Any] = {"schemas": dict(all_defs),
-                                  "securitySchemes": dict(SECURITY_SCHEMES)}
+    schemes = dict(SECURITY_SCHEMES)
+    hub = app.get(HUB_KEY)
+    for channel in (hub.channels.values() if hub is not None else ()):
+        schemes.update(getattr(channel, "security_schemes", None) or {})  # webhook signatures
+    components: dict[str, Any] = {"schemas": dict(all_defs), "securitySchemes": schemes}
     components["schemas"]["Error"] = _error_schema()
     tags = sorted({ep.tag for ep in declared})
     return {
@@ -250,6 +254,14 @@ async def api_docs(request: web.Request) -> web.Response:
 
 
 api_docs.vethub_public = True  # type: ignore[attr-defined]
+
+
+setattr(openapi_json, ENDPOINT_ATTR, Endpoint(
+    method="GET", path="/api/openapi.json", handler_name="openapi_json", tag="meta",
+    summary="This API's OpenAPI 3.1 document", public=True))
+setattr(api_docs, ENDPOINT_ATTR, Endpoint(
+    method="GET", path="/api/docs", handler_name="api_docs", tag="meta",
+    summary="This API's reference, as a page", public=True, content_type="text/html"))
 
 
 def install(app: web.Application) -> None:

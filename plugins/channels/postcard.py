@@ -232,6 +232,12 @@ class PostcardChannel:
     """The ``postcard`` channel (see the module docstring)."""
 
     name = "postcard"
+    #: how its webhooks are signed, for the API description (hub/web/openapi.py)
+    security_schemes = {
+        "lobSignature": {"type": "apiKey", "in": "header", "name": "Lob-Signature",
+                         "description": "Lob's HMAC-SHA256 of `{Lob-Signature-Timestamp}.{body}` on "
+                                        "the postcard tracking webhook (/webhooks/lob)."},
+    }
 
     def __init__(self, hub: Hub, config: PostcardConfig) -> None:
         assert config.api_key is not None

@@ -224,6 +224,14 @@ class SmsChannel:
     """The ``sms`` channel (see the module docstring)."""
 
     name = "sms"
+    #: how its webhooks are signed, for the API description (hub/web/openapi.py)
+    security_schemes = {
+        "twilioSignature": {"type": "apiKey", "in": "header", "name": "X-Twilio-Signature",
+                            "description": "Twilio's request signature (HMAC-SHA1 of the URL and "
+                                           "form parameters) on the SMS status and inbound webhooks; "
+                                           "or the shared-key signature announced by "
+                                           "X-Twilio-Webhooks-Signature-Settings."},
+    }
 
     def __init__(self, hub: Hub, config: SmsConfig) -> None:
         self.hub = hub

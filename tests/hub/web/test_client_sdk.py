@@ -56,3 +56,45 @@ async def test_generated_client_lists_practices(db_url: str, api: Any, generated
     async with anonymous:
         refused = await whoami.asyncio_detailed(client=anonymous)
         assert refused.status_code == 401
+
+
+async def test_generated_client_requests_an_account_and_lists_accounts(
+        db_url: str, hub_factory: Any, generated_client: Any) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hub.web.app import create_app
+
+    hub = await hub_factory({"companies": [{"slug": "rads", "name": "Rads", "email": "r@rads.example",
+                                            "modalities": ["CT"]}]})
+    server = TestClient(TestServer(create_app(hub, start_hub=False, run_workers=False), port=0))
+    await server.start_server()
+    try:
+        from hub.testing.fixtures_core import ApiClient
+
+        spec = await (await server.get("/api/openapi.json")).json()
+        sdk = generated_client(spec)
+        from vethub_sdk.api.accounts import (  # type: ignore[import-not-found]
+            create_account_request,
+            list_account_requests,
+            list_accounts,
+        )
+        from vethub_sdk.models import AccountRequestFields  # type: ignore[import-not-found]
+
+        base = str(server.make_url("")).rstrip("/")
+        async with sdk.Client(base_url=base) as anonymous:  # the public request form's route
+            made = await create_account_request.asyncio_detailed(client=anonymous, body=AccountRequestFields(
+                company="rads", practice_name="Oak Vets", contact_name="Ada Oak", email="ada@oak.example"))
+            assert made.status_code == 201, made.content
+            bad = await create_account_request.asyncio_detailed(client=anonymous, body=AccountRequestFields(
+                company="no-such-company", practice_name="Elm Vets", email="e@elm.example"))
+            assert bad.status_code in (404, 422) and b"error" in bad.content
+
+        operator = await ApiClient(server, hub).as_role("operator")
+        token = operator.headers["Authorization"].split()[1]
+        async with sdk.AuthenticatedClient(base_url=base, token=token) as client:
+            requests = await list_account_requests.asyncio_detailed(client=client)
+            assert requests.status_code == 200 and b"Oak Vets" in requests.content
+            accounts = await list_accounts.asyncio_detailed(client=client)
+            assert accounts.status_code == 200 and b"items" in accounts.content
+    finally:
+        await server.close()

@@ -136,8 +136,9 @@ async def test_hub_api_routes_are_all_in_the_spec(api: Any) -> None:
         in_path = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
         assert in_path == set(re.findall(r"\{([^}:]+)", path)), path
         ep = endpoint_of(route.handler)
-        if ep is not None:
-            assert ep.path == path and ep.method == route.method
+        assert ep is not None, f"{route.method} {path} is not declared (hub.web.contract.ApiRoutes)"
+        assert ep.path == path and ep.method == route.method
+        assert not op.get("x-vethub-undeclared")
 
 
 async def test_hub_reference_page_is_public(api: Any) -> None:

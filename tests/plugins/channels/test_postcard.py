@@ -582,3 +582,9 @@ async def test_tracking_events_and_failure_reason(world: LobHub) -> None:
             CommunicationStatus.status == "failed"))).scalar_one()
     assert detail["failure_reason"] == (
         "asset_render_error: The front HTML could not be rendered.")
+
+
+async def test_the_api_description_names_the_webhook_signature(lob_hub: LobHub) -> None:
+    spec = await (await lob_hub.client.get("/api/openapi.json")).json()
+    scheme = spec["components"]["securitySchemes"]["lobSignature"]
+    assert scheme["in"] == "header" and scheme["name"] == "Lob-Signature"
