@@ -19,6 +19,7 @@ from hub.accounts.onboarding import issue_password_link
 from hub.auth import ROLES, Principal, ensure_practice_not_suspended, hash_password
 from hub.db.models import Company, Practice, User
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.messaging import links
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -85,7 +86,10 @@ async def create_user(
                        practice_id=user.practice_id)
     if password is not None:
         return user, None, None
-    link, expires_at = await issue_password_link(session, hub, user)
+    sealed, expires_at = await issue_password_link(session, hub, user)
+    # The link is shown once to whoever creates the user (printed, or on the inviter's page),
+    # never stored: it is unsealed here, as a send would for an email.
+    link = links.unseal(links.secret_of(hub), sealed)
     return user, link, expires_at
 
 
