@@ -209,9 +209,9 @@ async def confirm_account_request(request: web.Request, path: IdPath, body: NoBo
     hub = request.app[HUB_KEY]
     async with hub.transaction() as session:
         req = await session.get(AccountRequest, path.id)
-        if req is None or req.practice_id != principal.practice_id:
+        if req is None or req.practice_id is None or req.practice_id != principal.practice_id:
             raise NotFound.of("account request")
-        await onboarding.confirm_by_practice(session, hub, req, practice_id=principal.practice_id,
+        await onboarding.confirm_by_practice(session, hub, req, practice_id=req.practice_id,
                                              actor=principal.actor)
         return onboarding.request_json(req)
 
@@ -243,8 +243,9 @@ async def login(request: web.Request, body: LoginBody) -> dict[str, Any]:
 async def logout(request: web.Request, body: NoBody) -> web.Response:
     principal = get_principal(request)
     hub = request.app[HUB_KEY]
-    async with hub.transaction() as session:
-        await revoke_token(session, principal.token_id, hub.clock.now())
+    if principal.token_id is not None:  # a caller without a token has nothing to revoke
+        async with hub.transaction() as session:
+            await revoke_token(session, principal.token_id, hub.clock.now())
     return web.Response(status=204)
 
 
@@ -331,13 +332,12 @@ async def onboarding_report(request: web.Request) -> web.StreamResponse:
 
 async def _scoped_switch(session: AsyncSession, principal: Principal, switch_id: int) -> SwitchRequest:
     sr = await session.get(SwitchRequest, switch_id)
-    visible = sr is not None and (
+    if sr is None or not (
         principal.role == "operator"
         or (principal.role == "practice_staff" and sr.practice_id == principal.practice_id)
         or (principal.role == "company_admin"
             and principal.company_id in (sr.current_company_id, sr.new_company_id))
-    )
-    if not visible:
+    ):
         raise NotFound.of("switch request")
     return sr
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import audit
@@ -63,7 +63,7 @@ def scope(stmt: Select, principal: Principal) -> Select:
         return stmt.where(Account.practice_id == principal.practice_id)
     if principal.role == "operator":
         return stmt
-    return stmt.where(False)
+    return stmt.where(false())
 
 
 def _bool(value: str, name: str) -> bool:
@@ -290,7 +290,7 @@ async def onboarding_report(
         OnboardingRow(
             request_id=r.id, account_id=r.account_id, practice=r.practice_name or "",
             company=companies[r.company_id].name if r.company_id in companies else "",
-            state=_state(r, accounts.get(r.account_id)),
+            state=_state(r, accounts.get(r.account_id) if r.account_id is not None else None),
             stages={s: getattr(r, f"{s}_at") for s in STAGES},
         )
         for r in requests

@@ -11,11 +11,12 @@ import re
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import audit, events
@@ -227,7 +228,7 @@ async def accept_request(
         raise OnboardingError(
             409, "not_ready", f"only a complete request can be accepted (this one is {req.state})"
         )
-    company = await session.get(Company, req.company_id)
+    company = await _request_company(session, req)
     user, practice = await _known_practice(session, req)
     if practice is not None:
         await _refuse_existing_account(session, practice, company)
@@ -247,13 +248,23 @@ async def confirm_by_practice(
     """The known practice itself agrees to the account with the request's company."""
     if req.state != "awaiting_practice" or req.practice_id != practice_id:
         raise OnboardingError(409, "not_awaiting_practice", "this request is not waiting for the practice")
-    company = await session.get(Company, req.company_id)
+    company = await _request_company(session, req)
     practice = await session.get(Practice, practice_id)
+    assert practice is not None  # req.practice_id (a foreign key) is this id, checked above
     await _refuse_existing_account(session, practice, company)
     user = (await session.execute(select(User).where(
         User.email == req.email, User.practice_id == practice_id))).scalar_one_or_none()
     req.state = "awaiting_approval"  # _create_account's precondition; set to accepted there
     return await _create_account(session, hub, req, company, practice, user, actor=actor)
+
+
+async def _request_company(session: AsyncSession, req: AccountRequest) -> Company:
+    """The company the request is for; only a request that names one can become an account (the
+    built-in rules ask for it, but a house rule may not)."""
+    company = await session.get(Company, req.company_id) if req.company_id is not None else None
+    if company is None:
+        raise OnboardingError(409, "no_company", "the request names no company", "company")
+    return company
 
 
 async def _known_practice(session: AsyncSession, req: AccountRequest) -> tuple[User | None, Practice | None]:
@@ -434,9 +445,10 @@ async def set_password(session: AsyncSession, hub: Hub, token: str, password: st
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:
+    if cast(CursorResult[Any], claimed).rowcount != 1:
         raise OnboardingError(410, "link_used", "this link was already used")
     user = await session.get(User, row.user_id)
+    assert user is not None  # the token's user (a foreign key), read under this transaction
     user.password_hash = hash_password(password)
     # a new password ends every session opened with the old one (and any stolen token)
     await revoke_user_tokens(session, user.id, now)
@@ -527,6 +539,8 @@ async def _email(
     session: AsyncSession, hub: Hub, req: AccountRequest, company: Company | None, template: str,
     *, practice_id: int | None = None, **context: Any,
 ) -> None:
+    if req.email is None:  # the built-in rules ask for it, but a house rule may not
+        raise OnboardingError(409, "no_email", "the request has no email address to write to", "email")
     ctx = {
         "request": request_json(req),
         "practice_name": req.practice_name or "your practice",

@@ -20,7 +20,7 @@ from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.accounts.schemas import PUBLIC_MAX_BODY, AccountRequestFields
 from hub.db.models import Company, Practice
-from hub.errors import DomainError
+from hub.errors import DomainError, NotFound
 from hub.web.auth import client_address
 from hub.web.contract import RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
@@ -226,8 +226,12 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
         if request.method == "GET":
             async with hub.sessionmaker() as session:
                 sr = await session.get(SwitchRequest, switch_id)
+                if sr is None:  # signed by this hub for a request it no longer has
+                    return page("message.html.j2", status=404, title="Link not valid",
+                                message="This switch request no longer exists.")
                 practice = await session.get(Practice, sr.practice_id)
                 new = await session.get(Company, sr.new_company_id)
+                assert practice is not None  # the request's practice (a foreign key)
             return page("respond.html.j2", sr=sr, practice=practice, new=new, action=action,
                         expires=expires, sig=sig, for_whom=practice.name, hub_name=hub.config.hub.name)
         try:
@@ -250,23 +254,26 @@ def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
             try:
                 if req is None or req.practice_id is None:
                     raise LinkError("bad_signature", "this link is not valid")
+                practice_id = req.practice_id  # the practice the signature vouches for
                 expires = parse_expires(str(q.get("expires", "")))
                 sig = str(q.get("sig", ""))
-                verify_consent(hub.config.hub.secret_key.get_secret_value(), req.id, req.practice_id,
+                verify_consent(hub.config.hub.secret_key.get_secret_value(), req.id, practice_id,
                                expires, sig, hub.clock.now())
             except LinkError as err:
                 return page("message.html.j2", status=410 if err.code == "link_expired" else 403,
                             title="Link not valid", message=str(err))
             if request.method == "GET":
-                practice = await session.get(Practice, req.practice_id)
+                practice = await session.get(Practice, practice_id)
                 company = await session.get(Company, req.company_id)
                 return page("confirm.html.j2", req=req, practice=practice, company=company,
                             expires=expires, sig=sig)
         try:
             async with hub.transaction() as session:
                 req = await session.get(AccountRequest, req.id)
-                await onboarding.confirm_by_practice(session, hub, req, practice_id=req.practice_id,
-                                                     actor=f"practice:{req.practice_id}:link")
+                if req is None:
+                    raise NotFound.of("account request")
+                await onboarding.confirm_by_practice(session, hub, req, practice_id=practice_id,
+                                                     actor=f"practice:{practice_id}:link")
         except DomainError as err:
             return page("message.html.j2", status=err.status, title="Not confirmed", message=err.message)
         return page("message.html.j2", title="Account confirmed",

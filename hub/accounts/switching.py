@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import audit, events
@@ -65,17 +66,18 @@ async def create_request(
     session: AsyncSession, hub: Hub, data: Mapping[str, Any], principal: Principal
 ) -> tuple[SwitchRequest, Decision]:
     """Validate a written switch request, record it and apply the first decision."""
-    if principal.role == "practice_staff":
+    if principal.role == "practice_staff" and principal.practice_id is not None:
         practice_id, source = principal.practice_id, "practice"
     elif principal.role == "operator":
-        practice_id, source = data.get("practice_id"), "operator"
-        if practice_id in (None, ""):
+        named = data.get("practice_id")
+        if named in (None, ""):
             raise _missing("practice_id", "name the practice")
         if not str(data.get("statement") or "").strip():
             raise _missing("statement", "quote the practice's written message")
+        practice_id, source = int(named), "operator"
     else:
         raise SwitchError(403, "forbidden", "a switch request is made by the practice or entered by an operator")
-    practice = await session.get(Practice, int(practice_id))
+    practice = await session.get(Practice, practice_id)
     if practice is None:
         raise SwitchError(422, "unknown_practice", f"no practice {practice_id}", "practice_id")
     if not str(data.get("requester_name") or "").strip():
@@ -219,7 +221,7 @@ async def _cas(session: AsyncSession, sr: SwitchRequest, from_states: tuple[str,
         .values(state=to, **values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if cast(CursorResult[Any], result).rowcount != 1:
         log.info("switch request %s: someone else moved it on; nothing to do", sr.id)
         return False
     await session.refresh(sr)
@@ -231,25 +233,27 @@ async def _cas(session: AsyncSession, sr: SwitchRequest, from_states: tuple[str,
 
 async def _notify_current(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: str,
                           decision: Decision) -> None:
-    current = await session.get(Company, sr.current_company_id)
-    new = await session.get(Company, sr.new_company_id)
-    practice = await session.get(Practice, sr.practice_id)
+    practice, current, new = await _parties(session, sr)
+    deadline = sr.deadline_at  # the _cas that moved the request here stored decision.deadline
+    if deadline is None:
+        # a house rule broke the hook's contract; the transaction rolls back, nothing is sent
+        raise SwitchError(500, "no_deadline", "the switch policy asked the current company without a deadline")
     key = hub.config.hub.secret_key.get_secret_value()
     base = hub.config.hub.public_url.rstrip("/")
     links = {}
     for action in ("approve", "object"):
-        expires, sig = sign_response(key, sr.id, action, sr.deadline_at)
+        expires, sig = sign_response(key, sr.id, action, deadline)
         links[action] = f"{base}/switch-requests/{sr.id}/respond?action={action}&expires={expires}&sig={sig}"
-    await hub.jobs.enqueue(session, DEADLINE_JOB, {"switch_request_id": sr.id}, run_at=sr.deadline_at,
+    await hub.jobs.enqueue(session, DEADLINE_JOB, {"switch_request_id": sr.id}, run_at=deadline,
                            idempotency_key=f"switch-deadline:{sr.id}")
     await _step(session, hub, sr, "notified", actor, decision.outcome.value,
-                {"reason": decision.reason, "deadline": sr.deadline_at.isoformat(),
+                {"reason": decision.reason, "deadline": deadline.isoformat(),
                  "to": current.email})
     if current.email:
         await queue_email(
             session, hub, to=current.email, template="switch_notify_current",
             context={**_context(sr, practice, current, new), "approve_url": links["approve"],
-                     "object_url": links["object"], "deadline": _fmt(sr.deadline_at)},
+                     "object_url": links["object"], "deadline": _fmt(deadline)},
             category="account", practice_id=sr.practice_id, company_id=current.id,
         )
     else:
@@ -262,6 +266,7 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
                      decision: Decision) -> None:
     now = hub.clock.now()
     old = await session.get(Account, sr.account_id, with_for_update=True, populate_existing=True)
+    assert old is not None  # the request's account (a foreign key), read under this transaction
     target = (
         await session.execute(
             select(Account).where(Account.practice_id == sr.practice_id,
@@ -319,9 +324,7 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
 async def _tell_everyone(session: AsyncSession, hub: Hub, sr: SwitchRequest, template: str,
                          decision: Decision) -> None:
     """One email to the practice with both companies in Cc."""
-    practice = await session.get(Practice, sr.practice_id)
-    current = await session.get(Company, sr.current_company_id)
-    new = await session.get(Company, sr.new_company_id)
+    practice, current, new = await _parties(session, sr)
     to = sr.requester_email or practice.email
     cc = tuple(c.email for c in (current, new) if c.email)
     if not to:
@@ -358,7 +361,7 @@ async def record_response(session: AsyncSession, hub: Hub, switch_id: int, actio
         .values(response=action, responded_at=now, response_note=note or None)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise SwitchError(409, "already_answered", "this request is no longer waiting for an answer")
     await session.refresh(sr)
     await _step(session, hub, sr, "responded", actor, action, {"note": note} if note else None)
@@ -382,7 +385,7 @@ async def operator_decide(session: AsyncSession, hub: Hub, switch_id: int, decis
         .values(operator_decision=decision, decided_by=actor, decided_at=now)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise SwitchError(409, "already_decided", "an operator already decided")
     await session.refresh(sr)
     await _step(session, hub, sr, "operator_decided", actor, decision, {"note": note} if note else None)
@@ -412,6 +415,15 @@ async def _step(session: AsyncSession, hub: Hub, sr: SwitchRequest, step: str, a
     await audit.record(session, actor, f"switch_request.{step}", "switch_request", sr.id,
                        after={"outcome": outcome, "state": sr.state, **(detail or {})},
                        company_id=sr.current_company_id, practice_id=sr.practice_id)
+
+
+async def _parties(session: AsyncSession, sr: SwitchRequest) -> tuple[Practice, Company, Company]:
+    """The practice, current and new company of a request (foreign keys: the rows exist)."""
+    practice = await session.get(Practice, sr.practice_id)
+    current = await session.get(Company, sr.current_company_id)
+    new = await session.get(Company, sr.new_company_id)
+    assert practice is not None and current is not None and new is not None
+    return practice, current, new
 
 
 def _fmt(value: datetime | None) -> str:
