@@ -100,9 +100,15 @@ def vethub_web_routes(hub: Hub) -> Sequence[web.AbstractRouteDef]:
     Called once while the app is built.
 
     :param hub: the running hub (``request.app[HUB_KEY]`` gives the same object in handlers).
-    :returns: route definitions (``web.RouteTableDef`` or a list of ``web.get(...)``). Routes
-        under ``/api`` require a bearer token unless the handler is decorated with
-        :func:`hub.web.auth.public`; routes elsewhere (webhooks, pages) are open and must check
+    :returns: route definitions. Routes under ``/api`` are declared on a
+        :class:`hub.web.contract.ApiRoutes` table (``routes = ApiRoutes(tag="acme")``, then
+        ``@routes.post(path, summary=..., body=Model, query=Model, path_params=Model,
+        response=Model, status=201, errors=(404, 409))`` with pydantic models that subclass
+        ``RequestModel`` / ``ResponseModel``): the core validates the request before the
+        handler runs, answers bad input in the one error envelope, and lists the route with
+        its models in ``/api/openapi.json`` (a test fails for an undeclared ``/api`` route).
+        They require a bearer token unless declared ``public=True``. Routes elsewhere
+        (webhooks, pages) may be a plain ``web.RouteTableDef``; they are open and must check
         their own signatures.
 
     Every plugin's result counts.
