@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import Counter
 from sqlalchemy import and_, insert, select, update
@@ -35,6 +35,9 @@ from hub.ops.dbstate import is_unavailable
 from hub.ops.metrics import DB_UNAVAILABLE
 
 if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
+    from tenacity import RetryCallState
+
     from hub.core import Hub
 
 log = logging.getLogger(__name__)
@@ -208,7 +211,7 @@ class JobQueue:
             session.add(job)
             await session.flush()
             return job
-        await session.execute(_insert_once(session.bind.dialect.name, values))
+        await session.execute(_insert_once(session.get_bind().dialect.name, values))
         return (await session.execute(select(Job).where(Job.idempotency_key == idempotency_key))).scalar_one()
 
     def enqueue_sync(
@@ -278,7 +281,7 @@ class JobQueue:
         Replicas starting together all declare their schedules: the row is inserted with ON
         CONFLICT DO NOTHING (a plain get-then-add raised IntegrityError in the later replica).
         """
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         await session.execute(
             insert(Schedule)
             .values(name=name, kind=kind, payload=dict(payload), every_seconds=every_seconds,
@@ -390,7 +393,8 @@ class JobQueue:
         if isinstance(err, RetryAfter):
             delay = err.seconds
         else:
-            delay = self._wait(SimpleNamespace(attempt_number=job.attempts))
+            # The wait strategy reads only attempt_number of tenacity's retry state.
+            delay = self._wait(cast("RetryCallState", SimpleNamespace(attempt_number=job.attempts)))
         log.info("job %s (%s) attempt %d failed, retry in %.1fs: %s", job.id, job.kind, job.attempts, delay, message)
         run_at = self.hub.clock.now() + timedelta(seconds=delay)
         return await self._finish(job.id, worker_id, status="queued", last_error=message, run_at=run_at)
@@ -439,7 +443,7 @@ class JobQueue:
             result = await session.execute(
                 update(Job).where(Job.id == job.id, Job.locked_by == worker_id, Job.status == "running")
                 .values(status="dead", lease_until=None, last_error=message, finished_at=now))
-            if result.rowcount == 0:
+            if cast("CursorResult[Any]", result).rowcount == 0:
                 log.warning("job %s finished by %s after its lease passed to another worker", job.id, worker_id)
                 return "lost-lease"
             if on_dead is not None:
@@ -477,7 +481,7 @@ class JobQueue:
         fired = 0
         async with self.hub.transaction() as session:
             stmt = select(Schedule).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
             for schedule in (await session.execute(stmt)).scalars():
                 key = f"schedule:{schedule.name}:{schedule.next_run_at.isoformat()}"
@@ -595,8 +599,8 @@ class JobQueue:
                 if task in pending:
                     task.cancel()
                     await self._release(job_id)
-        for task in self._tasks:
-            task.cancel()
+        for background in self._tasks:
+            background.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
@@ -634,7 +638,7 @@ async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None
     result = await session.execute(
         stmt.values(status="queued", attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
     )
-    return result.rowcount or 0
+    return cast("CursorResult[Any]", result).rowcount or 0
 
 
 def _death_reason(err: Exception) -> DeathReason:

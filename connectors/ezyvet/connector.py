@@ -32,7 +32,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import InvalidOperation
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import BaseModel, Field, SecretStr
@@ -51,6 +51,7 @@ from hub.pims.records import (
     Checkpoint,
     ClientRecord,
     PatientRecord,
+    RecordKind,
     Reject,
     ReminderRecord,
     VisitRecord,
@@ -77,7 +78,8 @@ UNSUPPLIED_FIELDS = ("comms_disabled", "client_class", "balance")
 
 # (resource, path, record kind), in the order a run reads them: owners before their animals.
 # "contactdetail" and "address" re-emit the contacts whose details or addresses changed.
-RESOURCES = (
+ResourceKind = RecordKind | Literal["client_of_detail", "client_of_address"]
+RESOURCES: tuple[tuple[str, str, ResourceKind], ...] = (
     ("contact", "/v1/contact", "client"),
     ("contactdetail", "/v1/contactdetail", "client_of_detail"),
     ("address", "/v1/address", "client_of_address"),
@@ -167,7 +169,7 @@ class EzyVetConnector:
     def __init__(self, config: EzyVetConfig, context: ConnectorContext) -> None:
         self.config = config
         self.context = context
-        self._names: dict[str, dict[int, str]] = {}
+        self._names: dict[str, dict[int, str | None]] = {}
         #: per-site lookups, resolved by name once per run
         self._detail_fields: dict[int, str] = {}
         self._appointment_statuses: dict[int, str] = {}
@@ -209,7 +211,7 @@ class EzyVetConnector:
         except Exception as err:  # health never raises
             return Health(False, f"ezyVet health check failed: {err!r}")
 
-    def _resources(self) -> list[tuple[str, str, str]]:
+    def _resources(self) -> list[tuple[str, str, ResourceKind]]:
         return [r for r in RESOURCES if r[0] != "reminder" or self.config.reminders]
 
     async def batches(self, since: Checkpoint | None, full: bool) -> AsyncIterator[Batch]:
@@ -244,7 +246,7 @@ class EzyVetConnector:
         self.unavailable[resource] = why
 
     async def _scan(self, client: EzyVetClient, state: dict[str, Any], resource: str,
-                    path: str, kind: str) -> AsyncIterator[Batch]:
+                    path: str, kind: ResourceKind) -> AsyncIterator[Batch]:
         current = state.get(resource, {})
         since = current.get("since")
         scan = current.get("scan")
@@ -292,11 +294,14 @@ class EzyVetConnector:
                 self._appointment_statuses[row["id"]] = "_".join(name.lower().split())
 
     # -- mapping -------------------------------------------------------------------------
-    async def _convert(self, client: EzyVetClient, kind: str, items: list[dict[str, Any]],
-                       batch: Batch) -> None:
-        if kind.startswith("client_of_"):
-            items = await self._owners(client, kind, items)
+    async def _convert(self, client: EzyVetClient, resource_kind: ResourceKind,
+                       items: list[dict[str, Any]], batch: Batch) -> None:
+        kind: RecordKind
+        if resource_kind == "client_of_detail" or resource_kind == "client_of_address":
+            items = await self._owners(client, resource_kind, items)
             kind = "client"
+        else:
+            kind = resource_kind
         good = []
         for item in items:
             if not isinstance(item, dict):
@@ -339,12 +344,13 @@ class EzyVetConnector:
                        items: list[dict[str, Any]]) -> tuple[Any, ...]:
         if kind == "client":
             ids = [int(i["id"]) for i in items if isinstance(i.get("id"), int)]
-            details: dict[str, dict[str, str]] = {}
+            details: dict[str, dict[str, str | None]] = {}
             if ids:
                 for d in await client.all_items("/v1/contactdetail", {"contact_id": {"in": ids}}):
                     if str(d.get("active", 1)) == "0":
                         continue
-                    field = self._detail_fields.get(d.get("contact_detail_type_id"))
+                    type_id = d.get("contact_detail_type_id")
+                    field = self._detail_fields.get(type_id) if type_id is not None else None
                     if field:
                         details.setdefault(str(d.get("contact_id")), {}).setdefault(
                             field, d.get("value"))
@@ -375,13 +381,14 @@ class EzyVetConnector:
     def _name(self, resource: str, value: Any) -> str | None:
         return self._names.get(resource, {}).get(value) if value else None
 
-    def _client(self, item: dict[str, Any], details: dict[str, dict[str, str]],
+    def _client(self, item: dict[str, Any], details: dict[str, dict[str, str | None]],
                 addresses: dict[int, dict[str, Any]]) -> ClientRecord | None:
         if str(item.get("is_customer", 1)) == "0":
             return None  # suppliers, vets, staff: not the practice's clients
         mine = details.get(str(item["id"]), {})
-        address = addresses.get(item.get("address_postal")) or addresses.get(
-            item.get("address_physical")) or {}
+        postal, physical = item.get("address_postal"), item.get("address_physical")
+        address = ((addresses.get(postal) if postal is not None else None)
+                   or (addresses.get(physical) if physical is not None else None) or {})
         return ClientRecord(
             external_id=_id(item),
             first_name=_text(item.get("first_name")) or _text(item.get("business_name")),

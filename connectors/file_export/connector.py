@@ -37,7 +37,7 @@ from connectors.file_export.formats import (
     Parsers,
 )
 from hub.pims.connector import ConnectorConfig, ConnectorContext, Health
-from hub.pims.records import Batch, Checkpoint, Reject
+from hub.pims.records import Batch, Checkpoint, RecordKind, Reject
 
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".partial")
 REPORT_HEADER = ["line", "kind", "external_id", "reason"]
@@ -87,7 +87,7 @@ class _Open:
     """A file being read."""
 
     path: Path
-    kind: str
+    kind: RecordKind
     sha256: str
     handle: TextIO
     reader: Any
@@ -118,7 +118,7 @@ class FileExportConnector:
         return Health(True, f"{waiting} file(s) waiting in {d}")
 
     # -- which files -----------------------------------------------------------------------
-    def ready_files(self) -> list[tuple[str, Path]]:
+    def ready_files(self) -> list[tuple[RecordKind, Path]]:
         """Complete files, in the order they are taken."""
         if not self.drop_dir.is_dir():
             return []
@@ -153,7 +153,7 @@ class FileExportConnector:
                 yield batch
             done += size
 
-    async def _file(self, kind: str, path: Path, since: Checkpoint | None) -> AsyncIterator[Batch]:
+    async def _file(self, kind: RecordKind, path: Path, since: Checkpoint | None) -> AsyncIterator[Batch]:
         sha = await asyncio.to_thread(_sha256, path)
         skip = since["row"] if since and since.get("sha256") == sha else 0
         report = self.drop_dir / ".reports" / f"{path.name}.{sha[:12]}.csv"
@@ -179,7 +179,7 @@ class FileExportConnector:
             opened.handle.close()
         await asyncio.to_thread(self._finish, path, report, [], "processed")
 
-    def _open(self, kind: str, path: Path, sha: str) -> _Open:
+    def _open(self, kind: RecordKind, path: Path, sha: str) -> _Open:
         handle = open(path, encoding=self.config.encoding, errors="surrogateescape", newline="")
         try:
             reader = csv.reader(handle, delimiter=self.config.delimiter)

@@ -18,6 +18,7 @@ from hub.pims.records import (
     AppointmentRecord,
     ClientRecord,
     PatientRecord,
+    RecordKind,
     ReminderRecord,
     VisitRecord,
 )
@@ -84,7 +85,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 #: file name prefixes, in the order files are taken: owners before their animals.
-FILE_PREFIXES = {"client": "clients", "patient": "patients", "reminder": "reminders",
+FILE_PREFIXES: dict[RecordKind, str] = {"client": "clients", "patient": "patients", "reminder": "reminders",
                  "appointment": "appointments", "visit": "visits"}
 RECORD_CLASSES: dict[str, Callable[..., Any]] = {
     "client": ClientRecord, "patient": PatientRecord, "reminder": ReminderRecord,

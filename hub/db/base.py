@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from typing import cast
+
+from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
 # Constraint names must be deterministic so Alembic migrations can name what they alter.
@@ -17,3 +19,9 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The ``Table`` of a declarative model. SQLAlchemy types ``__table__`` as the wider
+    ``FromClause`` (a mapped class may map a join); every model here maps one table."""
+    return cast(Table, model.__table__)

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from hub.db.base import table_of
 from hub.db.types import UTCDateTime
 from hub.imaging.models import RECEIVING, Instance, Study
 
@@ -68,7 +69,7 @@ class Filed:
     armed: bool  # a stability check job was written: wake the workers after the commit
 
 
-_IT, _ST = Instance.__table__, Study.__table__
+_IT, _ST = table_of(Instance), table_of(Study)
 
 
 def _insert_new(dialect: str) -> Any:

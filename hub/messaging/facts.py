@@ -125,7 +125,8 @@ async def load_clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, t
     practices = await load_practices(session, (getattr(c, "practice_id", None) for c in rows.values()))
     out = {}
     for cid, c in rows.items():
-        practice = practices.get(getattr(c, "practice_id", None))
+        owner_practice = getattr(c, "practice_id", None)
+        practice = practices.get(owner_practice) if owner_practice is not None else None
         region = practice.country if practice else "US"
         name = " ".join(p for p in (_get(c, "first_name"), _get(c, "last_name")) if p) or f"client {cid}"
         facts = ClientFacts(

@@ -346,7 +346,8 @@ async def queue_email(
     key = suppression_key("email", address, None)
     suppressions = (await load_suppressions(session, [key])).get(key, ())
     plan: Plan | None = None
-    for facts in [f for f, _ in clients.values()] or [None]:
+    known: list[ClientFacts | None] = [f for f, _ in clients.values()]
+    for facts in known or [None]:
         ctx = build_context(hub, channel="email", category=category, address=address, postal=None,
                             client=facts, consent_rows=consent.get(facts.id, ()) if facts else (),
                             suppressions=suppressions, practice=practice)

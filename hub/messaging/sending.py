@@ -302,9 +302,11 @@ async def _suppress_after_failure(session, hub: Hub, comm: Communication, err: C
 async def _fall_back(session, hub: Hub, comm: Communication) -> Communication | None:
     from hub.messaging.outbound import MessagingError, plan_for_clients, record_communication
 
-    plans = await plan_for_clients(session, hub, [comm.client_id], category=comm.category,
+    client_id = comm.client_id
+    assert client_id is not None  # the only caller falls back only for a client's communication
+    plans = await plan_for_clients(session, hub, [client_id], category=comm.category,
                                    channels=comm.fallback_channels)
-    plan = plans.get(comm.client_id)
+    plan = plans.get(client_id)
     if plan is None:
         return None
     try:

@@ -247,7 +247,7 @@ async def _upsert_suppression(
     source: str, detail: str,
 ) -> None:
     now = hub.clock.now()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(AddressSuppression).values(
         kind=kind, address=address, reason=reason, source=source, detail=detail, active=active,
         created_at=now, updated_at=now,

@@ -234,6 +234,7 @@ async def client_communications(request: web.Request, path: ClientPath) -> dict[
                 history[h.communication_id].append(h)
             for r in (await session.execute(select(InboundMessage).where(
                     InboundMessage.communication_id.in_(ids)).order_by(InboundMessage.id))).scalars():
+                assert r.communication_id is not None  # selected by communication_id IN ids
                 replies[r.communication_id].append(r)
         unlinked = list((await session.execute(select(InboundMessage).where(
             InboundMessage.client_id == client_id, InboundMessage.communication_id.is_(None)))).scalars())

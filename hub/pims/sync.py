@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import events
 from hub.config import PracticeConfig, pims_connector_classes
+from hub.db.base import table_of
 from hub.db.models import Practice
 from hub.ops.metrics import SYNC_FAILURES
 from hub.pims.connector import ConnectorContext, PimsConnector
@@ -47,6 +48,7 @@ from hub.pims.records import (
     Batch,
     ClientRecord,
     PatientRecord,
+    RecordKind,
     Reject,
     ReminderRecord,
     VisitRecord,
@@ -56,12 +58,12 @@ from hub.state import HubKey
 log = logging.getLogger(__name__)
 
 #: kind -> (batch attribute, table, record class), in upsert order.
-KINDS: dict[str, tuple[str, Table, type]] = {
-    "client": ("clients", Client.__table__, ClientRecord),
-    "patient": ("patients", Patient.__table__, PatientRecord),
-    "reminder": ("reminders", Reminder.__table__, ReminderRecord),
-    "appointment": ("appointments", Appointment.__table__, AppointmentRecord),
-    "visit": ("visits", Visit.__table__, VisitRecord),
+KINDS: dict[RecordKind, tuple[str, Table, type]] = {
+    "client": ("clients", table_of(Client), ClientRecord),
+    "patient": ("patients", table_of(Patient), PatientRecord),
+    "reminder": ("reminders", table_of(Reminder), ReminderRecord),
+    "appointment": ("appointments", table_of(Appointment), AppointmentRecord),
+    "visit": ("visits", table_of(Visit), VisitRecord),
 }
 #: a "running" run without a heartbeat for this long is taken for dead by the schedule.
 STALE_SECONDS = 600
@@ -130,7 +132,7 @@ def build_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> Pims
 
 def _new_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsConnector:
     classes = pims_connector_classes(hub.pm)
-    cls = classes.get(entry.connector)
+    cls: type[PimsConnector] | None = classes.get(entry.connector)
     if cls is None:
         raise SyncError(f"practice {entry.practice!r}: no connector named {entry.connector!r} is installed")
     config = cls.config_model.model_validate({k: v for k, v in entry.table.items() if k != "connector"})
@@ -142,14 +144,21 @@ def _new_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsC
     return cls(config, context)
 
 
+def _text_limits(kind: RecordKind, table: Table) -> list[tuple[str, int]]:
+    out = []
+    for c in table.columns:
+        length = getattr(c.type, "length", None)
+        if c.name in _FIELDS[kind] and length:
+            out.append((c.name, length))
+    return out
+
+
 #: kind -> [(field, maximum length)] of the text columns: a longer value would fail the whole
 #: batch on PostgreSQL (and stop every later run at the same batch), so it is one reject.
-_LIMITS = {kind: [(c.name, c.type.length) for c in table.columns
-                  if c.name in _FIELDS[kind] and getattr(c.type, "length", None)]
-           for kind, (_a, table, _c) in KINDS.items()}
+_LIMITS = {kind: _text_limits(kind, table) for kind, (_a, table, _c) in KINDS.items()}
 
 
-def _too_long(kind: str, record: Any) -> str | None:
+def _too_long(kind: RecordKind, record: Any) -> str | None:
     for name, limit in _LIMITS[kind]:
         value = getattr(record, name)
         if value is not None and len(value) > limit:
@@ -263,7 +272,7 @@ class SyncEngine:
     async def _apply(self, batch: Batch, country: str, result: RunResult) -> list[int]:
         """Normalise, upsert and checkpoint one batch in one transaction; return changed
         client ids."""
-        rows: dict[str, list[dict[str, Any]]] = {}
+        rows: dict[RecordKind, list[dict[str, Any]]] = {}
         for kind, (attr, _table, _cls) in KINDS.items():
             good = []
             for record in getattr(batch, attr):
@@ -295,7 +304,7 @@ class SyncEngine:
                 for r in batch.rejects:
                     result.counts[r.kind]["rejected"] += 1
                 result.rejected += len(batch.rejects)
-                await session.execute(SyncReject.__table__.insert(), [
+                await session.execute(table_of(SyncReject).insert(), [
                     {"practice_id": self.practice_id, "connector": self.entry.name,
                      "run_id": self.run_id, "kind": r.kind, "external_id": r.external_id,
                      "reason": r.reason, "source": r.source, "raw": _jsonable(r.raw),
@@ -308,7 +317,7 @@ class SyncEngine:
                                   _jsonable(batch.checkpoint), now)
         return changed_clients
 
-    def _row(self, kind: str, record: Any) -> dict[str, Any]:
+    def _row(self, kind: RecordKind, record: Any) -> dict[str, Any]:
         row = {name: getattr(record, name) for name in _FIELDS[kind]}
         row["practice_id"] = self.practice_id
         return row
@@ -321,7 +330,7 @@ class SyncEngine:
 
 
 def _insert_for(session: AsyncSession) -> Callable[[Table], Any]:
-    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 @functools.lru_cache(maxsize=64)
@@ -353,7 +362,7 @@ async def upsert(session: AsyncSession, table: Table, practice_id: int,
     rows = list(by_id.values())
     for r in rows:
         r["synced_at"] = now
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     stmt = _upsert_statement(dialect, table, tuple(rows[0]))
     if dialect == "postgresql":
         # PostgreSQL tells inserts from updates itself (RETURNING xmax = 0, below).
@@ -371,7 +380,7 @@ async def upsert(session: AsyncSession, table: Table, practice_id: int,
 
 async def save_checkpoint(session: AsyncSession, practice_id: int, connector: str,
                           checkpoint: dict[str, Any], now: Any) -> None:
-    table = SyncCheckpoint.__table__
+    table = table_of(SyncCheckpoint)
     stmt = _insert_for(session)(table).values(practice_id=practice_id, connector=connector,
                                               checkpoint=checkpoint, updated_at=now)
     await session.execute(stmt.on_conflict_do_update(
@@ -390,6 +399,6 @@ async def sync_practices(hub: Any, *, practice: str | None = None, connector: st
         raise SyncError(f"no PIMS connector is configured{' for ' + what if what else ''}")
     results = []
     for entry in entries:
-        engine = SyncEngine(hub, entry, progress=(lambda r, e=entry: progress(e, r)) if progress else None)
+        engine = SyncEngine(hub, entry, progress=functools.partial(progress, entry) if progress else None)
         results.append(await engine.run(full=full, trigger=trigger))
     return results

@@ -29,8 +29,9 @@ from pydicom.filereader import read_dataset as _read_dataset
 from pydicom.filereader import read_preamble
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time; the stubs omit it
 from pynetdicom.transport import ThreadedAssociationServer
 
 # The production module, not a copy: importing it applies the hub's pynetdicom workaround (a
@@ -273,14 +274,16 @@ class DicomPeer:
             "1.2.840.10008.1.2.5",
         ]
         for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None  # every storage context names its SOP class
             ae.add_supported_context(cx.abstract_syntax, ts)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested)]
-        self._server = ae.make_server(
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested)]
+        server = self._server = ae.make_server(
             (self.host, self.port), evt_handlers=handlers, server_class=NoDelayServer
         )
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        ae._servers.append(self._server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        ae._servers.append(server)
 
     def _on_requested(self, event) -> None:
         called = str(event.assoc.requestor.primitive.called_ae_title).strip()

@@ -152,9 +152,9 @@ def generate(clients: int = 100, patients: int | None = None, reminders: int | N
             (EPOCH + timedelta(minutes=i)).isoformat(),
         ])
     for i in range(1, reminders + 1):
-        pet = data.patients[(i * 104729) % patients][0] if patients else ""
+        pet_id = data.patients[(i * 104729) % patients][0] if patients else ""
         due = date(2026, 1, 1) + timedelta(days=rnd.randint(0, 400))
-        data.reminders.append([f"R{i:07d}", pet, rnd.choice(SERVICES), due.isoformat(), "active",
+        data.reminders.append([f"R{i:07d}", pet_id, rnd.choice(SERVICES), due.isoformat(), "active",
                                (EPOCH + timedelta(minutes=i)).isoformat()])
     for i in range(1, appointments + 1):
         pet = data.patients[(i * 31) % patients] if patients else ["", ""]

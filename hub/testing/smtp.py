@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TextIO
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -84,7 +85,8 @@ class _Handler:
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),
             data=data,
-            peer=session.peer,
+            # aiosmtpd types Session.peer as str; it holds the transport's peername tuple.
+            peer=session.peer,  # type: ignore[arg-type]
             auth_login=login if session.authenticated else None,
             tls=session.ssl is not None,
         )
@@ -118,7 +120,7 @@ class SmtpSink:
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
-        self._log = None
+        self._log: TextIO | None = None
         self._waiters: list[tuple[int, asyncio.Future, asyncio.AbstractEventLoop]] = []
         self.on_message: Callable[[ReceivedMail], None] | None = None
 
@@ -227,13 +229,13 @@ class ThreadedSmtpSink(SmtpSink):
 
     def start_sync(self) -> ThreadedSmtpSink:
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(SmtpSink.start(self))
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(SmtpSink.start(self))
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
 
         self._thread = threading.Thread(target=run, name="smtp-sink", daemon=True)
         self._thread.start()

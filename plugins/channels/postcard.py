@@ -303,8 +303,10 @@ class PostcardChannel:
         headers = {"Authorization": self._auth, "Idempotency-Key": message.idempotency_key,
                    "Accept": "application/json"}
         url = self.config.base_url.rstrip("/") + "/postcards"
+        http = self.hub.http
+        assert http is not None  # the hub opens its HTTP session at start; channels send only then
         try:
-            async with self.hub.http.post(
+            async with http.post(
                     url, json=self.body(message), headers=headers,
                     timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as resp:
                 text = await resp.text()
@@ -348,8 +350,10 @@ class PostcardChannel:
         url = self.config.base_url.rstrip("/") + "/postcards"
         params = {"metadata[communication_id]": str(communication_id), "limit": "10"}
         headers = {"Authorization": self._auth, "Accept": "application/json"}
+        http = self.hub.http
+        assert http is not None  # the hub opens its HTTP session at start; channels send only then
         try:
-            async with self.hub.http.get(
+            async with http.get(
                     url, params=params, headers=headers,
                     timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as resp:
                 status, resp_headers, text = resp.status, resp.headers, await resp.text()
@@ -361,10 +365,10 @@ class PostcardChannel:
         except ValueError:
             payload = {}
         if status != 200 or not isinstance(payload, dict):
-            err = self._error(status, payload, resp_headers)
-            raise ChannelError(f"looking for an earlier card: {err.message}",
-                               reason="transient", permanent=False, code=err.code,
-                               retry_after=err.retry_after)
+            refused = self._error(status, payload, resp_headers)
+            raise ChannelError(f"looking for an earlier card: {refused.message}",
+                               reason="transient", permanent=False, code=refused.code,
+                               retry_after=refused.retry_after)
         for card in payload.get("data") or []:
             metadata = card.get("metadata") or {}
             if (metadata.get("communication_id") == str(communication_id)

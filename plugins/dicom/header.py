@@ -63,7 +63,7 @@ _FIELDS: dict[str, tuple[int, str]] = {
     "StudyDescription": (0x00081030, "study_description"),
     "InstitutionName": (0x00080080, "institution"),
 }
-HEADER_TAGS: list[BaseTag] = [Tag(0x00080005)] + [Tag(t) for t, _ in _FIELDS.values()]
+HEADER_TAGS: list[BaseTag | int] = [Tag(0x00080005), *(Tag(t) for t, _ in _FIELDS.values())]
 
 
 class HeaderError(Exception):
@@ -300,4 +300,5 @@ def _checked(
             text[field] = _clean(raw[field], width)
         except Exception:  # a value that cannot be decoded is kept as unknown
             text[field] = None
-    return InstanceHeader(**uids, **text)
+    return InstanceHeader(uids["sop_class_uid"], uids["sop_instance_uid"],
+                          uids["study_instance_uid"], uids["series_instance_uid"], **text)

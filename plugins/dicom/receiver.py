@@ -31,7 +31,7 @@ from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time; the stubs omit it
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select
 
@@ -156,6 +156,7 @@ class DicomReceiver:
         ae.network_timeout = 60
         ae.dimse_timeout = 60
         for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None  # every storage context names its SOP class
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
