@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from hub import __version__
 from hub.web.contract import ENDPOINT_ATTR, Endpoint, endpoint_of
+from hub.web.examples import example_of
 from hub.web.keys import HUB_KEY
 
 SPEC_KEY: web.AppKey[dict[str, Any]] = web.AppKey("vethub_openapi", dict)
@@ -82,6 +83,10 @@ def _params(ep: Endpoint | None, path: str, schemas: dict[tuple[Any, str], Any])
     return params
 
 
+def _made(model: Any, mode: str, schemas: dict[tuple[Any, str], Any]) -> Any:
+    return example_of(schemas[(model, mode)], schemas[("$defs", "all")])
+
+
 def _json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
     media: dict[str, Any] = {"schema": schema}
     if example is not None:
@@ -104,10 +109,11 @@ def _operation(ep: Endpoint | None, method: str, path: str,
         op["description"] = ep.description
     if ep.body is not None:
         op["requestBody"] = {"required": True, "content": _json_content(
-            schemas[(ep.body, "validation")], ep.examples.get("request"))}
+            schemas[(ep.body, "validation")], ep.examples.get("request", _made(ep.body, "validation", schemas)))}
     ok: dict[str, Any] = {"description": _STATUS_TEXT.get(ep.status, "Success")}
     if ep.response is not None:
-        ok["content"] = _json_content(schemas[(ep.response, "serialization")], ep.examples.get("response"))
+        ok["content"] = _json_content(schemas[(ep.response, "serialization")],
+                                      ep.examples.get("response", _made(ep.response, "serialization", schemas)))
     elif ep.content_type != "application/json":
         ok["content"] = {ep.content_type: {"schema": {"type": "string", "format": "binary"}}}
     responses: dict[str, Any] = {str(ep.status): ok}
@@ -159,7 +165,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     keys = _collect_models(declared)
     refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")
     all_defs = defs.get("$defs", {})
-    schemas: dict[tuple[Any, str], Any] = {}
+    schemas: dict[tuple[Any, str], Any] = {("$defs", "all"): all_defs}
     for key in keys:
         ref = refs[key]
         # Bodies and responses point into components; a query or path model is spread into
