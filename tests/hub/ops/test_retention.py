@@ -32,13 +32,14 @@ async def receive_study(hub: Hub, folder: Path, count: int) -> int:
         return (await s.execute(select(Study.id).order_by(Study.id.desc()).limit(1))).scalar_one()
 
 
-async def add_case(hub: Hub, study_id: int, status: str, delivered_days_ago: float | None) -> None:
+async def add_case(hub: Hub, study_id: int, status: str, delivered_days_ago: float | None,
+                   second_opinion: bool = False) -> None:
     async with hub.transaction() as s:
         study = await s.get(Study, study_id)
         company = (await s.execute(select(Company).limit(1))).scalar_one()
         delivered = hub.clock.now() - timedelta(days=delivered_days_ago) if delivered_days_ago is not None else None
         s.add(Case(practice_id=study.practice_id, study_id=study_id, company_id=company.id, status=status,
-                   submitted_by="test", delivered_at=delivered))
+                   submitted_by="test", delivered_at=delivered, second_opinion=second_opinion))
 
 
 async def files_of(hub: Hub, study_id: int, root: Path) -> list[bool]:
@@ -57,7 +58,8 @@ async def test_retention_of_delivered_images(hub_factory, dicom_config_data, tmp
     await add_case(hub, old, CASE_DELIVERED, 40)
     await add_case(hub, recent, CASE_DELIVERED, 5)
     await add_case(hub, half, CASE_DELIVERED, 40)
-    await add_case(hub, half, CASE_ROUTED, None)  # one of its cases is still on its way
+    # a second opinion on the same study is still on its way (one standing case per study else)
+    await add_case(hub, half, CASE_ROUTED, None, second_opinion=True)
 
     dry = await apply_retention(hub, dry_run=True)
     assert dry.by_practice == {"vet-one": 3}
