@@ -17,6 +17,7 @@ from hub.accounts.models import AccountRequest, db_id
 from hub.accounts.onboarding import refresh_stages
 from hub.accounts.report import STAGES, OnboardingReport, OnboardingRow
 from hub.db.models import Account, Company, Practice
+from hub.db.types import id_value
 
 if TYPE_CHECKING:
     from hub.auth import Principal
@@ -99,10 +100,10 @@ def apply_filters(stmt: Select, params: Mapping[str, str]) -> tuple[Select, list
             raise ManageError(400, "unknown_filter", f"cannot filter on {name!r}; columns: {', '.join(COLUMNS)}", name)
         column, kind = FILTERS[base]
         if kind == "int":
-            # ASCII digits within BIGINT only: int() takes " 7" and "٣", the database not 10**23
-            if not (value.isascii() and value.isdigit() and len(value) <= 18):
+            wanted = id_value(value)
+            if wanted is None:
                 raise ManageError(400, "invalid_filter", f"{name} must be an integer id", name)
-            stmt = stmt.where(column == int(value))
+            stmt = stmt.where(column == wanted)
         elif kind == "bool":
             stmt = stmt.where(column.is_(_bool(value, name)))
         elif kind == "text":

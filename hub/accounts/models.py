@@ -10,7 +10,7 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.base import Base
-from hub.db.types import JSONType, UTCDateTime, utcnow
+from hub.db.types import ID_MAX, JSONType, UTCDateTime, utcnow
 
 #: AccountRequest.state values.
 REQUEST_STATES = ("information_requested", "awaiting_approval", "awaiting_practice", "accepted", "rejected")
@@ -149,6 +149,6 @@ def db_id(value: object) -> int | None:
         if not (value.isascii() and value.isdigit()) or len(value) > 19:
             return None
         value = int(value)
-    if isinstance(value, int) and 1 <= value <= 2**63 - 1:
+    if isinstance(value, int) and 1 <= value <= ID_MAX:
         return value
     return None

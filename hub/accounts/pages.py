@@ -20,6 +20,7 @@ from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.accounts.schemas import PUBLIC_MAX_BODY, AccountRequestFields
 from hub.db.models import Company, Practice
+from hub.db.types import id_value
 from hub.errors import DomainError, NotFound
 from hub.web.auth import client_address
 from hub.web.contract import RequestModel, invalid_from
@@ -56,7 +57,7 @@ HEADERS = {
 
 
 def _is_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 18
+    return id_value(value) is not None
 
 
 async def _small_form(request: web.Request) -> Any:

@@ -21,6 +21,7 @@ from hub.console.app import form_value, requires
 from hub.console.listing import Column
 from hub.console.render import PRINCIPAL, render
 from hub.db.models import Company, Practice
+from hub.db.types import ID_MAX
 from hub.errors import Invalid, NotFound
 from hub.web.keys import HUB_KEY
 
@@ -30,7 +31,7 @@ ADMINS = ("operator", "company_admin")
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not raw.isascii() or not raw.isdigit() or int(raw) > 2**63 - 1:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12 or int(raw) > ID_MAX:
         raise NotFound("there is no such page")
     return int(raw)
 

@@ -43,3 +43,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: The largest id a row can have: primary keys are INTEGER (32-bit on PostgreSQL, where a larger
+#: parameter is an error, not an empty answer). An id beyond it names nothing.
+ID_MAX = 2**31 - 1
+
+
+def id_value(raw: str) -> int | None:
+    """``raw`` as a row id: plain ASCII digits within :data:`ID_MAX`, else None (int() would
+    take " 7" and "٣", and the database would refuse 10**23 with an error)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= ID_MAX else None

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import events, jobs
 from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
+from hub.db.types import ID_MAX
 from hub.errors import NotFound
 from hub.web.auth import get_principal, require_role
 from hub.web.contract import ApiRoutes, Id, RequestModel, ResponseModel
@@ -117,7 +118,7 @@ def int_param(request: web.Request, name: str) -> int:
     if not raw.isascii() or not raw.isdigit():
         raise ApiError(400, "invalid_id", f"{name} must be an integer", field=name)
     value = int(raw)
-    if value > 2**63 - 1:
+    if value > ID_MAX:
         raise NotFound(f"no object has {name} {raw}")
     return value
 

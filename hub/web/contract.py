@@ -35,9 +35,10 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from hub.db.types import ID_MAX
 from hub.errors import Invalid, TooLarge
 
-DB_INT_MAX = 2**63 - 1
+DB_INT_MAX = ID_MAX
 
 
 
@@ -53,7 +54,7 @@ def _id_value(value: Any) -> Any:
     return value
 
 
-# An object id in a path, a query or a body: a positive integer that fits the database's BIGINT.
+# An object id in a path, a query or a body: a positive integer within the ids' INTEGER range.
 # Anything else (a 23-digit number, "abc", " 7", "٣", true) answers 422 naming the field, never 500.
 Id = Annotated[int, BeforeValidator(_id_value), Field(ge=1, le=DB_INT_MAX, strict=True)]
 

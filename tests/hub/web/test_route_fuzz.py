@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from hub.db.models import AuditEntry
 from hub.web.contract import endpoint_of
 
-BAD_IDS = ["99999999999999999999999", "abc", " 7", "\u0663", "-1", "0", "1.5", "1e3"]
+BAD_IDS = ["99999999999999999999999", "2147483648", "6389452130", "abc", " 7", "\u0663", "-1", "0", "1.5", "1e3"]
 BIG = 10**23
 
 
