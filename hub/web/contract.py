@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from hub.db.types import ID_MAX
 from hub.errors import Invalid, TooLarge
@@ -63,10 +63,36 @@ DEFAULT_MAX_BODY = 64 * 1024
 Handler = Callable[..., Awaitable[Any]]
 
 
+def _nul_at(value: Any, where: str) -> str | None:
+    """The path of the first string holding a NUL character, or None."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_at(key, where) or _nul_at(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _nul_at(item, f"{where}.{i}" if where else str(i))
+            if found is not None:
+                return found
+    return None
+
+
 class RequestModel(BaseModel):
-    """Base for request bodies, queries and paths: unknown fields are refused."""
+    """Base for request bodies, queries and paths: unknown fields are refused, and no text may
+    hold a NUL character (PostgreSQL cannot store one; no field means one)."""
 
     model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        found = _nul_at(data, "")
+        if found is not None:
+            raise ValueError(f"{found or 'text'} may not contain a NUL character")
+        return data
 
 
 class ResponseModel(BaseModel):

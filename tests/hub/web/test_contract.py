@@ -188,3 +188,11 @@ async def test_every_body_has_an_example_its_model_accepts(api: Any) -> None:
             if errors:
                 problems.append(f"{ep.method} {ep.path}: {model.__name__}: {errors[0].message}")
     assert problems == []
+
+
+async def test_text_with_a_nul_character_is_refused(notes_client: TestClient, api: Any) -> None:
+    err = await _error(await notes_client.post("/api/notes", json={"practice_id": 1, "text": "a\x00b"}), 422)
+    assert "NUL" in err["message"] and stored == []
+    operator = await api.as_role("operator")
+    err = await _error(await operator.get("/api/events", params={"kind": "x\x00y"}), 422)
+    assert "NUL" in err["message"]
