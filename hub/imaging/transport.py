@@ -79,7 +79,12 @@ async def start_all(hub: Hub) -> None:
     hub.state[TRANSPORTS] = collect(hub)
     try:
         for transport in hub.state[TRANSPORTS]:
-            await transport.start()
+            try:
+                await transport.start()
+            except Exception as err:
+                # Named like a plugin's failed start-up, so `vethub run` reports it the same way.
+                raise PluginError(f"image transport {transport.name!r} failed to start: "
+                                  f"{type(err).__name__}: {err}") from err
             started.append(transport)
     except BaseException:
         for transport in reversed(started):

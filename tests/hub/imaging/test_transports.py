@@ -78,7 +78,7 @@ async def test_transports_start_stop_and_are_chosen_by_destination(hub_factory: 
 async def test_a_failing_transport_unwinds_what_started(hub_factory: Any) -> None:
     plugin = FolderPlugin(fail=True)
     recorder = Recorder(plugin.log)
-    with pytest.raises(OSError, match="folder not writable"):
+    with pytest.raises(PluginError, match="transport 'folder' failed to start: OSError: folder not writable"):
         await hub_factory(plugins=[("recorder", recorder), ("folder", plugin)])
     # the plugin that had started was shut down again; the transport that failed never started
     assert plugin.log == ["recorder:start", "recorder:stop"]
