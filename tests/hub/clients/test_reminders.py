@@ -169,10 +169,9 @@ async def test_the_schedule_runs_the_job(world: World) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
 async def test_two_hubs_never_send_a_step_twice(world_factory, api_of_factory, hub_factory,
                                                 db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several hub processes share PostgreSQL, not SQLite")
     world = await world_factory(300, seed=21)
     api_of = await api_of_factory(world)
     picked = await prepare(world, api_of)
