@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -255,11 +256,36 @@ def _render_html(spec: dict[str, Any]) -> str:
     return "".join(out)
 
 
+STATIC = Path(__file__).parent / "static" / "api-docs"
+
+# The viewer runs the vendored bundle only: scripts, styles and the spec from this origin.
+VIEWER_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+              "img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+_VIEWER = """<!doctype html><html lang=en><head><meta charset=utf-8><title>VetHub API</title>
+<meta name=viewport content='width=device-width, initial-scale=1'>
+<link rel=stylesheet href='/static/api-docs/swagger-ui.css'></head>
+<body><main><div id=swagger-ui></div>
+<noscript><h1>VetHub API</h1><p>This viewer needs JavaScript; the same reference without it:
+<a href='/api/docs/reference'>/api/docs/reference</a>, and the spec itself at
+<a href='/api/openapi.json'>/api/openapi.json</a>.</p></noscript></main>
+<script src='/static/api-docs/swagger-ui-bundle.js'></script>
+<script src='/static/api-docs/init.js'></script></body></html>"""
+
+
 async def api_docs(request: web.Request) -> web.Response:
+    """The interactive reference: Swagger UI (vendored, served from this hub) on the spec."""
+    return web.Response(text=_VIEWER, content_type="text/html",
+                        headers={"Content-Security-Policy": VIEWER_CSP})
+
+
+async def api_reference(request: web.Request) -> web.Response:
+    """The same reference rendered by the hub: no script, for any browser or a reader."""
     return web.Response(text=_render_html(spec_of(request.app)), content_type="text/html")
 
 
 api_docs.vethub_public = True  # type: ignore[attr-defined]
+api_reference.vethub_public = True  # type: ignore[attr-defined]
 
 
 setattr(openapi_json, ENDPOINT_ATTR, Endpoint(
@@ -267,10 +293,15 @@ setattr(openapi_json, ENDPOINT_ATTR, Endpoint(
     summary="This API's OpenAPI 3.1 document", public=True))
 setattr(api_docs, ENDPOINT_ATTR, Endpoint(
     method="GET", path="/api/docs", handler_name="api_docs", tag="meta",
-    summary="This API's reference, as a page", public=True, content_type="text/html"))
+    summary="This API's reference, in the vendored Swagger UI", public=True, content_type="text/html"))
+setattr(api_reference, ENDPOINT_ATTR, Endpoint(
+    method="GET", path="/api/docs/reference", handler_name="api_reference", tag="meta",
+    summary="This API's reference, as a page without script", public=True, content_type="text/html"))
 
 
 def install(app: web.Application) -> None:
     """Serve the spec and the reference page from ``app``."""
     app[SPEC_KEY] = {}
-    app.add_routes([web.get("/api/openapi.json", openapi_json), web.get("/api/docs", api_docs)])
+    app.add_routes([web.get("/api/openapi.json", openapi_json), web.get("/api/docs", api_docs),
+                    web.get("/api/docs/reference", api_reference),
+                    web.static("/static/api-docs/", STATIC)])

@@ -143,7 +143,18 @@ async def test_hub_api_routes_are_all_in_the_spec(api: Any) -> None:
 
 
 async def test_hub_reference_page_is_public(api: Any) -> None:
+    # the vendored viewer: every script and style from this hub, the spec from this hub
     resp = await api.get("/api/docs")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    text = await resp.text()
+    assert "/static/api-docs/swagger-ui-bundle.js" in text and "//" not in text.replace("http://", "")
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    for asset, kind in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "css"),
+                        ("init.js", "javascript"), ("LICENSE.txt", "text")):
+        served = await api.get(f"/static/api-docs/{asset}")
+        assert served.status == 200 and kind in served.content_type, asset
+    # the same reference with no script at all
+    resp = await api.get("/api/docs/reference")
     assert resp.status == 200 and resp.content_type == "text/html"
     text = await resp.text()
     assert "/api/practices/{id}" in text and "<script" not in text
