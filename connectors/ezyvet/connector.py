@@ -74,7 +74,7 @@ DEFAULT_DETAIL_TYPES: dict[str, list[str]] = {
     "phone_work": ["work", "work phone", "business phone", "office"],
 }
 #: Client fields no known ezyVet v1 contact field supplies (see the module docstring).
-UNSUPPLIED_FIELDS = ("comms_disabled", "client_class", "balance")
+UNSUPPLIED_FIELDS = ("comms_disabled", "client_class", "balance", "email_status", "pet_app_status")
 
 # (resource, path, record kind), in the order a run reads them: owners before their animals.
 # "contactdetail" and "address" re-emit the contacts whose details or addresses changed.
@@ -398,6 +398,10 @@ class EzyVetConnector:
             client_class=None,
             balance=None,
             comms_disabled=None,
+            # and neither an email verification status nor a pet-app registration: the record's
+            # defaults ("unverified", "unregistered") stand; the hub's own bounces still show
+            email_status="unverified",
+            pet_app_status="unregistered",
             email=mine.get("email"),
             phone_home=mine.get("phone_home"),
             phone_work=mine.get("phone_work"),

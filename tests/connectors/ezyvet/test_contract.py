@@ -227,3 +227,13 @@ async def test_unknown_comms_flag_vetoes_marketing_only(hub_factory, pims_practi
     relaxed = await verdicts({"quiet_hours_start": "00:00", "quiet_hours_end": "00:00",
                               "unknown_comms_flag_vetoes": []})
     assert relaxed["marketing"][0] == "allow"
+
+
+def test_fields_no_ezyvet_field_supplies_are_declared_and_left_at_their_defaults() -> None:
+    from connectors.ezyvet.connector import EzyVetConnector
+    from hub.pims.records import ClientRecord
+
+    declared = set(EzyVetConnector.unsupplied_fields)
+    assert {"comms_disabled", "client_class", "balance", "email_status", "pet_app_status"} <= declared
+    assert ClientRecord.__dataclass_fields__["email_status"].default == "unverified"
+    assert ClientRecord.__dataclass_fields__["pet_app_status"].default == "unregistered"
