@@ -29,9 +29,21 @@ def schedule_name(entry: ConnectorEntry) -> str:
     return f"{SCHEDULE_PREFIX}{entry.practice}:{entry.name}"
 
 
+def _create_own_drop_dirs(hub: Any) -> None:
+    """A drop folder inside the hub's own data dir (as the quick start's is) is the hub's to
+    create; one elsewhere must exist already: missing, it is a misspelling that readiness
+    reports rather than a folder the hub should invent."""
+    root = Path(hub.data_dir).resolve()
+    for entry in connector_entries(hub.config.practices):
+        drop = entry.table.get("drop_dir")
+        if drop is not None and Path(str(drop)).resolve().is_relative_to(root):
+            Path(str(drop)).mkdir(parents=True, exist_ok=True)
+
+
 async def _ensure_schedules(hub: Any) -> None:
     """One periodic sync per configured connector; schedules of connectors no longer in the
     config (or with ``sync_every_seconds = 0``) are disabled, not left to fail every tick."""
+    await asyncio.to_thread(_create_own_drop_dirs, hub)
     wanted = set()
     async with hub.transaction() as session:
         for entry in connector_entries(hub.config.practices):

@@ -92,6 +92,19 @@ async def test_missing_pims_drop_dir_is_not_ready(hub_factory, tmp_path: Path) -
     assert not check["ok"] and "does not exist" in check["detail"]
 
 
+async def test_a_drop_folder_inside_the_data_dir_is_created(hub_factory, tmp_path: Path) -> None:
+    """As the quick start's is: the hub creates it, so a fresh hub is ready at once."""
+    drop = tmp_path / "var" / "pims-drop" / "p"
+    hub = await hub_factory({"operations": {"min_free_bytes": 0}, "practices": [{
+        "slug": "p", "name": "P", "country": "US", "timezone": "UTC",
+        "pims": [{"connector": "file_export", "name": "files", "drop_dir": str(drop),
+                  "sync_every_seconds": 0}]}]})
+    assert drop.is_dir()
+    status, body = await readyz(hub)
+    assert body["checks"]["pims:p/files"]["ok"], body
+    assert status == 200, body
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_damaged_sqlite_page_is_not_ready(hub_factory, db_url: str, tmp_path: Path) -> None:
     """Corruption in the middle of the file: ``SELECT 1`` still works, quick_check does not."""
