@@ -29,9 +29,8 @@ from weakref import WeakKeyDictionary
 from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.accounts import manage, onboarding, switching
+from hub.accounts import manage, onboarding, scope, switching
 from hub.accounts.config import onboarding_settings
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.accounts.report import CONTENT_TYPES, render
@@ -52,8 +51,8 @@ from hub.accounts.schemas import (
     SwitchListQuery,
     TokenQuery,
 )
-from hub.auth import Principal, revoke_token
 from hub.auth import login as auth_login
+from hub.auth import revoke_token
 from hub.errors import NotFound, RateLimited
 from hub.web.auth import client_address, get_principal, require_role
 from hub.web.contract import ApiRoutes, Id, RequestModel, invalid_from
@@ -140,31 +139,12 @@ async def complete_account_request(request: web.Request, path: IdPath, query: To
         return onboarding.request_json(req)
 
 
-def _practice_sees(principal: Principal, req: AccountRequest) -> bool:
-    # practice staff see only the requests waiting for their own practice's confirmation
-    return (principal.role == "practice_staff" and req.state == "awaiting_practice"
-            and req.practice_id == principal.practice_id)
-
-
-async def _scoped_request(session: AsyncSession, principal: Principal, request_id: int) -> AccountRequest:
-    req = await session.get(AccountRequest, request_id)
-    if req is None or (principal.role == "company_admin" and req.company_id != principal.company_id) or (
-            principal.role == "practice_staff" and not _practice_sees(principal, req)):
-        raise NotFound.of("account request")
-    return req
-
-
 @routes.get("/api/account-requests", summary="Account requests (the company's, or all; for practice "
             "staff those waiting for their practice)", query=RequestListQuery)
 async def list_account_requests(request: web.Request, query: RequestListQuery) -> dict[str, Any]:
     principal = get_principal(request)
     hub = request.app[HUB_KEY]
-    stmt = select(AccountRequest).order_by(AccountRequest.id)
-    if principal.role == "company_admin":
-        stmt = stmt.where(AccountRequest.company_id == principal.company_id)
-    elif principal.role == "practice_staff":
-        stmt = stmt.where(AccountRequest.practice_id == principal.practice_id,
-                          AccountRequest.state == "awaiting_practice")
+    stmt = scope.requests_visible(principal, select(AccountRequest).order_by(AccountRequest.id))
     if query.state:
         stmt = stmt.where(AccountRequest.state == query.state)
     async with hub.sessionmaker() as session:
@@ -176,7 +156,7 @@ async def list_account_requests(request: web.Request, query: RequestListQuery) -
 async def get_account_request(request: web.Request, path: IdPath) -> dict[str, Any]:
     principal = get_principal(request)
     async with request.app[HUB_KEY].sessionmaker() as session:
-        return onboarding.request_json(await _scoped_request(session, principal, path.id))
+        return onboarding.request_json(await scope.scoped_request(session, principal, path.id))
 
 
 @routes.post("/api/account-requests/{id}/accept", summary="Accept a complete request", path_params=IdPath,
@@ -185,7 +165,7 @@ async def accept_account_request(request: web.Request, path: IdPath, body: NoBod
     principal = require_role(request, "operator", "company_admin")
     hub = request.app[HUB_KEY]
     async with hub.transaction() as session:
-        req = await _scoped_request(session, principal, path.id)
+        req = await scope.scoped_request(session, principal, path.id)
         await onboarding.accept_request(session, hub, req, actor=principal.actor)
         return onboarding.request_json(req)
 
@@ -196,7 +176,7 @@ async def reject_account_request(request: web.Request, path: IdPath, body: Rejec
     principal = require_role(request, "operator", "company_admin")
     hub = request.app[HUB_KEY]
     async with hub.transaction() as session:
-        req = await _scoped_request(session, principal, path.id)
+        req = await scope.scoped_request(session, principal, path.id)
         await onboarding.reject_request(session, hub, req, actor=principal.actor, reason=body.reason)
         return onboarding.request_json(req)
 
@@ -330,18 +310,6 @@ async def onboarding_report(request: web.Request) -> web.StreamResponse:
 # --- switch requests ------------------------------------------------------------------------------------
 
 
-async def _scoped_switch(session: AsyncSession, principal: Principal, switch_id: int) -> SwitchRequest:
-    sr = await session.get(SwitchRequest, switch_id)
-    if sr is None or not (
-        principal.role == "operator"
-        or (principal.role == "practice_staff" and sr.practice_id == principal.practice_id)
-        or (principal.role == "company_admin"
-            and principal.company_id in (sr.current_company_id, sr.new_company_id))
-    ):
-        raise NotFound.of("switch request")
-    return sr
-
-
 @routes.post("/api/switch-requests", summary="A practice's written request to switch companies",
              body=SwitchCreate, status=201, errors=(403, 409, 413, 422), max_body=32 * 1024)
 async def create_switch_request(request: web.Request, body: SwitchCreate) -> dict[str, Any]:
@@ -373,7 +341,7 @@ async def list_switch_requests(request: web.Request, query: SwitchListQuery) -> 
 async def get_switch_request(request: web.Request, path: IdPath) -> dict[str, Any]:
     principal = get_principal(request)
     async with request.app[HUB_KEY].sessionmaker() as session:
-        sr = await _scoped_switch(session, principal, path.id)
+        sr = await scope.scoped_switch(session, principal, path.id)
         return switching.switch_json(sr, await switching.load_steps(session, sr.id))
 
 
@@ -383,7 +351,7 @@ async def decide_switch_request(request: web.Request, path: IdPath, body: Switch
     principal = require_role(request, "operator")
     hub = request.app[HUB_KEY]
     async with hub.transaction() as session:
-        sr = await _scoped_switch(session, principal, path.id)
+        sr = await scope.scoped_switch(session, principal, path.id)
         await switching.operator_decide(session, hub, sr.id, body.decision, actor=principal.actor, note=body.note)
         await session.refresh(sr)
         return switching.switch_json(sr, await switching.load_steps(session, sr.id))

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from hub.accounts import asking, manage, onboarding, switching
+from hub.accounts import asking, manage, onboarding, scope, switching
 from hub.accounts.models import REQUEST_STATES, AccountRequest, SwitchRequest
 from hub.accounts.report import CONTENT_TYPES, STAGE_LABELS, STAGES
 from hub.accounts.report import render as render_report
@@ -123,22 +123,18 @@ REQUEST_COLUMNS = (
 
 
 async def scoped_request(session: Any, me: Principal, request_id: int) -> AccountRequest:
-    """The same rule as the API's: a company admin sees its company's requests only."""
+    """The API's rule (:mod:`hub.accounts.scope`); these pages are for operators and company
+    admins only."""
     if me.role not in ADMINS:
         raise NotFound.of("account request")
-    req = await session.get(AccountRequest, request_id)
-    if req is None or (me.role == "company_admin" and req.company_id != me.company_id):
-        raise NotFound.of("account request")
-    return req
+    return await scope.scoped_request(session, me, request_id)
 
 
 @routes.get("/account-requests")
 @requires(*ADMINS)
 async def account_requests(request: web.Request) -> web.StreamResponse:
     hub, me = request.app[HUB_KEY], request[PRINCIPAL]
-    stmt = select(AccountRequest).order_by(AccountRequest.id)
-    if me.role == "company_admin":
-        stmt = stmt.where(AccountRequest.company_id == me.company_id)
+    stmt = scope.requests_visible(me, select(AccountRequest).order_by(AccountRequest.id))
     async with hub.sessionmaker() as session:
         names = dict((await session.execute(select(Company.id, Company.name))).all())
         rows = [{**onboarding.request_json(r), "company": names.get(r.company_id or 0, ""),
@@ -263,11 +259,8 @@ SWITCH_COLUMNS = (
 
 
 def visible_switch(me: Principal, sr: SwitchRequest | None) -> bool:
-    """The API's rule: the practice, either company, or an operator."""
-    return sr is not None and (
-        me.is_operator
-        or (me.role == "practice_staff" and sr.practice_id == me.practice_id)
-        or (me.role == "company_admin" and me.company_id in (sr.current_company_id, sr.new_company_id)))
+    """The API's rule (:func:`hub.accounts.scope.sees_switch`)."""
+    return sr is not None and scope.sees_switch(me, sr)
 
 
 @routes.get("/switch-requests")

@@ -41,6 +41,7 @@ from hub.imaging.models import Case, CaseAttachment, CaseStatus, Instance, Study
 from hub.imaging.turnaround import turnaround_rows
 from hub.web.auth import get_principal, require_role
 from hub.web.contract import ApiRoutes, Id, RequestModel, ResponseModel
+from hub.web.errors import envelope
 from hub.web.keys import HUB_KEY
 
 routes = ApiRoutes(tag="cases")
@@ -122,7 +123,8 @@ async def create_case(request: web.Request, body: CaseCreate) -> Any:
                         else await case_service.standing_case(session, body.study_id))
             if existing is None:  # the winner was cancelled meanwhile: let the caller retry
                 raise
-            body_out = {"error": {"code": dup.code, "message": dup.message, "field": dup.field},
+            # the one error envelope, plus the standing case the caller collided with
+            body_out = {**envelope(dup.code, dup.message, dup.field),
                         "case": case_summary(existing, hub.clock.now()).model_dump(mode="json")}
         return web.json_response(body_out, status=409)
 

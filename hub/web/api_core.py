@@ -13,11 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import events, jobs
 from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
-from hub.db.types import ID_MAX
 from hub.errors import NotFound
 from hub.web.auth import get_principal, require_role
 from hub.web.contract import ApiRoutes, Id, RequestModel, ResponseModel
-from hub.web.errors import ApiError
 from hub.web.keys import HUB_KEY
 
 routes = ApiRoutes(tag="core")
@@ -110,17 +108,6 @@ def practice_json(p: Practice) -> dict[str, Any]:
     return {"id": p.id, "slug": p.slug, "name": p.name, "email": p.email, "phone": p.phone,
             "country": p.country, "timezone": p.timezone, "address": p.address,
             "managed_by_config": p.managed_by_config}
-
-
-def int_param(request: web.Request, name: str) -> int:
-    """A path id for routes not yet declared; 404 for one no row can have (too large, not digits)."""
-    raw = request.match_info[name]
-    if not raw.isascii() or not raw.isdigit():
-        raise ApiError(400, "invalid_id", f"{name} must be an integer", field=name)
-    value = int(raw)
-    if value > ID_MAX:
-        raise NotFound(f"no object has {name} {raw}")
-    return value
 
 
 async def scoped_practice(session: AsyncSession, principal: Principal, practice_id: int) -> Practice:
