@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub import audit
+from hub import audit, auth
 from hub.auth import Principal
 from hub.db.models import ApiToken
 from hub.errors import Forbidden, NotFound
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 async def list_tokens(session: AsyncSession, by: Principal) -> list[dict[str, Any]]:
     if not by.is_operator:
         raise Forbidden("tokens are listed for operators")
-    rows = (await session.execute(select(ApiToken).order_by(ApiToken.id.desc()))).scalars()
+    rows = reversed(await auth.list_tokens(session))  # newest first
     return [{"id": t.id, "prefix": t.prefix, "name": t.name, "role": t.role, "company_id": t.company_id,
              "practice_id": t.practice_id, "created_at": t.created_at.strftime("%Y-%m-%d %H:%M"),
              "expires_at": t.expires_at.strftime("%Y-%m-%d %H:%M") if t.expires_at else "",
@@ -35,7 +34,6 @@ async def revoke_token(session: AsyncSession, hub: Hub, by: Principal, token_id:
         raise NotFound.of("token")
     if row.revoked_at is not None:
         return
-    await session.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
-                          .values(revoked_at=hub.clock.now()).execution_options(synchronize_session=False))
+    await auth.revoke_token(session, token_id, hub.clock.now())
     await audit.record(session, by.actor, "api_token.revoke", "api_token", token_id,
                        company_id=row.company_id, practice_id=row.practice_id)
