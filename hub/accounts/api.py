@@ -11,7 +11,8 @@ field, bodies over their route's limit 413.
   ``GET /api/accounts/{id}/history``
 - ``GET /api/reports/onboarding?from=&to=&company=&format=json|csv|pdf|html``
 - ``POST /api/switch-requests``, ``GET /api/switch-requests[/{id}]``,
-  ``POST /api/switch-requests/{id}/decision`` (operator)
+  ``POST /api/switch-requests/{id}/decision`` (operator),
+  ``POST /api/switch-requests/{id}/confirm|discard`` (operator, a draft read from email)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from hub.accounts import manage, onboarding, scope, switching
+from hub.accounts import drafts, manage, onboarding, scope, switching
 from hub.accounts.config import onboarding_settings
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.accounts.report import CONTENT_TYPES, render
@@ -46,8 +47,10 @@ from hub.accounts.schemas import (
     RejectBody,
     ReportQuery,
     RequestListQuery,
+    SwitchConfirm,
     SwitchCreate,
     SwitchDecision,
+    SwitchDiscard,
     SwitchListQuery,
     TokenQuery,
 )
@@ -320,16 +323,12 @@ async def create_switch_request(request: web.Request, body: SwitchCreate) -> dic
         return switching.switch_json(sr, await switching.load_steps(session, sr.id))
 
 
-@routes.get("/api/switch-requests", summary="Switch requests the caller is part of", query=SwitchListQuery)
+@routes.get("/api/switch-requests", summary="Switch requests the caller is part of (operators: "
+            "also drafts read from email, state=draft)", query=SwitchListQuery)
 async def list_switch_requests(request: web.Request, query: SwitchListQuery) -> dict[str, Any]:
     principal = get_principal(request)
     hub = request.app[HUB_KEY]
-    stmt = select(SwitchRequest).order_by(SwitchRequest.id)
-    if principal.role == "practice_staff":
-        stmt = stmt.where(SwitchRequest.practice_id == principal.practice_id)
-    elif principal.role == "company_admin":
-        stmt = stmt.where((SwitchRequest.current_company_id == principal.company_id)
-                          | (SwitchRequest.new_company_id == principal.company_id))
+    stmt = scope.switches_visible(principal, select(SwitchRequest).order_by(SwitchRequest.id))
     if query.state:
         stmt = stmt.where(SwitchRequest.state == query.state)
     async with hub.sessionmaker() as session:
@@ -354,4 +353,29 @@ async def decide_switch_request(request: web.Request, path: IdPath, body: Switch
         sr = await scope.scoped_switch(session, principal, path.id)
         await switching.operator_decide(session, hub, sr.id, body.decision, actor=principal.actor, note=body.note)
         await session.refresh(sr)
+        return switching.switch_json(sr, await switching.load_steps(session, sr.id))
+
+
+@routes.post("/api/switch-requests/{id}/confirm", summary="An operator confirms a draft read from email: "
+             "it becomes a request, as if entered by the operator", path_params=IdPath, body=SwitchConfirm,
+             errors=(403, 404, 409, 422), max_body=SMALL_BODY)
+async def confirm_switch_draft(request: web.Request, path: IdPath, body: SwitchConfirm) -> dict[str, Any]:
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        sr = await scope.scoped_switch(session, principal, path.id)  # a draft is 404 to all but operators
+        require_role(request, "operator")
+        await drafts.confirm_draft(session, hub, sr.id, body.model_dump(exclude_none=True), actor=principal.actor)
+        return switching.switch_json(sr, await switching.load_steps(session, sr.id))
+
+
+@routes.post("/api/switch-requests/{id}/discard", summary="An operator discards a draft read from email",
+             path_params=IdPath, body=SwitchDiscard, errors=(403, 404, 409, 422), max_body=SMALL_BODY)
+async def discard_switch_draft(request: web.Request, path: IdPath, body: SwitchDiscard) -> dict[str, Any]:
+    principal = get_principal(request)
+    hub = request.app[HUB_KEY]
+    async with hub.transaction() as session:
+        sr = await scope.scoped_switch(session, principal, path.id)
+        require_role(request, "operator")
+        await drafts.discard_draft(session, hub, sr.id, reason=body.reason, actor=principal.actor)
         return switching.switch_json(sr, await switching.load_steps(session, sr.id))

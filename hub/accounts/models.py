@@ -4,6 +4,7 @@ history, switch requests and their steps. Migration: ``0005_accounts``."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text
@@ -12,11 +13,34 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.db.base import Base
 from hub.db.types import ID_MAX, JSONType, UTCDateTime, utcnow
 
-#: AccountRequest.state values.
-REQUEST_STATES = ("information_requested", "awaiting_approval", "awaiting_practice", "accepted", "rejected")
 
-#: SwitchRequest.state values.
-SWITCH_STATES = ("pending", "awaiting_response", "escalated", "completed", "rejected")
+class RequestState(StrEnum):
+    """AccountRequest.state."""
+
+    information_requested = "information_requested"
+    awaiting_approval = "awaiting_approval"
+    awaiting_practice = "awaiting_practice"
+    accepted = "accepted"
+    rejected = "rejected"
+
+
+class SwitchState(StrEnum):
+    """SwitchRequest.state. ``draft`` and ``discarded`` are operator-only: a draft was read from
+    a practice's email and is not a request until an operator confirms it (docs/accounts.md)."""
+
+    draft = "draft"
+    pending = "pending"
+    awaiting_response = "awaiting_response"
+    escalated = "escalated"
+    completed = "completed"
+    rejected = "rejected"
+    discarded = "discarded"
+
+
+REQUEST_STATES = tuple(s.value for s in RequestState)
+SWITCH_STATES = tuple(s.value for s in SwitchState)
+#: states only an operator sees: not (yet, or ever) a request the practice or a company is part of
+DRAFT_STATES = (SwitchState.draft, SwitchState.discarded)
 
 
 class AccountRequest(Base):
@@ -38,7 +62,7 @@ class AccountRequest(Base):
     imaging_software: Mapped[str | None] = mapped_column(String(100))
     modalities: Mapped[list[str]] = mapped_column(JSONType, default=list)
     extra: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    state: Mapped[str] = mapped_column(String(32), default="information_requested")
+    state: Mapped[str] = mapped_column(String(32), default=RequestState.information_requested)
     missing_fields: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # sha256 of the secret that lets the practice complete its own request without a login
     completion_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -90,24 +114,29 @@ class AccountHistory(Base):
 
 
 class SwitchRequest(Base):
-    """A practice's written request to move its account (or add a company for modalities)."""
+    """A practice's written request to move its account (or add a company for modalities).
+
+    A draft (read from an email) may not know the account or either company yet: those are
+    filled in when an operator confirms it, and every other state has them."""
 
     __tablename__ = "switch_requests"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(8), default="move")
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-    current_company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
-    new_company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    current_company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    new_company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
     modalities: Mapped[list[str]] = mapped_column(JSONType, default=list)
     requester_name: Mapped[str] = mapped_column(String(200))
     requester_email: Mapped[str | None] = mapped_column(String(320))
     requester_authorised: Mapped[bool] = mapped_column(default=False)
     statement: Mapped[str] = mapped_column(Text, default="")
+    #: where the written statement is kept when it is not typed in here ("inbound_email:42")
+    statement_ref: Mapped[str | None] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(16), default="practice")
     entered_by: Mapped[str] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(24), default="pending")
+    state: Mapped[str] = mapped_column(String(24), default=SwitchState.pending)
     outcome: Mapped[str | None] = mapped_column(String(40))
     reason: Mapped[str | None] = mapped_column(Text)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

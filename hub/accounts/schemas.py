@@ -128,6 +128,23 @@ class SwitchCreate(RequestModel):
     statement: str = Field(default="", max_length=10_000)
 
 
+class SwitchConfirm(RequestModel):
+    """An operator confirms a draft: what the email did not say (or said wrongly) is named here;
+    the rest is the draft's. The statement is the kept email, not retyped."""
+
+    current_company: CompanyRef | None = None
+    new_company: CompanyRef | None = None
+    kind: Literal["move", "add"] | None = None
+    modalities: list[Modality] = Field(default_factory=list, max_length=20)
+    requester_name: str | None = Field(default=None, max_length=200)
+    requester_authorised: StrictBool | None = None
+    note: str = Field(default="", max_length=2000)
+
+
+class SwitchDiscard(RequestModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class SwitchDecision(RequestModel):
     decision: Literal["approve", "reject"]
     note: str = Field(default="", max_length=2000)

@@ -24,7 +24,7 @@ from hub.accounts import history
 from hub.accounts.config import switching_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import sign_response
-from hub.accounts.models import SwitchRequest, SwitchStep, db_id
+from hub.accounts.models import SwitchRequest, SwitchState, SwitchStep, db_id
 from hub.accounts.policy import CompanyResponse, Decision, OperatorDecision, Outcome, SwitchFacts
 from hub.db.models import Account, CallingAE, Company, Practice
 from hub.messaging.outbound import queue_email
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OPEN_STATES = ("pending", "awaiting_response", "escalated")
+OPEN_STATES = (SwitchState.pending, SwitchState.awaiting_response, SwitchState.escalated)
 DEADLINE_JOB = "accounts.switch_deadline"
 
 
@@ -77,6 +77,22 @@ async def create_request(
         practice_id, source = int(named), "operator"
     else:
         raise SwitchError(403, "forbidden", "a switch request is made by the practice or entered by an operator")
+    fields = await validated(session, data, practice_id)
+    now = hub.clock.now()
+    sr = SwitchRequest(
+        **fields, requester_email=(str(data.get("requester_email") or "").strip() or None),
+        statement=str(data.get("statement") or ""), source=source, entered_by=principal.actor,
+        state=SwitchState.pending, requested_at=now, created_at=now, updated_at=now,
+        response="none", operator_decision="none",
+    )
+    session.add(sr)
+    await session.flush()
+    return sr, await submitted(session, hub, sr, principal.actor)
+
+
+async def validated(session: AsyncSession, data: Mapping[str, Any], practice_id: int) -> dict[str, Any]:
+    """The columns of a complete request from ``data``, or the SwitchError naming what is wrong.
+    Shared by a new request and a confirmed draft, so both are held to the same rules."""
     practice = await session.get(Practice, practice_id)
     if practice is None:
         raise SwitchError(422, "unknown_practice", f"no practice {practice_id}", "practice_id")
@@ -109,21 +125,15 @@ async def create_request(
     )
     if (existing := open_one.scalar()) is not None:
         raise SwitchError(409, "already_open", f"switch request {existing} for this account is still open")
-    now = hub.clock.now()
-    sr = SwitchRequest(
-        kind=kind, practice_id=practice.id, account_id=account.id, current_company_id=current.id,
-        new_company_id=new.id, modalities=modalities,
-        requester_name=str(data["requester_name"]).strip(),
-        requester_email=(str(data.get("requester_email") or "").strip() or None),
-        requester_authorised=True, statement=str(data.get("statement") or ""), source=source,
-        entered_by=principal.actor, state="pending", requested_at=now, created_at=now, updated_at=now,
-        response="none", operator_decision="none",
-    )
-    session.add(sr)
-    await session.flush()
-    await _step(session, hub, sr, "submitted", principal.actor, detail=switch_json(sr))
-    decision = await evaluate(session, hub, sr.id, actor=principal.actor)
-    return sr, decision
+    return {"kind": kind, "practice_id": practice.id, "account_id": account.id,
+            "current_company_id": current.id, "new_company_id": new.id, "modalities": modalities,
+            "requester_name": str(data["requester_name"]).strip(), "requester_authorised": True}
+
+
+async def submitted(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: str) -> Decision:
+    """A request has just become ``pending``: record the step and apply the first decision."""
+    await _step(session, hub, sr, "submitted", actor, detail=switch_json(sr))
+    return await evaluate(session, hub, sr.id, actor=actor)
 
 
 # --- facts and decision ----------------------------------------------------------------------------
@@ -146,7 +156,7 @@ async def last_case_at(session: AsyncSession, sr: SwitchRequest) -> datetime | N
 
 
 async def gather_facts(session: AsyncSession, hub: Hub, sr: SwitchRequest) -> SwitchFacts:
-    if sr.last_case_at is None and sr.state == "pending":
+    if sr.last_case_at is None and sr.state == SwitchState.pending:
         sr.last_case_at = await last_case_at(session, sr)
     account = await session.get(Account, sr.account_id)
     windows = switching_settings(hub).windows()
@@ -186,12 +196,12 @@ async def evaluate(session: AsyncSession, hub: Hub, switch_id: int, *, actor: st
     if o is Outcome.WAIT:
         return decision
     if o is Outcome.NOTIFY_CURRENT:
-        if await _cas(session, sr, ("pending",), "awaiting_response", outcome=o.value,
+        if await _cas(session, sr, (SwitchState.pending,), SwitchState.awaiting_response, outcome=o.value,
                       reason=decision.reason, notified_at=facts.now, deadline_at=decision.deadline):
             await _notify_current(session, hub, sr, actor, decision)
         return decision
     if o is Outcome.ESCALATE_TO_OPERATOR:
-        if await _cas(session, sr, ("awaiting_response",), "escalated", outcome=o.value,
+        if await _cas(session, sr, (SwitchState.awaiting_response,), SwitchState.escalated, outcome=o.value,
                       reason=decision.reason):
             await _step(session, hub, sr, "escalated", actor, o.value, {"reason": decision.reason})
             await events.record(session, "switch_request.objection",
@@ -199,13 +209,13 @@ async def evaluate(session: AsyncSession, hub: Hub, switch_id: int, *, actor: st
                                 practice_id=sr.practice_id, data={"switch_request_id": sr.id})
         return decision
     if o is Outcome.OPERATOR_REJECTED:
-        if await _cas(session, sr, ("escalated",), "rejected", outcome=o.value, reason=decision.reason,
+        if await _cas(session, sr, (SwitchState.escalated,), SwitchState.rejected, outcome=o.value, reason=decision.reason,
                       completed_at=facts.now):
             await _step(session, hub, sr, "rejected", actor, o.value, {"reason": decision.reason})
             await _tell_everyone(session, hub, sr, "switch_refused", decision)
         return decision
     if decision.goes_ahead:
-        if await _cas(session, sr, OPEN_STATES, "completed", outcome=o.value, reason=decision.reason,
+        if await _cas(session, sr, OPEN_STATES, SwitchState.completed, outcome=o.value, reason=decision.reason,
                       completed_at=facts.now):
             await _carry_out(session, hub, sr, actor, decision)
         return decision
@@ -349,14 +359,14 @@ async def record_response(session: AsyncSession, hub: Hub, switch_id: int, actio
     if sr is None:
         raise SwitchError(404, "not_found", "switch request not found")
     now = hub.clock.now()
-    if sr.state != "awaiting_response" or sr.response != "none":
+    if sr.state != SwitchState.awaiting_response or sr.response != "none":
         raise SwitchError(409, "already_answered", "this request is no longer waiting for an answer")
     if sr.deadline_at is not None and now >= sr.deadline_at:
         raise SwitchError(410, "link_expired", "the response window is closed")
     actor = f"company:{sr.current_company_id}:link"
     result = await session.execute(
         update(SwitchRequest)
-        .where(SwitchRequest.id == sr.id, SwitchRequest.state == "awaiting_response",
+        .where(SwitchRequest.id == sr.id, SwitchRequest.state == SwitchState.awaiting_response,
                SwitchRequest.response == "none")
         .values(response=action, responded_at=now, response_note=note or None)
         .execution_options(synchronize_session=False)
@@ -375,12 +385,12 @@ async def operator_decide(session: AsyncSession, hub: Hub, switch_id: int, decis
     sr = await session.get(SwitchRequest, switch_id, with_for_update=True, populate_existing=True)
     if sr is None:
         raise SwitchError(404, "not_found", "switch request not found")
-    if sr.state != "escalated":
+    if sr.state != SwitchState.escalated:
         raise SwitchError(409, "not_escalated", "only an escalated request waits for an operator")
     now = hub.clock.now()
     result = await session.execute(
         update(SwitchRequest)
-        .where(SwitchRequest.id == sr.id, SwitchRequest.state == "escalated",
+        .where(SwitchRequest.id == sr.id, SwitchRequest.state == SwitchState.escalated,
                SwitchRequest.operator_decision == "none")
         .values(operator_decision=decision, decided_by=actor, decided_at=now)
         .execution_options(synchronize_session=False)
@@ -447,7 +457,7 @@ def switch_json(sr: SwitchRequest, steps: list[SwitchStep] | None = None) -> dic
         "current_company_id": sr.current_company_id, "new_company_id": sr.new_company_id,
         "modalities": list(sr.modalities or []), "requester_name": sr.requester_name,
         "requester_email": sr.requester_email, "requester_authorised": sr.requester_authorised,
-        "statement": sr.statement, "source": sr.source, "entered_by": sr.entered_by, "state": sr.state,
+        "statement": sr.statement, "statement_ref": sr.statement_ref, "source": sr.source, "entered_by": sr.entered_by, "state": sr.state,
         "outcome": sr.outcome, "reason": sr.reason, "requested_at": iso(sr.requested_at),
         "last_case_at": iso(sr.last_case_at), "notified_at": iso(sr.notified_at),
         "deadline_at": iso(sr.deadline_at), "response": sr.response, "responded_at": iso(sr.responded_at),

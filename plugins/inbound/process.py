@@ -2,8 +2,8 @@
 
 Keyed by the stored message's id: the row is locked, and a row already ``processed`` is left
 alone, so a job replayed after a crash (its lease expired) or run twice does nothing twice. The
-actions go through the messaging service (suppressions, consent, inbound replies) and operator
-events; this module writes no table but its own.
+actions go through the messaging service (suppressions, consent, inbound replies), the accounts
+service (draft switch requests) and operator events; this module writes no table but its own.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
+from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import events
+from hub.accounts import drafts
 from hub.db.models import Practice
 from hub.messaging import links, service
 from hub.messaging.models import Communication
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROCESS_JOB = "inbound.process"
+#: who opened a draft switch request, in its steps and the audit log
+ACTOR = "inbound-email"
 
 #: words that make a practice's email a request to change companies (an operator confirms)
 SWITCH_WORDS = re.compile(
@@ -308,12 +312,11 @@ class Processor:
                                     practice_id=practice_id, data={"statement": body[:5000]})
         if not self.row.authenticated:
             return await self._spoofed(InboundKind.switch_request, "switch request")
-        # A draft, not a request: an operator confirms it (POST /api/switch-requests as operator,
-        # quoting the statement) — the accounts domain has no draft state of its own.
-        await self._keep(InboundKind.switch_request,
-                         f"{name} asks in writing to switch companies: confirm the draft",
-                         practice_id=practice_id, event="inbound.switch_request_draft",
-                         data={"draft": {"practice_id": practice_id, "statement": body[:20_000],
-                                         "requester_email": parsed.from_address,
-                                         "subject": parsed.subject[:300]}})
-        self.row.outcome = {"draft_for_practice": practice_id}
+        # a draft for an operator to confirm or discard: it opens no window and changes no account
+        draft = await drafts.open_draft(
+            self.session, self.hub, practice_id=practice_id, statement=body[:20_000],
+            statement_ref=f"inbound_email:{self.row.id}", requester_email=parsed.from_address,
+            requester_name=parseaddr(str(parsed.message.get("From", "")))[0] or name, actor=ACTOR)
+        self.row.kind = InboundKind.switch_request
+        self.row.outcome = {"switch_request_id": draft.id, "practice_id": practice_id,
+                            "new_company_id": draft.new_company_id}

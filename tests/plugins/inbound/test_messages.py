@@ -1,4 +1,5 @@
-"""Complaints, mailto unsubscribes, replies, written requests and spoofed mail over LMTP."""
+"""Complaints, mailto unsubscribes, replies and spoofed mail over LMTP (written requests:
+test_written.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from hub.db.models import HubEvent
 from hub.messaging.facts import load_consent, resolve_preference
-from hub.messaging.models import AddressSuppression, ConsentRecord, InboundMessage
+from hub.messaging.models import ConsentRecord, InboundMessage
 from hub.testing.fixtures_core import ApiClient
 from hub.web.app import create_app
 from plugins.inbound.models import InboundKind
@@ -158,41 +159,3 @@ async def test_unmatched_reply_is_kept_for_an_operator_never_guessed(inbox: Inbo
         assert (await s.execute(select(InboundMessage))).first() is None
     [event] = await events_of(inbox, "inbound.unmatched_reply")
     assert event.practice_id is None and event.data["inbound_email_id"] == row.id
-
-
-# --- written requests ---------------------------------------------------------------------------
-
-SWITCH = "Please switch our teleradiology to a new company, Bright Readers, from next month."
-
-
-async def test_switch_request_by_email_becomes_a_draft_for_an_operator(inbox: Inbox) -> None:
-    raw = plain("Parkside Desk <desk@parkside.example>", "support@vet.example", "Changing companies", SWITCH,
-                auth=f"{AUTHSERV}; dmarc=pass header.from=parkside.example")
-    row = await inbox.deliver(raw, rcpt="support@vet.example", mail_from="desk@parkside.example")
-    assert row.kind == InboundKind.switch_request and row.outcome == {"draft_for_practice": inbox.world.practice_id}
-    [event] = await events_of(inbox, "inbound.switch_request_draft")
-    assert event.practice_id == inbox.world.practice_id
-    assert event.data["draft"]["statement"].strip() == SWITCH  # the written statement, kept
-
-
-async def test_spoofed_switch_request_opens_nothing(inbox: Inbox) -> None:
-    raw = plain("desk@parkside.example", "support@vet.example", "Changing companies", SWITCH,
-                auth=f"{AUTHSERV}; spf=fail smtp.mailfrom=parkside.example; dmarc=fail")
-    row = await inbox.deliver(raw, rcpt="support@vet.example")
-    assert row.flagged and row.authenticated is False and row.kind == InboundKind.switch_request
-    assert await events_of(inbox, "inbound.switch_request_draft") == []
-    assert await events_of(inbox, "inbound.unauthenticated")
-
-
-async def test_other_support_mail_is_a_conversation_and_strangers_change_nothing(inbox: Inbox) -> None:
-    row = await inbox.deliver(plain("desk@parkside.example", "support@vet.example", "Login trouble",
-                                    "We cannot log in since Monday."), rcpt="support@vet.example")
-    assert row.kind == InboundKind.conversation
-    [event] = await events_of(inbox, "inbound.conversation")
-    assert event.practice_id == inbox.world.practice_id
-    stranger = await inbox.deliver(plain("someone@elsewhere.example", "support@vet.example", "Switch", SWITCH),
-                                   rcpt="support@vet.example")
-    assert stranger.kind == InboundKind.unknown_sender and stranger.flagged
-    assert await events_of(inbox, "inbound.switch_request_draft") == []
-    async with inbox.hub.sessionmaker() as s:
-        assert (await s.execute(select(AddressSuppression))).first() is None
