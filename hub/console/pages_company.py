@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from hub.accounts import asking, manage, onboarding, scope, switching
-from hub.accounts.models import REQUEST_STATES, AccountRequest, SwitchRequest
+from hub.accounts import asking, drafts, manage, onboarding, scope, switching
+from hub.accounts.models import REQUEST_STATES, AccountRequest, SwitchRequest, SwitchState
 from hub.accounts.report import CONTENT_TYPES, STAGE_LABELS, STAGES
 from hub.accounts.report import render as render_report
 from hub.auth import Principal
@@ -267,7 +267,7 @@ def visible_switch(me: Principal, sr: SwitchRequest | None) -> bool:
 async def switch_requests(request: web.Request) -> web.StreamResponse:
     hub, me = request.app[HUB_KEY], request[PRINCIPAL]
     async with hub.sessionmaker() as session:
-        companies = dict((await session.execute(select(Company.id, Company.name))).all())
+        companies: dict[int | None, str] = dict((await session.execute(select(Company.id, Company.name))).all())
         practices = dict((await session.execute(select(Practice.id, Practice.name))).all())
         rows = [{"id": sr.id, "practice": practices.get(sr.practice_id, ""), "kind": sr.kind,
                  "current": companies.get(sr.current_company_id, ""), "new": companies.get(sr.new_company_id, ""),
@@ -329,9 +329,14 @@ async def _switch_page(request: web.Request, switch_id: int, *, status: int = 20
     can_respond = (me.role == "company_admin" and me.company_id == data["current_company_id"]
                    and data["state"] == "awaiting_response" and data["response"] == "none")
     can_decide = me.is_operator and data["state"] == "escalated"
+    is_draft = me.is_operator and data["state"] == SwitchState.draft
+    companies: list[Company] = []
+    if is_draft:
+        async with hub.sessionmaker() as session:
+            companies = list((await session.execute(select(Company).order_by(Company.name))).scalars())
     return render(request, "switch_request.html.j2", status=status, title=f"Switch request {switch_id}",
                   sr=data, practice=practice, current=current, new=new, error=error,
-                  can_respond=can_respond, can_decide=can_decide)
+                  can_respond=can_respond, can_decide=can_decide, is_draft=is_draft, companies=companies)
 
 
 @routes.get("/switch-requests/{id}")
@@ -359,6 +364,39 @@ async def switch_respond(request: web.Request) -> web.StreamResponse:
                 await switching.record_response(session, hub, switch_id, action, note=note)
             else:
                 raise switching.SwitchError(403, "forbidden", "only the current company answers this request")
+    except switching.SwitchError as err:
+        if err.status == 404:
+            raise
+        return await _switch_page(request, switch_id, status=err.status, error=err.message)
+    raise web.HTTPSeeOther(f"/console/switch-requests/{switch_id}?notice=recorded")
+
+
+@routes.post("/switch-requests/{id}/draft")
+@requires("operator")
+async def switch_draft(request: web.Request) -> web.StreamResponse:
+    """An operator confirms a draft read from email (naming the companies it could not read) or
+    discards it with a reason: the same services as the JSON API's confirm and discard."""
+    hub, me = request.app[HUB_KEY], request[PRINCIPAL]
+    switch_id = path_id(request)
+    form = await request.post()
+    action = form_value(form, "action", 10)
+    try:
+        async with hub.transaction() as session:
+            if action == "confirm":
+                data = {"current_company": form_value(form, "current_company", 64),
+                        "new_company": form_value(form, "new_company", 64),
+                        "kind": form_value(form, "kind", 8) or None,
+                        "modalities": form_value(form, "modalities", 200).replace(",", " ").split(),
+                        "requester_name": form_value(form, "requester_name", 200),
+                        "requester_authorised": form.get("requester_authorised") == "on",
+                        "note": form_value(form, "note", 2000)}
+                await drafts.confirm_draft(session, hub, switch_id, {k: v for k, v in data.items() if v != ""},
+                                           actor=me.actor)
+            elif action == "discard":
+                await drafts.discard_draft(session, hub, switch_id, reason=form_value(form, "reason", 2000),
+                                           actor=me.actor)
+            else:
+                raise switching.SwitchError(422, "invalid_field", "confirm or discard the draft", "action")
     except switching.SwitchError as err:
         if err.status == 404:
             raise
