@@ -49,6 +49,10 @@ class InboundConfig(BaseModel):
     trusted_peers: list[str] = Field(default_factory=list)
     #: also verify DKIM signatures here (dkimpy; needs DNS)
     verify_dkim: bool = False
+    #: the DNS server DKIM keys are looked up at, "host:port" (default: the system's resolvers)
+    dns_server: str | None = None
+    #: seconds a DKIM key lookup may take before the signature counts as failed
+    dns_timeout: float = Field(5.0, gt=0, le=60)
     #: soft bounces within soft_bounce_days that mark an address bounced
     soft_bounce_threshold: int = Field(3, ge=1)
     soft_bounce_days: int = Field(14, ge=1)
@@ -57,12 +61,14 @@ class InboundConfig(BaseModel):
     #: run the LMTP listener (false: IMAP only)
     lmtp: bool = True
 
-    @field_validator("listen")
+    @field_validator("listen", "dns_server")
     @classmethod
-    def _listen(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError('listen is "host:port"')
+            raise ValueError('is "host:port"')
         return value
 
     @property

@@ -8,6 +8,7 @@ service (draft switch requests) and operator events; this module writes no table
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import timedelta
@@ -80,8 +81,9 @@ class Processor:
 
     async def run(self) -> None:
         row, parsed = self.row, self.parsed
-        row.authenticated, why = authenticated(row.raw, parsed.message, parsed.from_address, row.peer,
-                                               self.config)
+        # in a thread: a DKIM key lookup is blocking DNS, and may take up to dns_timeout
+        row.authenticated, why = await asyncio.to_thread(
+            authenticated, row.raw, parsed.message, parsed.from_address, row.peer, self.config)
         row.note = why
         verp = self._token("bounces", "verp")
         complaint = read_complaint(parsed.message)
