@@ -1,5 +1,6 @@
 """SIGKILL of `vethub run` while inbound mail arrives and is processed: every message that was
-answered 250 is kept, and after a restart each is processed exactly once."""
+answered 250 is kept, and after a restart each is processed exactly once — a note to nobody
+makes one operator event, a practice's switch request one draft switch request."""
 
 from __future__ import annotations
 
@@ -13,13 +14,27 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from hub.accounts.models import SwitchRequest
 from hub.core import create_hub
-from hub.db.models import HubEvent
+from hub.db.models import Account, Company, HubEvent, Practice
 from plugins.inbound.models import InboundEmail
 from tests.hub.messaging.test_crash import start, wait_until
 
 pytestmark = pytest.mark.slow
 N = 120
+PRACTICE = "desk@crash-vets.example"
+
+
+def message(i: int) -> tuple[str, str, bytes]:
+    """(envelope sender, recipient, message): every fourth one a practice's switch request."""
+    if i % 4 == 0:
+        return PRACTICE, "support@vet.example", (
+            f"From: {PRACTICE}\r\nTo: support@vet.example\r\nSubject: switching {i}\r\n"
+            f"Message-ID: <switch{i}@crash-vets.example>\r\n\r\n"
+            f"Please move our radiology account to another company ({i}).\r\n").encode()
+    return f"someone{i}@example.org", "hub@vet.example", (
+        f"From: someone{i}@example.org\r\nTo: hub@vet.example\r\nSubject: note {i}\r\n"
+        f"Message-ID: <note{i}@example.org>\r\n\r\nhello {i}\r\n").encode()
 
 
 def deliver_many(port: int, count: int, accepted: list[int], stop: list[bool]) -> None:
@@ -29,15 +44,16 @@ def deliver_many(port: int, count: int, accepted: list[int], stop: list[bool]) -
             for i in range(count):
                 if stop:
                     return
-                raw = (f"From: someone{i}@example.org\r\nTo: hub@vet.example\r\nSubject: note {i}\r\n"
-                       f"Message-ID: <note{i}@example.org>\r\n\r\nhello {i}\r\n").encode()
-                if not lmtp.sendmail(f"someone{i}@example.org", ["hub@vet.example"], raw):
+                sender, rcpt, raw = message(i)
+                if not lmtp.sendmail(sender, [rcpt], raw):
                     accepted.append(i)  # answered 250
     except (smtplib.SMTPException, OSError):
         return  # the hub was killed under us: what was answered 250 is in `accepted`
 
 
-async def event_counts(config) -> tuple[dict[str, int], Counter[int]]:
+async def event_counts(config) -> tuple[dict[str, int], Counter[int], int]:
+    """The stored messages by state, and how often each one's effect (an operator event, or a
+    draft switch request) was recorded."""
     hub = create_hub(config)
     await hub.prepare_database(upgrade=False)
     try:
@@ -46,20 +62,36 @@ async def event_counts(config) -> tuple[dict[str, int], Counter[int]]:
                 select(InboundEmail.state, func.count()).group_by(InboundEmail.state))).all())
             data = (await s.execute(select(HubEvent.data).where(
                 HubEvent.kind == "inbound.unrecognised"))).scalars().all()
+            refs = (await s.execute(select(SwitchRequest.statement_ref).where(
+                SwitchRequest.state == "draft"))).scalars().all()
     finally:
         await hub.engine.dispose()
-    return states, Counter(int(d["inbound_email_id"]) for d in data)
+    effects = [int(d["inbound_email_id"]) for d in data]
+    effects += [int(str(ref).removeprefix("inbound_email:")) for ref in refs]
+    return states, Counter(effects), len(refs)
+
+
+async def add_practice(hub) -> None:
+    async with hub.transaction() as s:
+        practice = Practice(slug="crash-vets", name="Crash Vets", email=PRACTICE, country="US", address={})
+        company = Company(slug="readers", name="Readers", modalities=[], settings={})
+        s.add_all([practice, company])
+        await s.flush()
+        s.add(Account(practice_id=practice.id, company_id=company.id, approved_for_access=True, modalities=[]))
 
 
 async def test_sigkill_between_storing_and_processing(make_config, write_config, free_port,
                                                       tmp_path: Path) -> None:
     port = free_port
-    data = {"inbound": {"listen": f"127.0.0.1:{port}"},
+    # the MTA on 127.0.0.1 is trusted, so the practice's requests are believed and open drafts
+    data = {"inbound": {"listen": f"127.0.0.1:{port}", "support_address": "support@vet.example",
+                        "trusted_peers": ["127.0.0.1"]},
             "jobs": {"workers": 2, "lease_seconds": 3, "backoff_initial": 0.05, "backoff_max": 0.5},
             "dicom": {"port": 0}}
     config = make_config(data)
     hub = create_hub(config)
     await hub.start(upgrade=True)
+    await add_practice(hub)
     await hub.stop()
     path = write_config(data, name="inbound-sigkill.toml")
     log = tmp_path / "run.log"
@@ -76,7 +108,7 @@ async def test_sigkill_between_storing_and_processing(make_config, write_config,
         first.wait(30)
         stop.append(True)
         await sender
-        states, _ = await event_counts(config)
+        states, _, _ = await event_counts(config)
         stored = sum(states.values())
         assert stored >= len(accepted)  # every 250 was stored first (one more may be stored unanswered)
         assert len(accepted) < N, "the kill came too late to test anything"
@@ -85,14 +117,16 @@ async def test_sigkill_between_storing_and_processing(make_config, write_config,
         procs.append(second)
 
         async def all_processed() -> bool:
-            now, _ = await event_counts(config)
+            now, _, _ = await event_counts(config)
             return now == {"processed": stored}
 
         await wait_until(all_processed, "every stored message processed", 120, second, log, every=0.3)
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
-        _, events = await event_counts(config)
+        _, events, drafts = await event_counts(config)
         assert len(events) == stored and set(events.values()) == {1}  # each processed exactly once
+        requests = sum(1 for i in accepted if i % 4 == 0)
+        assert requests <= drafts <= requests + 1  # one per answered request (one more may be stored unanswered)
     finally:
         stop.append(True)
         for p in procs:
