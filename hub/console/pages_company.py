@@ -324,8 +324,9 @@ async def _switch_page(request: web.Request, switch_id: int, *, status: int = 20
             raise NotFound.of("switch request")
         data = switching.switch_json(sr, await switching.load_steps(session, sr.id))
         practice = await session.get(Practice, sr.practice_id)
-        current = await session.get(Company, sr.current_company_id)
-        new = await session.get(Company, sr.new_company_id)
+        # a draft may not know its companies yet
+        current = await session.get(Company, sr.current_company_id) if sr.current_company_id else None
+        new = await session.get(Company, sr.new_company_id) if sr.new_company_id else None
     can_respond = (me.role == "company_admin" and me.company_id == data["current_company_id"]
                    and data["state"] == "awaiting_response" and data["response"] == "none")
     can_decide = me.is_operator and data["state"] == "escalated"
