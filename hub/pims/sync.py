@@ -175,17 +175,20 @@ def _too_long(kind: RecordKind, row: dict[str, Any]) -> str | None:
     return None
 
 
-def _latest(records: list[Any]) -> dict[str, Any]:
-    """The records by their (cleaned) external id: the last of several versions of one record
-    in a batch wins, unnormalised (one statement may not touch a row twice); records without
-    an id are left out."""
+def _latest(records: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The records by their (cleaned) external id, and those without one (normalising them
+    gives their reject). The last of several versions of one record in a batch wins, before
+    normalising (one statement may not touch a row twice)."""
     latest: dict[str, Any] = {}
+    unkeyed = []
     for record in records:
         external_id = clean_text(record.external_id)
         if external_id:
             record.external_id = external_id
             latest[external_id] = record
-    return latest
+        else:
+            unkeyed.append(record)
+    return latest, unkeyed
 
 
 def _source(raw: Any) -> str | None:
@@ -301,9 +304,10 @@ class SyncEngine:
                 records = getattr(batch, attr)
                 if not records:
                     continue
-                latest = _latest(records)
+                latest, unkeyed = _latest(records)
                 stored = await stored_hashes(session, table, self.practice_id, list(latest))
-                rows, skipped = self._rows(kind, latest, records, stored, country, batch.rejects)
+                rows, skipped = self._rows(kind, [*latest.values(), *unkeyed], stored, country,
+                                           batch.rejects)
                 c = result.counts[kind]
                 c["unchanged"] += skipped
                 if not rows:
@@ -331,8 +335,7 @@ class SyncEngine:
                                   _jsonable(batch.checkpoint), now)
         return changed_clients
 
-    def _rows(self, kind: RecordKind, latest: dict[str, Any], records: list[Any],
-              stored: dict[str, str | None], country: str,
+    def _rows(self, kind: RecordKind, records: list[Any], stored: dict[str, str | None], country: str,
               rejects: list[Reject]) -> tuple[list[dict[str, Any]], int]:
         """The rows to upsert: every record whose content hash differs from its row's,
         normalised and validated (rejects appended to ``rejects``); and how many were skipped
@@ -340,9 +343,7 @@ class SyncEngine:
         fields, values = _FIELDS[kind], _VALUES[kind]
         rows: list[dict[str, Any]] = []
         skipped = 0
-        # Records without an id are not in ``latest``: normalising them gives the reject.
-        unkeyed = [r for r in records if not clean_text(r.external_id)]
-        for record in [*latest.values(), *unkeyed]:
+        for record in records:
             digest = content_hash(record, country)
             if stored.get(record.external_id) == digest:
                 skipped += 1
