@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,8 +91,9 @@ class _Open:
     sha256: str
     handle: TextIO
     reader: Any
-    fields: list[tuple[int | None, str, str]]  # (index in row, record field, parser)
+    fields: list[tuple[int, str, Callable[[str], Any]]]  # (index in row, record field, parser)
     width: int
+    id_index: int
 
 
 class FileExportConnector:
@@ -166,16 +167,22 @@ class FileExportConnector:
             yield batch
             await asyncio.to_thread(self._finish, path, report, batch.rejects, "failed")
             return
-        row = 0
+        # The next batch is read (in a thread) while the engine applies this one: reading has
+        # no side effects; the report and the file's move still wait for the commit.
+        pending = asyncio.ensure_future(asyncio.to_thread(self._read, opened, 0, skip))
         try:
             while True:
-                batch, row, more = await asyncio.to_thread(self._read, opened, row, skip)
+                batch, row, more = await pending
+                if more:
+                    pending = asyncio.ensure_future(asyncio.to_thread(self._read, opened, row, skip))
                 yield batch
                 # The batch has committed: record its bad rows for the file's report.
                 await asyncio.to_thread(_append_report, report, batch.rejects)
                 if not more:
                     break
         finally:
+            # A read may still be running in its thread when the run stops early.
+            await asyncio.gather(pending, return_exceptions=True)
             opened.handle.close()
         await asyncio.to_thread(self._finish, path, report, [], "processed")
 
@@ -195,6 +202,7 @@ class FileExportConnector:
             position = {h: i for i, h in enumerate(header)}
             mapping = self.config.columns.get(kind, {})
             fields = []
+            id_index = 0
             for column, field, parser in COLUMNS[kind]:
                 wanted = mapping.get(column, column).strip().lower()
                 index = position.get(wanted)
@@ -202,8 +210,11 @@ class FileExportConnector:
                     raise FileRejected(
                         f"no {wanted!r} column (the {kind} id); the header has: {', '.join(header)}"
                     )
-                fields.append((index, field, parser))
-            return _Open(path, kind, sha, handle, reader, fields, len(header))
+                if column == ID_COLUMN[kind] and index is not None:
+                    id_index = index
+                if index is not None:  # a missing optional column reads as the field's default
+                    fields.append((index, field, getattr(self.parsers, parser)))
+            return _Open(path, kind, sha, handle, reader, fields, len(header), id_index)
         except BaseException:
             handle.close()
             raise
@@ -233,37 +244,41 @@ class FileExportConnector:
             if row <= skip:
                 continue
             taken += 1
-            if not any(c.strip() for c in cells):
+            joined = "".join(cells)
+            if not joined.strip():
                 continue  # blank line
             line = f.reader.line_num
             raw = {"file": f.path.name, "line": line, "row": cells}
-            where = f"{f.path.name}:{line}"
-            id_index = f.fields[0][0] or 0
-            ext = cells[id_index].strip() if len(cells) > id_index else None
-            if len(cells) != f.width:
-                batch.rejects.append(Reject(
-                    f.kind, f"line {line}: expected {f.width} fields, got {len(cells)} "
-                    "(truncated or misquoted row)", raw, ext or None, where))
-                continue
-            if _BAD_BYTES.search("".join(cells)):
-                raw["row"] = [c.encode(self.config.encoding, "surrogateescape").decode("latin-1")
-                              for c in cells]
-                batch.rejects.append(Reject(
-                    f.kind, f"line {line}: not valid {self.config.encoding} text "
-                    "(wrong encoding declared?)", raw, ext or None, where))
+            if len(cells) != f.width or _BAD_BYTES.search(joined):
+                batch.rejects.append(self._bad_row(f, cells, raw))
                 continue
             try:
-                values = {field: getattr(self.parsers, parser)(cells[i])
-                          for i, field, parser in f.fields if i is not None}
+                values = {field: parse(cells[i]) for i, field, parse in f.fields}
             except ValueError as err:
-                batch.rejects.append(Reject(f.kind, f"line {line}: {err}", raw, ext or None, where))
+                ext = cells[f.id_index].strip()
+                batch.rejects.append(Reject(f.kind, f"line {line}: {err}", raw, ext or None,
+                                            f"{f.path.name}:{line}"))
                 continue
             values["external_id"] = values.get("external_id") or ""
-            records.append(make(**values, raw=raw))
+            values["raw"] = raw
+            records.append(make(**values))
         batch.checkpoint = {"file": f.path.name, "sha256": f.sha256, "row": max(row, skip)}
         size = os.fstat(f.handle.fileno()).st_size or 1
         batch.progress = 1.0 if not more else min(f.handle.buffer.tell() / size, 1.0)
         return batch, row, more
+
+    def _bad_row(self, f: _Open, cells: list[str], raw: dict[str, Any]) -> Reject:
+        """The reject of a row of the wrong width or with bytes the encoding cannot read."""
+        line = raw["line"]
+        ext = cells[f.id_index].strip() if len(cells) > f.id_index else None
+        where = f"{f.path.name}:{line}"
+        if len(cells) != f.width:
+            return Reject(f.kind, f"line {line}: expected {f.width} fields, got {len(cells)} "
+                          "(truncated or misquoted row)", raw, ext or None, where)
+        raw["row"] = [c.encode(self.config.encoding, "surrogateescape").decode("latin-1")
+                      for c in cells]
+        return Reject(f.kind, f"line {line}: not valid {self.config.encoding} text "
+                      "(wrong encoding declared?)", raw, ext or None, where)
 
     def _finish(self, path: Path, report: Path, extra: list[Reject], where: str) -> None:
         if extra:

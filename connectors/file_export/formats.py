@@ -134,6 +134,13 @@ class Parsers:
         v = value.strip()
         if not v:
             return None
+        if self.date_format == "%Y-%m-%d" and len(v) == 10 and v[4] == v[7] == "-":
+            # What strptime would read, at a tenth of its cost (it was half of a full sync's
+            # CSV parsing); anything else, or an invalid date, takes the path below.
+            try:
+                return date.fromisoformat(v)
+            except ValueError:
+                pass
         try:
             return datetime.strptime(v, self.date_format).date()
         except ValueError:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
-from hub.pims.models import SyncCheckpoint, SyncReject, SyncRun
+from hub.pims.models import RunStatus, SyncCheckpoint, SyncReject, SyncRun
 from hub.pims.sync import connector_entries
 from hub.web.api_core import IdPath, scoped_practice
 from hub.web.auth import get_principal
@@ -92,7 +92,7 @@ async def sync_status(session: Any, hub: Any, practice: Any) -> list[dict[str, A
             .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
         last_ok = (await session.execute(
             select(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == name,
-                                  SyncRun.status == "succeeded")
+                                  SyncRun.status == RunStatus.SUCCEEDED)
             .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
         checkpoint = (await session.execute(
             select(SyncCheckpoint.updated_at).where(SyncCheckpoint.practice_id == practice_id,

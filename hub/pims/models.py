@@ -4,13 +4,16 @@ Every synced table is keyed by (practice_id, external_id): the id the PIMS gives
 Links between records (a patient's owner, an appointment's patient) are kept as the PIMS's
 external ids, so records can arrive in any order and a link to a record the hub has not seen
 yet is not an error; join on (practice_id, *_external_id). ``synced_at`` is when the row last
-changed here; ``modified_at`` is the PIMS's own modification time.
+changed here; ``modified_at`` is the PIMS's own modification time. ``content_hash`` is the
+digest of the PIMS record the row was last normalised from (see
+:func:`hub.pims.normalise.content_hash`): a sync skips a record whose digest is unchanged.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Date, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
@@ -69,6 +72,7 @@ class Client(Base):
     pet_app_status: Mapped[str] = mapped_column(String(16), default="unregistered")
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    content_hash: Mapped[str | None] = mapped_column(String(32))
     name_key: Mapped[str | None] = mapped_column(SearchKey)
     surname_key: Mapped[str | None] = mapped_column(SearchKey)
     email_key: Mapped[str | None] = mapped_column(String(320))
@@ -96,6 +100,7 @@ class Patient(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    content_hash: Mapped[str | None] = mapped_column(String(32))
     name_key: Mapped[str | None] = mapped_column(SearchKey)
 
 
@@ -118,6 +123,7 @@ class Reminder(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    content_hash: Mapped[str | None] = mapped_column(String(32))
 
 
 class Appointment(Base):
@@ -137,6 +143,7 @@ class Appointment(Base):
     status: Mapped[str | None] = mapped_column(String(32))
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    content_hash: Mapped[str | None] = mapped_column(String(32))
 
 
 class Visit(Base):
@@ -156,6 +163,23 @@ class Visit(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    content_hash: Mapped[str | None] = mapped_column(String(32))
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: the process died mid-run (marked so by the next run)
+    INTERRUPTED = "interrupted"
+    #: a scheduled tick found the previous run still going (never stored)
+    SKIPPED = "skipped"
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    CLI = "cli"
+    API = "api"
 
 
 class SyncCheckpoint(Base):
@@ -182,9 +206,8 @@ class SyncRun(Base):
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
     connector: Mapped[str] = mapped_column(String(100))
     full: Mapped[bool] = mapped_column(default=False)
-    trigger: Mapped[str] = mapped_column(String(16))  # schedule, cli, api
-    #: running, succeeded, failed, interrupted (a process died mid-run)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    trigger: Mapped[str] = mapped_column(String(16))  # a RunTrigger
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING)  # a RunStatus
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: written with every batch: a "running" run whose heartbeat is old died with its process.

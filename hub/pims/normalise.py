@@ -8,25 +8,60 @@ collapsed. Empty strings become None.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
+from enum import StrEnum
 from functools import lru_cache
+from operator import attrgetter
+from typing import Any
 
 import phonenumbers
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from hub.pims.records import (
-    CLIENT_STATUSES,
-    EMAIL_STATUSES,
-    PATIENT_STATUSES,
-    PET_APP_STATUSES,
     AnyRecord,
     AppointmentRecord,
     ClientRecord,
+    ClientStatus,
+    EmailStatus,
     PatientRecord,
+    PatientStatus,
+    PetAppStatus,
     ReminderRecord,
     VisitRecord,
 )
+
+#: Part of every record's content hash: raise it whenever a change here would store a
+#: different row for the same PIMS record, so the next sync normalises every record again
+#: instead of skipping the ones whose PIMS content is unchanged.
+NORMALISER_VERSION = 1
+
+
+def _values(enum: type[StrEnum]) -> tuple[str, ...]:
+    return tuple(e.value for e in enum)
+
+
+CLIENT_STATUSES = _values(ClientStatus)
+PATIENT_STATUSES = _values(PatientStatus)
+EMAIL_STATUSES = _values(EmailStatus)
+PET_APP_STATUSES = _values(PetAppStatus)
+#: fields the engine computes; what the connector gave is everything else but ``raw``.
+_DERIVED = frozenset({"name_key", "surname_key", "email_key", "raw"})
+_CONTENT: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    cls: attrgetter(*[f.name for f in dataclasses.fields(cls) if f.name not in _DERIVED])
+    for cls in (ClientRecord, PatientRecord, ReminderRecord, AppointmentRecord, VisitRecord)
+}
+
+
+def content_hash(record: AnyRecord, country: str) -> str:
+    """A digest of ``record`` as the connector gave it (before normalisation), of the
+    practice's country and of :data:`NORMALISER_VERSION`: when all three are what they were
+    at the last sync, normalising the record again would store the same row."""
+    content = repr((NORMALISER_VERSION, country, _CONTENT[type(record)](record)))
+    return hashlib.blake2b(content.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 _PHONE_FIELDS = ("phone_home", "phone_work", "phone_mobile")
 _TEXT_FIELDS = {
@@ -128,7 +163,9 @@ def normalise(record: AnyRecord, country: str) -> AnyRecord | str:
         return "missing external id"
     record.external_id = external_id
     for name in _TEXT_FIELDS[type(record)]:
-        setattr(record, name, clean_text(getattr(record, name)))
+        value = getattr(record, name)
+        if value is not None:  # most optional fields are empty: skip the call
+            setattr(record, name, clean_text(value))
     if isinstance(record, ClientRecord):
         return _client(record, country)
     if isinstance(record, PatientRecord):

@@ -18,7 +18,7 @@ from hub.hookspecs import hookimpl
 from hub.jobs import JobContext, JobKind, PermanentJobError
 from hub.pims import api
 from hub.pims.connector import DEFAULT_SYNC_EVERY
-from hub.pims.models import SyncRun
+from hub.pims.models import RunStatus, RunTrigger, SyncRun
 from hub.pims.sync import ConnectorEntry, RunResult, SyncEngine, SyncError, connector_entries
 
 JOB_KIND = "pims.sync"
@@ -70,7 +70,8 @@ async def run_sync_job(hub: Any, job: JobContext) -> None:
     # A failed run is recorded (run row, operator event) and the next tick tries again; the job
     # itself does not retry, so failing runs do not pile up behind the schedule.
     try:
-        await SyncEngine(hub, entries[0]).run(full=bool(job.payload.get("full")), trigger="schedule")
+        await SyncEngine(hub, entries[0]).run(full=bool(job.payload.get("full")),
+                                              trigger=RunTrigger.SCHEDULE)
     except SyncError as err:
         raise PermanentJobError(str(err)) from err
 
@@ -92,8 +93,8 @@ async def sync_dead(session: Any, hub: Any, job: JobContext, reason: str) -> Non
     stale = now - timedelta(seconds=hub.config.jobs.lease_seconds)
     await session.execute(
         update(SyncRun).where(SyncRun.practice_id == practice_id, SyncRun.connector == connector,
-                              SyncRun.status == "running", SyncRun.heartbeat_at < stale)
-        .values(status="failed", finished_at=now, error=f"sync job {job.id} is dead: {reason}"))
+                              SyncRun.status == RunStatus.RUNNING, SyncRun.heartbeat_at < stale)
+        .values(status=RunStatus.FAILED, finished_at=now, error=f"sync job {job.id} is dead: {reason}"))
     SYNC_FAILURES.labels(connector, "job_dead").inc()
     await events.record(session, "pims.sync_failed",
                         f"PIMS sync {connector} of {job.payload.get('practice')} failed: its job is dead: {reason}",
@@ -127,11 +128,11 @@ async def _last_run_health(hub: Any, entry: ConnectorEntry) -> tuple[bool, str]:
             select(SyncRun.status, SyncRun.finished_at, SyncRun.error)
             .join(Practice, Practice.id == SyncRun.practice_id)
             .where(Practice.slug == entry.practice, SyncRun.connector == entry.name,
-                   SyncRun.status.in_(("succeeded", "failed")))
+                   SyncRun.status.in_((RunStatus.SUCCEEDED, RunStatus.FAILED)))
             .order_by(SyncRun.id.desc()).limit(1))).first()
     if row is None:
         return True, "not synced yet"
-    if row.status == "failed":
+    if row.status == RunStatus.FAILED:
         return False, f"last sync failed: {row.error}"
     return True, f"last sync succeeded at {row.finished_at.isoformat()}"
 
@@ -191,7 +192,7 @@ def sync_command(config_path: str | None, practice: str | None, connector: str |
 
     async def _go(hub: Any) -> list[RunResult]:
         return await sync_practices(hub, practice=practice, connector=connector, full=full,
-                                    trigger="cli", progress=progress)
+                                    trigger=RunTrigger.CLI, progress=progress)
 
     try:
         results = with_hub(config_path, _go)
@@ -207,7 +208,7 @@ def sync_command(config_path: str | None, practice: str | None, connector: str |
         click.echo(f"{r.practice}/{r.connector}: {r.status} in {r.seconds:.1f}s "
                    f"({counts or 'nothing new'}; {r.rejected} rejected)"
                    + (f": {r.error}" if r.error else ""))
-    if any(r.status != "succeeded" for r in results):
+    if any(r.status != RunStatus.SUCCEEDED for r in results):
         sys.exit(1)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Literal
 
 #: An opaque, JSON-serialisable position in the PIMS's change stream, chosen by the connector.
@@ -21,12 +22,33 @@ Checkpoint = dict[str, Any]
 
 RecordKind = Literal["client", "patient", "reminder", "appointment", "visit"]
 
-CLIENT_STATUSES = ("active", "inactive")
-PATIENT_STATUSES = ("active", "inactive", "deceased")
-#: what the PIMS knows of a client's email address (the hub's own bounces are kept apart).
-EMAIL_STATUSES = ("valid", "invalid", "bounced", "unverified")
-#: the client's registration with the PIMS's pet app (digital health record).
-PET_APP_STATUSES = ("active", "unregistered")
+
+
+class ClientStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class PatientStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    DECEASED = "deceased"
+
+
+class EmailStatus(StrEnum):
+    """What the PIMS knows of a client's email address (the hub's own bounces are kept apart)."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    BOUNCED = "bounced"
+    UNVERIFIED = "unverified"
+
+
+class PetAppStatus(StrEnum):
+    """The client's registration with the PIMS's pet app (digital health record)."""
+
+    ACTIVE = "active"
+    UNREGISTERED = "unregistered"
 
 
 @dataclass(slots=True)

@@ -1,9 +1,12 @@
 """The PIMS sync engine: drives one practice's connector and keeps the hub's copy current.
 
-For each batch a connector yields, in one transaction: normalise every record (rejects go to
-``pims_rejects`` with the raw payload and the reason), upsert the rest by (practice_id,
-external_id) with the database's ``INSERT … ON CONFLICT DO UPDATE`` (only rows whose values
-differ are touched), add the batch's counts to the run and store the batch's checkpoint. A
+For each batch a connector yields, in one transaction: skip every record whose content hash
+(:func:`hub.pims.normalise.content_hash`: the record as the connector gave it, the practice's
+country and the normaliser's version) is the one stored on its row, normalise the others
+(rejects go to ``pims_rejects`` with the raw payload and the reason), upsert the rest by
+(practice_id, external_id) with the database's ``INSERT … ON CONFLICT DO UPDATE`` (only rows
+whose values differ are touched), add the batch's counts to the run and store the batch's
+checkpoint. A
 crash therefore resumes after the last committed batch, and a batch read twice changes nothing
 and counts as unchanged. Inactivation and death arrive as status updates; nothing is deleted.
 ``vethub_client_synced`` fires, after the commit, for each client inserted or changed.
@@ -19,9 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Table, literal_column, or_, select, update
+from sqlalchemy import ARRAY, String, Table, any_, bindparam, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,12 +41,14 @@ from hub.pims.models import (
     Client,
     Patient,
     Reminder,
+    RunStatus,
+    RunTrigger,
     SyncCheckpoint,
     SyncReject,
     SyncRun,
     Visit,
 )
-from hub.pims.normalise import normalise
+from hub.pims.normalise import clean_text, content_hash, normalise
 from hub.pims.records import (
     AppointmentRecord,
     Batch,
@@ -69,6 +75,9 @@ KINDS: dict[RecordKind, tuple[str, Table, type]] = {
 STALE_SECONDS = 600
 _FIELDS = {kind: [f.name for f in dataclasses.fields(cls) if f.name != "raw"]
            for kind, (_a, _t, cls) in KINDS.items()}
+#: kind -> record -> the values of _FIELDS[kind], in one C call rather than a getattr each.
+_VALUES: dict[RecordKind, Callable[[Any], tuple[Any, ...]]] = {
+    kind: attrgetter(*names) for kind, names in _FIELDS.items()}
 
 
 class SyncError(Exception):
@@ -90,7 +99,7 @@ class RunResult:
     run_id: int
     practice: str
     connector: str
-    status: str
+    status: RunStatus
     counts: dict[str, dict[str, int]]
     rejected: int
     batches: int
@@ -158,12 +167,28 @@ def _text_limits(kind: RecordKind, table: Table) -> list[tuple[str, int]]:
 _LIMITS = {kind: _text_limits(kind, table) for kind, (_a, table, _c) in KINDS.items()}
 
 
-def _too_long(kind: RecordKind, record: Any) -> str | None:
+def _too_long(kind: RecordKind, row: dict[str, Any]) -> str | None:
     for name, limit in _LIMITS[kind]:
-        value = getattr(record, name)
+        value = row[name]
         if value is not None and len(value) > limit:
             return f"{name} is longer than {limit} characters"
     return None
+
+
+def _latest(records: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The records by their (cleaned) external id, and those without one (normalising them
+    gives their reject). The last of several versions of one record in a batch wins, before
+    normalising (one statement may not touch a row twice)."""
+    latest: dict[str, Any] = {}
+    unkeyed = []
+    for record in records:
+        external_id = clean_text(record.external_id)
+        if external_id:
+            record.external_id = external_id
+            latest[external_id] = record
+        else:
+            unkeyed.append(record)
+    return latest, unkeyed
 
 
 def _source(raw: Any) -> str | None:
@@ -189,7 +214,7 @@ class SyncEngine:
         self.entry = entry
         self.progress = progress
 
-    async def run(self, *, full: bool = False, trigger: str = "cli") -> RunResult:
+    async def run(self, *, full: bool = False, trigger: RunTrigger = RunTrigger.CLI) -> RunResult:
         hub, entry = self.hub, self.entry
         started = time.monotonic()
         now = hub.clock.now()
@@ -200,27 +225,27 @@ class SyncEngine:
                 raise SyncError(f"no practice with slug {entry.practice!r} in the database")
             running = select(SyncRun).where(SyncRun.practice_id == practice.id,
                                             SyncRun.connector == entry.name,
-                                            SyncRun.status == "running")
+                                            SyncRun.status == RunStatus.RUNNING)
             alive = (await session.execute(running.where(
                 SyncRun.heartbeat_at > now - timedelta(seconds=STALE_SECONDS)))).scalars().first()
-            if alive is not None and trigger == "schedule":
+            if alive is not None and trigger == RunTrigger.SCHEDULE:
                 # The previous tick's run is still going (a long full sync): let it finish.
                 log.info("PIMS sync %s/%s: run %s still running, tick skipped",
                          entry.practice, entry.name, alive.id)
-                return RunResult(alive.id, entry.practice, entry.name, "skipped",
+                return RunResult(alive.id, entry.practice, entry.name, RunStatus.SKIPPED,
                                  _empty_counts(), 0, 0, 0.0)
             # Any other run still "running" was cut off (its process died), or an operator
             # chose to run anyway: it is over.
             await session.execute(
                 update(SyncRun).where(SyncRun.id.in_(running.with_only_columns(SyncRun.id)))
-                .values(status="interrupted", finished_at=now))
+                .values(status=RunStatus.INTERRUPTED, finished_at=now))
             previous = (await session.execute(
                 select(SyncRun.status).where(SyncRun.practice_id == practice.id,
                                              SyncRun.connector == entry.name,
-                                             SyncRun.status.in_(("succeeded", "failed")))
+                                             SyncRun.status.in_((RunStatus.SUCCEEDED, RunStatus.FAILED)))
                 .order_by(SyncRun.id.desc()).limit(1))).scalar_one_or_none()
             run = SyncRun(practice_id=practice.id, connector=entry.name, full=full,
-                          trigger=trigger, status="running", started_at=now, heartbeat_at=now,
+                          trigger=trigger, status=RunStatus.RUNNING, started_at=now, heartbeat_at=now,
                           counts=_empty_counts())
             session.add(run)
             checkpoint = (await session.execute(
@@ -230,7 +255,7 @@ class SyncEngine:
             await session.flush()
         self.practice_id = practice.id
         self.run_id = run.id
-        result = RunResult(run.id, entry.practice, entry.name, "running", _empty_counts(), 0, 0, 0.0)
+        result = RunResult(run.id, entry.practice, entry.name, RunStatus.RUNNING, _empty_counts(), 0, 0, 0.0)
         want_events = bool(hub.pm.hook.vethub_client_synced.get_hookimpls())
         try:
             connector = build_connector(hub, entry, practice)
@@ -249,21 +274,21 @@ class SyncEngine:
                 if close is not None:
                     await close()
         except Exception as err:
-            result.status, result.error = "failed", f"{type(err).__name__}: {err}"
+            result.status, result.error = RunStatus.FAILED, f"{type(err).__name__}: {err}"
             SYNC_FAILURES.labels(entry.name, type(err).__name__).inc()
             log.warning("PIMS sync %s/%s failed: %s", entry.practice, entry.name, result.error)
         else:
-            result.status = "succeeded"
+            result.status = RunStatus.SUCCEEDED
         result.seconds = time.monotonic() - started
         async with hub.transaction() as session:
             await session.execute(update(SyncRun).where(SyncRun.id == run.id).values(
                 status=result.status, finished_at=hub.clock.now(), error=result.error))
             # One event when a connector starts failing and one when it recovers, not one per run.
-            if result.status == "failed" and previous != "failed":
+            if result.status == RunStatus.FAILED and previous != RunStatus.FAILED:
                 await events.record(session, "pims.sync_failed",
                                     f"PIMS sync {entry.name} of {entry.practice} failed: {result.error}",
                                     practice_id=practice.id, data={"run_id": run.id})
-            elif result.status == "succeeded" and previous == "failed":
+            elif result.status == RunStatus.SUCCEEDED and previous == RunStatus.FAILED:
                 await events.record(session, "pims.sync_recovered",
                                     f"PIMS sync {entry.name} of {entry.practice} works again",
                                     practice_id=practice.id, data={"run_id": run.id})
@@ -272,32 +297,25 @@ class SyncEngine:
     async def _apply(self, batch: Batch, country: str, result: RunResult) -> list[int]:
         """Normalise, upsert and checkpoint one batch in one transaction; return changed
         client ids."""
-        rows: dict[RecordKind, list[dict[str, Any]]] = {}
-        for kind, (attr, _table, _cls) in KINDS.items():
-            good = []
-            for record in getattr(batch, attr):
-                outcome = normalise(record, country)
-                if not isinstance(outcome, str):
-                    outcome = _too_long(kind, outcome) or outcome
-                if isinstance(outcome, str):
-                    raw = record.raw if record.raw is not None else dataclasses.asdict(record)
-                    batch.rejects.append(Reject(kind, outcome, raw, record.external_id or None,
-                                                _source(record.raw)))
-                    continue
-                good.append(outcome)
-            rows[kind] = [self._row(kind, r) for r in good]
         changed_clients: list[int] = []
         now = self.hub.clock.now()
         async with self.hub.transaction() as session:
-            for kind, kind_rows in rows.items():
-                if not kind_rows:
+            for kind, (attr, table, _cls) in KINDS.items():
+                records = getattr(batch, attr)
+                if not records:
                     continue
-                inserted, updated, total, ids = await upsert(
-                    session, KINDS[kind][1], self.practice_id, kind_rows, now)
+                latest, unkeyed = _latest(records)
+                stored = await stored_hashes(session, table, self.practice_id, list(latest))
+                rows, skipped = self._rows(kind, [*latest.values(), *unkeyed], stored, country,
+                                           batch.rejects)
                 c = result.counts[kind]
+                c["unchanged"] += skipped
+                if not rows:
+                    continue
+                inserted, updated, ids = await upsert(session, table, rows, stored, now)
                 c["inserted"] += inserted
                 c["updated"] += updated
-                c["unchanged"] += total - inserted - updated
+                c["unchanged"] += len(rows) - inserted - updated
                 if kind == "client":
                     changed_clients = ids
             if batch.rejects:
@@ -317,10 +335,34 @@ class SyncEngine:
                                   _jsonable(batch.checkpoint), now)
         return changed_clients
 
-    def _row(self, kind: RecordKind, record: Any) -> dict[str, Any]:
-        row = {name: getattr(record, name) for name in _FIELDS[kind]}
-        row["practice_id"] = self.practice_id
-        return row
+    def _rows(self, kind: RecordKind, records: list[Any], stored: dict[str, str | None], country: str,
+              rejects: list[Reject]) -> tuple[list[dict[str, Any]], int]:
+        """The rows to upsert: every record whose content hash differs from its row's,
+        normalised and validated (rejects appended to ``rejects``); and how many were skipped
+        because their hash is unchanged."""
+        fields, values = _FIELDS[kind], _VALUES[kind]
+        rows: list[dict[str, Any]] = []
+        skipped = 0
+        for record in records:
+            digest = content_hash(record, country)
+            if stored.get(record.external_id) == digest:
+                skipped += 1
+                continue
+            outcome = normalise(record, country)
+            if isinstance(outcome, str):
+                reason: str | None = outcome
+            else:
+                row = dict(zip(fields, values(outcome), strict=True))
+                reason = _too_long(kind, row)
+            if reason is not None:
+                raw = record.raw if record.raw is not None else dataclasses.asdict(record)
+                rejects.append(Reject(kind, reason, raw, record.external_id or None,
+                                      _source(record.raw)))
+                continue
+            row["practice_id"] = self.practice_id
+            row["content_hash"] = digest
+            rows.append(row)
+        return rows, skipped
 
     async def _fire(self, client_ids: list[int]) -> None:
         async with self.hub.sessionmaker() as session:
@@ -339,11 +381,12 @@ def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> A
     values differ, RETURNING the id and external id of rows inserted or changed and, on
     PostgreSQL, whether the row was inserted: ``xmax`` is 0 on a row version that an insert
     created and the updating transaction's id on one that ON CONFLICT DO UPDATE wrote."""
-    compared = [c for c in columns if c not in ("practice_id", "external_id", "synced_at")]
+    compared = [c for c in columns
+                if c not in ("practice_id", "external_id", "synced_at", "content_hash")]
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["practice_id", "external_id"],
-        set_={c: stmt.excluded[c] for c in [*compared, "synced_at"]},
+        set_={c: stmt.excluded[c] for c in [*compared, "synced_at", "content_hash"]},
         where=or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compared]),
     )
     if dialect == "postgresql":
@@ -352,30 +395,53 @@ def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> A
     return stmt.returning(table.c.id, table.c.external_id)
 
 
-async def upsert(session: AsyncSession, table: Table, practice_id: int,
-                 rows: list[dict[str, Any]], now: Any) -> tuple[int, int, int, list[int]]:
-    """Insert or update ``rows`` by (practice_id, external_id); rows whose values are unchanged
-    are not touched. Returns (inserted, updated, distinct rows, ids inserted or changed)."""
-    # The last of several versions of one record in a batch wins; a statement may not touch
-    # a row twice.
-    by_id = {r["external_id"]: r for r in rows}
-    rows = list(by_id.values())
+async def stored_hashes(session: AsyncSession, table: Table, practice_id: int,
+                        external_ids: list[str]) -> dict[str, str | None]:
+    """external id -> content hash of the rows among ``external_ids`` that exist."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter: the statement text (and asyncpg's prepared statement) is the
+        # same whatever the batch's size.
+        match = table.c.external_id == any_(bindparam("ids", external_ids, type_=ARRAY(String)))
+    else:
+        match = table.c.external_id.in_(external_ids)
+    found = await session.execute(select(table.c.external_id, table.c.content_hash)
+                                  .where(table.c.practice_id == practice_id, match))
+    return {external_id: digest for external_id, digest in found}
+
+
+async def upsert(session: AsyncSession, table: Table, rows: list[dict[str, Any]],
+                 stored: dict[str, str | None], now: Any) -> tuple[int, int, list[int]]:
+    """Insert or update ``rows`` (distinct external ids of one practice) by (practice_id,
+    external_id); rows whose values are unchanged are not touched. ``stored`` holds the
+    existing rows' content hashes (:func:`stored_hashes`). Returns (inserted, updated, ids
+    inserted or changed)."""
     for r in rows:
         r["synced_at"] = now
     dialect = session.get_bind().dialect.name
     stmt = _upsert_statement(dialect, table, tuple(rows[0]))
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs
+    # ("insertmanyvalues") from one cached compiled statement.
+    returned = (await session.execute(stmt, rows)).all()
     if dialect == "postgresql":
         # PostgreSQL tells inserts from updates itself (RETURNING xmax = 0, below).
-        changed = [(r[0], bool(r[2])) for r in await session.execute(stmt, rows)]
+        changed = [(r[0], r[1], bool(r[2])) for r in returned]
     else:
-        existing = set((await session.execute(
-            select(table.c.external_id).where(table.c.practice_id == practice_id,
-                                              table.c.external_id.in_(list(by_id))))).scalars())
-        # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs
-        # ("insertmanyvalues") from one cached compiled statement.
-        changed = [(r[0], r[1] not in existing) for r in await session.execute(stmt, rows)]
-    inserted = sum(1 for _i, new in changed if new)
-    return inserted, len(changed) - inserted, len(rows), [i for i, _n in changed]
+        changed = [(r[0], r[1], r[1] not in stored) for r in returned]
+    written = {external_id for _i, external_id, _n in changed}
+    # A record whose PIMS content changed but whose normalised row did not (a whitespace
+    # edit, a new normaliser version): the row is unchanged, but its hash must move on or
+    # every later sync would normalise the record again.
+    rehash = [{"x": r["external_id"], "h": r["content_hash"]} for r in rows
+              if r["external_id"] not in written and stored.get(r["external_id"]) != r["content_hash"]]
+    if rehash:
+        practice_id = rows[0]["practice_id"]
+        await session.execute(
+            update(table).where(table.c.practice_id == practice_id,
+                                table.c.external_id == bindparam("x"))
+            .values(content_hash=bindparam("h")),
+            rehash)
+    inserted = sum(1 for _i, _x, new in changed if new)
+    return inserted, len(changed) - inserted, [i for i, _x, _n in changed]
 
 
 async def save_checkpoint(session: AsyncSession, practice_id: int, connector: str,
@@ -389,7 +455,7 @@ async def save_checkpoint(session: AsyncSession, practice_id: int, connector: st
 
 
 async def sync_practices(hub: Any, *, practice: str | None = None, connector: str | None = None,
-                         full: bool = False, trigger: str = "cli",
+                         full: bool = False, trigger: RunTrigger = RunTrigger.CLI,
                          progress: Callable[[ConnectorEntry, RunResult], None] | None = None,
                          ) -> list[RunResult]:
     """Run every configured connector matching the filters, one after another."""
