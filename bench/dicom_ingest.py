@@ -258,6 +258,14 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
+def _receivers(text: str) -> set[str]:
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = chosen - {"hub", "storescp", "orthanc"}
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(f"receivers are hub, storescp, orthanc; not {text!r}")
+    return chosen
+
+
 def _hub_name(processes: int) -> str:
     return "vethub" if processes == 1 else f"vethub-{processes}p"
 
@@ -474,20 +482,21 @@ def many_practices(args: argparse.Namespace) -> int:
           f"{args.concurrency} associations at a time")
     results: dict[str, dict] = {}
     try:
-        for processes in args.processes:
+        for processes in args.processes if "hub" in args.receivers else []:
             os.sync()
             results[_hub_name(processes)] = _hub_many(
                 practices, args.concurrency, work, processes, plan, args.idle
             )
-        os.sync()
-        out_dir = work / "storescp-out"
-        out_dir.mkdir()
-        results["storescp"] = _drive_in_netns(
-            f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
-            args.concurrency, plan,
-        )
+        if "storescp" in args.receivers:
+            os.sync()
+            out_dir = work / "storescp-out"
+            out_dir.mkdir()
+            results["storescp"] = _drive_in_netns(
+                f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
+                args.concurrency, plan,
+            )
         orthanc = shutil.which("Orthanc")
-        if orthanc is not None:
+        if orthanc is not None and "orthanc" in args.receivers:
             os.sync()
             cfg = work / "orthanc.json"
             cfg.write_text(json.dumps({
@@ -537,6 +546,9 @@ def main() -> int:
                         help="many: associations at a time")
     parser.add_argument("--idle", type=int, default=1000,
                         help="many: idle connections held while one practice sends (0: skip)")
+    parser.add_argument("--receivers", default="hub,storescp,orthanc", type=_receivers,
+                        help="many: which receivers run (comma-separated; default all three), "
+                             "e.g. hub alone while profiling it")
     parser.add_argument("--drive", nargs=4, metavar=("PORT", "CALLED", "CONCURRENCY", "PLAN"),
                         help=argparse.SUPPRESS)  # the sender side, run in a network namespace
     args = parser.parse_args()
