@@ -27,7 +27,8 @@ C-STORE response (a storescu process's run), and the hub's peak RSS (its process
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
 them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
-negotiation thread; the summary says how many it held). Its figures are only worth recording
+negotiation thread; the summary says how many it held). ``--receivers hub,orthanc`` runs only
+those (e.g. the hub alone while a profiler watches it). Its figures are only worth recording
 from a quiet machine.
 """
 
