@@ -27,7 +27,8 @@ C-STORE response (a storescu process's run), and the hub's peak RSS (its process
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
 them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
-negotiation thread; the summary says how many it held). Its figures are only worth recording
+negotiation thread; the summary says how many it held). ``--receivers hub,orthanc`` runs only
+those (e.g. the hub alone while a profiler watches it). Its figures are only worth recording
 from a quiet machine.
 """
 
@@ -258,6 +259,14 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
+def _receivers(text: str) -> set[str]:
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = chosen - {"hub", "storescp", "orthanc"}
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(f"receivers are hub, storescp, orthanc; not {text!r}")
+    return chosen
+
+
 def _hub_name(processes: int) -> str:
     return "vethub" if processes == 1 else f"vethub-{processes}p"
 
@@ -474,20 +483,21 @@ def many_practices(args: argparse.Namespace) -> int:
           f"{args.concurrency} associations at a time")
     results: dict[str, dict] = {}
     try:
-        for processes in args.processes:
+        for processes in args.processes if "hub" in args.receivers else []:
             os.sync()
             results[_hub_name(processes)] = _hub_many(
                 practices, args.concurrency, work, processes, plan, args.idle
             )
-        os.sync()
-        out_dir = work / "storescp-out"
-        out_dir.mkdir()
-        results["storescp"] = _drive_in_netns(
-            f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
-            args.concurrency, plan,
-        )
+        if "storescp" in args.receivers:
+            os.sync()
+            out_dir = work / "storescp-out"
+            out_dir.mkdir()
+            results["storescp"] = _drive_in_netns(
+                f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
+                args.concurrency, plan,
+            )
         orthanc = shutil.which("Orthanc")
-        if orthanc is not None:
+        if orthanc is not None and "orthanc" in args.receivers:
             os.sync()
             cfg = work / "orthanc.json"
             cfg.write_text(json.dumps({
@@ -537,6 +547,9 @@ def main() -> int:
                         help="many: associations at a time")
     parser.add_argument("--idle", type=int, default=1000,
                         help="many: idle connections held while one practice sends (0: skip)")
+    parser.add_argument("--receivers", default="hub,storescp,orthanc", type=_receivers,
+                        help="many: which receivers run (comma-separated; default all three), "
+                             "e.g. hub alone while profiling it")
     parser.add_argument("--drive", nargs=4, metavar=("PORT", "CALLED", "CONCURRENCY", "PLAN"),
                         help=argparse.SUPPRESS)  # the sender side, run in a network namespace
     args = parser.parse_args()

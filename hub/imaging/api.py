@@ -37,6 +37,7 @@ from hub.imaging.api_models import (
     case_summary,
     report_out,
 )
+from hub.imaging.header_fields import header_values
 from hub.imaging.models import Case, CaseAttachment, CaseStatus, Instance, Study
 from hub.imaging.turnaround import turnaround_rows
 from hub.web.auth import get_principal, require_role
@@ -315,12 +316,9 @@ def study_summary(study: Study) -> dict[str, Any]:
     return {
         "id": study.id, "practice_id": study.practice_id,
         "study_instance_uid": study.study_instance_uid, "status": study.status,
-        "modality": study.modality, "modalities": study.modalities,
+        **header_values(study), "modalities": study.modalities,
         "instance_count": study.instance_count, "size_bytes": study.size_bytes,
-        "animal_name": study.animal_name, "animal_id": study.animal_id, "species": study.species,
-        "responsible_person": study.responsible_person, "body_part": study.body_part,
-        "study_date": study.study_date, "study_description": study.study_description,
-        "institution": study.institution, "calling_ae": study.calling_ae,
+        "calling_ae": study.calling_ae,
         "first_received_at": study.first_received_at.isoformat(),
         "last_received_at": study.last_received_at.isoformat(),
         "stable_at": study.stable_at.isoformat() if study.stable_at else None,

@@ -88,7 +88,11 @@ class InstanceFiler:
             if conn.invalidated or conn.closed:
                 self._conn = None
             raise
-        if filed.armed:  # a stability check was committed: wake this process's job workers
+        if filed.armed and self.stable_age <= 0:
+            # A stability check due at once: wake this process's job workers. One due later
+            # is claimed at their next poll either way (a wake only makes them look now, find
+            # nothing due and sleep a whole poll interval again): that look was a database
+            # query on the loop for every batch with a new study.
             self.loop.call_soon_threadsafe(self.hub.jobs.wake)
         return filed.outcomes
 

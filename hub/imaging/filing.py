@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from hub.db.base import table_of
 from hub.db.types import UTCDateTime
+from hub.imaging.header_fields import HEADER_NAMES
 from hub.imaging.models import RECEIVING, Instance, Study
 
 if TYPE_CHECKING:
@@ -34,19 +35,6 @@ def stability_check(study_id: int, stable_age: float, due: datetime) -> tuple[di
         {"study_id": study_id, "stable_age": stable_age},
         f"{STABILITY_JOB}:{study_id}:{due.isoformat()}",
     )
-
-HEADER_FIELDS = (
-    "modality",
-    "animal_name",
-    "animal_id",
-    "species",
-    "responsible_person",
-    "body_part",
-    "study_date",
-    "study_description",
-    "institution",
-)
-
 
 class ImagingError(Exception):
     """An instance cannot be filed; ``status`` is the DICOM status a transport should answer."""
@@ -183,7 +171,7 @@ def _find_or_create_studies(
             practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
             calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
             status=RECEIVING, first_received_at=now, last_received_at=now,
-            **{f: getattr(item, f) for f in HEADER_FIELDS},
+            **{f: getattr(item, f) for f in HEADER_NAMES},
         )
         cache[key] = conn.execute(insert(_ST).values(**values).returning(_ST.c.id)).scalar_one()
 

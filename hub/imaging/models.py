@@ -1,8 +1,8 @@
 """Imaging tables: studies, instances, cases (their status history, attachments, reports),
 per-instance forward results.
 
-Text columns copied from DICOM headers are cleaned and cut to these widths by the receiver
-(``plugins.dicom.header.TEXT_WIDTHS``); keep the two in step.
+The header columns a study and an instance share take their widths from
+:mod:`hub.imaging.header_fields`, which the receiver's parser cuts values to.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db.base import Base
 from hub.db.types import JSONType, UTCDateTime, utcnow
+from hub.imaging.header_fields import WIDTHS, check_declared
 
 # Study statuses
 RECEIVING = "receiving"
@@ -74,18 +75,26 @@ FWD_WARNING = "warning"
 FWD_FAILED = "failed"
 
 
-class _HeaderFields:
-    """The header fields both a study and an instance keep (from the first/each instance)."""
+def _header_column(name: str) -> Any:
+    return mapped_column(String(WIDTHS[name]))
 
-    modality: Mapped[str | None] = mapped_column(String(16))
-    animal_name: Mapped[str | None] = mapped_column(String(200))
-    animal_id: Mapped[str | None] = mapped_column(String(64))
-    species: Mapped[str | None] = mapped_column(String(64))
-    responsible_person: Mapped[str | None] = mapped_column(String(200))
-    body_part: Mapped[str | None] = mapped_column(String(64))
-    study_date: Mapped[str | None] = mapped_column(String(8))
-    study_description: Mapped[str | None] = mapped_column(String(200))
-    institution: Mapped[str | None] = mapped_column(String(200))
+
+class _HeaderFields:
+    """The header fields both a study and an instance keep (from the first/each instance),
+    as declared in :mod:`hub.imaging.header_fields` (checked below, at import)."""
+
+    modality: Mapped[str | None] = _header_column("modality")
+    animal_name: Mapped[str | None] = _header_column("animal_name")
+    animal_id: Mapped[str | None] = _header_column("animal_id")
+    species: Mapped[str | None] = _header_column("species")
+    responsible_person: Mapped[str | None] = _header_column("responsible_person")
+    body_part: Mapped[str | None] = _header_column("body_part")
+    study_date: Mapped[str | None] = _header_column("study_date")
+    study_description: Mapped[str | None] = _header_column("study_description")
+    institution: Mapped[str | None] = _header_column("institution")
+
+
+check_declared("the Study and Instance rows", _HeaderFields.__annotations__)
 
 
 class Study(_HeaderFields, Base):

@@ -11,7 +11,7 @@ itself while instances keep arriving, so a restart loses nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.transactions import run_transaction
 from hub.imaging.filing import (
-    HEADER_FIELDS,
     STABILITY_JOB,
     ImagingError,
     StoreOutcome,
     file_instances,
     stability_check,
 )
+from hub.imaging.header_fields import HEADER_FIELDS, check_declared
 from hub.imaging.models import STABLE, Study
 from hub.imaging.routing import StudyFacts
 
@@ -70,6 +70,10 @@ class ReceivedInstance:
     study_date: str | None = None
     study_description: str | None = None
     institution: str | None = None
+
+
+# The header fields come last, in the declared order (the relay sends them in order).
+check_declared("ReceivedInstance", [f.name for f in fields(ReceivedInstance)][-len(HEADER_FIELDS):])
 
 
 def study_facts(study: Study) -> StudyFacts:

@@ -4,8 +4,10 @@ Only the elements listed in :data:`HEADER_TAGS` are read, and reading stops befo
 data, so a large image costs no more than a small one. The bytes are never decoded and
 re-encoded for storage; this module only looks at them.
 
-Every text value is cleaned (control characters removed, surrounding spaces stripped) and cut
-to the column width the database keeps. None of it is ever used as a path.
+Which elements are header fields, and the width each is cut to, is declared once in
+:mod:`hub.imaging.header_fields` (the rows' columns come from it too). Every text value is
+cleaned (control characters removed, surrounding spaces stripped) and cut to that width. None
+of it is ever used as a path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, BinaryIO
 
 from pydicom.datadict import dictionary_VR
@@ -27,6 +29,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from hub.imaging.header_fields import HEADER_FIELDS, WIDTHS, check_declared
+
 from .storage import is_valid_uid
 
 __all__ = ["HEADER_TAGS", "HeaderError", "InstanceHeader", "parse_fragments", "parse_header"]
@@ -34,34 +38,16 @@ __all__ = ["HEADER_TAGS", "HeaderError", "InstanceHeader", "parse_fragments", "p
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_DATASET_MISMATCH = 0xA900
 
-# Column widths; kept in step with hub.imaging.models.Instance.
-TEXT_WIDTHS = {
-    "modality": 16,
-    "animal_name": 200,
-    "animal_id": 64,
-    "species": 64,
-    "responsible_person": 200,
-    "body_part": 64,
-    "study_date": 8,
-    "study_description": 200,
-    "institution": 200,
-}
+# The widths the rows keep (hub.imaging.header_fields, which the columns are made from).
+TEXT_WIDTHS = WIDTHS
 
-# keyword -> (tag, field)
+# keyword -> (tag, field): the four UIDs every instance must have, then the header fields
 _FIELDS: dict[str, tuple[int, str]] = {
     "SOPClassUID": (0x00080016, "sop_class_uid"),
     "SOPInstanceUID": (0x00080018, "sop_instance_uid"),
     "StudyInstanceUID": (0x0020000D, "study_instance_uid"),
     "SeriesInstanceUID": (0x0020000E, "series_instance_uid"),
-    "Modality": (0x00080060, "modality"),
-    "PatientName": (0x00100010, "animal_name"),
-    "PatientID": (0x00100020, "animal_id"),
-    "PatientSpeciesDescription": (0x00102201, "species"),
-    "ResponsiblePerson": (0x00102297, "responsible_person"),
-    "BodyPartExamined": (0x00180015, "body_part"),
-    "StudyDate": (0x00080020, "study_date"),
-    "StudyDescription": (0x00081030, "study_description"),
-    "InstitutionName": (0x00080080, "institution"),
+    **{f.keyword: (f.tag, f.name) for f in HEADER_FIELDS},
 }
 HEADER_TAGS: list[BaseTag | int] = [Tag(0x00080005), *(Tag(t) for t, _ in _FIELDS.values())]
 
@@ -90,6 +76,9 @@ class InstanceHeader:
     study_date: str | None = None
     study_description: str | None = None
     institution: str | None = None
+
+
+check_declared("InstanceHeader", [f.name for f in fields(InstanceHeader)][4:])
 
 
 def _clean(value: Any, width: int) -> str | None:

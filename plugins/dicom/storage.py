@@ -183,10 +183,18 @@ class DicomStore:
                 self._inside.add(parent)
         return path
 
-    def _ensure_dir(self, directory: Path) -> None:
+    def _ensure_dir(self, directory: Path) -> list[Path]:
+        """Create ``directory`` and its missing parents; the directories whose entries are not
+        yet known durable, for the first file's commit to fsync (:meth:`PendingFile.commit`).
+
+        Those fsyncs wait for the file's own: a new study's first instance then costs two
+        journal commits (its file's, which carries the new directories too, and its
+        directory's, after which the parents' fsyncs find nothing left to write) where a
+        fsync after each mkdir cost five (docs/performance.md). A directory found already
+        there but not yet known has its parents fsynced too: another association may have
+        just created it and not yet fsynced them."""
         if directory in self._known_dirs:
-            return
-        # Create each missing level and fsync its parent so the new entry is durable.
+            return []
         missing: list[Path] = []
         probe = directory
         while not probe.exists():
@@ -199,7 +207,16 @@ class DicomStore:
                 level.mkdir()
             except FileExistsError:
                 pass
-            _fsync_dir(level.parent)
+        parents: list[Path] = []
+        level = directory
+        while level != self.root and level.parent != level:
+            level = level.parent
+            parents.append(level)
+        if missing and missing[-1] == self.root:
+            parents.append(self.root.parent)
+        return parents
+
+    def _known(self, directory: Path) -> None:
         with self._lock:
             self._known_dirs.add(directory)
 
@@ -225,10 +242,10 @@ class DicomStore:
                     return StoredFile(relpath, path, path.stat().st_size, written=False)
                 except FileNotFoundError:
                     pass
-            self._ensure_dir(path.parent)
+            unsynced = self._ensure_dir(path.parent)
             if self._tmpfile is None:
                 self._tmpfile = tmpfile_supported(path.parent)
-            return PendingFile(self, relpath, path)
+            return PendingFile(self, relpath, path, unsynced)
         except OSError as err:
             raise self._unavailable(relpath, path, err) from err
 
@@ -243,8 +260,12 @@ class PendingFile:
     until :meth:`commit` fsyncs it and gives it its final name. :meth:`close` without a commit
     leaves nothing behind. Not thread-safe: one association writes it."""
 
-    def __init__(self, store: DicomStore, relpath: PurePosixPath, path: Path) -> None:
+    def __init__(
+        self, store: DicomStore, relpath: PurePosixPath, path: Path, unsynced: list[Path] | None = None
+    ) -> None:
+        """``unsynced``: directories to fsync after this file's directory (new ones' parents)."""
         self.store, self.relpath, self.path = store, relpath, path
+        self.unsynced = unsynced or []
         self.size = 0
         self._tmp: str | None = None  # the temporary name, for a named file
         self._fd = -1
@@ -271,12 +292,17 @@ class PendingFile:
             raise self.store._unavailable(self.relpath, self.path, err) from err
 
     def commit(self) -> StoredFile:
-        """fsync the file, give it its final name, fsync the directory."""
+        """fsync the file, give it its final name, fsync the directory (and, for the first
+        file in a directory, the parents whose entries are not yet durable)."""
         try:
             os.fsync(self._fd)
             stored = self._link() if self._tmp is None else self._rename()
             if stored.written:
                 os.fsync(self._dir_fd)
+            if self.unsynced:
+                for directory in self.unsynced:
+                    _fsync_dir(directory)
+                self.store._known(self.path.parent)
             return stored
         except OSError as err:
             raise self.store._unavailable(self.relpath, self.path, err) from err

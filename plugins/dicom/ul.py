@@ -9,6 +9,7 @@ PDUs, parse a command set and build a response, split a response into P-DATA-TF 
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,17 +106,64 @@ def parse_associate_rq(body: bytes) -> AssociateRQ:
     version = struct.unpack_from(">H", body, 0)[0]
     called = _ae_title(body[4:20], "called")
     calling = _ae_title(body[20:36], "calling")
-    rq = AssociateRQ(called, calling, [])
+    items = _variable_items(body[68:])
+    # Checked after the items, so a malformed PDU is aborted rather than politely refused.
+    if not version & 0x0001:
+        raise AssociateRefused(f"protocol version {version:#06x} not supported",
+                               RJ_PROTOCOL_VERSION)
+    if items.app_context.rstrip(b"\x00 ") != APPLICATION_CONTEXT:
+        raise AssociateRefused(
+            f"application context {decode_uid(items.app_context)!r} is not DICOM's",
+            RJ_APPLICATION_CONTEXT,
+        )
+    return AssociateRQ(called, calling, list(items.contexts), items.max_length)
+
+
+@dataclass(frozen=True, slots=True)
+class _Items:
+    """The variable items of a well-formed A-ASSOCIATE-RQ (the same for every association of
+    one modality; its contexts are shared between the requests parsed from them: read only)."""
+
+    app_context: bytes
+    contexts: tuple[tuple[int, str, list[str]], ...]
+    max_length: int
+
+
+# A modality proposes the same contexts on every association: over a hundred of them from
+# storescu, whose parsing was a fifth of the receiver's Python time with many short
+# associations. Keyed by the items' bytes, so only an identical request is served from here;
+# bounded in entries, each at most max_associate_rq bytes.
+_ITEMS_SEEN: dict[bytes, _Items] = {}
+_ITEMS_SEEN_MAX = 32
+_ITEMS_LOCK = threading.Lock()
+
+
+def _variable_items(raw: bytes) -> _Items:
+    with _ITEMS_LOCK:
+        known = _ITEMS_SEEN.get(raw)
+    if known is not None:
+        return known
+    parsed = _parse_items(raw)
+    with _ITEMS_LOCK:
+        if len(_ITEMS_SEEN) >= _ITEMS_SEEN_MAX:
+            del _ITEMS_SEEN[next(iter(_ITEMS_SEEN))]  # the oldest
+        _ITEMS_SEEN[raw] = parsed
+    return parsed
+
+
+def _parse_items(raw: bytes) -> _Items:
     app_context: bytes | None = None
+    contexts: list[tuple[int, str, list[str]]] = []
     seen_ids: set[int] = set()
     user_info = False
-    for kind, value in _items(body[68:], "A-ASSOCIATE-RQ"):
+    max_length = 0
+    for kind, value in _items(raw, "A-ASSOCIATE-RQ"):
         if kind == 0x10:
             if app_context is not None:
                 raise ProtocolError("two application context items", ABORT_UNEXPECTED_PARAMETER)
             app_context = value
         elif kind == 0x20:
-            rq.contexts.append(_presentation_context(value, seen_ids))
+            contexts.append(_presentation_context(value, seen_ids))
         elif kind == 0x50:
             user_info = True
             for sub, sub_value in _items(value, "user information"):
@@ -123,24 +171,15 @@ def parse_associate_rq(body: bytes) -> AssociateRQ:
                     if len(sub_value) != 4:
                         raise ProtocolError("maximum length item is not 4 bytes",
                                             ABORT_INVALID_PARAMETER)
-                    rq.max_length = struct.unpack(">I", sub_value)[0]
+                    max_length = struct.unpack(">I", sub_value)[0]
         # Any other item type is skipped, as a later version of the standard may add some.
     if app_context is None:
         raise ProtocolError("no application context item", ABORT_INVALID_PARAMETER)
-    if not rq.contexts:
+    if not contexts:
         raise ProtocolError("no presentation context item", ABORT_INVALID_PARAMETER)
     if not user_info:
         raise ProtocolError("no user information item", ABORT_INVALID_PARAMETER)
-    # Checked after the items, so a malformed PDU is aborted rather than politely refused.
-    if not version & 0x0001:
-        raise AssociateRefused(f"protocol version {version:#06x} not supported",
-                               RJ_PROTOCOL_VERSION)
-    if app_context.rstrip(b"\x00 ") != APPLICATION_CONTEXT:
-        raise AssociateRefused(
-            f"application context {decode_uid(app_context)!r} is not DICOM's",
-            RJ_APPLICATION_CONTEXT,
-        )
-    return rq
+    return _Items(app_context, tuple(contexts), max_length)
 
 
 def _presentation_context(value: bytes, seen: set[int]) -> tuple[int, str, list[str]]:
