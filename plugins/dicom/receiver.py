@@ -19,7 +19,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from io import BytesIO
@@ -30,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time; the stubs omit it
 from pynetdicom.transport import ThreadedAssociationServer
@@ -46,6 +46,7 @@ from .config import DicomConfig
 from .filemeta import file_meta
 from .header import HeaderError, parse_fragments, parse_header
 from .net import NoDelayServer
+from .pynetdicom_shim import start_server
 from .relay import RelayCommitter
 from .storage import DicomStore, StorageError, instance_relpath
 
@@ -159,10 +160,12 @@ class DicomReceiver:
             assert cx.abstract_syntax is not None  # every storage context names its SOP class
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
-        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)
+        ]
 
         def _start() -> ThreadedAssociationServer:
-            return _start_server(ae, (self.config.host, self.config.port), handlers, NoDelayServer)
+            return start_server(ae, (self.config.host, self.config.port), handlers, NoDelayServer)
 
         self._server = await asyncio.to_thread(_start)
         self._ae = ae
@@ -425,18 +428,6 @@ def commit_failure(item: ReceivedInstance, err: Exception) -> Dataset:
         return status_dataset(err.status, str(err))
     log.error("instance %s could not be committed: %r", item.sop_instance_uid, err)
     return status_dataset(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(err).__name__}")
-
-
-def _start_server(
-    ae: AE, address: tuple[str, int], handlers: list, server_class: type
-) -> ThreadedAssociationServer:
-    """ae.start_server(block=False), with a chosen server class (TCP_NODELAY, SO_REUSEPORT)."""
-    server = ae.make_server(address, evt_handlers=handlers, server_class=server_class)
-    thread = threading.Thread(target=server.serve_forever, name="vethub-dicom-acceptor")
-    thread.daemon = True
-    thread.start()
-    ae._servers.append(server)
-    return server
 
 
 def address_allowed(address: str, allowed: list[str]) -> bool:
