@@ -6,20 +6,17 @@ blocking work in that thread (check the header from the received bytes, write an
 file), then hands the row to the committer thread (:class:`Committer`) and waits for the commit
 before answering the C-STORE: Success means the file is durable and its row committed.
 
-Who may call: the association's calling AE title must be registered (the core's
-``calling_aes`` table, optionally bound to source addresses or networks) and its called AE title must be the
-hub's. Anything else is rejected with the matching A-ASSOCIATE-RJ reason and recorded as an
-operator event (``dicom.association_rejected``).
+Who may call: the association's calling AE title must be registered (the core's caller lookup,
+:mod:`hub.imaging.callers`) and its called AE title must be the hub's; anything else is
+rejected (:mod:`plugins.dicom.acceptance`, one rule for both engines).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import ssl
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path, PurePosixPath
@@ -33,13 +30,12 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time; the stubs omit it
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import select
 
-from hub import events
-from hub.db.models import CallingAE, Practice
+from hub.imaging.callers import Caller
 from hub.imaging.service import ImagingError, ReceivedInstance
 from hub.ops.refusals import Refusals, is_refusal
 
+from .acceptance import Acceptance, Rejection
 from .association import AssociationServer
 from .committer import Committer
 from .config import DicomConfig
@@ -55,16 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REJECTED_EVENT = "dicom.association_rejected"
 STATUS_NOT_AUTHORISED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
-LOOP_TIMEOUT = 60.0
-
-# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 §9.3.4
-RJ_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
-RJ_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
-RJ_BUSY = (0x02, 0x03, 0x01)  # transient, service provider (presentation), congestion
 
 # A data set as received: pynetdicom's stream, or the hub's upper layer's P-DATA fragments.
 DataSetBytes = BytesIO | list[memoryview]
@@ -82,13 +71,6 @@ class Prepared:
     relpath: PurePosixPath
     head: bytes  # preamble, DICM and the file meta
     dataset: list[bytes | memoryview]  # the data set as received, in pieces
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    practice_id: int
-    calling_ae: str
-    peer_address: str
 
 
 def status_dataset(code: int, comment: str | None = None) -> Dataset:
@@ -121,6 +103,7 @@ class DicomReceiver:
         self.port: int | None = None
         self.tls_port: int | None = None
         self.refusals = Refusals(hub)  # every refusal logged, counted, reported (docs/operator-guide.md)
+        self.acceptance = Acceptance(hub, config, self.store.root, self.refusals)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -129,6 +112,7 @@ class DicomReceiver:
         ``owner=False`` in a worker process, which shares the hub process's)."""
         self._loop = asyncio.get_running_loop()
         self.refusals.bind(self._loop)
+        self.acceptance.bind(self._loop)
         self.store.root.mkdir(parents=True, exist_ok=True)
         self.committer.start(self._loop)
         if self.config.engine == "hub":
@@ -199,89 +183,22 @@ class DicomReceiver:
             await asyncio.to_thread(_stop)
         await asyncio.to_thread(self.committer.stop)
 
-    # --- running coroutines on the hub's loop from pynetdicom's threads -----------------------
-
-    def _call(self, coro: Any, timeout: float = LOOP_TIMEOUT) -> Any:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise
-
-    # --- association acceptance ---------------------------------------------------------------
-
-    async def _identify(self, calling: str, address: str) -> tuple[Caller | None, str | None]:
-        self.refusals.guard_storage(self.store.root, calling)  # below the watermark: rejected, transient
-        async with self.hub.sessionmaker() as session:
-            row = (
-                await session.execute(select(CallingAE).where(CallingAE.ae_title == calling))
-            ).scalar_one_or_none()
-            if row is None:
-                if self.config.refuse_unknown_callers:
-                    return None, f"calling AE {calling} not registered, from {address}"
-                practice_id = await session.scalar(
-                    select(Practice.id).where(Practice.slug == self.config.unknown_caller_practice)
-                )
-                if practice_id is None:
-                    return None, (
-                        f"calling AE {calling} not registered and unknown_caller_practice "
-                        f"{self.config.unknown_caller_practice!r} does not exist, from {address}"
-                    )
-                return Caller(practice_id, calling, address), None
-            allowed = row.source_addresses or []
-            if allowed and not address_allowed(address, allowed):
-                return None, (
-                    f"calling AE {calling} not allowed from {address} "
-                    f"(registered for {', '.join(allowed)})"
-                )
-            return Caller(row.practice_id, calling, address), None
-
-    async def _record_rejection(self, message: str, data: dict[str, Any]) -> None:
-        async with self.hub.transaction() as session:
-            await events.record(session, REJECTED_EVENT, f"rejected: {message}", data=data)
-
-    def _reject(self, assoc: Any, rsd: tuple[int, int, int], message: str, data: dict) -> None:
-        try:
-            self._call(self._record_rejection(message, data))
-        except Exception:  # the rejection still goes out; the log keeps the reason
-            log.exception("could not record the rejection: %s", message)
-        log.warning("association rejected: %s", message)
-        assoc.acse.send_reject(*rsd)
-        assoc.kill()  # returns once the A-ASSOCIATE-RJ has been sent
+    # --- association acceptance (pynetdicom's engine) -----------------------------------------
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         rq = assoc.requestor.primitive
-        calling = str(rq.calling_ae_title or "").strip()
-        called = str(rq.called_ae_title or "").strip()
-        address = str(assoc.requestor.address)
-        data = {"calling_ae": calling, "called_ae": called, "address": address}
-        try:
-            if called != self.config.ae_title:
-                self._reject(
-                    assoc,
-                    RJ_CALLED_AE,
-                    f"called AE {called} is not this hub's ({self.config.ae_title}); "
-                    f"calling AE {calling}, from {address}",
-                    {**data, "reason": "called_ae"},
-                )
-                return
-            caller, why = self._call(self._identify(calling, address))
-        except Exception as err:
-            log.exception("association from %s (%s) could not be checked", calling, address)
-            self._reject(
-                assoc,
-                RJ_BUSY,
-                f"calling AE {calling} from {address} could not be checked: {err}",
-                {**data, "reason": "error"},
-            )
+        verdict = self.acceptance.decide(
+            str(rq.calling_ae_title or "").strip(),
+            str(rq.called_ae_title or "").strip(),
+            str(assoc.requestor.address),
+        )
+        if isinstance(verdict, Rejection):
+            self.acceptance.reject(verdict)
+            assoc.acse.send_reject(*verdict.rsd)
+            assoc.kill()  # returns once the A-ASSOCIATE-RJ has been sent
             return
-        if caller is None:
-            self._reject(assoc, RJ_CALLING_AE, why or "", {**data, "reason": "calling_ae"})
-            return
-        assoc.vethub_caller = caller
+        assoc.vethub_caller = verdict
 
     # --- C-STORE ------------------------------------------------------------------------------
 
@@ -428,24 +345,6 @@ def commit_failure(item: ReceivedInstance, err: Exception) -> Dataset:
         return status_dataset(err.status, str(err))
     log.error("instance %s could not be committed: %r", item.sop_instance_uid, err)
     return status_dataset(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(err).__name__}")
-
-
-def address_allowed(address: str, allowed: list[str]) -> bool:
-    """True when ``address`` is one of ``allowed``: addresses or networks (``10.0.0.0/24``).
-    An entry that is neither allows nothing."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 callers as ::ffff:a.b.c.d
-    for entry in allowed:
-        try:
-            if ip in ipaddress.ip_network(str(entry).strip(), strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 def tls_context(config: DicomConfig) -> ssl.SSLContext:
