@@ -327,6 +327,8 @@ class AssociationServer:
 
 
 class Association:
+    """One accepted (or negotiating) association of the hub's engine, served in its thread."""
+
     def __init__(
         self, server: AssociationServer, conn: socket.socket, address: str, tls: bool = False
     ) -> None:
