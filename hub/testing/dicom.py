@@ -28,16 +28,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset as _read_dataset
 from pydicom.filereader import read_preamble
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time; the stubs omit it
 from pynetdicom.transport import ThreadedAssociationServer
 
-# The production module, not a copy: importing it applies the hub's pynetdicom workaround (a
-# C-STORE response the requestor's reactor would drop is put back) and gives TCP_NODELAY on
-# both ends, so the kit's peers run exactly the code the forwarder and receiver run.
-from plugins.dicom.net import NoDelayAE, NoDelayServer
+# The production modules, not copies: importing the shim applies the hub's pynetdicom
+# workaround (a C-STORE response the requestor's reactor would drop is put back), and both give
+# TCP_NODELAY on both ends, so the kit's peers run exactly the code the forwarder and receiver run.
+from plugins.dicom.net import NoDelayServer
+from plugins.dicom.pynetdicom_shim import NoDelayAE, send_files_as_stored, start_server
 
 __all__ = [
     "DicomPeer",
@@ -50,9 +51,6 @@ __all__ = [
     "storescu",
     "write_synthetic_series",
 ]
-
-# Send data sets from files as they are (also what the hub's forwarder does).
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 def storage_sop_classes() -> set[str]:
@@ -90,6 +88,7 @@ def _send_batch(
     host: str, port: int, called_ae: str, calling_ae: str, paths: Sequence[Path], max_pdu: int
 ) -> list[SendResult]:
     metas = {p: file_meta_of(p)[0] for p in paths}
+    send_files_as_stored()  # as they are (also what the hub's forwarder does)
     ae = NoDelayAE(ae_title=calling_ae)
     ae.maximum_pdu_size = max_pdu
     # Generous: a loaded CI machine must not turn a slow answer into a missing one.
@@ -279,11 +278,9 @@ class DicomPeer:
         ae.add_supported_context(Verification)
         handlers: list[EventHandlerType] = [
             (evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested)]
-        server = self._server = ae.make_server(
-            (self.host, self.port), evt_handlers=handlers, server_class=NoDelayServer
+        self._server = start_server(
+            ae, (self.host, self.port), handlers, NoDelayServer, name="vethub-test-peer"
         )
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        ae._servers.append(server)
 
     def _on_requested(self, event) -> None:
         called = str(event.assoc.requestor.primitive.called_ae_title).strip()

@@ -38,6 +38,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .acceptance import RJ_BUSY, Rejection
 from .negotiator import Negotiator
 from .net import nodelay
 from .streaming import STREAM_AFTER, StreamedInstance
@@ -66,7 +67,9 @@ from .ul import (
 )
 
 if TYPE_CHECKING:
-    from .receiver import Caller, DicomReceiver
+    from hub.imaging.callers import Caller
+
+    from .receiver import DicomReceiver
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +174,6 @@ class AssociationServer:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _accept(self, listener: socket.socket, tls: ssl.SSLContext | None) -> None:
-        from .receiver import RJ_BUSY  # circular at import time
-
         while True:
             try:
                 conn, peer = listener.accept()
@@ -326,6 +327,8 @@ class AssociationServer:
 
 
 class Association:
+    """One accepted (or negotiating) association of the hub's engine, served in its thread."""
+
     def __init__(
         self, server: AssociationServer, conn: socket.socket, address: str, tls: bool = False
     ) -> None:
@@ -456,36 +459,18 @@ class Association:
     # --- association negotiation ---------------------------------------------------------------
 
     def _negotiate(self, body: bytearray) -> bool:
-        from .receiver import RJ_BUSY, RJ_CALLED_AE, RJ_CALLING_AE
-
         try:
             rq = parse_associate_rq(bytes(body))
         except AssociateRefused as err:
-            self._reject(err.rsd, f"from {self.address}: {err}",
-                         {"address": self.address, "reason": "protocol"})
+            self._reject(Rejection(err.rsd, f"from {self.address}: {err}",
+                                   {"address": self.address, "reason": "protocol"}))
             return False
         config = self.config
+        verdict = self.receiver.acceptance.decide(rq.calling_ae, rq.called_ae, self.address)
+        if isinstance(verdict, Rejection):
+            self._reject(verdict)
+            return False
         data = {"calling_ae": rq.calling_ae, "called_ae": rq.called_ae, "address": self.address}
-        if rq.called_ae != config.ae_title:
-            self._reject(
-                RJ_CALLED_AE,
-                f"called AE {rq.called_ae} is not this hub's ({config.ae_title}); "
-                f"calling AE {rq.calling_ae}, from {self.address}",
-                {**data, "reason": "called_ae"},
-            )
-            return False
-        try:
-            caller, why = self.receiver._call(self.receiver._identify(rq.calling_ae, self.address))
-        except Exception as err:
-            log.exception("association from %s could not be checked", self.address)
-            self._reject(
-                RJ_BUSY, f"calling AE {rq.calling_ae} from {self.address} could not be checked: "
-                f"{err}", {**data, "reason": "error"},
-            )
-            return False
-        if caller is None:
-            self._reject(RJ_CALLING_AE, why or "", {**data, "reason": "calling_ae"})
-            return False
         if not self.server.admit():
             self.server.limits.refused(
                 "max_associations",
@@ -495,7 +480,7 @@ class Association:
             self.conn.sendall(associate_rj(*RJ_LOCAL_LIMIT))
             return False
         self.accepted_at = time.monotonic()
-        self.caller = caller
+        self.caller = verdict
         self.peer_max = rq.max_length
         self.conn.sendall(associate_ac(bytes(body), self._contexts(rq.contexts), config.max_pdu))
         return True
@@ -514,13 +499,9 @@ class Association:
             results.append((cid, PC_ACCEPT, chosen))
         return results
 
-    def _reject(self, rsd: tuple[int, int, int], message: str, data: dict) -> None:
-        try:
-            self.receiver._call(self.receiver._record_rejection(message, data))
-        except Exception:  # the rejection still goes out; the log keeps the reason
-            log.exception("could not record the rejection: %s", message)
-        log.warning("association rejected: %s", message)
-        self.conn.sendall(associate_rj(*rsd))
+    def _reject(self, rejection: Rejection) -> None:
+        self.receiver.acceptance.reject(rejection)  # recorded and logged first
+        self.conn.sendall(associate_rj(*rejection.rsd))
 
     # --- DIMSE ---------------------------------------------------------------------------------
 

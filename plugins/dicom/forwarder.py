@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import _config
 from pynetdicom.presentation import build_context
 
 from hub.imaging.forwarding import (
@@ -36,7 +35,7 @@ from hub.imaging.models import FWD_FAILED, FWD_SUCCESS, FWD_WARNING
 from hub.jobs import PermanentJobError
 
 from .config import DicomConfig
-from .net import NoDelayAE
+from .pynetdicom_shim import NoDelayAE, send_files_as_stored
 from .request_object import add_request_objects
 
 if TYPE_CHECKING:
@@ -44,9 +43,6 @@ if TYPE_CHECKING:
     from hub.jobs import JobContext
 
 log = logging.getLogger(__name__)
-
-# Send data sets from their files as stored, without decoding and re-encoding them.
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 MAX_CONTEXTS = 128
 ASSOCIATE_TIMEOUT = 10.0  # seconds to connect and negotiate, at most
@@ -98,6 +94,7 @@ def send_instances(
     is gone shows there: the attempt stops, and the instances not sent stay pending, to go
     first next time.
     """
+    send_files_as_stored()  # the data sets as stored, never decoded and re-encoded
     report = SendReport()
 
     def answer(item: Outgoing, code: int | None, comment: str | None) -> None:

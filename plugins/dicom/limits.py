@@ -11,7 +11,6 @@ event is written on the hub's event loop without waiting for it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -26,6 +25,8 @@ EVENT_INTERVAL = 10.0  # seconds
 
 
 class LimitEvents:
+    """Refusals for a local limit: logged each, recorded at most once per interval a reason."""
+
     def __init__(self, receiver: DicomReceiver, interval: float = EVENT_INTERVAL) -> None:
         self.receiver = receiver
         self.interval = interval
@@ -46,17 +47,10 @@ class LimitEvents:
             folded = self._folded.pop(reason, 0)
         if folded:
             message += f" (and {folded} more like it since the last such event)"
-        loop = self.receiver._loop
-        if loop is None or loop.is_closed():
-            return
         data = {**data, "reason": reason, "folded": folded}
-        try:
-            future = asyncio.run_coroutine_threadsafe(
-                self.receiver._record_rejection(message, data), loop
-            )
-        except RuntimeError:  # the loop is stopping
-            return
-        future.add_done_callback(_log_failure)
+        future = self.receiver.acceptance.record_soon(message, data)
+        if future is not None:  # None: the loop is gone or stopping
+            future.add_done_callback(_log_failure)
 
 
 def _log_failure(future: Any) -> None:

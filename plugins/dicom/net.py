@@ -3,7 +3,8 @@
 pynetdicom sends a C-STORE as two PDUs (command, then data set). With Nagle's algorithm on,
 the second small write waits for the peer's delayed ACK of the first: ~40 ms per instance,
 whatever its size (docs/dicom.md and docs/performance.md, on Nagle). Both the receiver's accepted sockets and the
-forwarder's outgoing ones disable it.
+forwarder's outgoing ones disable it (the outgoing ones through
+:class:`plugins.dicom.pynetdicom_shim.NoDelayAE`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
 
@@ -42,17 +42,6 @@ def heartbeat(sock: socket.socket) -> None:
             pass
 
 
-class NoDelayAE(AE):
-    """An AE whose outgoing association sockets have TCP_NODELAY and a heartbeat set."""
-
-    def _create_socket(self, assoc: Any, address: Any, tls_args: Any) -> Any:
-        sock = super()._create_socket(assoc, address, tls_args)
-        if sock.socket is not None:
-            nodelay(sock.socket)
-            heartbeat(sock.socket)
-        return sock
-
-
 class NoDelayServer(ThreadedAssociationServer):
     """An association server whose accepted sockets have TCP_NODELAY set."""
 
@@ -61,30 +50,3 @@ class NoDelayServer(ThreadedAssociationServer):
         nodelay(client)
         return client, address
 
-
-def _keep_stolen_responses() -> None:
-    """Work around a race in pynetdicom's requestor (seen as a lost C-STORE response).
-
-    ``send_c_store`` pauses the association's reactor thread by clearing a checkpoint and
-    spinning until ``_is_paused`` is true; but the reactor sets ``_is_paused`` just *before*
-    its checkpoint wait, so on a loaded machine it can be past that wait, take the peer's
-    C-STORE-RSP off the queue meant for ``send_c_store`` and drop it as "unexpected", leaving
-    the sender waiting until its timeout. For requestors, put such a response back instead.
-    """
-    from pynetdicom.association import Association
-
-    if getattr(Association, "_vethub_keeps_responses", False):
-        return
-    original = Association._serve_request
-
-    def _serve_request(self: Any, msg: Any, context_id: int) -> None:
-        if self.is_requestor and not msg.is_valid_request and msg.is_valid_response:
-            self.dimse.msg_queue.put((context_id, msg))
-            return
-        original(self, msg, context_id)
-
-    Association._serve_request = _serve_request  # type: ignore[method-assign]
-    Association._vethub_keeps_responses = True  # type: ignore[attr-defined]
-
-
-_keep_stolen_responses()

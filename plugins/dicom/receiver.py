@@ -1,51 +1,39 @@
 """The DICOM receiver: a Storage SCP (and Verification SCP) inside the hub process.
 
-Each association runs in a thread of its own (:mod:`plugins.dicom.association`, or
-pynetdicom's with ``engine = "pynetdicom"``). :meth:`DicomReceiver.receive_instance` does the
-blocking work in that thread (check the header from the received bytes, write and fsync the
-file), then hands the row to the committer thread (:class:`Committer`) and waits for the commit
-before answering the C-STORE: Success means the file is durable and its row committed.
+The receiver is engine-neutral: an :class:`~plugins.dicom.engine.AssociationEngine` (the hub's
+own upper layer, or pynetdicom's with ``engine = "pynetdicom"``) runs each association in a
+thread of its own, asks :class:`~plugins.dicom.acceptance.Acceptance` whether it may go ahead,
+and calls :meth:`DicomReceiver.receive_instance` for each C-STORE. That does the blocking
+work in the association's thread (check the header from the received bytes, write and fsync
+the file), then hands the row to the committer thread (:class:`Committer`) and waits for the
+commit before answering the C-STORE: Success means the file is durable and its row committed.
 
-Who may call: the association's calling AE title must be registered (the core's
-``calling_aes`` table, optionally bound to source addresses or networks) and its called AE title must be the
-hub's. Anything else is rejected with the matching A-ASSOCIATE-RJ reason and recorded as an
-operator event (``dicom.association_rejected``).
+Who may call: the association's calling AE title must be registered (the core's caller lookup,
+:mod:`hub.imaging.callers`) and its called AE title must be the hub's; anything else is
+rejected (:mod:`plugins.dicom.acceptance`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
-import ssl
-import threading
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from io import BytesIO
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, evt
-from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time; the stubs omit it
-from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import select
 
-from hub import events
-from hub.db.models import CallingAE, Practice
+from hub.imaging.callers import Caller
 from hub.imaging.service import ImagingError, ReceivedInstance
 from hub.ops.refusals import Refusals, is_refusal
 
-from .association import AssociationServer
+from .acceptance import Acceptance
 from .committer import Committer
 from .config import DicomConfig
+from .engine import AssociationEngine, make_engine
 from .filemeta import file_meta
-from .header import HeaderError, parse_fragments, parse_header
-from .net import NoDelayServer
+from .header import HeaderError, parse_fragments
 from .relay import RelayCommitter
 from .storage import DicomStore, StorageError, instance_relpath
 
@@ -54,23 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REJECTED_EVENT = "dicom.association_rejected"
 STATUS_NOT_AUTHORISED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
-LOOP_TIMEOUT = 60.0
-
-# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 §9.3.4
-RJ_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
-RJ_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
-RJ_BUSY = (0x02, 0x03, 0x01)  # transient, service provider (presentation), congestion
-
-# A data set as received: pynetdicom's stream, or the hub's upper layer's P-DATA fragments.
-DataSetBytes = BytesIO | list[memoryview]
-
-# Every transfer syntax pydicom knows: data sets are stored as received, never decoded, so
-# the hub need not support a codec to accept one.
-TRANSFER_SYNTAXES = [str(ts) for ts in AllTransferSyntaxes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +57,6 @@ class Prepared:
     dataset: list[bytes | memoryview]  # the data set as received, in pieces
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    practice_id: int
-    calling_ae: str
-    peer_address: str
-
-
 def status_dataset(code: int, comment: str | None = None) -> Dataset:
     ds = Dataset()
     ds.Status = code
@@ -99,6 +66,9 @@ def status_dataset(code: int, comment: str | None = None) -> Dataset:
 
 
 class DicomReceiver:
+    """The hub's DICOM receiver: its storage, committer and acceptance rule, and the
+    association engine ``[dicom] engine`` picks; see the module docstring."""
+
     def __init__(
         self, hub: Hub, config: DicomConfig, committer: Committer | RelayCommitter | None = None
     ) -> None:
@@ -113,195 +83,45 @@ class DicomReceiver:
             overwrite=config.overwrite_resent,
             max_batch=config.commit_batch,
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ae: AE | None = None
-        self._server: ThreadedAssociationServer | None = None
-        self._associations: AssociationServer | None = None  # the hub's own (engine = "hub")
-        self.port: int | None = None
-        self.tls_port: int | None = None
         self.refusals = Refusals(hub)  # every refusal logged, counted, reported (docs/operator-guide.md)
+        self.acceptance = Acceptance(hub, config, self.store.root, self.refusals)
+        self.engine: AssociationEngine = make_engine(self)
+
+    @property
+    def port(self) -> int | None:
+        """The bound port, once started."""
+        return self.engine.port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS port, when configured (the hub's engine, in the hub process)."""
+        return self.engine.tls_port
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, listener: socket.socket | None = None, *, owner: bool = True) -> None:
         """Listen on the configured address, or accept on ``listener`` (already listening;
         ``owner=False`` in a worker process, which shares the hub process's)."""
-        self._loop = asyncio.get_running_loop()
-        self.refusals.bind(self._loop)
+        loop = asyncio.get_running_loop()
+        self.refusals.bind(loop)
+        self.acceptance.bind(loop)
         self.store.root.mkdir(parents=True, exist_ok=True)
-        self.committer.start(self._loop)
-        if self.config.engine == "hub":
-            supported = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
-            supported.add(str(Verification))
-            self._associations = AssociationServer(self, supported, set(TRANSFER_SYNTAXES))
-            if listener is None:
-                self.port = self._associations.start(self.config.host, self.config.port)
-            else:
-                self.port = self._associations.serve(listener, owner=owner)
-            if self.config.tls_port is not None and owner:  # the hub process only
-                self.tls_port = self._associations.start(
-                    self.config.host, self.config.tls_port, tls=tls_context(self.config)
-                )
-            log.info(
-                "DICOM receiver %s listening on %s:%s, storing under %s",
-                self.config.ae_title, self.config.host, self.port, self.store.root,
-            )
-            return
-        if listener is not None:
-            raise ValueError("a shared listener needs engine = \"hub\"")
-        ae = AE(ae_title=self.config.ae_title)
-        ae.maximum_associations = self.config.max_associations
-        ae.maximum_pdu_size = self.config.max_pdu
-        ae.require_called_aet = False  # checked in _on_requested, to record the rejection
-        ae.network_timeout = 60
-        ae.dimse_timeout = 60
-        for cx in AllStoragePresentationContexts:
-            assert cx.abstract_syntax is not None  # every storage context names its SOP class
-            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
-        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
-
-        def _start() -> ThreadedAssociationServer:
-            return _start_server(ae, (self.config.host, self.config.port), handlers, NoDelayServer)
-
-        self._server = await asyncio.to_thread(_start)
-        self._ae = ae
-        self.port = self._server.server_address[1]
+        self.committer.start(loop)
+        await self.engine.start(listener, owner=owner)
         log.info(
             "DICOM receiver %s listening on %s:%s, storing under %s",
-            self.config.ae_title,
-            self.config.host,
-            self.port,
-            self.store.root,
+            self.config.ae_title, self.config.host, self.port, self.store.root,
         )
 
     async def stop_accepting(self) -> None:
         """Accept no new association; those in progress go on (the hub's engine only)."""
-        if self._associations is not None:
-            await asyncio.to_thread(self._associations.stop_accepting)
+        await self.engine.stop_accepting()
 
     async def stop(self) -> None:
-        associations, self._associations = self._associations, None
-        if associations is not None:
-            await asyncio.to_thread(associations.stop)
-        server, ae = self._server, self._ae
-        self._server = self._ae = None
-        if server is not None and ae is not None:
-
-            def _stop() -> None:
-                server.shutdown()
-                for assoc in list(ae.active_associations):
-                    assoc.abort()
-
-            await asyncio.to_thread(_stop)
+        await self.engine.stop()
         await asyncio.to_thread(self.committer.stop)
 
-    # --- running coroutines on the hub's loop from pynetdicom's threads -----------------------
-
-    def _call(self, coro: Any, timeout: float = LOOP_TIMEOUT) -> Any:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise
-
-    # --- association acceptance ---------------------------------------------------------------
-
-    async def _identify(self, calling: str, address: str) -> tuple[Caller | None, str | None]:
-        self.refusals.guard_storage(self.store.root, calling)  # below the watermark: rejected, transient
-        async with self.hub.sessionmaker() as session:
-            row = (
-                await session.execute(select(CallingAE).where(CallingAE.ae_title == calling))
-            ).scalar_one_or_none()
-            if row is None:
-                if self.config.refuse_unknown_callers:
-                    return None, f"calling AE {calling} not registered, from {address}"
-                practice_id = await session.scalar(
-                    select(Practice.id).where(Practice.slug == self.config.unknown_caller_practice)
-                )
-                if practice_id is None:
-                    return None, (
-                        f"calling AE {calling} not registered and unknown_caller_practice "
-                        f"{self.config.unknown_caller_practice!r} does not exist, from {address}"
-                    )
-                return Caller(practice_id, calling, address), None
-            allowed = row.source_addresses or []
-            if allowed and not address_allowed(address, allowed):
-                return None, (
-                    f"calling AE {calling} not allowed from {address} "
-                    f"(registered for {', '.join(allowed)})"
-                )
-            return Caller(row.practice_id, calling, address), None
-
-    async def _record_rejection(self, message: str, data: dict[str, Any]) -> None:
-        async with self.hub.transaction() as session:
-            await events.record(session, REJECTED_EVENT, f"rejected: {message}", data=data)
-
-    def _reject(self, assoc: Any, rsd: tuple[int, int, int], message: str, data: dict) -> None:
-        try:
-            self._call(self._record_rejection(message, data))
-        except Exception:  # the rejection still goes out; the log keeps the reason
-            log.exception("could not record the rejection: %s", message)
-        log.warning("association rejected: %s", message)
-        assoc.acse.send_reject(*rsd)
-        assoc.kill()  # returns once the A-ASSOCIATE-RJ has been sent
-
-    def _on_requested(self, event: Any) -> None:
-        assoc = event.assoc
-        rq = assoc.requestor.primitive
-        calling = str(rq.calling_ae_title or "").strip()
-        called = str(rq.called_ae_title or "").strip()
-        address = str(assoc.requestor.address)
-        data = {"calling_ae": calling, "called_ae": called, "address": address}
-        try:
-            if called != self.config.ae_title:
-                self._reject(
-                    assoc,
-                    RJ_CALLED_AE,
-                    f"called AE {called} is not this hub's ({self.config.ae_title}); "
-                    f"calling AE {calling}, from {address}",
-                    {**data, "reason": "called_ae"},
-                )
-                return
-            caller, why = self._call(self._identify(calling, address))
-        except Exception as err:
-            log.exception("association from %s (%s) could not be checked", calling, address)
-            self._reject(
-                assoc,
-                RJ_BUSY,
-                f"calling AE {calling} from {address} could not be checked: {err}",
-                {**data, "reason": "error"},
-            )
-            return
-        if caller is None:
-            self._reject(assoc, RJ_CALLING_AE, why or "", {**data, "reason": "calling_ae"})
-            return
-        assoc.vethub_caller = caller
-
     # --- C-STORE ------------------------------------------------------------------------------
-
-    def _on_store(self, event: Any) -> Dataset:
-        try:
-            return self._store(event)
-        except Exception as err:  # never let a bad instance take the receiver down
-            log.exception("C-STORE failed unexpectedly")
-            return status_dataset(STATUS_CANNOT_UNDERSTAND, f"processing failure: {type(err).__name__}")
-
-    def _store(self, event: Any) -> Dataset:
-        caller: Caller | None = getattr(event.assoc, "vethub_caller", None)
-        if caller is None:
-            return status_dataset(STATUS_NOT_AUTHORISED, "calling AE not identified")
-        request = event.request
-        return self.receive_instance(
-            caller,
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            str(event.context.transfer_syntax),
-            request.DataSet,
-            event.file_meta,
-        )
 
     def receive_instance(
         self,
@@ -309,12 +129,15 @@ class DicomReceiver:
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        data: DataSetBytes,
-        meta: Any = None,
+        fragments: list[memoryview],
+        head: bytes | None = None,
     ) -> Dataset:
         """Blocking, in the association's thread: check the header, write the file durably,
-        commit the row; the C-STORE status to answer (a refusal is also logged and counted)."""
-        answer = self._receive_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
+        commit the row; the C-STORE status to answer (a refusal is also logged and counted).
+        The arguments are :meth:`prepare_instance`'s."""
+        answer = self._receive_instance(
+            caller, sop_class, sop_instance, transfer_syntax, fragments, head
+        )
         if is_refusal(int(answer.Status)):
             self.refusals.refused(int(answer.Status), str(answer.get("ErrorComment", "")),
                                   practice_id=caller.practice_id, calling_ae=caller.calling_ae,
@@ -327,10 +150,12 @@ class DicomReceiver:
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        data: DataSetBytes,
-        meta: Any = None,
+        fragments: list[memoryview],
+        head: bytes | None = None,
     ) -> Dataset:
-        prepared = self.prepare_instance(caller, sop_class, sop_instance, transfer_syntax, data, meta)
+        prepared = self.prepare_instance(
+            caller, sop_class, sop_instance, transfer_syntax, fragments, head
+        )
         if isinstance(prepared, Dataset):
             return prepared
         try:
@@ -352,29 +177,21 @@ class DicomReceiver:
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        data: DataSetBytes,
-        meta: Any = None,
+        fragments: list[memoryview],
+        head: bytes | None = None,
     ) -> Prepared | Dataset:
         """Blocking: check the header and build the file's path and bytes; or a failure status.
 
-        ``data`` is the data set as received: a stream (pynetdicom's), or the P-DATA
-        fragments (the hub's upper layer), written as they are rather than joined first.
+        ``fragments`` is the data set as received (the P-DATA values, or one piece), written
+        as it is rather than joined first. ``head``: the preamble and file meta as the engine
+        makes them; by default the hub's own (:func:`~plugins.dicom.filemeta.file_meta`).
         """
-        pieces: list[bytes | memoryview]
+        pieces: list[bytes | memoryview] = list(fragments)  # the list is the caller's
         try:
-            if isinstance(data, BytesIO):
-                data.seek(0)
-                pieces = [data.getvalue()]  # shares the bytes of a BytesIO made from bytes
-                header = parse_header(
-                    data, transfer_syntax,
-                    expected_sop_class=sop_class, expected_sop_instance=sop_instance,
-                )
-            else:
-                pieces = list(data)  # a list[memoryview] is not a list[bytes | memoryview]
-                header = parse_fragments(
-                    data, transfer_syntax,
-                    expected_sop_class=sop_class, expected_sop_instance=sop_instance,
-                )
+            header = parse_fragments(
+                fragments, transfer_syntax,
+                expected_sop_class=sop_class, expected_sop_instance=sop_instance,
+            )
             relpath = instance_relpath(
                 caller.practice_id,
                 header.study_instance_uid,
@@ -387,13 +204,10 @@ class DicomReceiver:
         except StorageError as err:
             return status_dataset(err.status, str(err))
 
-        if meta is None:  # the hub's own upper layer
+        if head is None:
             head = file_meta(
                 header.sop_class_uid, header.sop_instance_uid, transfer_syntax, caller.calling_ae
             )
-        else:  # pynetdicom's, for its engine
-            meta.SourceApplicationEntityTitle = caller.calling_ae
-            head = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
         size = len(head) + sum(len(p) for p in pieces)
         item = ReceivedInstance(
             practice_id=caller.practice_id,
@@ -427,48 +241,6 @@ def commit_failure(item: ReceivedInstance, err: Exception) -> Dataset:
     return status_dataset(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(err).__name__}")
 
 
-def _start_server(
-    ae: AE, address: tuple[str, int], handlers: list, server_class: type
-) -> ThreadedAssociationServer:
-    """ae.start_server(block=False), with a chosen server class (TCP_NODELAY, SO_REUSEPORT)."""
-    server = ae.make_server(address, evt_handlers=handlers, server_class=server_class)
-    thread = threading.Thread(target=server.serve_forever, name="vethub-dicom-acceptor")
-    thread.daemon = True
-    thread.start()
-    ae._servers.append(server)
-    return server
-
-
-def address_allowed(address: str, allowed: list[str]) -> bool:
-    """True when ``address`` is one of ``allowed``: addresses or networks (``10.0.0.0/24``).
-    An entry that is neither allows nothing."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 callers as ::ffff:a.b.c.d
-    for entry in allowed:
-        try:
-            if ip in ipaddress.ip_network(str(entry).strip(), strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def tls_context(config: DicomConfig) -> ssl.SSLContext:
-    """The TLS port's server context: TLS 1.2 or later, the configured certificate, and a
-    client certificate required when ``tls_client_ca`` is set."""
-    assert config.tls_certificate is not None and config.tls_private_key is not None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls_certificate, config.tls_private_key)
-    if config.tls_client_ca is not None:
-        context.load_verify_locations(config.tls_client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
 def storage_root(hub: Hub, config: DicomConfig) -> Path:
+    """Where the receiver stores instances: ``storage_root``, else the data dir's ``dicom``."""
     return (config.storage_root or (hub.data_dir / "dicom")).resolve()

@@ -23,7 +23,9 @@ from pydicom.dataset import Dataset
 from .storage import PendingFile, StorageError, StoredFile
 
 if TYPE_CHECKING:
-    from .receiver import Caller, DicomReceiver, Prepared
+    from hub.imaging.callers import Caller
+
+    from .receiver import DicomReceiver, Prepared
 
 log = logging.getLogger(__name__)
 

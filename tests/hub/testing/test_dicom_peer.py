@@ -10,7 +10,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 import hub.testing.dicom as kit
 from hub.testing.dicom import DicomPeer, dataset_bytes, send_files, write_synthetic_series
-from plugins.dicom import net
+from plugins.dicom import net, pynetdicom_shim
 
 
 def test_peer_rejects_a_wrong_called_ae_and_keeps_what_it_accepts(
@@ -32,10 +32,10 @@ def test_peer_rejects_a_wrong_called_ae_and_keeps_what_it_accepts(
 
 
 def test_kit_runs_the_production_workaround_not_a_copy() -> None:
-    assert kit.NoDelayAE is net.NoDelayAE and kit.NoDelayServer is net.NoDelayServer
-    # Installed by plugins.dicom.net (the kit imports it), and it does its job: a requestor
-    # puts a C-STORE response its reactor took back on the queue send_c_store reads.
-    assert Association._serve_request.__module__ == net.__name__
+    assert kit.NoDelayAE is pynetdicom_shim.NoDelayAE and kit.NoDelayServer is net.NoDelayServer
+    # Installed by plugins.dicom.pynetdicom_shim (the kit imports it), and it does its job: a
+    # requestor puts a C-STORE response its reactor took back on the queue send_c_store reads.
+    assert Association._serve_request.__module__ == pynetdicom_shim.__name__
     assoc = Association(AE(), "requestor")
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo, rsp.Status = 7, 0x0000

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.db.models import CallingAE, HubEvent
+from hub.imaging.callers import address_allowed
 from hub.imaging.models import Instance
 from hub.testing.dicom import write_synthetic_series
 from hub.testing.dicom_raw import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, RawPeer
 from hub.testing.fixtures_dicom import HUB_AE, PRACTICE_AE, dicom_port
 from plugins.dicom.plugin import receiver_of
-from plugins.dicom.receiver import address_allowed
 
 needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")

@@ -356,7 +356,7 @@ async def test_connections_still_negotiating_hold_no_thread(hub_factory, dicom_c
 
     hub = await hub_factory(dicom_config_data(dicom={"max_negotiating": 400}))
     port = dicom_port(hub)
-    server = receiver_of(hub)._associations
+    server = receiver_of(hub).engine.server
     threads_before = threading.active_count()
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
     try:
@@ -429,7 +429,7 @@ async def test_an_association_silent_between_messages_gives_up_its_thread(
         while association_threads():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        assert receiver_of_hub(hub)._associations.active == 1
+        assert receiver_of_hub(hub).engine.server.active == 1
         status = await asyncio.to_thread(peer.c_store, 3, sop_class, sop_uid, data, 2)
         assert status == 0  # taken up again by a new thread as soon as the peer sent
         assert await asyncio.to_thread(peer.release) == 0x06  # A-RELEASE-RP
@@ -450,7 +450,7 @@ async def test_a_parked_association_is_aborted_at_its_idle_timeout(hub_factory, 
 
     kind, body = await asyncio.to_thread(idle)
     assert kind == A_ABORT and abort_reason(body) == (2, 0)
-    server = receiver_of_hub(hub)._associations
+    server = receiver_of_hub(hub).engine.server
     deadline = time.monotonic() + 20
     while server.active:
         assert time.monotonic() < deadline

@@ -1,0 +1,66 @@
+"""The core's caller lookup: which practice a calling AE title, from an address, belongs to."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from hub.db.models import CallingAE, Practice
+from hub.imaging.callers import Caller, CallerRefused, address_allowed, identify_caller
+from hub.testing.fixtures_dicom import PRACTICE_AE
+
+
+@pytest.fixture
+async def callers_hub(hub_factory, dicom_config_data):
+    data = dicom_config_data(dicom={"enabled": False})  # the lookup alone, no receiver
+    data["practices"].append({"slug": "vet-two", "name": "Vet Two"})
+    return await hub_factory(data)
+
+
+async def _practice_id(hub, slug: str) -> int:
+    async with hub.sessionmaker() as session:
+        practice_id = await session.scalar(select(Practice.id).where(Practice.slug == slug))
+    assert practice_id is not None
+    return practice_id
+
+
+async def test_a_registered_caller_is_its_practice(callers_hub) -> None:
+    caller = await identify_caller(callers_hub, PRACTICE_AE, "10.0.0.5", fallback_practice=None)
+    assert caller == Caller(await _practice_id(callers_hub, "vet-one"), PRACTICE_AE, "10.0.0.5")
+
+
+async def test_an_unregistered_caller_is_refused_or_goes_to_the_fallback(callers_hub) -> None:
+    with pytest.raises(CallerRefused, match="calling AE NOBODY not registered, from 10.0.0.5"):
+        await identify_caller(callers_hub, "NOBODY", "10.0.0.5", fallback_practice=None)
+    caller = await identify_caller(callers_hub, "NOBODY", "10.0.0.5", fallback_practice="vet-two")
+    assert caller == Caller(await _practice_id(callers_hub, "vet-two"), "NOBODY", "10.0.0.5")
+    with pytest.raises(CallerRefused, match="unknown_caller_practice 'gone' does not exist"):
+        await identify_caller(callers_hub, "NOBODY", "10.0.0.5", fallback_practice="gone")
+
+
+async def test_source_addresses_bind_a_caller_and_a_change_counts_at_once(callers_hub) -> None:
+    """No cache: a registration changed elsewhere (the API, another process) applies to the
+    very next association."""
+    async with callers_hub.transaction() as session:
+        row = (
+            await session.execute(select(CallingAE).where(CallingAE.ae_title == PRACTICE_AE))
+        ).scalar_one()
+        row.source_addresses = ["192.0.2.0/28"]
+    assert (await identify_caller(callers_hub, PRACTICE_AE, "192.0.2.3", fallback_practice=None)
+            ).peer_address == "192.0.2.3"
+    with pytest.raises(CallerRefused, match=r"not allowed from 10\.0\.0\.5 \(registered for 192"):
+        await identify_caller(callers_hub, PRACTICE_AE, "10.0.0.5", fallback_practice="vet-two")
+    async with callers_hub.transaction() as session:
+        row = (
+            await session.execute(select(CallingAE).where(CallingAE.ae_title == PRACTICE_AE))
+        ).scalar_one()
+        row.source_addresses = None
+    caller = await identify_caller(callers_hub, PRACTICE_AE, "10.0.0.5", fallback_practice=None)
+    assert caller.practice_id == await _practice_id(callers_hub, "vet-one")
+
+
+def test_address_allowed_reads_addresses_networks_and_mapped_ipv4() -> None:
+    assert address_allowed("::ffff:10.0.0.5", ["10.0.0.0/24"])
+    assert address_allowed("10.0.0.5", ["not an address", " 10.0.0.5 "])
+    assert not address_allowed("10.0.1.5", ["10.0.0.0/24"])
+    assert not address_allowed("a host name", ["10.0.0.0/24"])
