@@ -6,7 +6,8 @@ source addresses or networks it may call from. A transport asks :func:`identify_
 per association and never reads those tables itself (plugins go through the core's services).
 
 It is one query per association for a registered caller (two for an unregistered one sent to
-the fallback practice), reading only the two columns the answer needs; no cache, so an AE
+the fallback practice), reading only the two columns the answer needs, on the read engine in
+one hand-off (on SQLite it never queues behind the committer's writes); no cache, so an AE
 registered or removed through the API or another process counts from the next association.
 """
 
@@ -16,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from hub.db.models import CallingAE, Practice
 from hub.errors import Forbidden
@@ -52,25 +53,17 @@ async def identify_caller(
     ``fallback_practice``: the slug of the practice an unregistered caller's instances go to,
     or None to refuse unregistered callers. Raises :class:`CallerRefused`.
     """
-    async with hub.sessionmaker() as session:
-        row = (
-            await session.execute(
-                select(CallingAE.practice_id, CallingAE.source_addresses)
-                .where(CallingAE.ae_title == calling_ae)
-            )
-        ).one_or_none()
-        if row is None:
-            if fallback_practice is None:
-                raise CallerRefused(f"calling AE {calling_ae} not registered, from {address}")
-            practice_id = await session.scalar(
-                select(Practice.id).where(Practice.slug == fallback_practice)
-            )
-            if practice_id is None:
-                raise CallerRefused(
-                    f"calling AE {calling_ae} not registered and unknown_caller_practice "
-                    f"{fallback_practice!r} does not exist, from {address}"
-                )
-            return Caller(practice_id, calling_ae, address)
+    found = await hub.read(lambda conn: _lookup(conn, calling_ae, fallback_practice))
+    if found is None:
+        if fallback_practice is None:
+            raise CallerRefused(f"calling AE {calling_ae} not registered, from {address}")
+        raise CallerRefused(
+            f"calling AE {calling_ae} not registered and unknown_caller_practice "
+            f"{fallback_practice!r} does not exist, from {address}"
+        )
+    row, registered = found
+    if not registered:
+        return Caller(row[0], calling_ae, address)
     practice_id, allowed = row
     if allowed and not address_allowed(address, allowed):
         raise CallerRefused(
@@ -78,6 +71,24 @@ async def identify_caller(
             f"(registered for {', '.join(allowed)})"
         )
     return Caller(practice_id, calling_ae, address)
+
+
+def _lookup(
+    conn: Connection, calling_ae: str, fallback: str | None
+) -> tuple[tuple[int, list[str] | None], bool] | None:
+    """``((practice id, allowed sources), registered)``, or None when nobody takes the call.
+    Synchronous, on the read engine: one hand-off to SQLite's thread per association, and it
+    never waits for (nor holds up) the committer's writes."""
+    row = conn.execute(
+        select(CallingAE.practice_id, CallingAE.source_addresses)
+        .where(CallingAE.ae_title == calling_ae)
+    ).one_or_none()
+    if row is not None:
+        return (row[0], row[1]), True
+    if fallback is None:
+        return None
+    practice_id = conn.execute(select(Practice.id).where(Practice.slug == fallback)).scalar()
+    return None if practice_id is None else ((practice_id, None), False)
 
 
 def address_allowed(address: str, allowed: list[str]) -> bool:
