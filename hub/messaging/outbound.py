@@ -223,11 +223,11 @@ def render_for(hub: Hub, *, template: str, channel: str, context: dict[str, Any]
 
 # --------------------------------------------------------------------------- recording
 
-#: every column but the id: a row names them all, so the rows of one batch share one INSERT and
-#: an object built from one (see :func:`_attach`) has nothing left to load
 _COMMUNICATIONS = table_of(Communication)
 _HISTORY = table_of(CommunicationStatus)
 _JOBS = table_of(Job)
+#: every column but the id: a row names them all, so the rows of one batch share one INSERT and
+#: an object built from one (see :func:`_attach`) has nothing left to load
 _COLUMNS = tuple(c.name for c in _COMMUNICATIONS.columns if c.name != "id")
 
 
