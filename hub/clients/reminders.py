@@ -10,7 +10,7 @@ therefore split the steps and never send one twice; a run killed mid-way leaves 
 half-done (the steps it had not committed are written by the next run).
 
 A step is *skipped* (with its reason) when its patient is not active or its owner is unknown;
-otherwise the message goes through :func:`hub.messaging.outbound.queue_many`, which asks the
+otherwise the message goes through :func:`hub.messaging.outbound.queue_bulk`, which asks the
 contact verdict for each channel in the schedule's order: an inactive, comms-disabled or
 opted-out client gets a *suppressed* step and communication, with the verdict's reasons.
 """
@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,8 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.clients.config import clients_config
 from hub.clients.models import ReminderStep, StepStatus
 from hub.clients.schedule import PracticeReminderFacts, ReminderFacts, ReminderSchedule
+from hub.db.base import table_of
 from hub.db.models import Practice
-from hub.messaging.outbound import queue_many
+from hub.messaging.outbound import queue_bulk
 from hub.pims.models import Client, Patient, Reminder
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,19 @@ SCHEDULE_NAME = "clients-reminders"
 HORIZON = timedelta(days=120)
 #: steps sent per transaction
 CHUNK = 500
+_STEPS = table_of(ReminderStep)
 
 
 @dataclass
 class DueStep:
-    reminder: Reminder
-    patient: Patient | None
+    """One step to write: plain values read in one query, no ORM objects."""
+
+    reminder_id: int
+    service: str | None
+    due_date: date
+    patient_name: str | None
+    #: None when the PIMS has no such patient
+    patient_status: str | None
     client_id: int | None
     step: str
     on_date: date
@@ -150,19 +158,31 @@ async def due_steps(hub: Any, session: AsyncSession, facts: PracticeReminderFact
     out = []
     ids = sorted(wanted)
     for i in range(0, len(ids), 900):
-        for reminder, patient, client_id in await load_reminders(session, facts.id, ids[i:i + 900]):
-            for step, day, channels in wanted[reminder.id]:
-                out.append(DueStep(reminder, patient, client_id, step, day, channels))
-    out.sort(key=lambda s: (s.on_date, s.reminder.id, s.step))
+        rows = await session.execute(
+            select(Reminder.id, Reminder.service, Reminder.due_date, Patient.name, Patient.status,
+                   Patient.id, Client.id)
+            .outerjoin(Patient, and_(Patient.practice_id == Reminder.practice_id,
+                                     Patient.external_id == Reminder.patient_external_id))
+            .outerjoin(Client, and_(Client.practice_id == Reminder.practice_id,
+                                    Client.external_id == Patient.client_external_id))
+            .where(Reminder.practice_id == facts.id, Reminder.status == "active",
+                   Reminder.id.in_(ids[i:i + 900])))
+        for rid, service, due, name, status, patient_id, client_id in rows:
+            assert due is not None  # it was in range in the first query
+            for step, day, channels in wanted[rid]:
+                out.append(DueStep(rid, service, due, name,
+                                   None if patient_id is None else status, client_id,
+                                   step, day, channels))
+    out.sort(key=lambda s: (s.on_date, s.reminder_id, s.step))
     return out
 
 
 def _skip_reason(step: DueStep) -> tuple[str, str] | None:
-    if step.patient is None:
+    if step.patient_status is None:
         return "unknown_patient", "the PIMS has no such patient"
-    if step.patient.status != "active":
-        return (f"patient_{step.patient.status}",
-                f"{step.patient.name or 'the patient'} is {step.patient.status} in the PIMS")
+    if step.patient_status != "active":
+        return (f"patient_{step.patient_status}",
+                f"{step.patient_name or 'the patient'} is {step.patient_status} in the PIMS")
     if step.client_id is None:
         return "unknown_client", "the patient's owner is not in the PIMS"
     return None
@@ -174,7 +194,7 @@ async def claim(session: AsyncSession, practice_id: int, steps: Sequence[DueStep
     if not steps:
         return set()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    values = [{"practice_id": practice_id, "reminder_id": s.reminder.id, "client_id": s.client_id,
+    values = [{"practice_id": practice_id, "reminder_id": s.reminder_id, "client_id": s.client_id,
                "step": s.step, "on_date": s.on_date, "status": StepStatus.skipped.value,
                "created_at": now} for s in steps]
     stmt = insert(ReminderStep).on_conflict_do_nothing(
@@ -188,19 +208,16 @@ async def claim(session: AsyncSession, practice_id: int, steps: Sequence[DueStep
 
 def _rounds(steps: Iterable[DueStep]) -> list[list[DueStep]]:
     """Split into rounds with at most one step per client (a campaign call takes one
-    context per client)."""
+    context per client): a client's n-th step goes to round n."""
     rounds: list[list[DueStep]] = []
-    seen: list[set[int]] = []
+    taken: dict[int, int] = {}
     for step in steps:
         assert step.client_id is not None
-        for i, clients in enumerate(seen):
-            if step.client_id not in clients:
-                clients.add(step.client_id)
-                rounds[i].append(step)
-                break
-        else:
-            seen.append({step.client_id})
-            rounds.append([step])
+        n = taken.get(step.client_id, 0)
+        taken[step.client_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(step)
     return rounds
 
 
@@ -208,14 +225,13 @@ async def send_chunk(session: AsyncSession, hub: Any, facts: PracticeReminderFac
                      steps: Sequence[DueStep], report: RunReport) -> None:
     now = hub.clock.now()
     won = await claim(session, facts.id, steps, now)
-    mine = [s for s in steps if (s.reminder.id, s.step) in won]
+    mine = [s for s in steps if (s.reminder_id, s.step) in won]
     updates: list[dict[str, Any]] = []
     sendable = []
     for step in mine:
         reason = _skip_reason(step)
         if reason is not None:
-            updates.append({"key": (step.reminder.id, step.step), "status": StepStatus.skipped,
-                            "reason_code": reason[0], "reason": reason[1]})
+            updates.append(_outcome(step, StepStatus.skipped, reason=reason))
         else:
             sendable.append(step)
     for group in _rounds(sendable):
@@ -223,38 +239,41 @@ async def send_chunk(session: AsyncSession, hub: Any, facts: PracticeReminderFac
         for step in group:
             by_channels.setdefault(step.channels, []).append(step)
         for channels, batch in by_channels.items():
-            comms = await queue_many(
+            queued = await queue_bulk(
                 session, hub, client_ids=[s.client_id for s in batch if s.client_id],
                 template="reminder", category="reminder", channels=channels,
                 per_client_context={s.client_id: _context(s) for s in batch if s.client_id},
                 created_by=f"reminders:{facts.slug}")
-            for step, comm in zip(batch, comms, strict=True):
-                veto = next((r for r in comm.verdict_reasons if r.get("decision") == "veto"), None)
+            for step, comm in zip(batch, queued, strict=True):
                 status = {"queued": StepStatus.queued, "deferred": StepStatus.deferred}.get(
                     comm.status, StepStatus.suppressed)
-                updates.append({
-                    "key": (step.reminder.id, step.step), "status": status,
-                    "communication_id": comm.id, "channel": comm.channel,
-                    "reason_code": veto["code"] if status == StepStatus.suppressed and veto else None,
-                    "reason": veto["message"] if status == StepStatus.suppressed and veto else None})
+                veto = next((r for r in comm.verdict_reasons if r.get("decision") == "veto"), None)
+                reason = (veto["code"], veto["message"]) \
+                    if status == StepStatus.suppressed and veto else None
+                updates.append(_outcome(step, status, reason=reason, communication_id=comm.id,
+                                        channel=comm.channel))
     if updates:
-        rows = (await session.execute(select(ReminderStep).where(
-            ReminderStep.reminder_id.in_([u["key"][0] for u in updates])))).scalars()
-        by_key = {(r.reminder_id, r.step): r for r in rows}
+        # the rows were written by claim() above: one UPDATE by their unique key, no reload
+        await session.execute(
+            update(_STEPS).where(_STEPS.c.reminder_id == bindparam("k_reminder"),
+                                 _STEPS.c.step == bindparam("k_step")),
+            updates)
         for u in updates:
-            row = by_key[u.pop("key")]
-            for name, value in u.items():
-                setattr(row, name, value.value if isinstance(value, StepStatus) else value)
-            report.count(row.status)
-        await session.flush()
+            report.count(u["status"])
+
+
+def _outcome(step: DueStep, status: StepStatus, *, reason: tuple[str, str] | None,
+             communication_id: int | None = None, channel: str | None = None) -> dict[str, Any]:
+    return {"k_reminder": step.reminder_id, "k_step": step.step, "status": status.value,
+            "reason_code": reason[0] if reason else None, "reason": reason[1] if reason else None,
+            "communication_id": communication_id, "channel": channel}
 
 
 def _context(step: DueStep) -> dict[str, Any]:
-    assert step.reminder.due_date is not None
-    return {"patient_name": (step.patient.name if step.patient else None) or "your pet",
-            "service": step.reminder.service or "a check-up",
-            "due_date": step.reminder.due_date.isoformat(),
-            "reminder_id": step.reminder.id, "reminder_step": step.step}
+    return {"patient_name": step.patient_name or "your pet",
+            "service": step.service or "a check-up",
+            "due_date": step.due_date.isoformat(),
+            "reminder_id": step.reminder_id, "reminder_step": step.step}
 
 
 async def run_practice(hub: Any, practice: Practice, report: RunReport) -> None:

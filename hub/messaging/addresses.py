@@ -22,25 +22,30 @@ def normalise_email(address: str) -> str:
     return address.strip().lower()
 
 
-def normalise_phone(number: str, region: str | None = "US") -> str | None:
-    """E.164, or None when it does not parse as a possible number."""
+def _parse_possible(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
     try:
         parsed = phonenumbers.parse(number, None if number.strip().startswith("+") else region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return parsed if phonenumbers.is_possible_number(parsed) else None
+
+
+def normalise_phone(number: str, region: str | None = "US") -> str | None:
+    """E.164, or None when it does not parse as a possible number."""
+    parsed = _parse_possible(number, region)
+    return None if parsed is None else phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def mobile_number(number: str | None, region: str | None = "US") -> str | None:
     """E.164 when the number can receive SMS (mobile, or a region where we cannot tell)."""
     if not number:
         return None
-    e164 = normalise_phone(number, region)
-    if e164 is None:
+    # parsed once: the verdict asks this of every client of a campaign
+    parsed = _parse_possible(number, region)
+    if parsed is None:
         return None
-    kind = phonenumbers.number_type(phonenumbers.parse(e164))
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    kind = phonenumbers.number_type(parsed)
     if kind in (
         phonenumbers.PhoneNumberType.FIXED_LINE,
         phonenumbers.PhoneNumberType.TOLL_FREE,

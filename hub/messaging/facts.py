@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Practice
-from hub.messaging.addresses import mobile_number, normalise_email, postal_key
+from hub.messaging.addresses import normalise_email, postal_key
 from hub.messaging.config import messaging_config
 from hub.messaging.models import AddressSuppression, ConsentRecord
 from hub.messaging.verdict import ClientFacts, ContactContext, SuppressionFact
@@ -99,14 +99,27 @@ async def load_practices(session: AsyncSession, ids: Iterable[int | None]) -> di
     return out
 
 
+#: what ClientFacts is made of; a PIMS model without some of them (``mobile`` or
+#: ``phone_mobile``, ``city`` or ``address_city``...) reads the others
+_CLIENT_COLUMNS = (
+    "id", "practice_id", "external_id", "first_name", "last_name", "status", "comms_disabled",
+    "email", "phone_mobile", "mobile", "address_line1", "address_line2", "city", "address_city",
+    "region", "state", "address_state", "postcode", "zip", "address_zip", "country",
+    "address_country",
+)
+
+
 async def load_clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, tuple[ClientFacts, Any]]:
-    """ClientFacts (and the PIMS row, for template context) for each known client id."""
+    """ClientFacts (and the PIMS row's columns they were made of) for each known client id."""
     Client, Patient = pims_models()
     ids = sorted(set(ids))
     rows: dict[int, Any] = {}
     counts: dict[int, int] = defaultdict(int)
+    # the columns the facts are made of, as plain rows: building ORM objects for thousands of
+    # clients costs more than the query
+    columns = [getattr(Client, name) for name in _CLIENT_COLUMNS if hasattr(Client, name)]
     for chunk in _chunks(ids):
-        for c in (await session.execute(select(Client).where(Client.id.in_(chunk)))).scalars():
+        for c in await session.execute(select(*columns).where(Client.id.in_(chunk))):
             rows[c.id] = c
     # Patients name their owner by the PIMS's external id, within the practice.
     by_practice: dict[int, dict[str, int]] = defaultdict(dict)
@@ -137,8 +150,9 @@ async def load_clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, t
             comms_disabled=_comms_flag(c),
             active_patients=counts.get(cid, 0),
             email=(_get(c, "email") or None),
-            mobile=mobile_number(_get(c, "phone_mobile", "mobile"), region),
+            phone_mobile=_get(c, "phone_mobile", "mobile"),
             postal_address=client_postal_address(c, name),
+            region=region,
         )
         out[cid] = (facts, c)
     return out

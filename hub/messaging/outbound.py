@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
+from hub.db.base import table_of
 from hub.db.models import Job
 from hub.messaging import links
 from hub.messaging.addresses import normalise_email
@@ -111,47 +113,49 @@ async def plan_for_clients(
     session: AsyncSession, hub: Hub, client_ids: Sequence[int], *, category: str,
     channels: Sequence[str],
 ) -> dict[int, Plan | None]:
-    """Judge every client on each channel in order; None for an unknown client."""
+    """Judge every client on each channel in order; None for an unknown client.
+
+    Channel by channel: the suppressions of a channel are read (one query per chunk) only for
+    the clients every earlier channel vetoed, so a campaign whose emails are allowed never
+    reads, or works out, a phone number or mailing address it will not use.
+    """
     chans = _check(category, channels)
     _refuse_account_to_client(category)
     clients = await load_clients(session, client_ids)
     consent = await load_consent(session, list(clients))
     practices = await load_practices(session, (f.practice_id for f, _ in clients.values()))
-    keys = []
-    for facts, _ in clients.values():
-        for ch in chans:
-            addr, postal = channel_address(ch, facts)
-            keys.append(suppression_key(ch, addr, postal))
-    suppressions = await load_suppressions(session, keys)
-    plans: dict[int, Plan | None] = {}
-    for cid in client_ids:
-        if cid not in clients:
-            plans[cid] = None
-            continue
-        facts, _row = clients[cid]
-        practice = practices.get(facts.practice_id) if facts.practice_id else None
-        reasons: list[dict[str, Any]] = []
-        chosen: Plan | None = None
-        first: tuple[str, str, dict | None] | None = None
-        for i, ch in enumerate(chans):
-            addr, postal = channel_address(ch, facts)
-            first = first or (ch, addr, postal)
+    chosen: dict[int, Plan] = {}
+    reasons: dict[int, list[dict[str, Any]]] = {cid: [] for cid in clients}
+    undecided = list(clients)
+    for i, ch in enumerate(chans):
+        if not undecided:
+            break
+        targets = {cid: channel_address(ch, clients[cid][0]) for cid in undecided}
+        keys = {cid: suppression_key(ch, addr, postal) for cid, (addr, postal) in targets.items()}
+        suppressions = await load_suppressions(session, keys.values())
+        vetoed = []
+        for cid in undecided:
+            facts = clients[cid][0]
+            practice = practices.get(facts.practice_id) if facts.practice_id else None
+            addr, postal = targets[cid]
             ctx = build_context(
                 hub, channel=ch, category=category, address=addr, postal=postal, client=facts,
-                consent_rows=consent.get(cid, ()), suppressions=suppressions.get(suppression_key(ch, addr, postal), ()),
+                consent_rows=consent.get(cid, ()), suppressions=suppressions.get(keys[cid], ()),
                 practice=practice,
             )
             verdict = judge(hub.pm, ctx)
-            reasons.extend(verdict.reasons_json(ch))
-            if verdict.decision != "veto":
-                chosen = Plan(facts, ch, addr, postal, verdict, reasons, chans[i + 1:], practice)
-                break
-        if chosen is None:
-            assert first is not None
-            ch, addr, postal = first
-            chosen = Plan(facts, ch, addr, postal, Verdict("veto", ()), reasons, [], practice)
-        plans[cid] = chosen
-    return plans
+            reasons[cid].extend(verdict.reasons_json(ch))
+            if verdict.decision == "veto":
+                vetoed.append(cid)
+            else:
+                chosen[cid] = Plan(facts, ch, addr, postal, verdict, reasons[cid], chans[i + 1:], practice)
+        undecided = vetoed
+    for cid in undecided:  # every channel vetoed: recorded on the first
+        facts = clients[cid][0]
+        addr, postal = channel_address(chans[0], facts)
+        practice = practices.get(facts.practice_id) if facts.practice_id else None
+        chosen[cid] = Plan(facts, chans[0], addr, postal, Verdict("veto", ()), reasons[cid], [], practice)
+    return {cid: chosen.get(cid) for cid in client_ids}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -219,17 +223,25 @@ def render_for(hub: Hub, *, template: str, channel: str, context: dict[str, Any]
 
 # --------------------------------------------------------------------------- recording
 
+_COMMUNICATIONS = table_of(Communication)
+_HISTORY = table_of(CommunicationStatus)
+_JOBS = table_of(Job)
+#: every column but the id: a row names them all, so the rows of one batch share one INSERT and
+#: an object built from one (see :func:`_attach`) has nothing left to load
+_COLUMNS = tuple(c.name for c in _COMMUNICATIONS.columns if c.name != "id")
 
-def build_communication(
+
+def communication_row(
     hub: Hub, *, plan: Plan, template: str, category: str, context: dict[str, Any],
     cc: Sequence[str] = (), company_id: int | None = None, practice_id: int | None = None,
     created_by: str | None = None, fallback_of_id: int | None = None,
-) -> Communication:
-    """The communication row for a plan: rendered when the verdict allows (no I/O)."""
+) -> dict[str, Any]:
+    """The communication row for a plan, rendered when the verdict allows (no I/O)."""
     now = hub.clock.now()
     verdict = plan.verdict
     practice = plan.practice
-    comm = Communication(
+    row: dict[str, Any] = dict.fromkeys(_COLUMNS)
+    row.update(
         practice_id=practice_id if practice_id is not None else (practice.id if practice else None),
         company_id=company_id, client_id=plan.client.id if plan.client else None,
         channel=plan.channel, category=category, template=template, address=plan.address,
@@ -239,58 +251,87 @@ def build_communication(
         created_by=created_by, created_at=now, updated_at=now,
     )
     if verdict.decision == "veto":
-        comm.status = "suppressed"
-        return comm
+        row["status"] = "suppressed"
+        return row
     # the hub's own keys (signed preference and unsubscribe links among them) win over the caller's
     full = {**context, **standard_context(hub, client=plan.client, practice=practice, category=category,
                                           channel=plan.channel, address=plan.address)}
     rendered = render_for(hub, template=template, channel=plan.channel, context=full, practice=practice)
-    comm.subject, comm.body_text, comm.body_html = rendered.subject, rendered.text, rendered.html
-    comm.postcard_front_html = rendered.postcard_front_html
-    comm.postcard_back_html = rendered.postcard_back_html
+    row.update(subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
+               postcard_front_html=rendered.postcard_front_html,
+               postcard_back_html=rendered.postcard_back_html)
     if plan.channel == "email":
-        comm.headers = email_headers(hub, category=category, unsubscribe_url=full.get("unsubscribe_url"),
-                                     address=plan.address)
+        row["headers"] = email_headers(hub, category=category, unsubscribe_url=full.get("unsubscribe_url"),
+                                       address=plan.address)
     if verdict.decision == "defer":
-        comm.status, comm.not_before = "deferred", verdict.defer_until
+        row["status"], row["not_before"] = "deferred", verdict.defer_until
     else:
-        comm.status = "queued"
-    return comm
+        row["status"] = "queued"
+    return row
 
 
-async def insert_communications(session: AsyncSession, hub: Hub, comms: Sequence[Communication]) -> None:
-    """Insert communications, their first history row and their send jobs, in a few statements.
+async def _insert_communication_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert the rows; their ids, in the rows' order.
 
-    The send jobs are written as :class:`hub.db.models.Job` rows exactly as
-    ``hub.jobs.enqueue`` writes them (kind, payload, run_at, idempotency key
-    ``communication:<id>``), batched: a campaign of thousands costs three INSERTs, not
-    thousands of round trips. The keys are fresh communication ids, so they cannot collide.
+    SQLite cannot promise RETURNING's order, so SQLAlchemy answers an ordered RETURNING there
+    with one INSERT per row. Instead the ids are chosen here: every SQLite transaction of the
+    hub holds the write lock from its BEGIN (hub.db.engine), so nothing else inserts between
+    reading the largest id and writing the rows, and max + 1 is what SQLite would pick itself
+    (the table is not AUTOINCREMENT). Were that ever untrue, the INSERT fails on the primary key
+    rather than misnumbering a message. PostgreSQL returns the ids in order from one statement.
     """
-    if not comms:
-        return
-    session.add_all(comms)
-    await session.flush()
+    table = _COMMUNICATIONS
+    if len(rows) > 1 and session.get_bind().dialect.name == "sqlite":
+        last = (await session.execute(select(func.max(table.c.id)))).scalar_one() or 0
+        ids = list(range(last + 1, last + 1 + len(rows)))
+        await session.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        return ids
+    result = await session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                   list(rows))
+    return [r[0] for r in result]
+
+
+async def insert_communication_rows(session: AsyncSession, hub: Hub,
+                                    rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert communications, their first history rows and their send jobs; the ids, in order.
+
+    Core executemany, no ORM objects: a chunk of a campaign costs a handful of statements. The
+    communication and its history row are written before the send job, all in the caller's
+    transaction. The send jobs are written as ``hub.jobs.enqueue`` writes them (kind, payload,
+    run_at, idempotency key ``communication:<id>``); the keys are fresh communication ids, so
+    they cannot collide.
+    """
+    if not rows:
+        return []
+    ids = await _insert_communication_rows(session, rows)
     now = hub.clock.now()
-    session.add_all(
-        CommunicationStatus(communication_id=c.id, status=c.status, provider_status=None, applied=True,
-                            at=now, detail={"verdict": c.verdict})
-        for c in comms
-    )
-    sendable = [c for c in comms if c.status in ("queued", "deferred")]
+    await session.execute(insert(_HISTORY), [
+        {"communication_id": i, "status": row["status"], "provider_status": None, "applied": True,
+         "at": now, "detail": {"verdict": row["verdict"]}}
+        for i, row in zip(ids, rows, strict=True)])
+    sendable = [(i, row) for i, row in zip(ids, rows, strict=True) if row["status"] in ("queued", "deferred")]
     if len(sendable) == 1:
-        c = sendable[0]
-        await hub.jobs.enqueue(session, SEND_JOB, {"communication_id": c.id}, run_at=c.not_before,
-                               idempotency_key=f"communication:{c.id}")
+        i, row = sendable[0]
+        await hub.jobs.enqueue(session, SEND_JOB, {"communication_id": i}, run_at=row["not_before"],
+                               idempotency_key=f"communication:{i}")
     elif sendable:
         max_attempts = hub.config.jobs.max_attempts
-        session.add_all(
-            Job(kind=SEND_JOB, payload={"communication_id": c.id}, status="queued",
-                run_at=c.not_before or now, attempts=0, max_attempts=max_attempts,
-                idempotency_key=f"communication:{c.id}", created_at=now)
-            for c in sendable
-        )
+        await session.execute(insert(_JOBS), [
+            {"kind": SEND_JOB, "payload": {"communication_id": i}, "status": "queued",
+             "run_at": row["not_before"] or now, "attempts": 0, "max_attempts": max_attempts,
+             "idempotency_key": f"communication:{i}", "created_at": now}
+            for i, row in sendable])
         hub.jobs.wake_after_commit(session)
-    await session.flush()
+    return ids
+
+
+def _attach(session: AsyncSession, row: dict[str, Any], comm_id: int) -> Communication:
+    """The inserted row as a persistent object, without reading it back: every column is
+    given, so nothing is left to load, and later changes to it are flushed as usual."""
+    comm = Communication(id=comm_id, **row)
+    make_transient_to_detached(comm)
+    session.add(comm)
+    return comm
 
 
 async def record_communication(
@@ -300,11 +341,11 @@ async def record_communication(
     fallback_of_id: int | None = None,
 ) -> Communication:
     """Render (when the verdict allows), insert, and enqueue the send job."""
-    comm = build_communication(hub, plan=plan, template=template, category=category, context=context,
-                               cc=cc, company_id=company_id, practice_id=practice_id,
-                               created_by=created_by, fallback_of_id=fallback_of_id)
-    await insert_communications(session, hub, [comm])
-    return comm
+    row = communication_row(hub, plan=plan, template=template, category=category, context=context,
+                            cc=cc, company_id=company_id, practice_id=practice_id,
+                            created_by=created_by, fallback_of_id=fallback_of_id)
+    [comm_id] = await insert_communication_rows(session, hub, [row])
+    return _attach(session, row, comm_id)
 
 
 # --------------------------------------------------------------------------- public API
@@ -390,22 +431,58 @@ async def queue_communication(
     return comm
 
 
+@dataclass(frozen=True)
+class Queued:
+    """What a bulk caller needs back about one queued message."""
+
+    id: int
+    client_id: int
+    channel: str
+    status: str
+    verdict_reasons: list[dict[str, Any]]
+
+
+async def queue_bulk(
+    session: AsyncSession, hub: Hub, *, client_ids: Sequence[int], template: str, category: str,
+    channels: Sequence[str] = ("email", "sms", "postcard"), context: dict | None = None,
+    per_client_context: dict[int, dict] | None = None, created_by: str | None = None,
+) -> list[Queued]:
+    """:func:`queue_many` without the ORM objects, for runs of thousands (the reminder run)."""
+    rows = await _campaign_rows(session, hub, client_ids=client_ids, template=template,
+                                category=category, channels=channels, context=context,
+                                per_client_context=per_client_context, created_by=created_by)
+    ids = await insert_communication_rows(session, hub, rows)
+    return [Queued(i, cid, row["channel"], row["status"], row["verdict_reasons"])
+            for i, cid, row in zip(ids, client_ids, rows, strict=True)]
+
+
 async def queue_many(
     session: AsyncSession, hub: Hub, *, client_ids: Sequence[int], template: str, category: str,
     channels: Sequence[str] = ("email", "sms", "postcard"), context: dict | None = None,
     per_client_context: dict[int, dict] | None = None, created_by: str | None = None,
 ) -> list[Communication]:
     """Queue one message per client (a campaign), judging them all in a few queries."""
+    rows = await _campaign_rows(session, hub, client_ids=client_ids, template=template,
+                                category=category, channels=channels, context=context,
+                                per_client_context=per_client_context, created_by=created_by)
+    ids = await insert_communication_rows(session, hub, rows)
+    return [_attach(session, row, i) for i, row in zip(ids, rows, strict=True)]
+
+
+async def _campaign_rows(
+    session: AsyncSession, hub: Hub, *, client_ids: Sequence[int], template: str, category: str,
+    channels: Sequence[str], context: dict | None, per_client_context: dict[int, dict] | None,
+    created_by: str | None,
+) -> list[dict[str, Any]]:
     plans = await plan_for_clients(session, hub, client_ids, category=category, channels=channels)
     missing = [cid for cid, p in plans.items() if p is None]
     if missing:
         raise MessagingError("unknown_client", f"no client with id {missing[0]}", "client_id")
-    comms = []
+    rows = []
     for cid in client_ids:
         plan = plans[cid]
         assert plan is not None
         ctx = {**(context or {}), **((per_client_context or {}).get(cid) or {})}
-        comms.append(build_communication(hub, plan=plan, template=template, category=category,
-                                         context=ctx, created_by=created_by))
-    await insert_communications(session, hub, comms)
-    return comms
+        rows.append(communication_row(hub, plan=plan, template=template, category=category,
+                                      context=ctx, created_by=created_by))
+    return rows

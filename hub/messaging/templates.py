@@ -45,6 +45,19 @@ def _autoescape(name: str | None) -> bool:
     return bool(name and name.endswith(".html.j2"))
 
 
+def _flat(template: jinja2.Template) -> jinja2.Template:
+    """The template with its globals as a plain dict.
+
+    Jinja keeps them as a ChainMap over the environment's, which every render walks twice to
+    build its context: for a short template (an SMS, a subject line) most of the render. The
+    environments here never change their globals once built, so a copy is the same values; a
+    template reloaded after an edit is a new object and is flattened again.
+    """
+    if type(template.globals) is not dict:
+        template.globals = dict(template.globals)
+    return template
+
+
 class TemplateRenderer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -85,7 +98,7 @@ class TemplateRenderer:
     def _render(self, env: jinja2.Environment, name: str, context: dict[str, Any], *,
                 required: bool) -> str | None:
         try:
-            template = env.get_template(name)
+            template = _flat(env.get_template(name))
         except jinja2.TemplateNotFound:
             if required:
                 raise TemplateError(f"template file {name!r} not found") from None

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from functools import cached_property
 from typing import Any, Literal
+
+from hub.messaging.addresses import mobile_number
 
 Decision = Literal["allow", "veto", "defer"]
 
@@ -89,8 +92,19 @@ class ClientFacts:
     comms_disabled: bool | None
     active_patients: int
     email: str | None
-    mobile: str | None  # E.164 when it parsed as a mobile (or mobile-or-fixed) number
+    #: the mobile number as the PIMS wrote it; :attr:`mobile` is its checked E.164 form
+    phone_mobile: str | None
     postal_address: Mapping[str, str] | None
+    #: the country a number written without one is read in (the practice's)
+    region: str = "US"
+
+    @cached_property
+    def mobile(self) -> str | None:
+        """E.164 when it parses as a mobile (or mobile-or-fixed) number.
+
+        Parsed on first use, not when the facts are gathered: parsing costs more than the rest
+        of a client's facts together, and most messages are settled on an earlier channel."""
+        return mobile_number(self.phone_mobile, self.region)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,25 @@ async def test_missing_template_or_variable_is_refused(world) -> None:
             await queue_email(s, hub, to="a@example.org", template="nope", context={})
         with pytest.raises(MessagingError, match="undefined"):
             await queue_email(s, hub, to="a@example.org", template="message", context={"subject": "only"})
+
+
+async def test_an_edited_template_is_used_and_globals_still_resolve(world) -> None:
+    """Templates compile once and render from a flattened copy of their globals: an edit on
+    disk still shows in the next message, and Jinja's globals (range...) still work."""
+    hub = world.hub
+    override = Path(hub.data_dir) / "templates" / "parkside"
+    override.mkdir(parents=True)
+    subject = override / "hi.subject.j2"
+    subject.write_text("First {{ name }}")
+    (override / "hi.txt.j2").write_text("{% for i in range(3) %}{{ i }}{% endfor %} {{ name }}")
+    async with hub.transaction() as s:
+        first = await queue_email(s, hub, to="a@example.org", template="hi",
+                                  practice_id=world.practice_id, context={"name": "Ann"})
+    subject.write_text("Second {{ name }}")
+    stat = subject.stat()
+    os.utime(subject, (stat.st_atime, stat.st_mtime + 5))  # a later mtime whatever the clock's grain
+    async with hub.transaction() as s:
+        second = await queue_email(s, hub, to="a@example.org", template="hi",
+                                   practice_id=world.practice_id, context={"name": "Bo"})
+    assert (first.subject, first.body_text) == ("First Ann", "012 Ann")
+    assert (second.subject, second.body_text) == ("Second Bo", "012 Bo")

@@ -34,7 +34,7 @@ def test_decisions_are_compared_by_value() -> None:
 def test_facts_cannot_be_changed_by_a_policy() -> None:
     """Every policy sees the same facts: none can alter them for the next."""
     client = ClientFacts(id=1, practice_id=2, name="Ann", active=True, comms_disabled=False,
-                         active_patients=1, email="ann@example.org", mobile=None,
+                         active_patients=1, email="ann@example.org", phone_mobile=None,
                          postal_address=None)
     suppression = SuppressionFact("email", "opt_out", "one_click")
     with pytest.raises(dataclasses.FrozenInstanceError):
