@@ -3,7 +3,9 @@
 Every form of the query is answered from an index (see the indexes on
 :class:`hub.pims.models.Client`): a name is folded into a search key and looked up as one
 range of ``name_key`` ("first last") or ``surname_key`` ("last first") — ``key >= q`` and
-``key < q + "~"``, since keys hold only ``[a-z0-9 ]`` — an email as a range of ``email_key``,
+``key < q + "~"``, since keys hold only ``[a-z0-9 ]`` — read in phases (:data:`NAME_PHASES`:
+the exact PIMS id, surnames, then first names), each an ordered range read only as far as the
+page needs; an email as a range of ``email_key``,
 a phone as its E.164 form on each phone column, and the text as it is on the PIMS id. The
 scope is always ``practice_id IN (...)``, the leading column of each index.
 
@@ -87,30 +89,62 @@ def client_terms(q: str, region: str) -> tuple[list[ColumnElement[bool]], bool]:
     return terms, False
 
 
-def client_query(practice_ids: list[int], q: str | None, region: str, *,
-                 status: str | None = None, has_email: bool | None = None,
-                 cursor: str | None = None, limit: int = 50) -> Select[Any]:
-    """The SELECT for one page of clients (exposed so a test can EXPLAIN it)."""
-    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
-    stmt = select(Client)
-    by_name = False
-    if q and q.strip():
-        terms, by_name = client_terms(q, region)
-        # the scope inside each arm: every index leads with practice_id, and neither planner
-        # distributes an AND over an OR itself (with one practice, "practice_id IN (...)
-        # AND (a OR b)" walks the whole practice's index)
-        stmt = stmt.where(or_(*(and_(scope, term) for term in terms)))
-    else:
-        stmt = stmt.where(scope)
+#: a name search's phases, in page order: the exact PIMS id, then surnames from the prefix
+#: (A–Z), then first names from it (A–Z) — each one ordered index range read up to a page,
+#: never a sort of every match (a two-letter prefix can match a tenth of a practice)
+NAME_PHASES = ("pims_id", "surname", "name")
+
+
+def _filters(stmt: Select[Any], status: str | None, has_email: bool | None) -> Select[Any]:
     if status is not None:
         stmt = stmt.where(Client.status == status)
     if has_email is not None:
         stmt = stmt.where(Client.email.is_not(None) if has_email else Client.email.is_(None))
-    if by_name:
-        after = decode_cursor(cursor, 2)
-        if after is not None:
-            stmt = stmt.where(tuple_(Client.surname_key, Client.id) > tuple_(after[0], after[1]))
-        return stmt.order_by(Client.surname_key, Client.id).limit(limit + 1)
+    return stmt
+
+
+def name_phase_query(practice_ids: list[int], text: str, key: str, phase: str,
+                     after: tuple[str, int] | None, limit: int) -> Select[Any]:
+    """One phase of a name search (see :data:`NAME_PHASES`), rows after ``after``."""
+    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
+    not_id = Client.external_id != text[:64]
+    sort: Any
+    if phase == "pims_id":
+        stmt = select(Client).where(scope, Client.external_id == text[:64])
+        sort = Client.id
+    elif phase == "surname":
+        stmt = select(Client).where(scope, prefix(Client.surname_key, key), not_id)
+        sort = Client.surname_key
+    else:  # first names: what the surname phase did not list already
+        stmt = select(Client).where(scope, prefix(Client.name_key, key), not_id,
+                                    ~prefix(Client.surname_key, key))
+        sort = Client.name_key
+    if after is not None:
+        stmt = stmt.where(tuple_(sort, Client.id) > tuple_(after[0], after[1])
+                          if phase != "pims_id" else Client.id > after[1])
+    order = (Client.id,) if phase == "pims_id" else (sort, Client.id)
+    return stmt.order_by(*order).limit(limit)
+
+
+def client_query(practice_ids: list[int], q: str | None, region: str, *,
+                 status: str | None = None, has_email: bool | None = None,
+                 cursor: str | None = None, limit: int = 50) -> Select[Any]:
+    """The SELECT for one page of clients found by anything but a name (for a name, the
+    first phase's; exposed so a test can EXPLAIN it)."""
+    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
+    if q and q.strip():
+        terms, by_name = client_terms(q, region)
+        if by_name:
+            text = q.strip()
+            return _filters(name_phase_query(practice_ids, text, search_key(text), "surname",
+                                             None, limit + 1), status, has_email)
+        # the scope inside each arm: every index leads with practice_id, and neither planner
+        # distributes an AND over an OR itself (with one practice, "practice_id IN (...)
+        # AND (a OR b)" walks the whole practice's index)
+        stmt = select(Client).where(or_(*(and_(scope, term) for term in terms)))
+    else:
+        stmt = select(Client).where(scope)
+    stmt = _filters(stmt, status, has_email)
     after = decode_cursor(cursor, 1)
     if after is not None:
         stmt = stmt.where(Client.id > after[0])
@@ -122,21 +156,48 @@ def client_query(practice_ids: list[int], q: str | None, region: str, *,
     return stmt.order_by(Client.id).limit(limit + 1)
 
 
+async def _find_by_name(session: AsyncSession, practice_ids: list[int], text: str, *,
+                        status: str | None, has_email: bool | None, cursor: str | None,
+                        limit: int) -> Page:
+    """A page of a name search: the phases in order, each read up to what the page still
+    needs (plus one, to know whether more follow). The cursor names the phase it stopped in."""
+    key = search_key(text)
+    after = decode_cursor(cursor, 3)
+    start = 0
+    if after is not None:
+        if after[0] not in NAME_PHASES:
+            raise Invalid("the cursor is not one this list gave out", code="invalid_cursor",
+                          field="cursor")
+        start = NAME_PHASES.index(after[0])
+    found: list[tuple[str, Client]] = []
+    for phase in NAME_PHASES[start:]:
+        resume = (after[1], after[2]) if after is not None and phase == after[0] else None
+        stmt = _filters(name_phase_query(practice_ids, text, key, phase, resume,
+                                         limit + 1 - len(found)), status, has_email)
+        found += [(phase, c) for c in (await session.execute(stmt)).scalars()]
+        if len(found) > limit:
+            break
+    nxt = None
+    if len(found) > limit:
+        phase, last = found[limit - 1]
+        sort = {"pims_id": "", "surname": last.surname_key, "name": last.name_key}[phase]
+        nxt = encode_cursor([phase, sort, last.id])
+    return Page([c for _, c in found[:limit]], nxt)
+
+
 async def find_clients(session: AsyncSession, practice_ids: list[int], q: str | None, *,
                        region: str = "US", status: str | None = None,
                        has_email: bool | None = None, cursor: str | None = None,
                        limit: int = 50) -> Page:
+    if q and q.strip() and client_terms(q, region)[1]:
+        return await _find_by_name(session, practice_ids, q.strip(), status=status,
+                                   has_email=has_email, cursor=cursor, limit=limit)
     stmt = client_query(practice_ids, q, region, status=status, has_email=has_email,
                         cursor=cursor, limit=limit)
     rows = list((await session.execute(stmt)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = None
-    if more:
-        last = rows[-1]
-        by_name = bool(q and q.strip()) and client_terms(q or "", region)[1]
-        nxt = encode_cursor([last.surname_key, last.id] if by_name else [last.id])
-    return Page(rows, nxt)
+    return Page(rows, encode_cursor([rows[-1].id]) if more else None)
 
 
 async def active_patient_owners(session: AsyncSession,

@@ -51,6 +51,34 @@ async def test_name_prefix_is_case_and_accent_insensitive(world: World, api_of) 
     assert names == sorted(names)
 
 
+async def test_a_name_pages_through_surnames_then_first_names(world: World, api_of) -> None:
+    """A prefix matching surnames and first names: every match once, surnames first (A-Z),
+    then first names (A-Z), across pages that end inside either phase."""
+    staff = await api_of("practice_staff", practice_id=world.practice_id)
+    rows = world.data.clients
+
+    def key(r: list[str], *cols: str) -> str:
+        return search_key(" ".join(r[COL[c]] for c in cols))
+
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        by_surname = [r for r in rows if key(r, "last_name", "first_name").startswith(letter)]
+        by_first = [r for r in rows if key(r, "first_name", "last_name").startswith(letter)
+                    and r not in by_surname]
+        if by_surname and by_first:
+            break
+    else:
+        raise AssertionError("the generator made no name prefix shared by surnames and first names")
+    got = await all_pages(staff, f"/api/clients?q={letter}&limit=3")
+    ids = [c["pims_id"] for c in got]
+    assert len(ids) == len(set(ids))
+    split = len(by_surname)
+    assert set(ids[:split]) == {r[COL["client_id"]] for r in by_surname}
+    assert set(ids[split:]) == {r[COL["client_id"]] for r in by_first}
+    surnames = [search_key(f"{c['last_name']} {c['first_name']}") for c in got[:split]]
+    firsts = [search_key(f"{c['first_name']} {c['last_name']}") for c in got[split:]]
+    assert surnames == sorted(surnames) and firsts == sorted(firsts)
+
+
 async def test_email_phone_and_pims_id(world: World, api_of) -> None:
     staff = await api_of("practice_staff", practice_id=world.practice_id)
     row = next(r for r in world.data.clients if r[COL["email"]] and r[COL["phone_mobile"]])
@@ -135,16 +163,26 @@ async def test_search_uses_the_indexes(world_factory) -> None:
             await session.execute(text("ANALYZE clients"))
         # each form must be answered from its own term's index, not by walking the practice's
         # rows in some index's order (which also reads "USING INDEX")
-        cases = {"name": ("smi", "ix_clients_practice_surname_key"),
-                 "email": ("olivia.smith1@example.com", "ix_clients_practice_email_key"),
-                 "phone": ("(217) 555-0143", "ix_clients_practice_phone_mobile"),
-                 "pims id": ("C0000042", "ix_clients_practice_name_key")}
-        for what, (q, index) in cases.items():
-            stmt = search.client_query([world.practice_id], q, "US", limit=50)
+        # an email or a phone: one query, its term's index; a name: each phase of the search
+        # (the exact PIMS id, surnames, first names) its own ordered range of its own index
+        cases = [("email", search.client_query([world.practice_id], "olivia.smith1@example.com",
+                                               "US", limit=50), "ix_clients_practice_email_key"),
+                 ("phone", search.client_query([world.practice_id], "(217) 555-0143", "US",
+                                               limit=50), "ix_clients_practice_phone_mobile")]
+        for phase, index in (("pims_id", "external_id"), ("surname", "ix_clients_practice_surname_key"),
+                             ("name", "ix_clients_practice_name_key")):
+            for q in ("smi", "C0000042"):
+                cases.append((f"{phase} {q}", search.name_phase_query(
+                    [world.practice_id], q, search.search_key(q), phase, None, 51), index))
+        for what, stmt, index in cases:
             compiled = stmt.compile(session.bind, compile_kwargs={"literal_binds": True})
             explain = "EXPLAIN " if pg else "EXPLAIN QUERY PLAN "
             plan = _plan((await session.execute(text(explain + str(compiled)))).all())
-            assert index in plan, (what, plan)
+            if index == "external_id":  # the (practice_id, external_id) unique constraint's
+                assert ("(external_id)::text =" in plan.split("Index Cond:")[-1] if pg
+                        else "sqlite_autoindex_clients" in plan), (what, plan)
+            else:
+                assert index in plan, (what, plan)
             if pg:
                 assert "Seq Scan on clients" not in plan, (what, plan)
                 assert re.search(r"Index|Bitmap", plan), (what, plan)
@@ -152,6 +190,8 @@ async def test_search_uses_the_indexes(world_factory) -> None:
                 assert "SCAN clients" not in plan.replace("SCAN clients USING", ""), (what, plan)
                 assert "(practice_id=?)" not in plan, (what, plan)
                 assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (what, plan)
+                if what.startswith(("surname", "name")):  # read in index order: no sort of matches
+                    assert "TEMP B-TREE" not in plan, (what, plan)
 
 
 def test_cli_find(write_config, pims_practice, drop_dir: Path) -> None:
