@@ -141,6 +141,16 @@ class LoggingSection(Section):
 class PluginsSection(Section):
     disabled: list[str] = Field(default_factory=list)
 
+    @field_validator("disabled")
+    @classmethod
+    def _not_core(cls, value: list[str]) -> list[str]:
+        from hub.plugins import core_plugins_named, core_refusal  # hub.plugins imports the hooks
+
+        core = core_plugins_named(value)
+        if core:
+            raise ValueError(core_refusal(core))
+        return value
+
 
 class DicomDestination(Section):
     host: str
@@ -332,7 +342,7 @@ def load_config(
     ``data`` validates an already-parsed mapping (tests, embedded defaults) under the name
     ``path`` or ``<memory>``.
     """
-    from hub.plugins import PluginError, get_plugin_manager
+    from hub.plugins import CORE_PLUGINS, PluginError, get_plugin_manager
 
     file_path = resolve_path(path) if data is None else Path(path or "<memory>")
     file = str(file_path)
@@ -344,7 +354,10 @@ def load_config(
     if pm is None:
         disabled = (raw.get("plugins") or {}).get("disabled", []) if isinstance(raw.get("plugins"), dict) else []
         try:
-            pm = get_plugin_manager(disabled if isinstance(disabled, list) else [])
+            # core names are reported by PluginsSection with the other problems: build the
+            # manager without them so their sections do not also read as unknown
+            pm = get_plugin_manager([d for d in disabled if d not in CORE_PLUGINS]
+                                    if isinstance(disabled, list) else [])
         except PluginError as err:
             raise ConfigError([*problems, Problem(file, "plugins", str(err))]) from err
 

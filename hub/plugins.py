@@ -41,6 +41,28 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("operations", "hub.ops.plugin"),
 )
 
+#: The hub's own domains (the built-ins that live in the ``hub`` package): the core imports
+#: them, reads their tables and sections and queues their jobs (accounts mail through
+#: messaging, imaging routes to accounts, clients read the PIMS tables, jobs report to
+#: operations), so the hub cannot run without them and ``plugins.disabled`` refuses them.
+#: Everything else built in (DICOM, channels, inbound email, connectors, the policies, whose
+#: absence the core answers with a safe default) may be disabled.
+CORE_PLUGINS: frozenset[str] = frozenset(
+    name for name, module in BUILTIN_PLUGINS if module.startswith("hub."))
+
+
+def core_plugins_named(disabled: Iterable[str]) -> list[str]:
+    """The names in ``disabled`` that are core plugins, sorted."""
+    return sorted(set(disabled) & CORE_PLUGINS)
+
+
+def core_refusal(names: Iterable[str]) -> str:
+    """Why ``names`` (core plugins) cannot be disabled, and what can be."""
+    optional = sorted(name for name, _ in BUILTIN_PLUGINS if name not in CORE_PLUGINS)
+    return (f"{', '.join(names)} cannot be disabled: the hub's core plugins "
+            f"({', '.join(sorted(CORE_PLUGINS))}) are part of the hub itself; "
+            f"built-ins that may be disabled: {', '.join(optional)}")
+
 
 class PluginError(errors.PluginError, RuntimeError):
     """A plugin could not be loaded or validated; the message names the plugin."""
@@ -107,6 +129,9 @@ def get_plugin_manager(
     are never imported at all.
     """
     disabled = set(disabled)
+    core = core_plugins_named(disabled) if builtins is BUILTIN_PLUGINS else []
+    if core:  # load_config reports this as a ConfigError; this guards every other caller
+        raise PluginError(f"plugins.disabled: {core_refusal(core)}")
     pm = HubPluginManager()
     version = _vethub_version()
     for name, module_path in builtins:

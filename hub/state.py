@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 T = TypeVar("T")
 
@@ -39,6 +39,12 @@ class HubState:
 
     def __contains__(self, key: HubKey[Any]) -> bool:
         return key in self._values
+
+    @overload
+    def get(self, key: HubKey[T]) -> T | None: ...
+
+    @overload
+    def get(self, key: HubKey[T], default: T) -> T: ...
 
     def get(self, key: HubKey[T], default: T | None = None) -> T | None:
         return cast("T | None", self._values.get(key, default))

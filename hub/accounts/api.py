@@ -24,8 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -57,9 +56,13 @@ from hub.accounts.schemas import (
 from hub.auth import login as auth_login
 from hub.auth import revoke_token
 from hub.errors import NotFound, RateLimited
+from hub.state import HubKey
 from hub.web.auth import client_address, get_principal, require_role
 from hub.web.contract import ApiRoutes, Id, RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
+
+if TYPE_CHECKING:
+    from hub.core import Hub
 
 routes = ApiRoutes(tag="accounts")
 
@@ -96,17 +99,17 @@ class Limiters:
     logins: RateLimiter  # password guessing
 
 
-_LIMITERS: WeakKeyDictionary[Any, Limiters] = WeakKeyDictionary()
+LIMITERS: HubKey[Limiters] = HubKey("accounts.limiters")
 
 
-def limiters(hub: Any) -> Limiters:
+def _new_limiters(hub: Hub) -> Limiters:
+    s = onboarding_settings(hub)
+    return Limiters(RateLimiter(s.rate_limit, s.rate_window_seconds), RateLimiter(30, 300.0))
+
+
+def limiters(hub: Hub) -> Limiters:
     """This hub's rate limiters (made on first use, kept as long as the hub)."""
-    found = _LIMITERS.get(hub)
-    if found is None:
-        s = onboarding_settings(hub)
-        found = _LIMITERS[hub] = Limiters(RateLimiter(s.rate_limit, s.rate_window_seconds),
-                                          RateLimiter(30, 300.0))
-    return found
+    return hub.state.setdefault(LIMITERS, lambda: _new_limiters(hub))
 
 
 def _limit(limiter: RateLimiter, request: web.Request, message: str) -> None:

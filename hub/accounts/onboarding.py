@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import CursorResult
@@ -30,6 +29,7 @@ from hub.auth import hash_password, revoke_user_tokens
 from hub.db.models import Account, CallingAE, Company, Practice, User
 from hub.messaging import links
 from hub.messaging.outbound import queue_email
+from hub.state import HubKey
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -339,7 +339,7 @@ async def _create_account(
         session.add(user)
     await session.flush()
     req.practice_id, req.account_id, req.user_id = practice.id, account.id, user.id
-    _first_images_done.get(hub, set()).discard(practice.id)
+    hub.state.setdefault(FIRST_IMAGES_DONE, set).discard(practice.id)
     req.state, req.decided_by, req.account_created_at = "accepted", actor, now
     created = await history.record(session, account, "created", actor, after=history.account_state(account),
                                    at=now)
@@ -467,13 +467,13 @@ async def set_password(session: AsyncSession, hub: Hub, token: str, password: st
 # --- stages from imaging ------------------------------------------------------------------------
 
 
-# Practices known to have no accepted request still lacking "first images received", per hub
-# (weakly keyed, so a stopped hub takes its set with it). Acceptance clears the practice's entry.
-_first_images_done: WeakKeyDictionary[Any, set[int]] = WeakKeyDictionary()
+# Practices known to have no accepted request still lacking "first images received": kept so
+# every stored image need not run the stamping update. Acceptance clears the practice's entry.
+FIRST_IMAGES_DONE: HubKey[set[int]] = HubKey("accounts.first_images_done")
 
 
 def first_images_pending(hub: Hub, practice_id: int) -> bool:
-    return practice_id not in _first_images_done.get(hub, ())
+    return practice_id not in hub.state.get(FIRST_IMAGES_DONE, set())
 
 
 async def note_first_images(session: AsyncSession, hub: Hub, practice_id: int, at: datetime) -> None:
@@ -488,7 +488,7 @@ async def note_first_images(session: AsyncSession, hub: Hub, practice_id: int, a
         .values(first_images_received_at=at)
         .execution_options(synchronize_session=False)
     )
-    _first_images_done.setdefault(hub, set()).add(practice_id)
+    hub.state.setdefault(FIRST_IMAGES_DONE, set).add(practice_id)
 
 
 async def refresh_stages(session: AsyncSession, requests: list[AccountRequest]) -> None:

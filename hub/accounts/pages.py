@@ -7,15 +7,19 @@ links); the button POSTs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.accounts import onboarding, switching
+from hub.accounts.api import limiters
 from hub.accounts.links import LinkError, parse_expires, verify_consent, verify_response
 from hub.accounts.models import AccountRequest, SwitchRequest
 from hub.accounts.schemas import PUBLIC_MAX_BODY, AccountRequestFields
@@ -25,6 +29,9 @@ from hub.errors import DomainError, NotFound
 from hub.web.auth import client_address
 from hub.web.contract import RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
+
+if TYPE_CHECKING:
+    from hub.core import Hub
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates" / "pages"),
@@ -82,7 +89,7 @@ def page(template: str, status: int = 200, **context: Any) -> web.Response:
     return web.Response(text=html, content_type="text/html", charset="utf-8", status=status, headers=HEADERS)
 
 
-async def _password_owner(hub: Any, token: str) -> tuple[str | None, str | None]:
+async def _password_owner(hub: Hub, token: str) -> tuple[str | None, str | None]:
     """The email and practice (or company) a set-password link is for, to say so on the page."""
     from hub.accounts.links import hash_secret
     from hub.accounts.models import PasswordSetToken
@@ -116,179 +123,261 @@ def form_to_data(form: Any) -> dict[str, Any]:
     return data
 
 
-def routes(hub: Any, limiter: Any = None) -> list[web.RouteDef]:
-    """``limiter``: the same :class:`hub.accounts.api.RateLimiter` as the JSON API's."""
+routes = web.RouteTableDef()
 
-    async def _companies(hub: Any) -> list[Company]:
-        async with hub.sessionmaker() as session:
-            return list((await session.execute(select(Company).order_by(Company.name))).scalars())
 
-    async def request_form(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        return page("request_form.html.j2", fields=FORM_FIELDS, companies=await _companies(hub),
-                    values={}, error=None, hub_name=hub.config.hub.name)
+def _message(title: str, message: str, status: int = 200, **context: Any) -> web.Response:
+    return page("message.html.j2", status=status, title=title, message=message, **context)
 
-    async def request_submit(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        if limiter is not None and limiter.check(client_address(request)) is not None:
-            return page("message.html.j2", status=429, title="Too many requests",
-                        message="Too many account requests from this address; please try again later.")
-        form = await _small_form(request)
-        if form is None:
-            return page("message.html.j2", status=413, title="Too large", message="This form is too large.")
-        data = form_to_data(form)
-        try:
-            _validate(AccountRequestFields, data)
-            async with hub.transaction() as session:
-                req, _ = await onboarding.submit_request(session, hub, data)
-                state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
-        except DomainError as err:
-            return page("request_form.html.j2", status=err.status, fields=FORM_FIELDS,
-                        companies=await _companies(hub), values=dict(form), error=err.message,
-                        hub_name=hub.config.hub.name)
-        return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
 
-    async def complete_form(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        raw_id = request.match_info["id"]
-        async with hub.sessionmaker() as session:
-            req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
-        token = request.query.get("token", "")
-        if req is None or req.completion_token_hash != onboarding.hash_secret(token):
-            return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
-        missing = set(req.missing_fields or [])
-        fields = [f for f in FORM_FIELDS if f[0] in missing or f[0].split(".")[0] in missing]
-        extra = [m for m in missing if m not in {f[0] for f in FORM_FIELDS} and m.split(".")[0] not in
-                 {f[0].split(".")[0] for f in FORM_FIELDS} and m != "company"]
-        async with hub.sessionmaker() as session:
-            company = await session.get(Company, req.company_id) if req.company_id else None
-        return page("complete_form.html.j2", req=req, token=token, fields=fields, extra=extra,
-                    labels=onboarding.label, hub_name=hub.config.hub.name, for_whom=req.practice_name,
-                    question=(req.extra or {}).get("company_question") if "answer" in missing else None,
-                    company_name=company.name if company else None)
+def _not_found() -> web.Response:
+    return _message("Not found", "This link is not valid.", 404)
 
-    async def complete_submit(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        form = await _small_form(request)
-        if form is None:
-            return page("message.html.j2", status=413, title="Too large", message="This form is too large.")
-        data = form_to_data(form)
-        if not _is_id(request.match_info["id"]):
-            return page("message.html.j2", status=404, title="Not found", message="This link is not valid.")
-        try:
-            _validate(AccountRequestFields, data)
-            async with hub.transaction() as session:
-                req = await session.get(AccountRequest, int(request.match_info["id"]))
-                if req is not None and data.get("address"):
-                    data["address"] = {**(req.address or {}), **data["address"]}
-                req = await onboarding.complete_request(session, hub, int(request.match_info["id"]),
-                                                        str(form.get("token", "")), data)
-                state, missing = req.state, [onboarding.label(m) for m in req.missing_fields]
-        except DomainError as err:
-            return page("message.html.j2", status=err.status, title="Not saved", message=err.message)
-        return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
 
-    async def password_form(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        token = request.query.get("token", "")
-        email, for_whom = await _password_owner(hub, token)
-        return page("password_form.html.j2", token=token, error=None, email=email, for_whom=for_whom,
-                    hub_name=hub.config.hub.name)
+def _too_large() -> web.Response:
+    return _message("Too large", "This form is too large.", 413)
 
-    async def password_submit(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        form = await request.post()
-        try:
-            async with hub.transaction() as session:
-                await onboarding.set_password(session, hub, str(form.get("token", "")),
-                                              str(form.get("password", "")))
-        except DomainError as err:
-            email, for_whom = await _password_owner(hub, str(form.get("token", "")))
-            return page("password_form.html.j2", status=err.status, token=form.get("token", ""),
-                        error=err.message, email=email, for_whom=for_whom, hub_name=hub.config.hub.name)
-        return page("message.html.j2", title="Password set", message="Your password is set; you can sign in now.",
+
+def _bad_link(err: ValueError) -> web.Response:
+    expired = isinstance(err, LinkError) and err.code == "link_expired"
+    return _message("Link not valid", str(err), 410 if expired else 403)
+
+
+async def _companies(hub: Hub) -> list[Company]:
+    async with hub.sessionmaker() as session:
+        return list((await session.execute(select(Company).order_by(Company.name))).scalars())
+
+
+async def _request_form(hub: Hub, status: int = 200, values: dict[str, Any] | None = None,
+                        error: str | None = None) -> web.Response:
+    return page("request_form.html.j2", status=status, fields=FORM_FIELDS, companies=await _companies(hub),
+                values=values or {}, error=error, hub_name=hub.config.hub.name)
+
+
+def _outcome(req: AccountRequest) -> tuple[str, list[str]]:
+    """What the "done" page says of a request: read inside its transaction."""
+    return req.state, [onboarding.label(m) for m in req.missing_fields]
+
+
+def _request_done(hub: Hub, outcome: tuple[str, list[str]]) -> web.Response:
+    state, missing = outcome
+    return page("request_done.html.j2", state=state, missing=missing, hub_name=hub.config.hub.name)
+
+
+# --- asking for an account -----------------------------------------------------------------------
+
+
+@routes.get("/account-request")
+async def request_form(request: web.Request) -> web.Response:
+    return await _request_form(request.app[HUB_KEY])
+
+
+@routes.post("/account-request")
+async def request_submit(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    # the same budget as the JSON API's: one address gets one allowance for both
+    if limiters(hub).requests.check(client_address(request)) is not None:
+        return _message("Too many requests",
+                        "Too many account requests from this address; please try again later.", 429)
+    form = await _small_form(request)
+    if form is None:
+        return _too_large()
+    data = form_to_data(form)
+    try:
+        _validate(AccountRequestFields, data)
+        async with hub.transaction() as session:
+            req, _ = await onboarding.submit_request(session, hub, data)
+            outcome = _outcome(req)
+    except DomainError as err:
+        return await _request_form(hub, err.status, dict(form), err.message)
+    return _request_done(hub, outcome)
+
+
+# --- completing a request ------------------------------------------------------------------------
+
+
+def _missing_form_fields(missing: set[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The form's fields still missing, and the other missing names (a company's own questions)."""
+    fields = [f for f in FORM_FIELDS if f[0] in missing or f[0].split(".")[0] in missing]
+    extra = [m for m in missing if m not in {f[0] for f in FORM_FIELDS} and m.split(".")[0] not in
+             {f[0].split(".")[0] for f in FORM_FIELDS} and m != "company"]
+    return fields, extra
+
+
+@routes.get("/account-requests/{id}/complete")
+async def complete_form(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    raw_id = request.match_info["id"]
+    async with hub.sessionmaker() as session:
+        req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
+    token = request.query.get("token", "")
+    if req is None or req.completion_token_hash != onboarding.hash_secret(token):
+        return _not_found()
+    missing = set(req.missing_fields or [])
+    fields, extra = _missing_form_fields(missing)
+    async with hub.sessionmaker() as session:
+        company = await session.get(Company, req.company_id) if req.company_id else None
+    return page("complete_form.html.j2", req=req, token=token, fields=fields, extra=extra,
+                labels=onboarding.label, hub_name=hub.config.hub.name, for_whom=req.practice_name,
+                question=(req.extra or {}).get("company_question") if "answer" in missing else None,
+                company_name=company.name if company else None)
+
+
+@routes.post("/account-requests/{id}/complete")
+async def complete_submit(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    form = await _small_form(request)
+    if form is None:
+        return _too_large()
+    data = form_to_data(form)
+    if not _is_id(request.match_info["id"]):
+        return _not_found()
+    request_id = int(request.match_info["id"])
+    try:
+        _validate(AccountRequestFields, data)
+        async with hub.transaction() as session:
+            req = await session.get(AccountRequest, request_id)
+            if req is not None and data.get("address"):  # a partial address adds to the one given
+                data["address"] = {**(req.address or {}), **data["address"]}
+            req = await onboarding.complete_request(session, hub, request_id, str(form.get("token", "")), data)
+            outcome = _outcome(req)
+    except DomainError as err:
+        return _message("Not saved", err.message, err.status)
+    return _request_done(hub, outcome)
+
+
+# --- setting a password --------------------------------------------------------------------------
+
+
+async def _password_form(hub: Hub, token: str, status: int = 200, error: str | None = None) -> web.Response:
+    email, for_whom = await _password_owner(hub, token)
+    return page("password_form.html.j2", status=status, token=token, error=error, email=email,
+                for_whom=for_whom, hub_name=hub.config.hub.name)
+
+
+@routes.get("/set-password")
+async def password_form(request: web.Request) -> web.Response:
+    return await _password_form(request.app[HUB_KEY], request.query.get("token", ""))
+
+
+@routes.post("/set-password")
+async def password_submit(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    form = await request.post()
+    token = str(form.get("token", ""))
+    try:
+        async with hub.transaction() as session:
+            await onboarding.set_password(session, hub, token, str(form.get("password", "")))
+    except DomainError as err:
+        return await _password_form(hub, token, err.status, err.message)
+    return _message("Password set", "Your password is set; you can sign in now.",
                     link=("/console/sign-in", "Sign in"), hub_name=hub.config.hub.name)
 
-    async def respond_page(request: web.Request) -> web.Response:
-        hub = request.app[HUB_KEY]
-        q = request.query if request.method == "GET" else await request.post()
-        try:
-            if not _is_id(request.match_info["id"]):
-                raise LinkError("bad_signature", "this link is not valid")
-            switch_id = int(request.match_info["id"])
-            action, sig = str(q.get("action", "")), str(q.get("sig", ""))
-            expires = parse_expires(str(q.get("expires", "")))
-            verify_response(hub.config.hub.secret_key.get_secret_value(), switch_id, action, expires, sig,
-                            hub.clock.now())
-        except (ValueError, LinkError) as err:
-            code = getattr(err, "code", "bad_link")
-            return page("message.html.j2", status=410 if code == "link_expired" else 403,
-                        title="Link not valid", message=str(err) if code else "This link is not valid.")
-        if request.method == "GET":
-            async with hub.sessionmaker() as session:
-                sr = await session.get(SwitchRequest, switch_id)
-                if sr is None:  # signed by this hub for a request it no longer has
-                    return page("message.html.j2", status=404, title="Link not valid",
-                                message="This switch request no longer exists.")
-                practice = await session.get(Practice, sr.practice_id)
-                new = await session.get(Company, sr.new_company_id)
-                assert practice is not None  # the request's practice (a foreign key)
-            return page("respond.html.j2", sr=sr, practice=practice, new=new, action=action,
-                        expires=expires, sig=sig, for_whom=practice.name, hub_name=hub.config.hub.name)
-        try:
-            async with hub.transaction() as session:
-                decision = await switching.record_response(session, hub, switch_id, action,
-                                                           note=str(q.get("note", ""))[:2000])
-        except DomainError as err:
-            return page("message.html.j2", status=err.status, title="Not recorded", message=err.message)
-        return page("message.html.j2", title="Answer recorded",
-                    message=f"Thank you: your answer ({action}) is recorded. Outcome: "
-                            f"{decision.outcome.value.replace('_', ' ')}.")
 
-    async def confirm_page(request: web.Request) -> web.Response:
-        """A known practice confirms an account with a new company through its signed link."""
-        hub = request.app[HUB_KEY]
-        q = request.query if request.method == "GET" else await request.post()
-        async with hub.sessionmaker() as session:
-            raw_id = request.match_info["id"]
-            req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
-            try:
-                if req is None or req.practice_id is None:
-                    raise LinkError("bad_signature", "this link is not valid")
-                practice_id = req.practice_id  # the practice the signature vouches for
-                expires = parse_expires(str(q.get("expires", "")))
-                sig = str(q.get("sig", ""))
-                verify_consent(hub.config.hub.secret_key.get_secret_value(), req.id, practice_id,
-                               expires, sig, hub.clock.now())
-            except LinkError as err:
-                return page("message.html.j2", status=410 if err.code == "link_expired" else 403,
-                            title="Link not valid", message=str(err))
-            if request.method == "GET":
-                practice = await session.get(Practice, practice_id)
-                company = await session.get(Company, req.company_id)
-                return page("confirm.html.j2", req=req, practice=practice, company=company,
-                            expires=expires, sig=sig)
-        try:
-            async with hub.transaction() as session:
-                req = await session.get(AccountRequest, req.id)
-                if req is None:
-                    raise NotFound.of("account request")
-                await onboarding.confirm_by_practice(session, hub, req, practice_id=practice_id,
-                                                     actor=f"practice:{practice_id}:link")
-        except DomainError as err:
-            return page("message.html.j2", status=err.status, title="Not confirmed", message=err.message)
-        return page("message.html.j2", title="Account confirmed",
-                    message="Thank you: the account is confirmed; a welcome email follows.")
+# --- the current company answers a switch request ------------------------------------------------
 
-    return [
-        web.get("/account-requests/{id}/confirm", confirm_page),
-        web.post("/account-requests/{id}/confirm", confirm_page),
-        web.get("/account-request", request_form),
-        web.post("/account-request", request_submit),
-        web.get("/account-requests/{id}/complete", complete_form),
-        web.post("/account-requests/{id}/complete", complete_submit),
-        web.get("/set-password", password_form),
-        web.post("/set-password", password_submit),
-        web.get("/switch-requests/{id}/respond", respond_page),
-        web.post("/switch-requests/{id}/respond", respond_page),
-    ]
+
+@dataclass(frozen=True)
+class _SwitchLink:
+    switch_id: int
+    action: str
+    expires: int
+    sig: str
+
+
+def _switch_link(hub: Hub, raw_id: str, q: Mapping[str, Any]) -> _SwitchLink:
+    """The signed response link's parts; LinkError when forged, altered or expired."""
+    if not _is_id(raw_id):
+        raise LinkError("bad_signature", "this link is not valid")
+    link = _SwitchLink(int(raw_id), str(q.get("action", "")), parse_expires(str(q.get("expires", ""))),
+                       str(q.get("sig", "")))
+    verify_response(hub.config.hub.secret_key.get_secret_value(), link.switch_id, link.action, link.expires,
+                    link.sig, hub.clock.now())
+    return link
+
+
+@routes.get("/switch-requests/{id}/respond")
+async def respond_form(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    try:
+        link = _switch_link(hub, request.match_info["id"], request.query)
+    except ValueError as err:
+        return _bad_link(err)
+    async with hub.sessionmaker() as session:
+        sr = await session.get(SwitchRequest, link.switch_id)
+        if sr is None:  # signed by this hub for a request it no longer has
+            return _message("Link not valid", "This switch request no longer exists.", 404)
+        practice = await session.get(Practice, sr.practice_id)
+        new = await session.get(Company, sr.new_company_id)
+        assert practice is not None  # the request's practice (a foreign key)
+    return page("respond.html.j2", sr=sr, practice=practice, new=new, action=link.action,
+                expires=link.expires, sig=link.sig, for_whom=practice.name, hub_name=hub.config.hub.name)
+
+
+@routes.post("/switch-requests/{id}/respond")
+async def respond_submit(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    form = await request.post()
+    try:
+        link = _switch_link(hub, request.match_info["id"], form)
+    except ValueError as err:
+        return _bad_link(err)
+    try:
+        async with hub.transaction() as session:
+            decision = await switching.record_response(session, hub, link.switch_id, link.action,
+                                                       note=str(form.get("note", ""))[:2000])
+    except DomainError as err:
+        return _message("Not recorded", err.message, err.status)
+    return _message("Answer recorded", f"Thank you: your answer ({link.action}) is recorded. Outcome: "
+                                       f"{decision.outcome.value.replace('_', ' ')}.")
+
+
+# --- a known practice confirms an account with a new company -------------------------------------
+
+
+async def _consented(session: AsyncSession, hub: Hub, raw_id: str,
+                     q: Mapping[str, Any]) -> tuple[AccountRequest, int, int, str]:
+    """The request, the practice its signed link vouches for, the expiry and the signature;
+    LinkError when the link is forged, altered or expired."""
+    req = await session.get(AccountRequest, int(raw_id)) if _is_id(raw_id) else None
+    if req is None or req.practice_id is None:
+        raise LinkError("bad_signature", "this link is not valid")
+    expires, sig = parse_expires(str(q.get("expires", ""))), str(q.get("sig", ""))
+    verify_consent(hub.config.hub.secret_key.get_secret_value(), req.id, req.practice_id, expires, sig,
+                   hub.clock.now())
+    return req, req.practice_id, expires, sig
+
+
+@routes.get("/account-requests/{id}/confirm")
+async def confirm_form(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    async with hub.sessionmaker() as session:
+        try:
+            req, practice_id, expires, sig = await _consented(session, hub, request.match_info["id"],
+                                                              request.query)
+        except LinkError as err:
+            return _bad_link(err)
+        practice = await session.get(Practice, practice_id)
+        company = await session.get(Company, req.company_id)
+        return page("confirm.html.j2", req=req, practice=practice, company=company, expires=expires, sig=sig)
+
+
+@routes.post("/account-requests/{id}/confirm")
+async def confirm_submit(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    form = await request.post()
+    async with hub.sessionmaker() as session:
+        try:
+            req, practice_id, _, _ = await _consented(session, hub, request.match_info["id"], form)
+        except LinkError as err:
+            return _bad_link(err)
+    try:
+        async with hub.transaction() as session:
+            fresh = await session.get(AccountRequest, req.id)
+            if fresh is None:
+                raise NotFound.of("account request")
+            await onboarding.confirm_by_practice(session, hub, fresh, practice_id=practice_id,
+                                                 actor=f"practice:{practice_id}:link")
+    except DomainError as err:
+        return _message("Not confirmed", err.message, err.status)
+    return _message("Account confirmed", "Thank you: the account is confirmed; a welcome email follows.")

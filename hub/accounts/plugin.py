@@ -34,7 +34,7 @@ def vethub_job_handlers():
 
 @hookimpl
 def vethub_web_routes(hub: Hub):
-    return [*api.routes, *pages.routes(hub, api.limiters(hub).requests)]
+    return [*api.routes, *pages.routes]
 
 
 EMAILS = Path(__file__).parent / "templates" / "emails"

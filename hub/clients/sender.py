@@ -9,18 +9,18 @@ own address with its own DKIM key. Without those the hub's address and key are u
 from __future__ import annotations
 
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
 from hub.clients.config import PracticeClientsConfig, clients_config
 from hub.db.models import Practice
 from hub.messaging.channel import Sender
+from hub.state import HubKey
 
 #: practice rows change rarely; a send job should not read one each time
 TTL_SECONDS = 60.0
-_CACHE: weakref.WeakKeyDictionary[Any, dict[int, tuple[float, Sender]]] = (
-    weakref.WeakKeyDictionary())
+#: per practice id: when the sender was read, and the sender
+SENDERS: HubKey[dict[int, tuple[float, Sender]]] = HubKey("clients.senders")
 _KEYS: dict[tuple[str, float], bytes] = {}
 
 
@@ -51,7 +51,7 @@ async def sender_for(hub: Any, practice_id: int | None) -> Sender | None:
     """The sender of a message of ``practice_id``'s (None for the hub's own mail)."""
     if practice_id is None:
         return None
-    cache = _CACHE.setdefault(hub, {})
+    cache = hub.state.setdefault(SENDERS, dict)
     hit = cache.get(practice_id)
     now = time.monotonic()
     if hit is not None and now - hit[0] < TTL_SECONDS:

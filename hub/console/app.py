@@ -139,12 +139,12 @@ def create_console(hub: Hub) -> web.Application:
     return console
 
 
+async def to_console(_request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/")
+
+
 def install(app: web.Application, hub: Hub) -> None:
     """Mount the console on the hub's app (``/console/``)."""
-
-    async def to_console(_request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound("/console/")
-
     app.router.add_get("/console", to_console)
     app.add_subapp("/console/", create_console(hub))
     app.on_startup.append(_first_operator_hint)

@@ -9,7 +9,6 @@ recorded too, as ``suppressed``, so "why did Mrs. Smith get nothing?" has an ans
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +37,7 @@ from hub.messaging.facts import (
 from hub.messaging.models import Communication, CommunicationStatus
 from hub.messaging.templates import Rendered, TemplateError, TemplateRenderer
 from hub.messaging.verdict import CATEGORIES, CHANNELS, UNSUBSCRIBABLE, ClientFacts, Verdict, judge
+from hub.state import HubKey
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -67,15 +67,12 @@ class Plan:
     practice: PracticeFacts | None
 
 
-_RENDERERS: weakref.WeakKeyDictionary[Any, TemplateRenderer] = weakref.WeakKeyDictionary()
+RENDERER: HubKey[TemplateRenderer] = HubKey("messaging.renderer")
 
 
 def renderer(hub: Hub) -> TemplateRenderer:
     """One renderer per hub: compiled templates are cached in it."""
-    r = _RENDERERS.get(hub)
-    if r is None:
-        r = _RENDERERS[hub] = TemplateRenderer(hub)
-    return r
+    return hub.state.setdefault(RENDERER, lambda: TemplateRenderer(hub))
 
 
 def _check(category: str, channels: Sequence[str]) -> list[str]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from hub import __version__
+from hub.web.auth import public
 from hub.web.contract import ENDPOINT_ATTR, Endpoint, endpoint_of
 from hub.web.examples import example_of
 from hub.web.keys import HUB_KEY
@@ -207,11 +208,13 @@ def spec_of(app: web.Application) -> dict[str, Any]:
     return spec
 
 
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/openapi.json")
+@public
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(spec_of(request.app))
-
-
-openapi_json.vethub_public = True  # type: ignore[attr-defined]
 
 
 def _render_html(spec: dict[str, Any]) -> str:
@@ -273,19 +276,22 @@ _VIEWER = """<!doctype html><html lang=en><head><meta charset=utf-8><title>VetHu
 <script src='/static/api-docs/init.js'></script></body></html>"""
 
 
+@routes.get("/api/docs")
+@public
 async def api_docs(request: web.Request) -> web.Response:
     """The interactive reference: Swagger UI (vendored, served from this hub) on the spec."""
     return web.Response(text=_VIEWER, content_type="text/html",
                         headers={"Content-Security-Policy": VIEWER_CSP})
 
 
+@routes.get("/api/docs/reference")
+@public
 async def api_reference(request: web.Request) -> web.Response:
     """The same reference rendered by the hub: no script, for any browser or a reader."""
     return web.Response(text=_render_html(spec_of(request.app)), content_type="text/html")
 
 
-api_docs.vethub_public = True  # type: ignore[attr-defined]
-api_reference.vethub_public = True  # type: ignore[attr-defined]
+routes.static("/static/api-docs/", STATIC)
 
 
 setattr(openapi_json, ENDPOINT_ATTR, Endpoint(
@@ -302,6 +308,4 @@ setattr(api_reference, ENDPOINT_ATTR, Endpoint(
 def install(app: web.Application) -> None:
     """Serve the spec and the reference page from ``app``."""
     app[SPEC_KEY] = {}
-    app.add_routes([web.get("/api/openapi.json", openapi_json), web.get("/api/docs", api_docs),
-                    web.get("/api/docs/reference", api_reference),
-                    web.static("/static/api-docs/", STATIC)])
+    app.add_routes(routes)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel
 
 from hub.hookspecs import hookimpl
+from hub.state import HubKey
 
 from .config import InboundConfig
 from .imap import ImapPoller
@@ -18,18 +18,18 @@ if TYPE_CHECKING:
     from hub.core import Hub
     from hub.jobs import JobHandler
 
-_listeners: WeakKeyDictionary[Hub, LmtpListener] = WeakKeyDictionary()
-_pollers: WeakKeyDictionary[Hub, ImapPoller] = WeakKeyDictionary()
+LISTENER: HubKey[LmtpListener] = HubKey("inbound.lmtp_listener")
+POLLER: HubKey[ImapPoller] = HubKey("inbound.imap_poller")
 
 
 def poller_of(hub: Hub) -> ImapPoller | None:
     """The hub's running IMAP poller, or None."""
-    return _pollers.get(hub)
+    return hub.state.get(POLLER)
 
 
 def listener_of(hub: Hub) -> LmtpListener | None:
     """The hub's running LMTP listener (its ``port`` is the bound one), or None."""
-    return _listeners.get(hub)
+    return hub.state.get(LISTENER)
 
 
 @hookimpl
@@ -50,18 +50,18 @@ async def vethub_startup(hub: Hub) -> None:
     if config.lmtp:
         listener = LmtpListener(hub, config)
         await listener.start()
-        _listeners[hub] = listener
+        hub.state[LISTENER] = listener
     if config.imap is not None:
         poller = ImapPoller(hub, config, config.imap)
         poller.start()
-        _pollers[hub] = poller
+        hub.state[POLLER] = poller
 
 
 @hookimpl
 async def vethub_shutdown(hub: Hub) -> None:
-    poller = _pollers.pop(hub, None)
+    poller = hub.state.pop(POLLER)
     if poller is not None:
         await poller.stop()
-    listener = _listeners.pop(hub, None)
+    listener = hub.state.pop(LISTENER)
     if listener is not None:
         await listener.stop()

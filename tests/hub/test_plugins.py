@@ -7,11 +7,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hub.config import ConfigError, load_config
-from hub.plugins import PluginError, get_plugin_manager
+from hub.plugins import BUILTIN_PLUGINS, CORE_PLUGINS, PluginError, get_plugin_manager
 
 GOOD = '''
 from pydantic import BaseModel, ConfigDict
@@ -135,3 +136,43 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"{bad}: http.port:" in result.stderr and f"{bad}: jobs.workers:" in result.stderr
+
+
+OPTIONAL_BUILTINS = [name for name, _ in BUILTIN_PLUGINS if name not in CORE_PLUGINS]
+
+
+def test_core_plugins_are_the_hubs_own_domains() -> None:
+    # a change here is a decision about what the hub can run without: docs/configuration.md
+    assert CORE_PLUGINS == {"accounts", "clients", "imaging", "messaging", "operations", "pims"}
+    assert {"dicom", "sms", "email", "inbound", "ezyvet", "file_export", "case_routing"} <= set(
+        OPTIONAL_BUILTINS)
+
+
+def test_disabling_a_core_plugin_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("<t>", data={"plugins": {"disabled": ["messaging", "sms"]},
+                                 "messaging": {}}, env={})
+    # one problem, on the key the operator wrote: the core section does not also read as unknown
+    [problem] = info.value.problems
+    assert problem.key == "plugins.disabled"
+    assert "messaging cannot be disabled" in problem.message
+    assert "may be disabled: " in problem.message and "sms" in problem.message
+    # and every other way to a plugin manager refuses it too
+    with pytest.raises(PluginError, match="accounts cannot be disabled"):
+        get_plugin_manager(["accounts"])
+
+
+def test_check_config_refuses_a_core_plugin(tmp_path: Path) -> None:
+    config = tmp_path / "vethub.toml"
+    config.write_text('[plugins]\ndisabled = ["imaging"]\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "hub.cli", "check-config", "--config", str(config)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "plugins.disabled" in result.stderr and "imaging cannot be disabled" in result.stderr
+
+
+async def test_hub_runs_with_every_optional_builtin_disabled(hub_factory: Any) -> None:
+    hub = await hub_factory({"plugins": {"disabled": OPTIONAL_BUILTINS}})
+    loaded = {name for name, plugin in hub.pm.list_name_plugin() if plugin is not None}
+    assert loaded == set(CORE_PLUGINS)
+    assert all(hub.pm.is_blocked(name) for name in OPTIONAL_BUILTINS)
