@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -22,12 +23,13 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import Counter
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 from tenacity import wait_exponential_jitter
 
 from hub.db.models import Job, Schedule
@@ -296,15 +298,9 @@ class JobQueue:
 
     def wake_after_commit(self, session: AsyncSession) -> None:
         """Wake this process's idle workers when ``session``'s transaction commits."""
-        sync = session.sync_session
-        if not sync.info.get("vethub_wake"):
-            sync.info["vethub_wake"] = True
-
-            def _after_commit(_s: Any) -> None:
-                sync.info.pop("vethub_wake", None)
-                self._wake.set()
-
-            sa_event.listen(sync, "after_commit", _after_commit, once=True)
+        # Read by the one listener on every Session (_wake_after_commit): listening on each
+        # session instead cost ~0.5 ms of CPU per enqueue, half the enqueue.
+        session.sync_session.info[_WAKE] = self._wake
 
     async def ensure_schedule(
         self, session: AsyncSession, name: str, kind: str, payload: Mapping[str, Any],
@@ -347,8 +343,6 @@ class JobQueue:
         """
         now = self.hub.clock.now()
         worker_id = worker_id or self.worker_id
-        expired = (and_(Job.status == JobStatus.RUNNING, Job.lease_until < now), Job.lease_until)
-        queued = (and_(Job.status == JobStatus.QUEUED, Job.run_at <= now), Job.run_at)
         last = self._expired_checked_at
         check_expired = last is None or (now - last).total_seconds() >= self.settings.lease_seconds / 4
         rows: list[Any] = []
@@ -357,11 +351,11 @@ class JobQueue:
         async with self.hub.engine.begin() as conn:
             if succeeded:
                 held = await _record_successes(conn, [(job.id, worker_id) for job in succeeded], now)
-            for due, order in ([expired] if check_expired else []) + [queued]:
+            for expired in ([True] if check_expired else []) + [False]:
                 if len(rows) < limit:
-                    rows += await self._lease(conn, due, order, limit - len(rows), now, worker_id)
+                    rows += await self._lease(conn, expired, limit - len(rows), now, worker_id)
             if not rows and not check_expired and limit > 0:
-                rows += await self._lease(conn, *expired, limit, now, worker_id)
+                rows += await self._lease(conn, True, limit, now, worker_id)
         if succeeded:
             for job in succeeded:
                 JOBS_DONE.labels(job.kind, _fenced_outcome(job.id, worker_id, held)).inc()
@@ -370,21 +364,11 @@ class JobQueue:
             self._expired_checked_at = now
         return [JobContext(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
 
-    async def _lease(self, conn: AsyncConnection, due: Any, order: Any, limit: int, now: datetime,
+    async def _lease(self, conn: AsyncConnection, expired: bool, limit: int, now: datetime,
                      worker_id: str) -> list[Any]:
-        pick = select(Job.id).where(due).order_by(order, Job.id).limit(limit)
-        if conn.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            update(Job)
-            .where(Job.id.in_(pick.scalar_subquery()))
-            .values(
-                status=JobStatus.RUNNING, attempts=Job.attempts + 1, locked_by=worker_id,
-                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-            )
-            .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
-        )
-        return list((await conn.execute(stmt)).all())
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        stmt = _lease_statement(conn.dialect.name, expired)
+        return list((await conn.execute(stmt, {"now": now, "limit": limit, "worker": worker_id, "until": until})).all())
 
     async def run_one(self, job: JobContext, worker_id: str | None = None, *,
                       defer_success: Callable[[], bool] | None = None) -> str:
@@ -722,14 +706,39 @@ async def _record_successes(conn: AsyncConnection, batch: list[tuple[int, str]],
         by_worker.setdefault(worker_id, []).append(job_id)
     held: set[int] = set()
     for worker_id, ids in by_worker.items():
-        result = await conn.execute(
-            update(Job)
-            .where(Job.id.in_(ids), Job.locked_by == worker_id, Job.status == JobStatus.RUNNING)
-            .values(status=JobStatus.SUCCEEDED, lease_until=None, last_error=None, finished_at=now)
-            .returning(Job.id)
-        )
+        result = await conn.execute(_SUCCEEDED, {"ids": ids, "worker": worker_id, "now": now})
         held |= {row[0] for row in result}
     return held
+
+
+# Statements built once: building them per claim cost ~0.4 ms of CPU, about as much as running
+# them (their compiled form is cached either way).
+_SUCCEEDED = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.locked_by == bindparam("worker"),
+           Job.status == JobStatus.RUNNING)
+    .values(status=JobStatus.SUCCEEDED, lease_until=None, last_error=None, finished_at=bindparam("now"))
+    .returning(Job.id)
+)
+
+
+@functools.cache
+def _lease_statement(dialect: str, expired: bool) -> Any:
+    """Lease up to ``:limit`` jobs: with an expired lease, or queued and due, oldest first."""
+    if expired:
+        due, order = and_(Job.status == JobStatus.RUNNING, Job.lease_until < bindparam("now")), Job.lease_until
+    else:
+        due, order = and_(Job.status == JobStatus.QUEUED, Job.run_at <= bindparam("now")), Job.run_at
+    pick = select(Job.id).where(due).order_by(order, Job.id).limit(bindparam("limit"))
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(Job)
+        .where(Job.id.in_(pick.scalar_subquery()))
+        .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, locked_by=bindparam("worker"),
+                lease_until=bindparam("until"))
+        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+    )
 
 
 def _fenced_outcome(job_id: int, worker_id: str, held: set[int], written: Outcome = Outcome.SUCCEEDED) -> Outcome:
@@ -753,6 +762,16 @@ def _death_reason(err: Exception) -> DeathReason:
 
 #: Built once: constructing the statement per job cost more than running it.
 _INSERT_JOB = insert(Job).returning(Job.id)
+
+
+_WAKE = "vethub_wake"
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    wake = session.info.pop(_WAKE, None)
+    if wake is not None:
+        wake.set()
 
 
 def _insert_once(dialect: str, values: dict[str, Any]) -> Any:

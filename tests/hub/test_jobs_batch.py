@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from sqlalchemy import event, func, select
@@ -186,3 +187,39 @@ async def test_stop_records_the_success_a_worker_had_left_for_its_next_claim(hub
     async with hub.sessionmaker() as session:
         job = await session.get(Job, job_id)
         assert (job.status, job.attempts, job.locked_by) == ("succeeded", 1, hub.jobs.worker_id)
+
+
+async def test_a_committed_enqueue_wakes_an_idle_worker_and_a_rolled_back_one_adds_nothing(
+        hub_factory: Any) -> None:
+    quick = Quick()
+    hub = await hub_factory({"jobs": {"workers": 1, "poll_interval": 600}}, plugins=[("quick", quick)])
+    async with hub.transaction() as session:
+        first = (await hub.jobs.enqueue(session, "test.quick", {})).id
+    hub.jobs.start()
+    try:
+        # Idle: the first job is recorded (by the claim that found nothing more) and that claim
+        # has returned, after which the worker clears its wake-up before it waits.
+        async with asyncio.timeout(30):
+            while True:
+                async with hub.sessionmaker() as session:
+                    recorded = (await session.get(Job, first)).status == "succeeded"
+                if recorded and not hub.jobs._unrecorded[0]:
+                    break
+                await asyncio.sleep(0.01)
+
+        class Abort(Exception):
+            pass
+
+        with contextlib.suppress(Abort):
+            async with hub.transaction() as session:
+                await hub.jobs.enqueue(session, "test.quick", {})
+                raise Abort
+        assert not hub.jobs._wake.is_set()
+        async with hub.transaction() as session:
+            job_id = (await hub.jobs.enqueue(session, "test.quick", {})).id
+        # polled at 600 s, so only the wake-up can run it within the deadline
+        async with asyncio.timeout(30):
+            while quick.runs != [first, job_id]:
+                await asyncio.sleep(0.01)
+    finally:
+        await hub.jobs.stop()
