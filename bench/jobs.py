@@ -14,7 +14,7 @@ For each backend and each number of worker processes P, on a fresh database:
   succeeded. Workers in one process take jobs that another process enqueued.
 
 Timing starts when every process is ready (engine connected, hub built) and ends when the last
-one is done, so start-up is not counted. Prints jobs/s for each and floor/queue (target: <= 3),
+one is done, so start-up is not counted. Prints jobs/s for each and floor/queue (target: <= 1.5, issue 24),
 and the client CPU per job (process time of the worker processes, the aiosqlite thread included;
 not the PostgreSQL server's): on a machine shared with other work, wall-clock rates swing with
 the load while CPU per job shows the work the code itself does.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -22,12 +23,13 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import Counter
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 from tenacity import wait_exponential_jitter
 
 from hub.db.models import Job, Schedule
@@ -57,6 +59,20 @@ class JobStatus(StrEnum):
 STATUSES = tuple(s.value for s in JobStatus)
 
 
+class Outcome(StrEnum):
+    """What became of one run of a job (the ``outcome`` label of ``vethub_jobs_total``)."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "queued"  # failed, queued again after a backoff
+    DEAD = "dead"
+    LOST_LEASE = "lost-lease"  # finished after its lease passed to another worker: nothing written
+    UNRECORDED = "unrecorded"  # the outcome could not be written: the lease expires, it runs again
+
+
+#: ``run_one``'s answer when the caller records the success itself, in its next claim.
+_DEFERRED = "deferred"
+
+
 class PermanentJobError(Exception):
     """Raised by a handler when retrying cannot help; the job goes dead at once."""
 
@@ -67,6 +83,19 @@ class RetryAfter(Exception):
     def __init__(self, seconds: float, message: str = "") -> None:
         super().__init__(message or f"retry after {seconds:.1f}s")
         self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job as :meth:`JobQueue.enqueue` wrote it (for an existing idempotency key: as it was)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    status: str
+    run_at: datetime
+    max_attempts: int
+    idempotency_key: str | None
 
 
 @dataclass(frozen=True)
@@ -128,11 +157,11 @@ class _SuccessBatcher:
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
-        self._pending: list[tuple[int, str, asyncio.Future[str]]] = []
+        self._pending: list[tuple[int, str, asyncio.Future[Outcome]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def succeed(self, job_id: int, worker_id: str) -> str:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    async def succeed(self, job_id: int, worker_id: str) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((job_id, worker_id, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -150,10 +179,9 @@ class _SuccessBatcher:
                         future.set_exception(err)
                 continue
             for job_id, worker_id, future in batch:
-                if job_id not in held:
-                    log.warning("job %s finished by %s after its lease passed to another worker", job_id, worker_id)
+                outcome = _fenced_outcome(job_id, worker_id, held)
                 if not future.done():
-                    future.set_result("succeeded" if job_id in held else "lost-lease")
+                    future.set_result(outcome)
 
 
 class JobQueue:
@@ -168,6 +196,7 @@ class JobQueue:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: dict[int, asyncio.Task[str]] = {}
+        self._unrecorded: dict[int, list[JobContext]] = {}  # per worker, see _worker
         self._finisher = _SuccessBatcher(self)
         self._expired_checked_at: datetime | None = None
         self._claim_failures = 0
@@ -202,17 +231,24 @@ class JobQueue:
         delay: float | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
-    ) -> Job:
-        """Write a job in the caller's transaction; an existing idempotency key returns that job."""
+    ) -> QueuedJob:
+        """Write a job in the caller's transaction; an existing idempotency key returns that job.
+
+        A Core ``INSERT … RETURNING`` on the session's connection: no caller needs the ORM
+        object, and the unit of work (``add`` + ``flush``) cost more CPU than the insert.
+        """
         values = self._row(kind, payload, run_at, delay, max_attempts, idempotency_key)
         self.wake_after_commit(session)
+        conn = await session.connection()
         if idempotency_key is None:
-            job = Job(**values)
-            session.add(job)
-            await session.flush()
-            return job
-        await session.execute(_insert_once(session.get_bind().dialect.name, values))
-        return (await session.execute(select(Job).where(Job.idempotency_key == idempotency_key))).scalar_one()
+            job_id = (await conn.execute(_INSERT_JOB, values)).scalar_one()
+            return QueuedJob(job_id, kind, values["payload"], values["status"], values["run_at"],
+                             values["max_attempts"], None)
+        await conn.execute(_insert_once(conn.dialect.name, values))
+        row = (await conn.execute(
+            select(Job.id, Job.kind, Job.payload, Job.status, Job.run_at, Job.max_attempts, Job.idempotency_key)
+            .where(Job.idempotency_key == idempotency_key))).one()
+        return QueuedJob(*row)
 
     def enqueue_sync(
         self,
@@ -252,7 +288,7 @@ class JobQueue:
         return dict(
             kind=kind,
             payload=dict(payload or {}),
-            status="queued",
+            status=JobStatus.QUEUED.value,
             run_at=run_at or self.hub.clock.now() + timedelta(seconds=delay or 0),
             attempts=0,
             max_attempts=max_attempts or self.settings.max_attempts,
@@ -262,15 +298,9 @@ class JobQueue:
 
     def wake_after_commit(self, session: AsyncSession) -> None:
         """Wake this process's idle workers when ``session``'s transaction commits."""
-        sync = session.sync_session
-        if not sync.info.get("vethub_wake"):
-            sync.info["vethub_wake"] = True
-
-            def _after_commit(_s: Any) -> None:
-                sync.info.pop("vethub_wake", None)
-                self._wake.set()
-
-            sa_event.listen(sync, "after_commit", _after_commit, once=True)
+        # Read by the one listener on every Session (_wake_after_commit): listening on each
+        # session instead cost ~0.5 ms of CPU per enqueue, half the enqueue.
+        session.sync_session.info[_WAKE] = self._wake
 
     async def ensure_schedule(
         self, session: AsyncSession, name: str, kind: str, payload: Mapping[str, Any],
@@ -296,8 +326,14 @@ class JobQueue:
 
     # --- claiming and running -----------------------------------------------------------------
 
-    async def claim(self, limit: int = 1, worker_id: str | None = None) -> list[JobContext]:
+    async def claim(self, limit: int = 1, worker_id: str | None = None, *,
+                    succeeded: list[JobContext] | None = None) -> list[JobContext]:
         """Lease up to ``limit`` due jobs: jobs whose lease expired, then queued jobs by run_at.
+
+        ``succeeded``: jobs this worker ran to success and has not recorded yet. Their success
+        is written in the same transaction, fenced like every outcome, so a worker running one
+        job after another commits once per job rather than twice; the list is emptied once that
+        transaction has committed (on an error it is left as it was, for the next claim).
 
         Each kind is its own statement over an ordered range of ix_jobs_status_run_at. One query
         for ``queued OR lease expired`` cannot use the index's order, so it sorted the whole due
@@ -307,40 +343,40 @@ class JobQueue:
         """
         now = self.hub.clock.now()
         worker_id = worker_id or self.worker_id
-        expired = (and_(Job.status == "running", Job.lease_until < now), Job.lease_until)
-        queued = (and_(Job.status == "queued", Job.run_at <= now), Job.run_at)
         last = self._expired_checked_at
         check_expired = last is None or (now - last).total_seconds() >= self.settings.lease_seconds / 4
         rows: list[Any] = []
+        held: set[int] = set()
         # Core statements on a connection: an ORM session adds CPU to every claim and finish.
         async with self.hub.engine.begin() as conn:
-            for due, order in ([expired] if check_expired else []) + [queued]:
+            if succeeded:
+                held = await _record_successes(conn, [(job.id, worker_id) for job in succeeded], now)
+            for expired in ([True] if check_expired else []) + [False]:
                 if len(rows) < limit:
-                    rows += await self._lease(conn, due, order, limit - len(rows), now, worker_id)
-            if not rows and not check_expired:
-                rows += await self._lease(conn, *expired, limit, now, worker_id)
-        if check_expired or not rows:
+                    rows += await self._lease(conn, expired, limit - len(rows), now, worker_id)
+            if not rows and not check_expired and limit > 0:
+                rows += await self._lease(conn, True, limit, now, worker_id)
+        if succeeded:
+            for job in succeeded:
+                JOBS_DONE.labels(job.kind, _fenced_outcome(job.id, worker_id, held)).inc()
+            succeeded.clear()
+        if limit > 0 and (check_expired or not rows):
             self._expired_checked_at = now
         return [JobContext(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
 
-    async def _lease(self, conn: AsyncConnection, due: Any, order: Any, limit: int, now: datetime,
+    async def _lease(self, conn: AsyncConnection, expired: bool, limit: int, now: datetime,
                      worker_id: str) -> list[Any]:
-        pick = select(Job.id).where(due).order_by(order, Job.id).limit(limit)
-        if conn.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            update(Job)
-            .where(Job.id.in_(pick.scalar_subquery()))
-            .values(
-                status="running", attempts=Job.attempts + 1, locked_by=worker_id,
-                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-            )
-            .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
-        )
-        return list((await conn.execute(stmt)).all())
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        stmt = _lease_statement(conn.dialect.name, expired)
+        return list((await conn.execute(stmt, {"now": now, "limit": limit, "worker": worker_id, "until": until})).all())
 
-    async def run_one(self, job: JobContext, worker_id: str | None = None) -> str:
-        """Run one claimed job and record its outcome: succeeded, queued (retry) or dead."""
+    async def run_one(self, job: JobContext, worker_id: str | None = None, *,
+                      defer_success: Callable[[], bool] | None = None) -> str:
+        """Run one claimed job and record its outcome: succeeded, queued (retry) or dead.
+
+        When the handler succeeds and ``defer_success()`` says so, nothing is written and the
+        answer is ``_DEFERRED``: the caller records the success with its next :meth:`claim`.
+        """
         worker_id = worker_id or self.worker_id
         handler = self.handlers.get(job.kind)
         heartbeat = asyncio.create_task(self._heartbeat(job.id, worker_id))
@@ -356,6 +392,8 @@ class JobQueue:
             except Exception as err:  # every failure is recorded, none escapes the worker
                 outcome = await self._failed(job, err, worker_id)
             else:
+                if defer_success is not None and defer_success():
+                    return _DEFERRED  # counted in JOBS_DONE when the claim records it
                 outcome = await self._finisher.succeed(job.id, worker_id)
         except asyncio.CancelledError:
             raise
@@ -363,7 +401,7 @@ class JobQueue:
             # The outcome could not be written (database gone): the lease expires and the job
             # runs again — at least once — rather than this worker dying with it.
             log.exception("job %s (%s): recording its outcome failed; it will be retried", job.id, job.kind)
-            outcome = "unrecorded"
+            outcome = Outcome.UNRECORDED
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -380,11 +418,11 @@ class JobQueue:
                 async with self.hub.transaction() as session:
                     await session.execute(
                         update(Job)
-                        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+                        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == JobStatus.RUNNING)
                         .values(lease_until=self.hub.clock.now() + timedelta(seconds=self.settings.lease_seconds))
                     )
 
-    async def _failed(self, job: JobContext, err: Exception, worker_id: str) -> str:
+    async def _failed(self, job: JobContext, err: Exception, worker_id: str) -> Outcome:
         message = f"{type(err).__name__}: {err}"
         if isinstance(err, PermanentJobError) or job.attempts >= job.max_attempts:
             if not isinstance(err, PermanentJobError):
@@ -397,26 +435,18 @@ class JobQueue:
             delay = self._wait(cast("RetryCallState", SimpleNamespace(attempt_number=job.attempts)))
         log.info("job %s (%s) attempt %d failed, retry in %.1fs: %s", job.id, job.kind, job.attempts, delay, message)
         run_at = self.hub.clock.now() + timedelta(seconds=delay)
-        return await self._finish(job.id, worker_id, status="queued", last_error=message, run_at=run_at)
+        return await self._retry_at(job.id, worker_id, message, run_at)
 
-    async def _finish(self, job_id: int, worker_id: str, *, status: str, last_error: str | None,
-                      run_at: datetime | None = None) -> str:
-        values: dict[str, Any] = {"status": status, "lease_until": None, "last_error": last_error}
-        if run_at is not None:
-            values["run_at"] = run_at
-        if status in ("succeeded", "dead"):
-            values["finished_at"] = self.hub.clock.now()
+    async def _retry_at(self, job_id: int, worker_id: str, last_error: str, run_at: datetime) -> Outcome:
         async with self.hub.engine.begin() as conn:
             # Fenced by locked_by: a worker whose lease was taken over does not overwrite.
             result = await conn.execute(
-                update(Job).where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running").values(**values)
+                update(Job).where(Job.id == job_id, Job.locked_by == worker_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.QUEUED, lease_until=None, last_error=last_error, run_at=run_at)
             )
-        if result.rowcount == 0:
-            log.warning("job %s finished by %s after its lease passed to another worker", job_id, worker_id)
-            return "lost-lease"
-        return status
+        return _fenced_outcome(job_id, worker_id, {job_id} if result.rowcount else set(), Outcome.RETRY)
 
-    async def _dead(self, job: JobContext, worker_id: str, message: str, reason: DeathReason) -> str:
+    async def _dead(self, job: JobContext, worker_id: str, message: str, reason: DeathReason) -> Outcome:
         """Mark the job dead, its domain object failed (``on_dead``) and record an operator
         event, in one transaction. Should ``on_dead`` itself fail, the job still goes dead
         (a second transaction), and the event says its object could not be updated."""
@@ -430,22 +460,21 @@ class JobQueue:
             outcome = await self._dead_in_one(
                 job, worker_id, message, reason, None,
                 handler_error=f"on_dead failed: {type(err).__name__}: {err}")
-        if outcome == "dead":
+        if outcome == Outcome.DEAD:
             JOBS_DEAD.labels(job.kind, reason.value).inc()
         return outcome
 
     async def _dead_in_one(self, job: JobContext, worker_id: str, message: str, reason: DeathReason,
-                           on_dead: DeadHandler | None, *, handler_error: str | None = None) -> str:
+                           on_dead: DeadHandler | None, *, handler_error: str | None = None) -> Outcome:
         from hub import events
 
         now = self.hub.clock.now()
         async with self.hub.transaction() as session:
             result = await session.execute(
-                update(Job).where(Job.id == job.id, Job.locked_by == worker_id, Job.status == "running")
-                .values(status="dead", lease_until=None, last_error=message, finished_at=now))
+                update(Job).where(Job.id == job.id, Job.locked_by == worker_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.DEAD, lease_until=None, last_error=message, finished_at=now))
             if cast("CursorResult[Any]", result).rowcount == 0:
-                log.warning("job %s finished by %s after its lease passed to another worker", job.id, worker_id)
-                return "lost-lease"
+                return _fenced_outcome(job.id, worker_id, set())
             if on_dead is not None:
                 await on_dead(session, self.hub, job, message)
             data = {"job_id": job.id, "job_kind": job.kind, "attempts": job.attempts,
@@ -455,25 +484,12 @@ class JobQueue:
                 f"{message}" + (f"; {handler_error}" if handler_error else ""),
                 practice_id=job.payload.get("practice_id") if isinstance(job.payload.get("practice_id"), int) else None,
                 data=data, reason=reason.value, level=logging.WARNING)
-        return "dead"
+        return Outcome.DEAD
 
     async def _mark_succeeded(self, batch: list[tuple[int, str]]) -> set[int]:
         """Record many successes in one transaction; returns the ids this process still held."""
-        by_worker: dict[str, list[int]] = {}
-        for job_id, worker_id in batch:
-            by_worker.setdefault(worker_id, []).append(job_id)
-        done: set[int] = set()
-        now = self.hub.clock.now()
         async with self.hub.engine.begin() as conn:
-            for worker_id, ids in by_worker.items():
-                result = await conn.execute(
-                    update(Job)
-                    .where(Job.id.in_(ids), Job.locked_by == worker_id, Job.status == "running")
-                    .values(status="succeeded", lease_until=None, last_error=None, finished_at=now)
-                    .returning(Job.id)
-                )
-                done |= {row[0] for row in result}
-        return done
+            return await _record_successes(conn, batch, self.hub.clock.now())
 
     async def tick_schedules(self) -> int:
         """Turn due schedule rows into jobs; safe with several replicas."""
@@ -517,30 +533,60 @@ class JobQueue:
             self._tasks.append(asyncio.create_task(self._scheduler(), name="vethub-scheduler"))
 
     async def _worker(self, index: int) -> None:
-        while not self._stopping.is_set():
+        # The batch's last success is recorded by the next claim (one commit per job fewer);
+        # what a stopping worker could not record, stop() records.
+        done = self._unrecorded.setdefault(index, [])
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and not done:
+                return
             try:
-                jobs = await self.claim(self.settings.claim_batch)
+                jobs = await self.claim(0 if stopping else self.settings.claim_batch, succeeded=done)
             except Exception as err:
+                if stopping:
+                    return
                 await self._idle(self._claim_failed(index, err))
                 continue
             self._claim_recovered()
+            if stopping:
+                return
             if not jobs:
                 await self._idle(self.settings.poll_interval)
                 continue
             if self._stopping.is_set():  # claimed while stop() began: not one of its in-flight jobs
                 for job in jobs:
                     await self._release(job.id)
-                return
-            tasks = {job.id: asyncio.create_task(self.run_one(job)) for job in jobs}
-            self._in_flight.update(tasks)
+                continue  # record the successes still unrecorded, then return
+            done += await self._run_batch(jobs)
+
+    async def _run_batch(self, jobs: list[JobContext]) -> list[JobContext]:
+        """Run a claimed batch concurrently; returns the successes left for the next claim.
+
+        Only the job finishing last defers its success: the others are recorded as they finish
+        (group commit), so no finished job waits on a slow one with its lease running down.
+        """
+        running = len(jobs)
+
+        async def run(job: JobContext) -> str:
+            nonlocal running
             try:
-                await asyncio.shield(asyncio.gather(*tasks.values(), return_exceptions=True))
-            except asyncio.CancelledError:
-                if not all(task.done() for task in tasks.values()):
-                    raise
+                return await self.run_one(job, defer_success=lambda: running == 1)
             finally:
-                for job_id in tasks:
-                    self._in_flight.pop(job_id, None)
+                running -= 1
+
+        tasks = {job.id: asyncio.create_task(run(job)) for job in jobs}
+        self._in_flight.update(tasks)
+        try:
+            await asyncio.shield(asyncio.gather(*tasks.values(), return_exceptions=True))
+        except asyncio.CancelledError:
+            if not all(task.done() for task in tasks.values()):
+                raise
+        finally:
+            for job_id in tasks:
+                self._in_flight.pop(job_id, None)
+        return [job for job in jobs
+                if not tasks[job.id].cancelled() and tasks[job.id].exception() is None
+                and tasks[job.id].result() == _DEFERRED]
 
     def _claim_failed(self, index: int, err: Exception) -> float:
         """Back off exponentially (to ``backoff_max``, at least 30 s) while claims fail; an
@@ -599,10 +645,22 @@ class JobQueue:
                 if task in pending:
                     task.cancel()
                     await self._release(job_id)
+        # Workers return by themselves once their last successes are recorded; one stuck on
+        # an unreachable database is cancelled, and its successes are tried once more here.
+        workers = [t for t in self._tasks if t.get_name().startswith("vethub-worker-")]
+        if workers:
+            await asyncio.wait(workers, timeout=max(grace, self.settings.poll_interval))
         for background in self._tasks:
             background.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for done in self._unrecorded.values():
+            with contextlib.suppress(Exception):
+                await self.claim(0, succeeded=done)
+            if done:
+                log.warning("%d job success(es) could not be recorded; their leases expire and they run again",
+                            len(done))
+                done.clear()
 
     async def _release(self, job_id: int) -> None:
         """Give an interrupted job back at once, without counting the interrupted attempt."""
@@ -610,8 +668,8 @@ class JobQueue:
             async with self.hub.transaction() as session:
                 await session.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.locked_by == self.worker_id, Job.status == "running")
-                    .values(status="queued", lease_until=None, run_at=self.hub.clock.now(),
+                    .where(Job.id == job_id, Job.locked_by == self.worker_id, Job.status == JobStatus.RUNNING)
+                    .values(status=JobStatus.QUEUED, lease_until=None, run_at=self.hub.clock.now(),
                             attempts=Job.attempts - 1, last_error="released at shutdown")
                 )
 
@@ -632,13 +690,64 @@ async def list_jobs(session: AsyncSession, status: str | None = None, kind: str 
 async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None = None,
                      all_dead: bool = False) -> int:
     """Replay dead jobs: back to queued with a fresh set of attempts."""
-    stmt = update(Job).where(Job.status == "dead")
+    stmt = update(Job).where(Job.status == JobStatus.DEAD)
     if not all_dead:
         stmt = stmt.where(Job.id.in_(ids or []))
     result = await session.execute(
-        stmt.values(status="queued", attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
+        stmt.values(status=JobStatus.QUEUED, attempts=0, run_at=now, finished_at=None, lease_until=None, locked_by=None)
     )
     return cast("CursorResult[Any]", result).rowcount or 0
+
+
+async def _record_successes(conn: AsyncConnection, batch: list[tuple[int, str]], now: datetime) -> set[int]:
+    """Mark jobs succeeded, each fenced by its worker's lease; returns the ids still held."""
+    by_worker: dict[str, list[int]] = {}
+    for job_id, worker_id in batch:
+        by_worker.setdefault(worker_id, []).append(job_id)
+    held: set[int] = set()
+    for worker_id, ids in by_worker.items():
+        result = await conn.execute(_SUCCEEDED, {"ids": ids, "worker": worker_id, "now": now})
+        held |= {row[0] for row in result}
+    return held
+
+
+# Statements built once: building them per claim cost ~0.4 ms of CPU, about as much as running
+# them (their compiled form is cached either way).
+_SUCCEEDED = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.locked_by == bindparam("worker"),
+           Job.status == JobStatus.RUNNING)
+    .values(status=JobStatus.SUCCEEDED, lease_until=None, last_error=None, finished_at=bindparam("now"))
+    .returning(Job.id)
+)
+
+
+@functools.cache
+def _lease_statement(dialect: str, expired: bool) -> Any:
+    """Lease up to ``:limit`` jobs: with an expired lease, or queued and due, oldest first."""
+    if expired:
+        due, order = and_(Job.status == JobStatus.RUNNING, Job.lease_until < bindparam("now")), Job.lease_until
+    else:
+        due, order = and_(Job.status == JobStatus.QUEUED, Job.run_at <= bindparam("now")), Job.run_at
+    pick = select(Job.id).where(due).order_by(order, Job.id).limit(bindparam("limit"))
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(Job)
+        .where(Job.id.in_(pick.scalar_subquery()))
+        .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, locked_by=bindparam("worker"),
+                lease_until=bindparam("until"))
+        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+    )
+
+
+def _fenced_outcome(job_id: int, worker_id: str, held: set[int], written: Outcome = Outcome.SUCCEEDED) -> Outcome:
+    """``written`` when the fenced update found the job still this worker's, else lost-lease
+    (reported: another worker holds the job now and may run it again)."""
+    if job_id in held:
+        return written
+    log.warning("job %s finished by %s after its lease passed to another worker", job_id, worker_id)
+    return Outcome.LOST_LEASE
 
 
 def _death_reason(err: Exception) -> DeathReason:
@@ -649,6 +758,20 @@ def _death_reason(err: Exception) -> DeathReason:
     if isinstance(err, PermanentJobError):
         return DeathReason.PERMANENT
     return DeathReason.EXHAUSTED
+
+
+#: Built once: constructing the statement per job cost more than running it.
+_INSERT_JOB = insert(Job).returning(Job.id)
+
+
+_WAKE = "vethub_wake"
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    wake = session.info.pop(_WAKE, None)
+    if wake is not None:
+        wake.set()
 
 
 def _insert_once(dialect: str, values: dict[str, Any]) -> Any:
