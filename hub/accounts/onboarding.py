@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -474,6 +474,19 @@ FIRST_IMAGES_DONE: HubKey[set[int]] = HubKey("accounts.first_images_done")
 
 def first_images_pending(hub: Hub, practice_id: int) -> bool:
     return practice_id not in hub.state.get(FIRST_IMAGES_DONE, set())
+
+
+def first_images_unstamped(conn: Connection, practice_id: int, at: datetime) -> bool:
+    """Whether the practice has an accepted request still waiting for its first images: read
+    first, so a practice with none (most of them, most of the time) costs no write
+    transaction, which on SQLite would queue behind the DICOM committer."""
+    return conn.execute(
+        select(AccountRequest.id).where(
+            AccountRequest.practice_id == practice_id,
+            AccountRequest.account_created_at <= at,
+            AccountRequest.first_images_received_at.is_(None),
+        ).limit(1)
+    ).first() is not None
 
 
 async def note_first_images(session: AsyncSession, hub: Hub, practice_id: int, at: datetime) -> None:
