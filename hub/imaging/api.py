@@ -139,9 +139,10 @@ async def list_cases(request: web.Request, query: CaseQuery) -> CaseList:
     stmt = case_service.visible_cases(principal)
     if query.status:
         stmt = stmt.where(Case.status == query.status)
-    async with hub.sessionmaker() as session:
-        rows = (await session.execute(stmt.order_by(Case.id.desc()).limit(LIST_LIMIT))).scalars()
-        items = [case_summary(c, now) for c in rows]
+    stmt = stmt.order_by(Case.id.desc()).limit(LIST_LIMIT)
+    # read engine (never the write lock), and the rows loaded in one hand-off to the database
+    cases = await hub.read_orm(lambda session: list(session.scalars(stmt)))
+    items = [case_summary(c, now) for c in cases]
     if query.overdue is not None:
         items = [c for c in items if c.overdue == query.overdue]
     return CaseList(items=items)
