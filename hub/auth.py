@@ -52,11 +52,17 @@ class Principal:
         """Practices this caller may see; None means all (operator)."""
         if self.role == "operator":
             return None
+        return await session.run_sync(lambda sync: self.practice_ids_on(sync.connection()))
+
+    def practice_ids_on(self, conn: Connection) -> list[int] | None:
+        """:meth:`practice_ids` read on a connection (inside :meth:`hub.core.Hub.read`)."""
+        if self.role == "operator":
+            return None
         if self.role == "practice_staff":
             return [self.practice_id] if self.practice_id is not None else []
         # a company sees a practice only while it holds an active account with it: after a
         # switch away, the practice is no longer the old company's to see or to write for
-        rows = await session.execute(select(Account.practice_id).where(
+        rows = conn.execute(select(Account.practice_id).where(
             Account.company_id == self.company_id, Account.status == ACTIVE))
         return sorted({r[0] for r in rows})
 
