@@ -5,7 +5,8 @@
                                   [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 
 For each backend, on a fresh database seeded with 50 practices (each with an account with one
-company) and an operator token:
+company, 40 clients with a patient each), 200 cases and an operator token; the routes are those
+the console leans on: practices, the account list with a filter, cases, client search:
 
 - **hub**: `vethub run` in its own process, the whole path (token middleware, scoping, the
   declared response model, JSON);
@@ -47,9 +48,28 @@ sys.path.insert(0, str(ROOT))
 from hub.testing.fixtures_core import dump_toml, pg_admin  # noqa: E402
 
 PRACTICES = 50
+CASES = 200  # over four practices' worth of submissions; the list answers them all
+CLIENTS_PER_PRACTICE = 40  # "Smith 0..39" at every practice: the search below finds 50 a page
+
+# The routes the console leans on, and the floor's statements for each: what the hub's handler
+# must read at the least (its scope for an operator is "everything").
+CLIENT_SQL = (
+    "SELECT id, practice_id, external_id, first_name, last_name, status, email, phone_mobile, "
+    "comms_disabled FROM clients WHERE practice_id IN (SELECT id FROM practices) AND "
+    "(external_id = $1 OR (name_key >= $1 AND name_key < $1 || '~') OR "
+    "(surname_key >= $1 AND surname_key < $1 || '~')) ORDER BY surname_key, id LIMIT 51")
+OWNERS_SQL = ("SELECT DISTINCT practice_id, client_external_id FROM patients WHERE status = 'active' "
+              "AND practice_id = ANY($1) AND client_external_id = ANY($2)")
 PATHS = {
-    "/api/practices": "SELECT id, slug, name, email, phone, country, timezone, address, "
-                      "managed_by_config FROM practices ORDER BY id",
+    "/api/practices": ["SELECT id, slug, name, email, phone, country, timezone, address, "
+                       "managed_by_config FROM practices ORDER BY id"],
+    "/api/accounts?status=active": [
+        "SELECT a.id, p.id, p.name, p.slug, c.id, c.slug, c.name, a.approved_for_access, "
+        "a.modalities, a.auto_submit, a.status, a.managed_by_config, a.created_at, a.updated_at "
+        "FROM accounts a JOIN practices p ON p.id = a.practice_id JOIN companies c ON c.id = a.company_id "
+        "WHERE a.status = 'active' ORDER BY a.id"],
+    "/api/cases": ["SELECT * FROM cases ORDER BY id DESC LIMIT 500"],
+    "/api/clients?q=smith": [CLIENT_SQL, OWNERS_SQL],
 }
 
 
@@ -74,6 +94,48 @@ def write_config(workdir: Path, url: str) -> Path:
     path = workdir / "bench.toml"
     path.write_text(dump_toml(data), encoding="utf-8")
     return path
+
+
+async def seed(url: str) -> None:
+    """Cases (each on its own study) and clients with a patient each, written with Core inserts
+    into the fresh database: the bench needs rows to list, not the paths that file them."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert, select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from hub.db.models import Account, Practice
+    from hub.imaging.models import Case, Study
+    from hub.pims.models import Client, Patient
+
+    now = datetime.now(UTC)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        practices = [r[0] for r in await conn.execute(select(Practice.id).order_by(Practice.id))]
+        accounts = {r[0]: (r[1], r[2]) for r in await conn.execute(
+            select(Account.practice_id, Account.id, Account.company_id))}
+        studies = [{"practice_id": practices[i % len(practices)], "study_instance_uid": f"1.2.826.0.1.{i}",
+                    "modalities": ["CT"], "instance_count": 100, "status": "stable",
+                    "first_received_at": now, "last_received_at": now} for i in range(CASES)]
+        ids = [r[0] for r in await conn.execute(insert(Study).returning(Study.id, Study.practice_id),
+                                                studies)]
+        study_practice = {s_id: st["practice_id"] for s_id, st in zip(ids, studies, strict=True)}
+        await conn.execute(insert(Case), [
+            {"practice_id": pid, "study_id": sid, "account_id": accounts[pid][0],
+             "company_id": accounts[pid][1], "status": "delivered", "submitted_by": "bench",
+             "clinical_history": "lame left fore, three weeks", "question": "fracture?",
+             "patient": {"name": "Rex", "species": "canine"}, "due_at": now + timedelta(days=1)}
+            for sid, pid in study_practice.items()])
+        await conn.execute(insert(Client), [
+            {"practice_id": pid, "external_id": f"c{n}", "first_name": f"Ann{n}", "last_name": "Smith",
+             "email": f"ann{n}@example.org", "phone_mobile": "+15555550100", "synced_at": now,
+             "name_key": f"ann{n} smith", "surname_key": f"smith ann{n}", "email_key": f"ann{n}@example.org"}
+            for pid in practices for n in range(CLIENTS_PER_PRACTICE)])
+        await conn.execute(insert(Patient), [
+            {"practice_id": pid, "external_id": f"p{n}", "client_external_id": f"c{n}", "name": "Rex",
+             "synced_at": now, "name_key": "rex"}
+            for pid in practices for n in range(CLIENTS_PER_PRACTICE)])
+    await engine.dispose()
 
 
 def vethub(*args: str) -> subprocess.CompletedProcess[str]:
@@ -120,7 +182,15 @@ async def _floor(url: str, port_queue: Any, slots: int) -> None:
         async def fetch(sql: str, *args: Any) -> list[Any]:
             conn = await conns.get()
             try:
-                async with conn.execute(sql.replace("$1", "?"), args) as cur:
+                # the same statements; SQLite has no ANY(array): expand it into IN (...)
+                params: list[Any] = []
+                for i, arg in enumerate(args, 1):
+                    values = arg if isinstance(arg, list) else [arg]
+                    marks = [f"?{len(params) + k}" for k in range(1, len(values) + 1)]
+                    sql = (sql.replace(f"= ANY(${i})", f"IN ({', '.join(marks)})") if isinstance(arg, list)
+                           else sql.replace(f"${i}", marks[0]))
+                    params += values
+                async with conn.execute(sql, params) as cur:
                     return list(await cur.fetchall())
             finally:
                 conns.put_nowait(conn)
@@ -140,11 +210,18 @@ async def _floor(url: str, port_queue: Any, slots: int) -> None:
                            "AND revoked_at IS NULL", digest)
         if not rows:
             return web.json_response({"error": "invalid_token"}, status=401)
-        items = [tuple(r) for r in await fetch(PATHS[request.path])]
+        statements = PATHS[request.path_qs]
+        if len(statements) == 1:
+            items = [tuple(r) for r in await fetch(statements[0])]
+        else:  # client search: the page, then which of its clients have an active patient
+            items = [tuple(r) for r in await fetch(statements[0], request.query["q"])]
+            owners = {tuple(o) for o in await fetch(statements[1], sorted({r[1] for r in items}),
+                                                    sorted({r[2] for r in items}))}
+            items = [(*r, r[5] == "active" and not r[8] and (r[1], r[2]) in owners) for r in items]
         return web.json_response({"items": items}, dumps=lambda o: json.dumps(o, default=str))
 
     app = web.Application()
-    for path in PATHS:
+    for path in {p.partition("?")[0] for p in PATHS}:
         app.router.add_get(path, handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -222,6 +299,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> list[tuple[str
     vethub("db", "upgrade", "--config", str(config))
     token = vethub("admin", "create-token", "--config", str(config), "--role", "operator",
                    "--name", "bench").stdout.strip().splitlines()[-1]
+    asyncio.run(seed(url))
     hub_proc, hub_base = start_hub(config)
     ctx = mp.get_context("spawn")
     port_q = ctx.Queue()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import ColumnElement, bindparam, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db.models import Account, ApiToken, Practice, User
@@ -52,11 +52,17 @@ class Principal:
         """Practices this caller may see; None means all (operator)."""
         if self.role == "operator":
             return None
+        return await session.run_sync(lambda sync: self.practice_ids_on(sync.connection()))
+
+    def practice_ids_on(self, conn: Connection) -> list[int] | None:
+        """:meth:`practice_ids` read on a connection (inside :meth:`hub.core.Hub.read`)."""
+        if self.role == "operator":
+            return None
         if self.role == "practice_staff":
             return [self.practice_id] if self.practice_id is not None else []
         # a company sees a practice only while it holds an active account with it: after a
         # switch away, the practice is no longer the old company's to see or to write for
-        rows = await session.execute(select(Account.practice_id).where(
+        rows = conn.execute(select(Account.practice_id).where(
             Account.company_id == self.company_id, Account.status == ACTIVE))
         return sorted({r[0] for r in rows})
 
@@ -132,33 +138,54 @@ async def issue_token(
     return token, row
 
 
-async def authenticate(session: AsyncSession, token: str, now: datetime) -> Principal:
+# The token lookup runs on every API request: statements built once (SQLAlchemy caches their
+# compiled form by identity), Core rows rather than ORM instances, and all of it in one
+# synchronous function so that the web layer hands it to the database in one hop.
+_TOKEN_BY_HASH = select(
+    ApiToken.id, ApiToken.role, ApiToken.company_id, ApiToken.practice_id, ApiToken.user_id,
+    ApiToken.name, ApiToken.revoked_at, ApiToken.expires_at,
+).where(ApiToken.token_hash == bindparam("token_hash"))
+_USER_ACTIVE = select(User.is_active).where(User.id == bindparam("user_id"))
+_PRACTICE_EXISTS = select(Practice.id).where(Practice.id == bindparam("practice_id"))
+_PRACTICE_APPROVED = select(Account.id).where(
+    Account.practice_id == bindparam("practice_id"), Account.approved_for_access.is_(True)).limit(1)
+
+
+def authenticate_on(conn: Connection, token: str, now: datetime) -> Principal:
+    """The token's principal, read on ``conn``; :class:`AuthError` when it may not be used.
+
+    Nothing is cached: a revoked or expired token, a disabled user or a suspended practice is
+    refused from the next request on, in every process."""
     if not token.startswith(TOKEN_PREFIX):
         raise AuthError(401, "invalid_token", "the bearer token is not valid")
-    row = (await session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))).scalar_one_or_none()
+    row = conn.execute(_TOKEN_BY_HASH, {"token_hash": hash_token(token)}).first()
     if row is None or row.revoked_at is not None:
         raise AuthError(401, "invalid_token", "the bearer token is not valid")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthError(401, "token_expired", "the bearer token has expired")
-    if row.user_id is not None:
-        user = await session.get(User, row.user_id)
-        if user is None or not user.is_active:
-            raise AuthError(401, "invalid_token", "the token's user is disabled")
+    if row.user_id is not None and not conn.execute(_USER_ACTIVE, {"user_id": row.user_id}).scalar():
+        raise AuthError(401, "invalid_token", "the token's user is disabled")
     if row.role == "practice_staff":
-        await ensure_practice_not_suspended(session, row.practice_id)
+        _ensure_not_suspended(conn, row.practice_id)
     return Principal(row.role, row.company_id, row.practice_id, row.user_id, row.id, row.name)
+
+
+async def authenticate(session: AsyncSession, token: str, now: datetime) -> Principal:
+    """:func:`authenticate_on` within ``session``'s transaction (sign-in pages, DICOMweb)."""
+    return await session.run_sync(lambda sync: authenticate_on(sync.connection(), token, now))
+
+
+def _ensure_not_suspended(conn: Connection, practice_id: int | None) -> None:
+    if practice_id is None or conn.execute(_PRACTICE_EXISTS, {"practice_id": practice_id}).first() is None:
+        raise AuthError(401, "invalid_token", "the token's practice does not exist")
+    if conn.execute(_PRACTICE_APPROVED, {"practice_id": practice_id}).first() is None:
+        raise AuthError(403, "access_suspended",
+                        "access for this practice is suspended; contact the company that serves you")
 
 
 async def ensure_practice_not_suspended(session: AsyncSession, practice_id: int | None) -> None:
     """A practice none of whose accounts is approved for access may not log in or use tokens."""
-    if practice_id is None or await session.get(Practice, practice_id) is None:
-        raise AuthError(401, "invalid_token", "the token's practice does not exist")
-    approved = await session.execute(
-        select(Account.id).where(Account.practice_id == practice_id, Account.approved_for_access.is_(True)).limit(1)
-    )
-    if approved.first() is None:
-        raise AuthError(403, "access_suspended",
-                        "access for this practice is suspended; contact the company that serves you")
+    await session.run_sync(lambda sync: _ensure_not_suspended(sync.connection(), practice_id))
 
 
 # --- logging in and out: plain services, shared by the API and the sign-in pages ---------------

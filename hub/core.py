@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 import aiohttp
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
@@ -74,6 +75,16 @@ class Hub:
         :func:`hub.db.transactions.run_read`): for hot read paths, where a session's several
         round trips to SQLite's thread cost more than the query."""
         return await run_read(self.read_engine, fn)
+
+    async def read_orm(self, fn: Callable[[Session], T]) -> T:
+        """:meth:`read` with a synchronous ORM session on the read connection: loading ORM
+        objects in the database's thread, in one hand-off. What ``fn`` returns is detached and
+        keeps the attributes it loaded."""
+        def run(conn: Connection) -> T:
+            with Session(bind=conn, expire_on_commit=False) as session:
+                return fn(session)
+
+        return await self.read(run)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

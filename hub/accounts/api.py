@@ -247,7 +247,7 @@ async def list_accounts(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise manage.ManageError(422, "invalid", "format is json or csv", "format")
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:  # a read: never SQLite's write lock
         items = await manage.list_accounts(session, principal, request.query)
     if fmt == "json":
         return web.json_response({"items": items})

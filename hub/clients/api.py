@@ -217,7 +217,7 @@ async def list_clients(request: web.Request, query: ClientQuery) -> ClientPage:
     """By name prefix (case- and accent-insensitive), email, phone in any format, or PIMS id;
     active and inactive clients, each with whether it may be contacted."""
     hub, principal = request.app[HUB_KEY], get_principal(request)
-    async with hub.sessionmaker() as session:
+    async with hub.read_session() as session:  # a read: never SQLite's write lock
         ids = await scope.practice_ids(session, principal, query.practice_id)
         page = await search.find_clients(
             session, ids, query.q, region=await _region(session, ids), status=query.status,

@@ -50,8 +50,11 @@ async def run_read(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
     async with engine.connect() as conn:
         hop = await _thread_hop(conn, begin=begin_deferred)
         if hop is None:
-            async with conn.begin():
-                return await conn.run_sync(fn)
+            # PostgreSQL: no BEGIN and COMMIT round trips around a read. Its default isolation
+            # (READ COMMITTED) gives each statement its own snapshot inside a transaction too,
+            # and autocommit lasts only while this connection is checked out.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await conn.run_sync(fn)
         run, shadow = hop
         return await run(shadow.read, fn)
 

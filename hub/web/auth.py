@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.auth import AuthError, Principal, authenticate
+from hub.auth import AuthError, Principal, authenticate_on
 from hub.web.errors import ApiError
 from hub.web.keys import HUB_KEY
 
@@ -39,9 +39,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing_token", "this route needs `Authorization: Bearer <token>`")
     hub = request.app[HUB_KEY]
+    token, now = token.strip(), hub.clock.now()
     try:
-        async with hub.read_session() as session:
-            principal = await authenticate(session, token.strip(), hub.clock.now())
+        # one hand-off to the read engine: a session costs several round trips per request
+        principal = await hub.read(lambda conn: authenticate_on(conn, token, now))
     except AuthError as err:
         raise ApiError(err.status, err.code, err.message) from err
     request[PRINCIPAL_KEY] = principal

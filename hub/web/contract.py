@@ -34,6 +34,7 @@ from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import to_json
 
 from hub.db.types import ID_MAX
 from hub.errors import Invalid, TooLarge
@@ -203,10 +204,26 @@ async def parse_request(request: web.Request, ep: Endpoint) -> dict[str, Any]:
     return kwargs
 
 
+@dataclass(frozen=True, slots=True)
+class Prebuilt:
+    """A result already in the declared response's shape, built by the handler from typed
+    columns: sent as JSON as it is, without validating it into the model first.
+
+    For hot list routes, where validating every row cost more than reading it. The JSON is the
+    same pydantic would write for the model (pydantic's own serializer); the contract tests
+    check these routes' answers against the declared model, so a drift still fails a test.
+    """
+
+    payload: dict[str, Any]
+
+
 def render(result: Any, ep: Endpoint) -> web.StreamResponse:
     """The handler's result as a response; a dict is checked against the declared response model."""
     if isinstance(result, web.StreamResponse):
         return result
+    if isinstance(result, Prebuilt):
+        return web.Response(body=to_json(result.payload), status=ep.status,
+                            content_type="application/json", charset="utf-8")
     if isinstance(result, BaseModel):
         return web.json_response(text=result.model_dump_json(), status=ep.status)
     if ep.response is not None:
