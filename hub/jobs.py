@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sqlalchemy import CursorResult
     from tenacity import RetryCallState
 
+    from hub.config import JobsSection
     from hub.core import Hub
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class JobQueue:
         )
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> JobsSection:
         return self.hub.config.jobs
 
     def register(self, kind: str, handler: JobHandler | JobKind) -> None:
@@ -600,7 +601,7 @@ class JobQueue:
         else:
             log.exception("worker %d could not claim jobs; retrying", index)
         cap = max(30.0, self.settings.backoff_max)
-        return min(cap, self.settings.poll_interval * 4 * 2 ** min(self._claim_failures - 1, 16))
+        return min(cap, self.settings.poll_interval * 4 * 2.0 ** min(self._claim_failures - 1, 16))
 
     def _claim_recovered(self) -> None:
         if self._claim_failures:
