@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class PracticeClientsConfig(BaseModel):
+    """A practice's own settings for reminders, surveys and loyalty; overrides the hub's defaults."""
     model_config = ConfigDict(extra="forbid")
 
     #: the loyalty program is off unless a practice turns it on
@@ -53,6 +54,7 @@ class PracticeClientsConfig(BaseModel):
 
 
 class ClientsConfig(BaseModel):
+    """The hub-wide settings of the clients feature: reminder runs, surveys and their defaults."""
     model_config = ConfigDict(extra="forbid")
 
     #: how often the reminder and survey run looks for due steps (a durable schedule)
