@@ -127,6 +127,7 @@ class Reminder(Base):
 
 
 class Appointment(Base):
+    """A booked appointment, as the practice's PIMS lists it."""
     __tablename__ = "appointments"
     __table_args__ = (
         UniqueConstraint("practice_id", "external_id"),
@@ -147,6 +148,7 @@ class Appointment(Base):
 
 
 class Visit(Base):
+    """A consult that happened, as the practice's PIMS records it."""
     __tablename__ = "visits"
     __table_args__ = (
         UniqueConstraint("practice_id", "external_id"),

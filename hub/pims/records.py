@@ -117,6 +117,7 @@ class ReminderRecord:
 
 @dataclass(slots=True)
 class AppointmentRecord:
+    """A booked appointment as the PIMS knows it."""
     external_id: str
     patient_external_id: str | None = None
     client_external_id: str | None = None
