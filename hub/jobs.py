@@ -50,6 +50,7 @@ DEAD_EVENT = "jobs.dead"
 
 
 class JobStatus(StrEnum):
+    """Where a job is in its life; DEAD means it used up its attempts and waits for an operator."""
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -100,6 +101,7 @@ class QueuedJob:
 
 @dataclass(frozen=True)
 class JobContext:
+    """What a job handler is told about the job it runs, including which attempt this is."""
     id: int
     kind: str
     payload: dict[str, Any]
@@ -185,6 +187,7 @@ class _SuccessBatcher:
 
 
 class JobQueue:
+    """The durable job queue: handlers by kind, and the workers that claim and run jobs with leases."""
     def __init__(self, hub: Hub, handlers: Mapping[str, JobHandler] | None = None) -> None:
         self.hub = hub
         self.handlers: dict[str, JobHandler] = {}
