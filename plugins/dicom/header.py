@@ -63,6 +63,7 @@ class HeaderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InstanceHeader:
+    """What the hub reads from a received instance's header to file it and its study."""
     sop_class_uid: str
     sop_instance_uid: str
     study_instance_uid: str
