@@ -183,7 +183,7 @@ class CompanyConfig(Section):
 
 
 class PracticeConfig(Section):
-    """A practice declared in config: contact details, time zone, calling AE titles and PIMS connectors."""
+    """A practice in config: contact details, time zone, calling AE titles, PIMS connectors."""
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     name: str
     email: str | None = None

@@ -90,7 +90,7 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
-    """The request clashes with the current state, e.g. a duplicate or a finished case (HTTP 409)."""
+    """The request clashes with the current state, e.g. a duplicate (HTTP 409)."""
     http_status = 409
     default_code = "conflict"
 
@@ -119,7 +119,7 @@ class RateLimited(DomainError):
 
 
 class Unavailable(DomainError):
-    """The hub cannot serve this now (starting, draining, a dependency down); retry later (HTTP 503)."""
+    """A dependency (the database) is down; retry_after says when to try again (HTTP 503)."""
     http_status = 503
     default_code = "unavailable"
 

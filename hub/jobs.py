@@ -50,7 +50,7 @@ DEAD_EVENT = "jobs.dead"
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life; DEAD means it used up its attempts and waits for an operator."""
+    """A job's place in its life; DEAD: the queue gave up (attempts used up, or permanent)."""
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -187,7 +187,7 @@ class _SuccessBatcher:
 
 
 class JobQueue:
-    """The durable job queue: handlers by kind, and the workers that claim and run jobs with leases."""
+    """The durable job queue: handlers by kind, and workers that claim jobs under a lease."""
     def __init__(self, hub: Hub, handlers: Mapping[str, JobHandler] | None = None) -> None:
         self.hub = hub
         self.handlers: dict[str, JobHandler] = {}

@@ -58,7 +58,7 @@ class NotAvailable(EzyVetError):
 
 
 class RetryableError(EzyVetError):
-    """A failure worth retrying (429, a 5xx, no connection, a timeout); retry_after when ezyVet says."""
+    """A failure worth retrying (429, 5xx, no connection, timeout), with ezyVet's retry_after."""
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after

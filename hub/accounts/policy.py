@@ -36,7 +36,7 @@ class OperatorDecision(StrEnum):
 
 
 class Outcome(StrEnum):
-    """What the switch policy decides should happen to a request next (go ahead, wait, notify, escalate)."""
+    """What the switch policy says happens next to a request (go ahead, wait, notify, escalate)."""
     SWITCH_NOW = "switch_now"
     NOTIFY_CURRENT = "notify_current"
     WAIT = "wait"
@@ -95,7 +95,7 @@ class SwitchFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    """The policy's verdict on a switch request: the outcome, why, and any effect or deadline it sets."""
+    """The policy's verdict on a switch request: outcome, reason, and any effect or deadline."""
     outcome: Outcome
     reason: str
     effect: str | None = None  # "move" | "add" when the outcome goes ahead, else None

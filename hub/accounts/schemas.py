@@ -57,7 +57,7 @@ class Address(RequestModel):
 
 
 class AccountRequestFields(RequestModel):
-    """The fields a practice fills in to request an account; all optional so a draft can be saved."""
+    """The fields of an account request; all optional so that a draft can be saved."""
     company: CompanyRef | None = None
     company_id: Id | None = None
     practice_name: str | None = Field(default=None, max_length=200)
@@ -96,7 +96,7 @@ class NoBody(RequestModel):
 
 
 class RejectBody(RequestModel):
-    """Body of an operator's rejection of an account request, with the reason sent to the practice."""
+    """Body of an operator's rejection of an account request, with the reason for the practice."""
     reason: str = Field(default="", max_length=2000)
 
 

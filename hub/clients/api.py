@@ -131,7 +131,7 @@ class Phones(ResponseModel):
 
 
 class MailingAddress(ResponseModel):
-    """One postal address of a client, labelled with its kind (home, billing...)."""
+    """One postal address of a client, labelled with its kind (today always "mailing")."""
     kind: str
     line1: str | None
     line2: str | None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class PracticeClientsConfig(BaseModel):
-    """A practice's own settings for reminders, surveys and loyalty; overrides the hub's defaults."""
+    """One practice's clients settings: loyalty, surveys, sending hours and its own email sender."""
     model_config = ConfigDict(extra="forbid")
 
     #: the loyalty program is off unless a practice turns it on
@@ -54,7 +54,7 @@ class PracticeClientsConfig(BaseModel):
 
 
 class ClientsConfig(BaseModel):
-    """The hub-wide settings of the clients feature: reminder runs, surveys and their defaults."""
+    """The [clients] section: reminder runs, survey links, rewards, per-practice settings."""
     model_config = ConfigDict(extra="forbid")
 
     #: how often the reminder and survey run looks for due steps (a durable schedule)

@@ -32,7 +32,7 @@ class ReminderStepPlan:
 
 @dataclass(frozen=True)
 class ReminderSchedule:
-    """The steps a reminder goes through and the channels to try, as a schedule policy returns them."""
+    """A schedule policy's answer: the steps a reminder goes through and the channels to try."""
     steps: tuple[ReminderStepPlan, ...]
     #: the channel order: the first the contact verdict allows is used
     channels: tuple[str, ...] = ("email", "sms", "postcard")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class AttachmentIn(RequestModel):
-    """A file attached to a case submission (a referral letter, a photo), base64 in the JSON body."""
+    """A file attached to a case submission (a referral letter, a photo), base64-encoded."""
     filename: str = Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f\"]+$")
     content_type: Literal["application/pdf", "image/png", "image/jpeg"]
     content_base64: str = Field(max_length=8 * 1024 * 1024)
@@ -52,7 +52,7 @@ class ReportIn(RequestModel):
 
 
 class ShareIn(RequestModel):
-    """Body that shares a case's report with the pet owner; notify_owner=False only records it."""
+    """Body that makes a case's report shareable; notify_owner also messages the pet owner."""
     notify_owner: bool = True
 
 

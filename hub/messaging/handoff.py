@@ -42,7 +42,7 @@ LOADING: HubKey[asyncio.Lock] = HubKey("messaging.handoff_loading")
 
 
 class HandoffJournal:
-    """The append-only journal of one process's hand-offs, so a restart does not resend accepted messages."""
+    """One process's append-only hand-off journal, so a restart does not resend accepted mail."""
     def __init__(self, path: Path) -> None:
         self.path = path
         self.accepted: dict[int, tuple[str, str]] = {}  # id -> (status, provider id)

@@ -60,7 +60,7 @@ def _flat(template: jinja2.Template) -> jinja2.Template:
 
 
 class TemplateRenderer:
-    """Renders message templates, looking in the practice's folder, then plugins', then the hub's own."""
+    """Renders message templates from the practice's folder, then plugins', then the hub's."""
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._envs: dict[str | None, jinja2.Environment] = {}

@@ -111,7 +111,7 @@ class CommunicationCreate(RequestModel):
 
 
 class PreviewRequest(RequestModel):
-    """Body that asks who of these clients a message would reach on which channel, without sending."""
+    """Body asking which of these clients a message would reach, on which channel; sends nothing."""
     category: Category
     client_ids: list[Id] = Field(min_length=1, max_length=1000)
     channel: Channel | None = None

@@ -42,7 +42,7 @@ ABORT = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])  # A-ABORT, service provider, n
 
 @dataclass(eq=False)
 class Pending:
-    """A connection whose A-ASSOCIATE-RQ is still arriving, with its deadline and the bytes so far."""
+    """A connection whose A-ASSOCIATE-RQ is still arriving: its deadline and bytes so far."""
     conn: socket.socket
     address: str
     deadline: float
