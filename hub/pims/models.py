@@ -169,6 +169,7 @@ class Visit(Base):
 
 
 class RunStatus(StrEnum):
+    """How a sync run ended, or that it is still going; the two unusual states are noted below."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -179,6 +180,7 @@ class RunStatus(StrEnum):
 
 
 class RunTrigger(StrEnum):
+    """What started a sync run: its schedule, the command line or the API."""
     SCHEDULE = "schedule"
     CLI = "cli"
     API = "api"
