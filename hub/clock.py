@@ -7,10 +7,12 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """Where the hub reads the current time, so tests can hold it still."""
     def now(self) -> datetime: ...
 
 
 class SystemClock:
+    """The real clock: the current time in UTC."""
     def now(self) -> datetime:
         return datetime.now(UTC)
 

@@ -41,6 +41,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 @dataclass(frozen=True)
 class Problem:
+    """One thing wrong in a configuration file, reported with the file and key to fix."""
     file: str
     key: str
     message: str
@@ -58,6 +59,7 @@ class ConfigError(errors.ConfigError):
 
 
 class Section(BaseModel):
+    """Base of every config table: an unknown key is an error, so a typo does not pass silently."""
     model_config = ConfigDict(extra="forbid")
 
 
@@ -76,6 +78,7 @@ def is_loopback_url(url: str) -> bool:
 
 
 class HubSection(Section):
+    """The [hub] table: the hub's name, public URL, signing key and data directory."""
     name: str = "VetHub"
     public_url: str = Field("http://127.0.0.1:8080", description="URL the outside world reaches the hub at")
     secret_key: SecretStr = Field(SecretStr(DEFAULT_SECRET_KEY), description="signs links and tokens")
@@ -97,6 +100,7 @@ class HubSection(Section):
 
 
 class DatabaseSection(Section):
+    """The [database] table: the SQLite or PostgreSQL URL."""
     url: str = "sqlite+aiosqlite:///./var/vethub.db"
 
     @field_validator("url")
@@ -108,6 +112,7 @@ class DatabaseSection(Section):
 
 
 class HttpSection(Section):
+    """The [http] table: where the hub listens and which reverse proxies it believes."""
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     trusted_proxies: list[str] = Field(
@@ -123,6 +128,7 @@ class HttpSection(Section):
 
 
 class JobsSection(Section):
+    """The [jobs] table: worker count, leases, polling and retry backoff of the job queue."""
     workers: int = Field(2, ge=0, le=64, description="worker tasks in this process")
     lease_seconds: float = Field(60.0, gt=0)
     poll_interval: float = Field(0.5, gt=0)
@@ -134,11 +140,13 @@ class JobsSection(Section):
 
 
 class LoggingSection(Section):
+    """The [logging] table: level and text or JSON output."""
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
 
 
 class PluginsSection(Section):
+    """The [plugins] table: built-in or installed plugins to leave off."""
     disabled: list[str] = Field(default_factory=list)
 
     @field_validator("disabled")
@@ -153,12 +161,14 @@ class PluginsSection(Section):
 
 
 class DicomDestination(Section):
+    """A DICOM node cases are sent to: host, port and AE title."""
     host: str
     port: int = Field(ge=1, le=65535)
     ae_title: str = Field(min_length=1, max_length=16)
 
 
 class CompanyConfig(Section):
+    """A reading company declared in config: what it reads, where its cases go, its turnaround."""
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     name: str
     email: str | None = None
@@ -173,6 +183,7 @@ class CompanyConfig(Section):
 
 
 class PracticeConfig(Section):
+    """A practice in config: contact details, time zone, calling AE titles, PIMS connectors."""
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     name: str
     email: str | None = None
@@ -202,6 +213,7 @@ class PracticeConfig(Section):
 
 
 class AccountConfig(Section):
+    """An account declared in config: which company reads which practice's studies."""
     practice: str
     company: str
     approved_for_access: bool = True
@@ -210,6 +222,7 @@ class AccountConfig(Section):
 
 
 class HubConfig(Section):
+    """The whole validated configuration; plugins' own sections are validated and kept beside it."""
     hub: HubSection = Field(default_factory=HubSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     http: HttpSection = Field(default_factory=HttpSection)

@@ -61,16 +61,19 @@ class DomainError(VetHubError):
 
 
 class Invalid(DomainError):
+    """The request is well formed but its content is refused (HTTP 422)."""
     http_status = 422
     default_code = "invalid"
 
 
 class Unauthorized(DomainError):
+    """The caller is not signed in or its credentials are not valid (HTTP 401)."""
     http_status = 401
     default_code = "unauthorized"
 
 
 class Forbidden(DomainError):
+    """The caller is known but may not do this (HTTP 403)."""
     http_status = 403
     default_code = "forbidden"
 
@@ -87,21 +90,25 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
+    """The request clashes with the current state, e.g. a duplicate (HTTP 409)."""
     http_status = 409
     default_code = "conflict"
 
 
 class Gone(DomainError):
+    """The thing existed but is no longer available, e.g. an expired link (HTTP 410)."""
     http_status = 410
     default_code = "gone"
 
 
 class TooLarge(DomainError):
+    """The request body or upload is over its limit (HTTP 413)."""
     http_status = 413
     default_code = "too_large"
 
 
 class RateLimited(DomainError):
+    """Too many requests from this caller; retry_after says when to try again (HTTP 429)."""
     http_status = 429
     default_code = "rate_limited"
 
@@ -112,6 +119,7 @@ class RateLimited(DomainError):
 
 
 class Unavailable(DomainError):
+    """A dependency (the database) is down; retry_after says when to try again (HTTP 503)."""
     http_status = 503
     default_code = "unavailable"
 

@@ -51,6 +51,7 @@ DEAD_EVENT = "jobs.dead"
 
 
 class JobStatus(StrEnum):
+    """A job's place in its life; DEAD: the queue gave up (attempts used up, or permanent)."""
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -101,6 +102,7 @@ class QueuedJob:
 
 @dataclass(frozen=True)
 class JobContext:
+    """What a job handler is told about the job it runs, including which attempt this is."""
     id: int
     kind: str
     payload: dict[str, Any]
@@ -186,6 +188,7 @@ class _SuccessBatcher:
 
 
 class JobQueue:
+    """The durable job queue: handlers by kind, and workers that claim jobs under a lease."""
     def __init__(self, hub: Hub, handlers: Mapping[str, JobHandler] | None = None) -> None:
         self.hub = hub
         self.handlers: dict[str, JobHandler] = {}

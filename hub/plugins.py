@@ -70,6 +70,7 @@ class PluginError(errors.PluginError, RuntimeError):
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """What the hub knows of a loaded plugin: where it came from and which hooks it implements."""
     name: str
     origin: str  # "built-in" or "distribution NAME"
     version: str

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Target:
+    """A module to mutate, with the tests (and -k selection) that must catch its mutants."""
     module: str
     tests: tuple[str, ...]
     select: str  # pytest -k expression

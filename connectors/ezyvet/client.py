@@ -58,6 +58,7 @@ class NotAvailable(EzyVetError):
 
 
 class RetryableError(EzyVetError):
+    """A failure worth retrying (429, 5xx, no connection, timeout), with ezyVet's retry_after."""
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -65,6 +66,7 @@ class RetryableError(EzyVetError):
 
 @dataclass(frozen=True)
 class Credentials:
+    """The OAuth client credentials and scopes ezyVet issued for one site."""
     client_id: str
     client_secret: str
     partner_id: str
@@ -149,6 +151,7 @@ def retry_after_seconds(headers: Any, now: datetime) -> float | None:
 
 
 class EzyVetClient:
+    """Talks to ezyVet's API: gets and renews tokens, pages through lists, honours rate limits."""
     def __init__(
         self,
         http: aiohttp.ClientSession,

@@ -161,6 +161,7 @@ def _text(value: Any) -> str | None:
 
 
 class EzyVetConnector:
+    """The PIMS connector that syncs a practice's data from ezyVet's API."""
     name: ClassVar[str] = "ezyvet"
     config_model: ClassVar[type[BaseModel]] = EzyVetConfig
     #: client fields this connector cannot supply: it leaves them unknown.

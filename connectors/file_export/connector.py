@@ -97,6 +97,7 @@ class _Open:
 
 
 class FileExportConnector:
+    """The PIMS connector that syncs a practice's data from CSV export files dropped in a folder."""
     name: ClassVar[str] = "file_export"
     config_model: ClassVar[type[BaseModel]] = FileExportConfig
 

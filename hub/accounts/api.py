@@ -68,6 +68,7 @@ routes = ApiRoutes(tag="accounts")
 
 
 class IdPath(RequestModel):
+    """Path parameters of the account routes addressed by a numeric id."""
     id: Id
 
 
@@ -95,6 +96,7 @@ class RateLimiter:
 
 @dataclass
 class Limiters:
+    """The rate limiters one application shares across its account routes."""
     requests: RateLimiter  # account requests: one budget for the JSON API and the HTML form
     logins: RateLimiter  # password guessing
 

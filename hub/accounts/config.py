@@ -11,6 +11,7 @@ from hub.config import Section
 
 
 class OnboardingSection(Section):
+    """Onboarding settings: set-password links, request rate limits, DICOM details for practices."""
     password_link_hours: float = Field(72.0, gt=0, description="how long a set-password link works")
     rate_limit: int = Field(10, ge=1, description="account requests per client address per window")
     rate_window_seconds: float = Field(3600.0, gt=0)
@@ -22,6 +23,7 @@ class OnboardingSection(Section):
 
 
 class SwitchingSection(Section):
+    """Switch settings: what counts as recent activity, how long the current company may answer."""
     activity_days: int = Field(365, ge=0, description="a case within this many days before a request means the current company is asked")
     response_hours: float = Field(72.0, gt=0, description="how long the current company has to answer")
 

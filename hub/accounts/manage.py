@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 class ManageError(AccountsError):
+    """An operator's account-management action was refused (bad filter, account or change)."""
     pass
 
 

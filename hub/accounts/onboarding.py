@@ -44,6 +44,7 @@ _MODALITY = re.compile(r"^[A-Z]{2,4}$")
 
 
 class OnboardingError(AccountsError):
+    """An account request or set-password step was refused."""
     pass
 
 

@@ -16,23 +16,27 @@ from typing import Protocol
 
 
 class SwitchKind(StrEnum):
+    """Whether a switch replaces the practice's company or adds a second one."""
     MOVE = "move"  # move the account from the current company to the new one
     ADD = "add"  # keep the current account, add one with the new company for some modalities
 
 
 class CompanyResponse(StrEnum):
+    """The current company's answer to a switch notice; NONE means it has not answered (yet)."""
     APPROVE = "approve"
     OBJECT = "object"
     NONE = "none"
 
 
 class OperatorDecision(StrEnum):
+    """An operator's ruling on an escalated switch; NONE means no ruling yet."""
     APPROVE = "approve"
     REJECT = "reject"
     NONE = "none"
 
 
 class Outcome(StrEnum):
+    """What the switch policy says happens next to a request (go ahead, wait, notify, escalate)."""
     SWITCH_NOW = "switch_now"
     NOTIFY_CURRENT = "notify_current"
     WAIT = "wait"
@@ -58,6 +62,7 @@ GO_OUTCOMES = frozenset(
 
 @dataclass(frozen=True)
 class SwitchWindows:
+    """How long a case counts as recent activity, and how long the current company has to answer."""
     activity: timedelta = timedelta(days=365)
     response: timedelta = timedelta(hours=72)
 
@@ -90,6 +95,7 @@ class SwitchFacts:
 
 @dataclass(frozen=True)
 class Decision:
+    """The policy's verdict on a switch request: outcome, reason, and any effect or deadline."""
     outcome: Outcome
     reason: str
     effect: str | None = None  # "move" | "add" when the outcome goes ahead, else None

@@ -52,6 +52,7 @@ _TEMPLATES = Path(__file__).parent / "templates"
 
 @dataclass(frozen=True)
 class OnboardingRow:
+    """One account request's line in the onboarding report, with when it reached each stage."""
     request_id: int
     practice: str
     company: str
@@ -97,6 +98,7 @@ class OnboardingRow:
 
 @dataclass(frozen=True)
 class OnboardingReport:
+    """The onboarding report for a period, ready to render as JSON, CSV, HTML or PDF."""
     rows: Sequence[OnboardingRow]
     date_from: date | None = None
     date_to: date | None = None

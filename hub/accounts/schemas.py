@@ -47,6 +47,7 @@ SwitchState = Literal[SWITCH_STATES]  # type: ignore[valid-type]
 
 
 class Address(RequestModel):
+    """A practice's postal address as given in an account request; every line optional."""
     line1: str | None = Field(default=None, max_length=200)
     line2: str | None = Field(default=None, max_length=200)
     city: str | None = Field(default=None, max_length=100)
@@ -56,6 +57,7 @@ class Address(RequestModel):
 
 
 class AccountRequestFields(RequestModel):
+    """The fields of an account request; all optional so that a draft can be saved."""
     company: CompanyRef | None = None
     company_id: Id | None = None
     practice_name: str | None = Field(default=None, max_length=200)
@@ -70,18 +72,22 @@ class AccountRequestFields(RequestModel):
 
 
 class AccountRequestComplete(AccountRequestFields):
+    """Body that completes an account request, with the token of a draft being resumed."""
     token: str | None = Field(default=None, max_length=100)
 
 
 class TokenQuery(RequestModel):
+    """Query carrying a set-password or draft token."""
     token: str | None = Field(default=None, max_length=100)
 
 
 class RequestListQuery(RequestModel):
+    """Query filtering the list of account requests by state."""
     state: RequestState | None = None
 
 
 class SwitchListQuery(RequestModel):
+    """Query filtering the list of switch requests by state."""
     state: SwitchState | None = None
 
 
@@ -90,26 +96,31 @@ class NoBody(RequestModel):
 
 
 class RejectBody(RequestModel):
+    """Body of an operator's rejection of an account request, with the reason for the practice."""
     reason: str = Field(default="", max_length=2000)
 
 
 class PasswordBody(RequestModel):
+    """Body that sets an account's first password using the emailed token."""
     token: str = Field(max_length=100)
     password: str = Field(max_length=1000)
 
 
 class LoginBody(RequestModel):
+    """Body of a practice user's login."""
     email: str = Field(max_length=320)
     password: str = Field(max_length=1000)
 
 
 class AccountPatch(RequestModel):
+    """Body of an operator's change to an account; fields left out are not changed."""
     approved_for_access: StrictBool | None = None
     modalities: list[Modality] | None = Field(default=None, max_length=20)
     auto_submit: StrictBool | None = None
 
 
 class ReportQuery(RequestModel):
+    """Query selecting the onboarding report's period, company and output format."""
     date_from: date | None = Field(default=None, alias="from")
     date_to: date | None = Field(default=None, alias="to")
     company: Annotated[str, Field(max_length=100)] | None = None
@@ -117,6 +128,7 @@ class ReportQuery(RequestModel):
 
 
 class SwitchCreate(RequestModel):
+    """Body that asks to move a practice to a new company, or to add one for some modalities."""
     practice_id: Id | None = None
     current_company: CompanyRef | None = None
     new_company: CompanyRef | None = None
@@ -142,9 +154,11 @@ class SwitchConfirm(RequestModel):
 
 
 class SwitchDiscard(RequestModel):
+    """Body of an operator discarding a switch request, with the reason kept on record."""
     reason: str = Field(min_length=1, max_length=2000)
 
 
 class SwitchDecision(RequestModel):
+    """Body of an operator's ruling on a switch the current company objected to."""
     decision: Literal["approve", "reject"]
     note: str = Field(default="", max_length=2000)

@@ -40,6 +40,7 @@ DEADLINE_JOB = "accounts.switch_deadline"
 
 
 class SwitchError(AccountsError):
+    """A switch request or a decision on one was refused."""
     pass
 
 

@@ -30,6 +30,7 @@ NO_VISIT_AFTER = timedelta(days=548)
 
 
 class AlertCode(StrEnum):
+    """The problems that can be flagged on a client's record for staff to fix."""
     invalid_email = "invalid_email"  # the email is invalid or bounced
     missing_mobile = "missing_mobile"
     no_mailing_address = "no_mailing_address"
@@ -39,6 +40,7 @@ class AlertCode(StrEnum):
 
 @dataclass(frozen=True)
 class Alert:
+    """One problem flagged on a client (or one of its patients), as shown to staff."""
     code: AlertCode
     message: str
     patient_id: int | None = None

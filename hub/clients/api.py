@@ -34,6 +34,7 @@ Channel = Literal["email", "sms", "postcard"]
 
 
 class ClientQuery(RequestModel):
+    """Query of the client search: text, status and practice filters, page size and cursor."""
     q: str | None = Field(None, max_length=200)
     status: Literal["active", "inactive"] | None = None
     practice_id: Id | None = None
@@ -43,6 +44,7 @@ class ClientQuery(RequestModel):
 
 
 class PatientQuery(RequestModel):
+    """Query of the patient search: text and practice filters, page size and cursor."""
     q: str | None = Field(None, max_length=200)
     practice_id: Id | None = None
     limit: int = Field(50, ge=1, le=200)
@@ -50,10 +52,12 @@ class PatientQuery(RequestModel):
 
 
 class IdPath(RequestModel):
+    """Path parameters of the client routes addressed by a numeric id."""
     id: Id
 
 
 class ClientItem(ResponseModel):
+    """One client in a search result page."""
     id: int
     practice_id: int
     pims_id: str
@@ -67,11 +71,13 @@ class ClientItem(ResponseModel):
 
 
 class ClientPage(ResponseModel):
+    """A page of client search results, with the cursor of the next page."""
     items: list[ClientItem]
     next_cursor: str | None
 
 
 class PatientOut(ResponseModel):
+    """A patient as the API returns it, in searches and on its client's record."""
     id: int
     practice_id: int
     pims_id: str
@@ -85,23 +91,27 @@ class PatientOut(ResponseModel):
 
 
 class PatientPage(ResponseModel):
+    """A page of patient search results, with the cursor of the next page."""
     items: list[PatientOut]
     next_cursor: str | None = None
 
 
 class PracticeRef(ResponseModel):
+    """The practice a client belongs to, named by id, slug and name."""
     id: int
     slug: str
     name: str
 
 
 class SurveyRef(ResponseModel):
+    """The client's latest survey answer, as shown in the summary."""
     rating: int | None
     comment: str | None
     answered_at: str | None
 
 
 class Summary(ResponseModel):
+    """The at-a-glance part of a client's record: status, practice, balance, reachability."""
     pims_id: str
     status: str
     primary_practice: PracticeRef
@@ -114,12 +124,14 @@ class Summary(ResponseModel):
 
 
 class Phones(ResponseModel):
+    """A client's phone numbers by kind; any may be missing."""
     home: str | None
     work: str | None
     mobile: str | None
 
 
 class MailingAddress(ResponseModel):
+    """One postal address of a client, labelled with its kind (today always "mailing")."""
     kind: str
     line1: str | None
     line2: str | None
@@ -130,6 +142,7 @@ class MailingAddress(ResponseModel):
 
 
 class Contact(ResponseModel):
+    """How to reach a client: name, email with its standing, phones and addresses."""
     first_name: str | None
     last_name: str | None
     name: str
@@ -140,6 +153,7 @@ class Contact(ResponseModel):
 
 
 class SurveyAnswer(ResponseModel):
+    """One survey answer on a client's record, with the visit it was about."""
     rating: int | None
     comment: str | None
     answered_at: str | None
@@ -147,6 +161,7 @@ class SurveyAnswer(ResponseModel):
 
 
 class ClientOut(ResponseModel):
+    """Response body of a client's details: summary, contact, patients and survey answers."""
     id: int
     summary: Summary
     contact: Contact
@@ -156,6 +171,7 @@ class ClientOut(ResponseModel):
 
 
 class PreferenceOut(ResponseModel):
+    """A client's yes, no or unset choice for one message category on one channel."""
     category: Category
     channel: Channel
     allowed: bool | None
@@ -163,33 +179,39 @@ class PreferenceOut(ResponseModel):
 
 
 class PreferencesOut(ResponseModel):
+    """Response body listing a client's communication preferences."""
     client_id: int
     items: list[PreferenceOut]
 
 
 class PreferenceIn(RequestModel):
+    """One preference a staff member sets: allow or refuse a category on a channel."""
     category: Category
     channel: Channel
     allowed: bool
 
 
 class PreferencesIn(RequestModel):
+    """Body that changes a client's communication preferences, with a note for the record."""
     items: list[PreferenceIn] = Field(min_length=1, max_length=len(CATEGORIES) * len(CHANNELS))
     note: str = Field("", max_length=500)
 
 
 class AlertSettingsIO(RequestModel):
+    """Which alerts staff have turned off for a client; both the request and response body."""
     all_disabled: bool = False
     disabled: list[AlertCode] = Field(default_factory=list, max_length=len(AlertCode))
 
 
 class AlertOut(ResponseModel):
+    """One alert on a client, as the API returns it."""
     code: AlertCode
     message: str
     patient_id: int | None
 
 
 class AlertsOut(ResponseModel):
+    """Response body of a client's alerts: the current ones and which are turned off."""
     client_id: int
     settings: AlertSettingsIO
     items: list[AlertOut]
@@ -323,16 +345,19 @@ async def put_alert_settings(request: web.Request, path: IdPath,
 
 
 class CalendarQuery(RequestModel):
+    """Query of the retention calendar: the date range to show."""
     from_: date = Field(alias="from")
     to: date
 
 
 class CalendarClient(ResponseModel):
+    """The client a calendar step is for."""
     id: int
     name: str | None
 
 
 class CalendarStep(ResponseModel):
+    """One reminder step on the retention calendar: what it is, its state and channel."""
     reminder_id: int
     step: str
     status: Literal["planned", "queued", "deferred", "suppressed", "skipped"]
@@ -345,11 +370,13 @@ class CalendarStep(ResponseModel):
 
 
 class CalendarDay(ResponseModel):
+    """One day of the retention calendar with the steps that fall on it."""
     date: str
     steps: list[CalendarStep]
 
 
 class CalendarOut(ResponseModel):
+    """Response body of a practice's retention calendar, day by day."""
     practice_id: int
     days: list[CalendarDay]
 
@@ -368,11 +395,13 @@ async def reminder_calendar(request: web.Request, path: IdPath,
 
 
 class TimelineQuery(RequestModel):
+    """Query of a client's timeline: page size and cursor."""
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=1000)
 
 
 class TimelineOut(ResponseModel):
+    """Response body of a page of a client's timeline, newest first."""
     client_id: int
     #: each item has ``kind`` (communication, inbound, survey_response, loyalty, preference),
     #: ``id``, ``at`` and the kind's own fields; communications carry their status ``history``
@@ -393,6 +422,7 @@ async def get_timeline(request: web.Request, path: IdPath, query: TimelineQuery)
 
 
 class LoyaltyEntryOut(ResponseModel):
+    """One entry of a client's loyalty ledger: enrolment, adjustment or redemption."""
     id: int
     kind: Literal["enroll", "adjust", "redeem"]
     coins: int
@@ -403,6 +433,7 @@ class LoyaltyEntryOut(ResponseModel):
 
 
 class LoyaltyOut(ResponseModel):
+    """Response body of a client's loyalty account: balance and ledger."""
     client_id: int
     enrolled_at: str
     balance: int
@@ -410,11 +441,13 @@ class LoyaltyOut(ResponseModel):
 
 
 class AdjustIn(RequestModel):
+    """Body of a staff adjustment to a client's loyalty coins, with the reason recorded."""
     coins: int = Field(ge=-1_000_000, le=1_000_000)
     reason: str = Field(min_length=1, max_length=500)
 
 
 class RedeemIn(RequestModel):
+    """Body that redeems a reward from a client's loyalty coins."""
     reward: str = Field(min_length=1, max_length=200)
 
 
@@ -474,6 +507,7 @@ async def redeem_loyalty(request: web.Request, path: IdPath, body: RedeemIn) -> 
 
 
 class SurveyOut(ResponseModel):
+    """One survey answer, as listed for a client."""
     rating: int | None
     comment: str | None
     answered_at: str | None
@@ -481,6 +515,7 @@ class SurveyOut(ResponseModel):
 
 
 class SurveysOut(ResponseModel):
+    """Response body of a client's survey answers, newest first."""
     client_id: int
     items: list[SurveyOut]
 

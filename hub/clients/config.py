@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class PracticeClientsConfig(BaseModel):
+    """One practice's clients settings: loyalty, surveys, sending hours and its own email sender."""
     model_config = ConfigDict(extra="forbid")
 
     #: the loyalty program is off unless a practice turns it on
@@ -53,6 +54,7 @@ class PracticeClientsConfig(BaseModel):
 
 
 class ClientsConfig(BaseModel):
+    """The [clients] section: reminder runs, survey links, rewards, per-practice settings."""
     model_config = ConfigDict(extra="forbid")
 
     #: how often the reminder and survey run looks for due steps (a durable schedule)

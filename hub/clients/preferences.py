@@ -22,6 +22,7 @@ CHANNELS = ("email", "sms", "postcard")
 
 @dataclass(frozen=True)
 class Preference:
+    """A client's effective choice for one category on one channel, and where it came from."""
     category: str
     channel: str
     #: True (yes), False (no) or None (never said: the default applies)

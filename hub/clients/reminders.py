@@ -66,6 +66,7 @@ class DueStep:
 
 @dataclass
 class RunReport:
+    """What one reminder run did: practices seen, steps written and their statuses."""
     practices: int = 0
     written: int = 0
     surveys: int = 0

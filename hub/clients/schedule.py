@@ -32,6 +32,7 @@ class ReminderStepPlan:
 
 @dataclass(frozen=True)
 class ReminderSchedule:
+    """A schedule policy's answer: the steps a reminder goes through and the channels to try."""
     steps: tuple[ReminderStepPlan, ...]
     #: the channel order: the first the contact verdict allows is used
     channels: tuple[str, ...] = ("email", "sms", "postcard")
@@ -52,6 +53,7 @@ class ReminderFacts:
 
 @dataclass(frozen=True)
 class PracticeReminderFacts:
+    """What a schedule policy may know about the practice: its time zone and sending hours."""
     id: int
     slug: str
     timezone: str

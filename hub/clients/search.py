@@ -34,6 +34,7 @@ _PHONE_CHARS = re.compile(r"^[+\d\s().\-]+$")
 
 @dataclass(frozen=True)
 class Page:
+    """A page of results and the opaque cursor that fetches the next one (None on the last page)."""
     items: list[Any]
     next_cursor: str | None
 

@@ -74,15 +74,18 @@ async def survey_form(request: web.Request) -> web.Response:
 
 
 class TokenPath(RequestModel):
+    """Path parameters of the survey routes: the signed survey token."""
     token: str = Field(max_length=2000)
 
 
 class AnswerIn(RequestModel):
+    """Body of a client's survey answer: a 1-5 rating and an optional comment."""
     rating: int = Field(ge=1, le=5)
     comment: str | None = Field(None, max_length=2000)
 
 
 class AnswerOut(ResponseModel):
+    """Response body confirming the recorded survey answer."""
     rating: int
     comment: str | None
     answered_at: str

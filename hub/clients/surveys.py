@@ -37,6 +37,7 @@ CHANNELS = ("email", "sms")
 
 @dataclass(frozen=True)
 class SurveyView:
+    """What the survey page shows about one survey request, and whether it is already answered."""
     id: int
     client_name: str
     practice_name: str

@@ -24,6 +24,7 @@ from hub.messaging.models import Communication, CommunicationStatus, ConsentReco
 
 @dataclass(frozen=True)
 class Source:
+    """One kind of timeline entry: which table it comes from, how to filter it and render it."""
     kind: str
     model: Any
     at: Any

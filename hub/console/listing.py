@@ -22,6 +22,7 @@ PER_PAGE = 25
 
 @dataclass(frozen=True)
 class Column:
+    """One column of a console table: how to show, link and filter its value."""
     key: str
     label: str
     kind: str = "text"  # text | bool | int | date
@@ -41,6 +42,7 @@ class Column:
 
 @dataclass
 class Listing:
+    """One page of a console table after filtering and sorting, ready to render."""
     columns: Sequence[Column]
     rows: list[Mapping[str, Any]]
     total: int

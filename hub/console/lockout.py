@@ -16,6 +16,7 @@ LOCK_FOR = timedelta(minutes=15)
 
 
 class Lockout:
+    """Counts wrong passwords per email and locks that email out for a while after too many."""
     def __init__(self, max_failures: int = MAX_FAILURES, window: timedelta = WINDOW,
                  lock_for: timedelta = LOCK_FOR) -> None:
         self.max_failures, self.window, self.lock_for = max_failures, window, lock_for

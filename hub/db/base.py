@@ -18,6 +18,7 @@ NAMING_CONVENTION = {
 
 
 class Base(DeclarativeBase):
+    """The declarative base of every table, with the naming convention migrations rely on."""
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 

@@ -76,6 +76,7 @@ class CallingAE(Base):
 
 
 class User(Base):
+    """A person who signs in to the console or API; role and company or practice scope them."""
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)

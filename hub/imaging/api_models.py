@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 
 
 class AttachmentIn(RequestModel):
+    """A file attached to a case submission (a referral letter, a photo), base64-encoded."""
     filename: str = Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f\"]+$")
     content_type: Literal["application/pdf", "image/png", "image/jpeg"]
     content_base64: str = Field(max_length=8 * 1024 * 1024)
 
 
 class CaseCreate(RequestModel):
+    """Body that submits a study for reading: the clinical question, urgency and attachments."""
     study_id: Id
     clinical_history: str = Field("", max_length=20_000)
     question: str = Field("", max_length=4_000)
@@ -43,16 +45,19 @@ class CaseCreate(RequestModel):
 
 
 class ReportIn(RequestModel):
+    """Body of a radiologist's report (text, optional PDF) on a case, or an addendum to one."""
     text: str = Field("", max_length=100_000)
     radiologist: str = Field(min_length=1, max_length=200)
     pdf_base64: str | None = Field(None, max_length=14 * 1024 * 1024)
 
 
 class ShareIn(RequestModel):
+    """Body that makes a case's report shareable; notify_owner also messages the pet owner."""
     notify_owner: bool = True
 
 
 class HistoryOut(ResponseModel):
+    """One status change in a case's history: when, to what, by whom and why."""
     at: datetime
     status: CaseStatus
     actor: str | None
@@ -61,6 +66,7 @@ class HistoryOut(ResponseModel):
 
 
 class AttachmentOut(ResponseModel):
+    """An attachment of a case as listed in its details (the content is fetched separately)."""
     id: int
     filename: str
     content_type: str
@@ -68,6 +74,7 @@ class AttachmentOut(ResponseModel):
 
 
 class ForwardOut(ResponseModel):
+    """The forwarding state of one instance of the case's study to the reading company."""
     instance_id: int
     status: str
     status_code: str | None
@@ -76,6 +83,7 @@ class ForwardOut(ResponseModel):
 
 
 class ReportOut(ResponseModel):
+    """A report or addendum on a case, as the API returns it."""
     id: int
     case_id: int
     addendum_to_id: int | None
@@ -89,10 +97,12 @@ class ReportOut(ResponseModel):
 
 
 class ReportList(ResponseModel):
+    """Response body listing a case's reports and addenda."""
     items: list[ReportOut]
 
 
 class ShareOut(ResponseModel):
+    """Response body of a report share: the report and the message sent to the owner, if any."""
     report: ReportOut
     communication_id: int | None
     channel: str | None
@@ -101,6 +111,7 @@ class ShareOut(ResponseModel):
 
 
 class CaseSummary(ResponseModel):
+    """A case as listed: its study, reading company, status, urgency and timing."""
     id: int
     practice_id: int
     study_id: int
@@ -126,6 +137,7 @@ class CaseSummary(ResponseModel):
 
 
 class CaseDetail(CaseSummary):
+    """Response body of one case: the summary plus history, attachments, forwarding and reports."""
     status_history: list[HistoryOut]
     attachments: list[AttachmentOut]
     instances: list[ForwardOut]
@@ -133,6 +145,7 @@ class CaseDetail(CaseSummary):
 
 
 class CaseList(ResponseModel):
+    """Response body of the case list."""
     items: list[CaseSummary]
 
 

@@ -53,6 +53,7 @@ STANDING = (CaseStatus.SUBMITTED, CaseStatus.ROUTED, CaseStatus.DELIVERED, CaseS
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
+    """A decoded attachment ready to be stored with a new case."""
     filename: str
     content_type: str
     content: bytes

@@ -92,14 +92,17 @@ async def _multipart(request: web.Request, instances: list[Instance]) -> web.Str
 
 
 class StudyUid(RequestModel):
+    """Path parameters of WADO-RS routes addressing a study."""
     study: str
 
 
 class SeriesUid(StudyUid):
+    """Path parameters of WADO-RS routes addressing a series."""
     series: str
 
 
 class InstanceUid(SeriesUid):
+    """Path parameters of WADO-RS routes addressing a single instance."""
     instance: str
 
 
@@ -133,6 +136,7 @@ async def wado_instance(request: web.Request, path: InstanceUid) -> web.StreamRe
 
 
 class CasePath(RequestModel):
+    """Path parameters of the case download route."""
     case_id: Id
 
 

@@ -62,6 +62,7 @@ def _json(items: list[dict[str, Any]]) -> web.Response:
 
 
 class StudySearch(RequestModel):
+    """Query of a QIDO-RS study search: the DICOM attributes the hub searches by, plus paging."""
     # Viewers send includefield, fuzzymatching and attribute filters the hub does not search
     # by; refusing them would make the viewer fail, so they are ignored.
     model_config = ConfigDict(extra="ignore")
@@ -74,14 +75,17 @@ class StudySearch(RequestModel):
 
 
 class StudyUid(RequestModel):
+    """Path parameters of QIDO-RS routes addressing a study."""
     study: str
 
 
 class SeriesUid(StudyUid):
+    """Path parameters of QIDO-RS routes addressing a series."""
     series: str
 
 
 class BulkPath(SeriesUid):
+    """Path parameters of the bulk-data route: the instance and the tag of its value."""
     instance: str
     tag: str
 

@@ -46,6 +46,7 @@ class ImagingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StoreOutcome:
+    """Where one received instance was filed, and whether it was new."""
     instance_id: int
     study_id: int
     created: bool  # False for a re-sent SOP Instance UID
@@ -53,6 +54,7 @@ class StoreOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Filed:
+    """The result of filing a batch of instances, and whether the workers need waking."""
     outcomes: list[StoreOutcome]
     armed: bool  # a stability check job was written: wake the workers after the commit
 

@@ -42,6 +42,7 @@ class ForwardRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Destination:
+    """The DICOM node a company's cases are sent to (C-STORE)."""
     host: str
     port: int
     ae_title: str
@@ -52,6 +53,7 @@ class Destination:
 
 @dataclass(frozen=True, slots=True)
 class ForwardItem:
+    """One stored instance waiting to be sent, with what the association must offer for it."""
     instance_id: int
     path: str  # relative to the storage root
     sop_class_uid: str

@@ -24,6 +24,7 @@ __all__ = ["HEADER_FIELDS", "HEADER_NAMES", "WIDTHS", "HeaderField", "check_decl
 
 @dataclass(frozen=True, slots=True)
 class HeaderField:
+    """One kept header field: its attribute name, the DICOM element it comes from, its width."""
     name: str  # the attribute, column and API key
     keyword: str  # the DICOM keyword of the element it is read from
     tag: int  # that element's tag

@@ -47,6 +47,7 @@ class CaseStatus(StrEnum):
 
 
 class Urgency(StrEnum):
+    """How soon the practice needs the case read; STAT is an emergency."""
     ROUTINE = "routine"
     PRIORITY = "priority"
     STAT = "stat"

@@ -20,6 +20,7 @@ from hub.pims.models import Client, Patient
 
 @dataclass(frozen=True, slots=True)
 class MatchedPatient:
+    """The patient shown on a case (from the PIMS or the DICOM header), and its PIMS id if any."""
     shown: dict[str, Any]
     pims_patient_id: int | None
 

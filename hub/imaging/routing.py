@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class CaseRequest:
+    """The case being routed, as the routing policy sees it."""
     practice_id: int
     study_id: int
     clinical_history: str
@@ -22,6 +23,7 @@ class CaseRequest:
 
 @dataclass(frozen=True, slots=True)
 class StudyFacts:
+    """The study of the case being routed, as the routing policy sees it."""
     id: int
     practice_id: int
     study_instance_uid: str
@@ -33,6 +35,7 @@ class StudyFacts:
 
 @dataclass(frozen=True, slots=True)
 class AccountFacts:
+    """One account that could read the case, as the routing policy sees it."""
     account_id: int
     company_id: int
     company_name: str

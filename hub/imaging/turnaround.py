@@ -77,6 +77,7 @@ def is_overdue(case: Case, now: datetime) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TurnaroundRow:
+    """Turnaround figures for one modality and urgency in the report's period."""
     modality: str
     urgency: str
     cases: int

@@ -10,6 +10,7 @@ from hub.messaging.verdict import CATEGORIES, CHANNELS
 
 
 class MessagingConfig(BaseModel):
+    """The hub-wide messaging settings: quiet hours, consent rules, links and tracking."""
     model_config = ConfigDict(extra="forbid")
 
     #: quiet hours in each practice's time zone, "HH:MM"; equal start and end turns them off

@@ -76,6 +76,7 @@ def client_postal_address(client: Any, name: str) -> dict[str, str] | None:
 
 @dataclass
 class PracticeFacts:
+    """What message templates and contact rules may know about the sending practice."""
     id: int
     slug: str
     name: str

@@ -42,6 +42,7 @@ LOADING: HubKey[asyncio.Lock] = HubKey("messaging.handoff_loading")
 
 
 class HandoffJournal:
+    """One process's append-only hand-off journal, so a restart does not resend accepted mail."""
     def __init__(self, path: Path) -> None:
         self.path = path
         self.accepted: dict[int, tuple[str, str]] = {}  # id -> (status, provider id)

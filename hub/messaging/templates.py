@@ -34,6 +34,7 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Rendered:
+    """A message rendered for its channel: the parts that channel uses are filled, the rest None."""
     subject: str | None = None
     text: str | None = None
     html: str | None = None
@@ -59,6 +60,7 @@ def _flat(template: jinja2.Template) -> jinja2.Template:
 
 
 class TemplateRenderer:
+    """Renders message templates from the practice's folder, then plugins', then the hub's."""
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._envs: dict[str | None, jinja2.Environment] = {}

@@ -41,6 +41,7 @@ class Reason:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether a message may go to a contact now, later or not at all, and the reasons why."""
     decision: Decision
     reasons: tuple[Reason, ...] = ()
     #: for a deferral: when to try again
@@ -109,6 +110,7 @@ class ClientFacts:
 
 @dataclass(frozen=True)
 class SuppressionFact:
+    """A recorded reason not to use a contact route (an opt-out or an invalid address)."""
     kind: str  # email | sms | postal
     reason: str  # opt_out | invalid
     source: str

@@ -98,6 +98,7 @@ Email = Annotated[str, Field(min_length=3, max_length=320)]
 
 
 class CommunicationCreate(RequestModel):
+    """Body that sends one message from a template to a client or an address."""
     template: str = Field(min_length=1, max_length=100)
     category: Category
     client_id: Id | None = None
@@ -110,6 +111,7 @@ class CommunicationCreate(RequestModel):
 
 
 class PreviewRequest(RequestModel):
+    """Body asking which of these clients a message would reach, on which channel; sends nothing."""
     category: Category
     client_ids: list[Id] = Field(min_length=1, max_length=1000)
     channel: Channel | None = None
@@ -117,10 +119,12 @@ class PreviewRequest(RequestModel):
 
 
 class ClientPath(RequestModel):
+    """Path parameters of the routes about one client's communications."""
     client_id: Id
 
 
 class ConsentCreate(RequestModel):
+    """Body that records a client's consent or refusal for a category and channel ("*": all)."""
     category: Literal["*", "reminder", "appointment", "survey", "loyalty", "marketing", "account"] = "*"
     channel: Literal["*", "email", "sms", "postcard"] = "*"
     allowed: StrictBool

@@ -75,6 +75,7 @@ def _rows_of_snapshot(db: Path) -> list[tuple[int, str, int]]:
 
 @dataclass
 class BackupResult:
+    """What a backup wrote and where, and any image files it could not find."""
     dest: Path
     database: str
     rows: int = 0

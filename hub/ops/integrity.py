@@ -25,6 +25,7 @@ EVENT = "database.integrity_failed"
 
 @dataclass
 class IntegrityState:
+    """The latest database integrity check's result, which the readiness check reports."""
     ok: bool = True
     detail: str = "not checked yet"
     checked: bool = False

@@ -34,6 +34,7 @@ SAMPLE = 50
 
 @dataclass
 class ReconcileReport:
+    """What reconciling the image store found: orphan files moved aside, rows without a file."""
     root: Path
     files: int = 0
     rows: int = 0

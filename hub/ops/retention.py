@@ -39,6 +39,7 @@ BATCH = 500
 
 @dataclass
 class RetentionReport:
+    """What a retention run deleted (or would, in a dry run), per practice."""
     dry_run: bool
     by_practice: dict[str, int] = field(default_factory=dict)  # slug -> files (to be) deleted
     bytes: int = 0

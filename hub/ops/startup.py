@@ -24,6 +24,7 @@ from hub.ops.storage import storage_roots, write_probe
 
 
 class ExitCode(IntEnum):
+    """The process exit codes, one per kind of start-up failure, for service managers."""
     OK = 0
     CONFIG = 1  # the configuration is invalid, a plugin failed to start, or the schema is behind
     USAGE = 2  # a command-line mistake (click)

@@ -20,6 +20,7 @@ REJECTS_SHOWN = 100
 
 
 class SyncRunOut(ResponseModel):
+    """One sync run of a practice's connector, as the sync status shows it."""
     id: int
     status: str
     full: bool
@@ -34,6 +35,7 @@ class SyncRunOut(ResponseModel):
 
 
 class SyncRejectOut(ResponseModel):
+    """One record the sync refused, with what the PIMS sent and why."""
     kind: str
     external_id: str | None
     reason: str
@@ -43,6 +45,7 @@ class SyncRejectOut(ResponseModel):
 
 
 class ConnectorSync(ResponseModel):
+    """The sync state of one connector of a practice: last runs, checkpoint and recent refusals."""
     connector: str
     last_run: SyncRunOut | None
     last_success: SyncRunOut | None
@@ -52,6 +55,7 @@ class ConnectorSync(ResponseModel):
 
 
 class PracticeSync(ResponseModel):
+    """Response body of a practice's sync status, one item per connector."""
     practice_id: int
     items: list[ConnectorSync]
 

@@ -72,6 +72,7 @@ class ConnectorContext:
 
 @dataclass(frozen=True)
 class Health:
+    """The result of a connector's health check: whether its PIMS answers, and what went wrong."""
     ok: bool
     detail: str = ""
 
@@ -82,6 +83,7 @@ class ConnectorError(Exception):
 
 @runtime_checkable
 class PimsConnector(Protocol):
+    """The contract a PIMS connector implements so the hub can sync a practice's data from it."""
     #: the value of ``connector =`` in config that selects this class.
     name: ClassVar[str]
     #: the pydantic model the connector's config keys are validated against.

@@ -127,6 +127,7 @@ class Reminder(Base):
 
 
 class Appointment(Base):
+    """A booked appointment, as the practice's PIMS lists it."""
     __tablename__ = "appointments"
     __table_args__ = (
         UniqueConstraint("practice_id", "external_id"),
@@ -147,6 +148,7 @@ class Appointment(Base):
 
 
 class Visit(Base):
+    """A consult that happened, as the practice's PIMS records it."""
     __tablename__ = "visits"
     __table_args__ = (
         UniqueConstraint("practice_id", "external_id"),
@@ -167,6 +169,7 @@ class Visit(Base):
 
 
 class RunStatus(StrEnum):
+    """How a sync run ended, or that it is still going; the two unusual states are noted below."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -177,6 +180,7 @@ class RunStatus(StrEnum):
 
 
 class RunTrigger(StrEnum):
+    """What started a sync run: its schedule, the command line or the API."""
     SCHEDULE = "schedule"
     CLI = "cli"
     API = "api"

@@ -25,11 +25,13 @@ RecordKind = Literal["client", "patient", "reminder", "appointment", "visit"]
 
 
 class ClientStatus(StrEnum):
+    """The client statuses the sync engine accepts; a connector maps its PIMS's wording to these."""
     ACTIVE = "active"
     INACTIVE = "inactive"
 
 
 class PatientStatus(StrEnum):
+    """The patient statuses the sync engine accepts; a connector maps its PIMS's wording to these."""
     ACTIVE = "active"
     INACTIVE = "inactive"
     DECEASED = "deceased"
@@ -117,6 +119,7 @@ class ReminderRecord:
 
 @dataclass(slots=True)
 class AppointmentRecord:
+    """A booked appointment as the PIMS knows it."""
     external_id: str
     patient_external_id: str | None = None
     client_external_id: str | None = None

@@ -96,6 +96,7 @@ class ConnectorEntry:
 
 @dataclass
 class RunResult:
+    """The outcome of one sync run: its status, what it wrote, refused, and how long it took."""
     run_id: int
     practice: str
     connector: str

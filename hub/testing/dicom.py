@@ -78,6 +78,7 @@ def dataset_bytes(path: Path) -> bytes:
 
 @dataclass(frozen=True)
 class SendResult:
+    """What happened to one file a test sent: the SOP Instance UID and the peer's status."""
     path: Path
     sop_instance_uid: str | None
     status: int | None  # None: not sent (association failed or rejected)
@@ -214,6 +215,7 @@ def storescu(
 
 @dataclass
 class ReceivedInstance:
+    """One instance a test SCP received, with the association's AE titles, for assertions."""
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str

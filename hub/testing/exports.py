@@ -58,6 +58,7 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 @dataclass
 class ExportData:
+    """Generated rows of each PIMS export file, deterministic for a seed."""
     clients: list[list[str]] = field(default_factory=list)
     patients: list[list[str]] = field(default_factory=list)
     reminders: list[list[str]] = field(default_factory=list)

@@ -101,6 +101,7 @@ _OPS = {
 
 
 class FilterError(ValueError):
+    """A list filter the fake cannot apply; answered as ezyVet answers a bad filter."""
     pass
 
 
@@ -140,6 +141,7 @@ def _matches(item: dict[str, Any], name: str, spec: Any) -> bool:
 
 @dataclass
 class FakeEzyVet(LoopbackServer):
+    """A fake ezyVet API on a loopback port: OAuth tokens, paged lists, rate limits and faults."""
     client_id: str = "vethub-client"
     client_secret: str = "vethub-secret"
     partner_id: str = "vethub-partner"

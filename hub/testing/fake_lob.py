@@ -81,6 +81,7 @@ def sign_event(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class LobError(Exception):
+    """An error the fake answers with, in Lob's error body shape."""
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -122,6 +123,7 @@ def _unflatten(form: dict[str, str]) -> dict[str, Any]:
 
 @dataclass
 class CreateRequest:
+    """One postcard request the fake received and what it answered, for assertions."""
     body: Any
     headers: dict[str, str]
     query: dict[str, str]

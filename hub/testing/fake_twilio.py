@@ -113,6 +113,7 @@ def error_body(code: int, message: str, status: int, *,
 
 @dataclass
 class Fault:
+    """An injected failure the fake answers the next request with, in Twilio's error shape."""
     status: int
     code: int
     message: str
@@ -121,6 +122,7 @@ class Fault:
 
 @dataclass
 class CreateRequest:
+    """One message request the fake received and what it answered, for assertions."""
     account_sid: str
     form: dict[str, list[str]]
     headers: dict[str, str]

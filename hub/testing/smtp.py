@@ -46,6 +46,7 @@ __all__ = [
 
 @dataclass
 class ReceivedMail:
+    """One message the SMTP sink received, with its envelope, AUTH login and whether TLS was on."""
     mail_from: str
     rcpt_tos: list[str]
     data: bytes

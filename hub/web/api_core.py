@@ -23,6 +23,7 @@ routes = ApiRoutes(tag="core")
 
 
 class CompanyOut(ResponseModel):
+    """A reading company, as the API returns it."""
     id: int
     slug: str
     name: str
@@ -32,10 +33,12 @@ class CompanyOut(ResponseModel):
 
 
 class CompanyList(ResponseModel):
+    """Response body of the company list."""
     items: list[CompanyOut]
 
 
 class PracticeOut(ResponseModel):
+    """A practice, as the API returns it."""
     id: int
     slug: str
     name: str
@@ -48,14 +51,17 @@ class PracticeOut(ResponseModel):
 
 
 class PracticeList(ResponseModel):
+    """Response body of the practice list."""
     items: list[PracticeOut]
 
 
 class IdPath(RequestModel):
+    """Path parameters of the core routes addressed by a numeric id."""
     id: Id
 
 
 class WhoAmI(ResponseModel):
+    """Response body saying who the caller is and what its role and scope are."""
     role: str
     company_id: int | None
     practice_id: int | None
@@ -63,10 +69,12 @@ class WhoAmI(ResponseModel):
 
 
 class EventQuery(RequestModel):
+    """Query filtering the event log by kind."""
     kind: str | None = Field(default=None, max_length=100)
 
 
 class EventOut(ResponseModel):
+    """One entry of the hub's event log."""
     id: int
     at: datetime
     kind: str
@@ -76,15 +84,18 @@ class EventOut(ResponseModel):
 
 
 class EventList(ResponseModel):
+    """Response body of the event log, newest first."""
     items: list[EventOut]
 
 
 class JobQuery(RequestModel):
+    """Query filtering the job list by status and kind."""
     status: jobs.JobStatus | None = None
     kind: str | None = Field(default=None, max_length=100)
 
 
 class JobOut(ResponseModel):
+    """A job in the durable queue, as operators inspect it."""
     id: int
     kind: str
     status: jobs.JobStatus
@@ -97,6 +108,7 @@ class JobOut(ResponseModel):
 
 
 class JobList(ResponseModel):
+    """Response body of the job list."""
     items: list[JobOut]
 
 

@@ -92,6 +92,7 @@ STORE_REQUIRED = {0x00000002: "Affected SOP Class UID", 0x00000700: "Priority",
 
 
 class PduTooLong(ProtocolError):
+    """A PDU or item longer than the negotiated or configured limit; the association is aborted."""
     def __init__(self, what: str, length: int, limit: int) -> None:
         super().__init__(f"{what} of {length} bytes, over {limit}", ABORT_INVALID_PARAMETER)
 

@@ -44,6 +44,7 @@ class CommitterStopped(RuntimeError):
 
 
 class Committer:
+    """Commits received rows in groups on its own thread, so C-STOREs share one commit."""
     def __init__(
         self, hub: Hub, *, stable_age: float, overwrite: bool, max_batch: int = 64
     ) -> None:

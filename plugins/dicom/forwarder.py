@@ -54,6 +54,7 @@ class ForwardIncomplete(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
+    """One stored instance to send to the company's peer, with the syntaxes to offer for it."""
     instance_id: int
     path: Path
     sop_class_uid: str
@@ -62,6 +63,7 @@ class Outgoing:
 
 @dataclass
 class SendReport:
+    """What one forwarding association achieved: its error, and the status of each instance sent."""
     association_error: str | None = None
     statuses: dict[int, tuple[int | None, str | None]] = field(default_factory=dict)
     recorded: set[int] = field(default_factory=set)  # statuses already written as they came

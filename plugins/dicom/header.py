@@ -63,6 +63,7 @@ class HeaderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InstanceHeader:
+    """What the hub reads from a received instance's header to file it and its study."""
     sop_class_uid: str
     sop_instance_uid: str
     study_instance_uid: str
@@ -128,7 +129,15 @@ def _scan(data: memoryview, transfer_syntax: str) -> dict[str, Any] | None:
     """
     if transfer_syntax == ExplicitVRBigEndian or transfer_syntax == DeflatedExplicitVRLittleEndian:
         return None
-    explicit = transfer_syntax != ImplicitVRLittleEndian
+    raw = _scan_elements(data, explicit=transfer_syntax != ImplicitVRLittleEndian)
+    if raw is None:
+        return None
+    return _decode_values(raw)
+
+
+def _scan_elements(data: memoryview, *, explicit: bool) -> dict[int, bytes] | None:
+    """The raw bytes of the wanted elements up to the last wanted tag, or None for anything
+    :func:`_scan` leaves to pydicom (tags out of order, a long VR cut short, undefined lengths)."""
     raw: dict[int, bytes] = {}
     pos, end, last = 0, len(data), -1
     unpack = struct.unpack_from
@@ -162,6 +171,12 @@ def _scan(data: memoryview, transfer_syntax: str) -> dict[str, Any] | None:
         if tag in _VRS:
             raw[tag] = bytes(data[pos : pos + length])
         pos += length
+    return raw
+
+
+def _decode_values(raw: dict[int, bytes]) -> dict[str, Any] | None:
+    """The wanted fields decoded from their raw bytes, or None when one needs pydicom (an
+    unknown character set, a multi-value, a missing or invalid UID, bytes not in the charset)."""
     charset = raw.get(0x00080005, b"").decode("ascii", "replace").strip("\x00 ")
     encoding = _CHARSETS.get(charset)
     if encoding is None or any(b"\\" in value for value in raw.values()):

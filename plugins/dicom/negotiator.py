@@ -42,6 +42,7 @@ ABORT = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])  # A-ABORT, service provider, n
 
 @dataclass(eq=False)
 class Pending:
+    """A connection whose A-ASSOCIATE-RQ is still arriving: its deadline and bytes so far."""
     conn: socket.socket
     address: str
     deadline: float
@@ -67,6 +68,7 @@ class Parked:
 
 
 class Negotiator:
+    """Waits on one selector for connections' A-ASSOCIATE-RQs and idle associations' next PDU."""
     def __init__(self, server: AssociationServer) -> None:
         self.server = server
         self.config = server.receiver.config

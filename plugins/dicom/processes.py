@@ -41,6 +41,7 @@ class WorkerStartError(RuntimeError):
 
 
 class ReceiverProcesses:
+    """Starts and watches the extra receiver processes, relaying their rows to our committer."""
     def __init__(self, hub: Hub, receiver: DicomReceiver, count: int) -> None:
         self.hub = hub
         self.receiver = receiver

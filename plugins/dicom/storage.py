@@ -92,6 +92,7 @@ def instance_relpath(
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
+    """Where a received instance's file is, and whether this call wrote it."""
     relpath: PurePosixPath
     path: Path
     size: int

@@ -81,6 +81,7 @@ def _items(data: bytes, what: str) -> Iterable[tuple[int, bytes]]:
 
 @dataclass
 class AssociateRQ:
+    """The parts of an A-ASSOCIATE-RQ the receiver decides on: AE titles, presentation contexts."""
     called_ae: str
     calling_ae: str
     contexts: list[tuple[int, str, list[str]]]  # (id, abstract syntax, transfer syntaxes)

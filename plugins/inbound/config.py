@@ -29,6 +29,7 @@ class ImapConfig(BaseModel):
 
 
 class InboundConfig(BaseModel):
+    """The [inbound] section: LMTP and IMAP intake, size caps, trusted senders, bounce rules."""
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class ImapError(Exception):
+    """The IMAP server did not answer OK to a command; the poller backs off and tries again."""
     pass
 
 
@@ -50,6 +51,7 @@ def envelope_of(raw: bytes) -> tuple[str, list[str]]:
 
 
 class ImapPoller:
+    """Polls the configured mailbox and stores each new message with its processing job."""
     def __init__(self, hub: Hub, config: InboundConfig, imap: ImapConfig) -> None:
         self.hub, self.config, self.imap = hub, config, imap
         self._task: asyncio.Task[None] | None = None

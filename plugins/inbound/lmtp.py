@@ -53,6 +53,7 @@ class InboundHandler:
 
 
 class LmtpListener:
+    """The LMTP server the MTA delivers to; stores each message before answering 250."""
     def __init__(self, hub: Hub, config: InboundConfig) -> None:
         self.hub, self.config = hub, config
         self.server: asyncio.Server | None = None

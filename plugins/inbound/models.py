@@ -14,11 +14,13 @@ from hub.db.types import JSONType, UTCDateTime, utcnow
 
 
 class InboundState(StrEnum):
+    """Whether a stored inbound email has been acted on yet."""
     pending = "pending"
     processed = "processed"
 
 
 class InboundKind(StrEnum):
+    """What processing found an inbound email to be, which decides what was done with it."""
     bounce_hard = "bounce_hard"
     bounce_soft = "bounce_soft"
     complaint = "complaint"

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Failure:
+    """One recipient a bounce reports as failed, and whether the failure is permanent."""
     address: str
     permanent: bool
     status: str = ""
@@ -31,6 +32,7 @@ class Failure:
 
 @dataclass(frozen=True)
 class Bounce:
+    """A delivery failure report and the recipients it says failed."""
     failures: list[Failure]
     #: Message-ID of the message that bounced, when the report quotes it
     original_message_id: str | None
@@ -41,6 +43,7 @@ class Bounce:
 
 @dataclass(frozen=True)
 class Complaint:
+    """An abuse (spam) complaint in ARF format about a message the hub sent."""
     feedback_type: str
     reporter: str
     original_message_id: str | None
@@ -49,6 +52,7 @@ class Complaint:
 
 @dataclass
 class Parsed:
+    """A parsed inbound email: the headers processing needs and the Message-IDs it refers to."""
     message: Message
     from_address: str
     subject: str

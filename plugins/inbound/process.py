@@ -71,6 +71,7 @@ async def process(hub: Hub, inbound_id: int) -> str | None:
 
 
 class Processor:
+    """Acts on one stored inbound email: bounce, complaint, unsubscribe, reply or switch request."""
     def __init__(self, session: AsyncSession, hub: Hub, row: InboundEmail) -> None:
         self.session, self.hub, self.row = session, hub, row
         self.config = inbound_config(hub)
