@@ -14,12 +14,12 @@ from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db.models import Account, ApiToken, Practice, User
+from hub.db.models import Account, AccountStatus, ApiToken, Practice, User
 from hub.errors import DomainError
 
 ROLES = ("operator", "company_admin", "practice_staff")
 TOKEN_PREFIX = "vh_"
-ACTIVE = "active"  # the account status that gives a company sight of a practice
+ACTIVE = AccountStatus.ACTIVE  # the account status that gives a company sight of a practice
 
 
 class AuthError(DomainError):

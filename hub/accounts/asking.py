@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import audit
 from hub.accounts.links import new_secret
-from hub.accounts.models import AccountRequest
+from hub.accounts.models import AccountRequest, RequestState
 from hub.accounts.onboarding import OnboardingError, _email, _public_url, request_json
 from hub.accounts.policy import label
 from hub.db.models import Company
@@ -48,7 +48,7 @@ async def ask_for_information(
     now = hub.clock.now()
     names = list(dict.fromkeys(names))
     req.missing_fields = names
-    req.state = "information_requested"
+    req.state = RequestState.information_requested
     req.information_requested_at = req.information_requested_at or now
     req.completion_token_hash = token_hash
     req.extra = {**(req.extra or {}), "company_question": question} if question else dict(req.extra or {})

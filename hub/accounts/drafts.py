@@ -22,7 +22,7 @@ from hub import events
 from hub.accounts.models import SwitchRequest, SwitchState
 from hub.accounts.policy import Decision
 from hub.accounts.switching import SwitchError, _step, submitted, validated
-from hub.db.models import Account, Company, Practice
+from hub.db.models import Account, AccountStatus, Company, Practice
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -53,7 +53,7 @@ async def open_draft(session: AsyncSession, hub: Hub, *, practice_id: int, state
     if practice is None:
         raise SwitchError(422, "unknown_practice", f"no practice {practice_id}", "practice_id")
     active = list((await session.execute(
-        select(Account).where(Account.practice_id == practice_id, Account.status == "active")
+        select(Account).where(Account.practice_id == practice_id, Account.status == AccountStatus.ACTIVE)
         .order_by(Account.id))).scalars())
     account = active[0] if len(active) == 1 else None
     new = await read_company(session, statement, besides={a.company_id for a in active})

@@ -16,7 +16,7 @@ from hub.accounts.errors import AccountsError
 from hub.accounts.models import AccountRequest, db_id
 from hub.accounts.onboarding import refresh_stages
 from hub.accounts.report import STAGES, OnboardingReport, OnboardingRow
-from hub.db.models import Account, Company, Practice
+from hub.db.models import Account, AccountStatus, Company, Practice
 from hub.db.types import id_value
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ async def update_account(
     if principal.role not in ("operator", "company_admin"):
         raise ManageError(403, "forbidden", "only the company or an operator changes an account")
     account, practice, company = await get_account(session, principal, account_id)
-    if principal.role == "company_admin" and account.status != "active" and changes:
+    if principal.role == "company_admin" and account.status != AccountStatus.ACTIVE and changes:
         # a switched-out account is history: reinstating it would attach the practice again
         raise ManageError(409, "account_not_active", f"this account is {account.status}; only an "
                           "active account can be changed by its company")
@@ -260,7 +260,7 @@ async def report_company_for(session: AsyncSession, principal: Principal, ref: s
 def _state(req: AccountRequest, account: Account | None) -> str:
     if req.state != "accepted":
         return req.state
-    if account is not None and account.status != "active":
+    if account is not None and account.status != AccountStatus.ACTIVE:
         return account.status
     if account is not None and not account.approved_for_access:
         return "suspended"

@@ -23,10 +23,10 @@ from hub.accounts import history
 from hub.accounts.config import onboarding_settings
 from hub.accounts.errors import AccountsError
 from hub.accounts.links import hash_secret, sign_consent
-from hub.accounts.models import AccountRequest, PasswordSetToken, db_id
+from hub.accounts.models import AccountRequest, PasswordSetToken, RequestState, db_id
 from hub.accounts.policy import label
 from hub.auth import hash_password, revoke_user_tokens
-from hub.db.models import Account, CallingAE, Company, Practice, User
+from hub.db.models import Account, AccountStatus, CallingAE, Company, Practice, User
 from hub.messaging import links
 from hub.messaging.outbound import queue_email
 from hub.state import HubKey
@@ -127,7 +127,7 @@ async def submit_request(
     req = AccountRequest(
         company_id=company.id if company else None,
         address={}, modalities=[], extra=extra, missing_fields=[],
-        requested_at=now, updated_at=now, state="information_requested",
+        requested_at=now, updated_at=now, state=RequestState.information_requested,
     )
     for name, value in fields.items():
         setattr(req, name, value)
@@ -186,7 +186,7 @@ async def _advance(
     req.missing_fields = missing
     now = hub.clock.now()
     if missing:
-        req.state = "information_requested"
+        req.state = RequestState.information_requested
         req.information_requested_at = req.information_requested_at or now
         if req.email:
             await _email(
@@ -197,7 +197,7 @@ async def _advance(
             )
         await session.flush()
         return
-    req.state = "awaiting_approval"
+    req.state = RequestState.awaiting_approval
     if req.acknowledged_at is None:
         req.acknowledged_at = now
         await _email(session, hub, req, company, "account_request_received")
@@ -255,7 +255,7 @@ async def confirm_by_practice(
     await _refuse_existing_account(session, practice, company)
     user = (await session.execute(select(User).where(
         User.email == req.email, User.practice_id == practice_id))).scalar_one_or_none()
-    req.state = "awaiting_approval"  # _create_account's precondition; set to accepted there
+    req.state = RequestState.awaiting_approval  # _create_account's precondition; set to accepted there
     return await _create_account(session, hub, req, company, practice, user, actor=actor)
 
 
@@ -325,7 +325,7 @@ async def _create_account(
         await session.flush()
     account = Account(
         practice_id=practice.id, company_id=company.id, approved_for_access=True,
-        modalities=list(req.modalities), status="active", created_at=now, updated_at=now,
+        modalities=list(req.modalities), status=AccountStatus.ACTIVE, created_at=now, updated_at=now,
     )
     session.add(account)
     await session.flush()

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, false
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.accounts.models import DRAFT_STATES, AccountRequest, SwitchRequest
+from hub.accounts.models import DRAFT_STATES, AccountRequest, RequestState, SwitchRequest
 from hub.auth import Principal
 from hub.errors import NotFound
 
@@ -24,7 +24,7 @@ def sees_request(principal: Principal, req: AccountRequest) -> bool:
     if principal.role == "company_admin":
         return req.company_id == principal.company_id
     if principal.role == "practice_staff":
-        return req.state == "awaiting_practice" and req.practice_id == principal.practice_id
+        return req.state == RequestState.awaiting_practice and req.practice_id == principal.practice_id
     return principal.is_operator
 
 
@@ -34,7 +34,7 @@ def requests_visible(principal: Principal, stmt: Select[Any]) -> Select[Any]:
         return stmt.where(AccountRequest.company_id == principal.company_id)
     if principal.role == "practice_staff":
         return stmt.where(AccountRequest.practice_id == principal.practice_id,
-                          AccountRequest.state == "awaiting_practice")
+                          AccountRequest.state == RequestState.awaiting_practice)
     return stmt
 
 

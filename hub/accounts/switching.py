@@ -26,7 +26,7 @@ from hub.accounts.errors import AccountsError
 from hub.accounts.links import sign_response
 from hub.accounts.models import SwitchRequest, SwitchState, SwitchStep, db_id
 from hub.accounts.policy import CompanyResponse, Decision, OperatorDecision, Outcome, SwitchFacts
-from hub.db.models import Account, CallingAE, Company, Practice
+from hub.db.models import Account, AccountStatus, CallingAE, Company, Practice
 from hub.messaging.outbound import queue_email
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ async def validated(session: AsyncSession, data: Mapping[str, Any], practice_id:
     account = (
         await session.execute(
             select(Account).where(Account.practice_id == practice.id, Account.company_id == current.id,
-                                  Account.status == "active")
+                                  Account.status == AccountStatus.ACTIVE)
         )
     ).scalar_one_or_none()
     if account is None:
@@ -292,18 +292,18 @@ async def _carry_out(session: AsyncSession, hub: Hub, sr: SwitchRequest, actor: 
         change_old, change_new = "modalities_removed", "company_added"
     else:
         moved = sorted(set(old.modalities or []))
-        old.modalities, old.status, old.approved_for_access = [], "switched", False
+        old.modalities, old.status, old.approved_for_access = [], AccountStatus.SWITCHED, False
         change_old, change_new = "switched_out", "switched_in"
     if target is None:
         target = Account(practice_id=sr.practice_id, company_id=sr.new_company_id, approved_for_access=True,
-                         modalities=moved, auto_submit=old.auto_submit, status="active",
+                         modalities=moved, auto_submit=old.auto_submit, status=AccountStatus.ACTIVE,
                          created_at=now, updated_at=now)
         session.add(target)
     else:
         # switching back to a company the practice had before: the account it lands on is usable
         # again (a switched-out account is left unapproved), its history kept on the same row
         target.modalities = sorted(set(target.modalities or []) | set(moved))
-        target.status, target.approved_for_access = "active", True
+        target.status, target.approved_for_access = AccountStatus.ACTIVE, True
     old.updated_at = target.updated_at = now
     await session.flush()
     if decision.effect != "add":

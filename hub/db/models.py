@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
@@ -42,6 +43,13 @@ class Practice(Base):
     address: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     managed_by_config: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccountStatus(StrEnum):
+    """Account.status: a switched account is history (approved_for_access=False is a suspension)."""
+
+    ACTIVE = "active"
+    SWITCHED = "switched"
 
 
 class Account(Base):
