@@ -113,6 +113,7 @@ _CLIENT_COLUMNS = (
 async def load_clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, tuple[ClientFacts, Any]]:
     """ClientFacts (and the PIMS row's columns they were made of) for each known client id."""
     Client, Patient = pims_models()
+    from hub.pims.records import PatientStatus  # noqa: PLC0415 - optional domain, as above
     ids = sorted(set(ids))
     rows: dict[int, Any] = {}
     counts: dict[int, int] = defaultdict(int)
@@ -131,7 +132,7 @@ async def load_clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, t
             stmt = (
                 select(Patient.client_external_id, func.count())
                 .where(Patient.practice_id == practice_id, Patient.client_external_id.in_(chunk),
-                       Patient.status == "active")
+                       Patient.status == PatientStatus.ACTIVE)
                 .group_by(Patient.client_external_id)
             )
             for external_id, n in await session.execute(stmt):

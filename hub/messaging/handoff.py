@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hub.messaging.models import Communication
+from hub.messaging.statuses import CommStatus
 from hub.state import HubKey
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ async def _load(hub: Any) -> HandoffJournal:
         async with hub.sessionmaker() as session:
             for chunk in [sorted(ids)[i:i + 500] for i in range(0, len(ids), 500)]:
                 sending |= set((await session.execute(select(Communication.id).where(
-                    Communication.id.in_(chunk), Communication.status == "sending"))).scalars())
+                    Communication.id.in_(chunk), Communication.status == CommStatus.SENDING))).scalars())
     journal.handed &= sending
     journal.accepted = {k: v for k, v in journal.accepted.items() if k in sending}
     exposed = journal.handed - set(journal.accepted)

@@ -36,6 +36,7 @@ from hub.messaging.config import messaging_config
 from hub.messaging.facts import suppression_key
 from hub.messaging.handoff import open_journal
 from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
+from hub.messaging.statuses import CommStatus
 from hub.ops.metrics import SEND_FAILURES
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ _START = (
         Communication.provider_id.is_(None),
         or_(Communication.channel == "postcard", ~_SUPPRESSED),
     )
-    .values(status="sending", updated_at=bindparam("now"))
+    .values(status=CommStatus.SENDING, updated_at=bindparam("now"))
     .returning(*_SEND_COLUMNS)
 )
 _HISTORY = insert(CommunicationStatus)
@@ -275,7 +276,7 @@ async def communication_dead(session: AsyncSession, hub: Hub, job: JobContext, r
         return
     comm.last_error = reason
     SEND_FAILURES.labels(comm.channel, "job_dead").inc()
-    await service.apply_status(session, hub, comm, "failed", provider_status="job_dead",
+    await service.apply_status(session, hub, comm, CommStatus.FAILED, provider_status="job_dead",
                                detail={"reason": "job_dead", "job_id": job.id, "error": reason})
     await events.record(session, "messaging.send_failed",
                         f"communication {comm.id} ({comm.channel}) failed: its send job is dead: {reason}",

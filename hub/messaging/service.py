@@ -25,6 +25,7 @@ from hub.messaging.models import (
     ConsentRecord,
     InboundMessage,
 )
+from hub.messaging.statuses import CommStatus
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -58,7 +59,7 @@ async def apply_status(
         comm.status = status
         comm.updated_at = now
     await session.flush()
-    if moved and status == "returned_to_sender" and comm.channel == "postcard" and comm.postal_address:
+    if moved and status == CommStatus.RETURNED_TO_SENDER and comm.channel == "postcard" and comm.postal_address:
         # the post office could not deliver to this address: do not spend money on it again
         await mark_address_invalid(session, hub, kind="postal", address=postal_key(comm.postal_address),
                                    reason="returned to sender", source="bounce")
@@ -160,7 +161,7 @@ async def first_attempt_at(session: AsyncSession, communication_id: int) -> date
     first = (await session.execute(
         select(func.min(CommunicationStatus.at)).where(
             CommunicationStatus.communication_id == communication_id,
-            CommunicationStatus.status == "sending"))).scalar()
+            CommunicationStatus.status == CommStatus.SENDING))).scalar()
     created = (await session.execute(select(Communication.created_at).where(
         Communication.id == communication_id))).scalar()
     known = [t for t in (first, created) if t is not None]

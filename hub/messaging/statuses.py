@@ -10,26 +10,55 @@ for example, "delivered" after "undelivered" is ignored, while "read" may follow
 
 from __future__ import annotations
 
-QUEUED = "queued"
-DEFERRED = "deferred"
-SUPPRESSED = "suppressed"
-SENDING = "sending"
-SENT = "sent"
-DELIVERED = "delivered"
-OPENED = "opened"
-CLICKED = "clicked"
-BOUNCED = "bounced"
-FAILED = "failed"
-UNDELIVERED = "undelivered"
-PROCESSED = "processed"
-MAILED = "mailed"
-IN_TRANSIT = "in_transit"
-IN_LOCAL_AREA = "in_local_area"
-PROCESSED_FOR_DELIVERY = "processed_for_delivery"
-RE_ROUTED = "re_routed"
-RETURNED_TO_SENDER = "returned_to_sender"
-CANCELED = "canceled"
-READ = "read"
+from enum import StrEnum
+
+
+class CommStatus(StrEnum):
+    """Communication.status (and each CommunicationStatus row): the hub's own wording."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    SUPPRESSED = "suppressed"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    UNDELIVERED = "undelivered"
+    PROCESSED = "processed"
+    MAILED = "mailed"
+    IN_TRANSIT = "in_transit"
+    IN_LOCAL_AREA = "in_local_area"
+    PROCESSED_FOR_DELIVERY = "processed_for_delivery"
+    RE_ROUTED = "re_routed"
+    RETURNED_TO_SENDER = "returned_to_sender"
+    CANCELED = "canceled"
+    READ = "read"
+
+
+# the names this module has always had
+QUEUED = CommStatus.QUEUED
+DEFERRED = CommStatus.DEFERRED
+SUPPRESSED = CommStatus.SUPPRESSED
+SENDING = CommStatus.SENDING
+SENT = CommStatus.SENT
+DELIVERED = CommStatus.DELIVERED
+OPENED = CommStatus.OPENED
+CLICKED = CommStatus.CLICKED
+BOUNCED = CommStatus.BOUNCED
+FAILED = CommStatus.FAILED
+UNDELIVERED = CommStatus.UNDELIVERED
+PROCESSED = CommStatus.PROCESSED
+MAILED = CommStatus.MAILED
+IN_TRANSIT = CommStatus.IN_TRANSIT
+IN_LOCAL_AREA = CommStatus.IN_LOCAL_AREA
+PROCESSED_FOR_DELIVERY = CommStatus.PROCESSED_FOR_DELIVERY
+RE_ROUTED = CommStatus.RE_ROUTED
+RETURNED_TO_SENDER = CommStatus.RETURNED_TO_SENDER
+CANCELED = CommStatus.CANCELED
+READ = CommStatus.READ
 
 RANK: dict[str, int] = {
     DEFERRED: 5,  # waiting for quiet hours to end; may go back to queued

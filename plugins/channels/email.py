@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from hub.hookspecs import hookimpl
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
+from hub.messaging.statuses import CommStatus
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +450,7 @@ class SmtpEmailChannel:
             )
         return SendResult(
             provider_id=message_id,
-            status="sent",
+            status=CommStatus.SENT,
             detail={"smtp_reply": reply, "refused": refused} if refused else {"smtp_reply": reply},
         )
 

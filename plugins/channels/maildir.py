@@ -22,6 +22,7 @@ from aiohttp import web
 
 from hub.hookspecs import hookimpl
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
+from hub.messaging.statuses import CommStatus
 from plugins.channels.email import DkimSigner, EmailConfig, MimeBuilder, email_config, hub_secret
 
 _seq = count()
@@ -79,7 +80,7 @@ class MaildirEmailChannel:
             raise ChannelError(
                 f"cannot write to maildir {self.path}: {exc}", reason="transient", permanent=False
             ) from exc
-        return SendResult(provider_id=message_id, status="sent", detail={"maildir_file": name})
+        return SendResult(provider_id=message_id, status=CommStatus.SENT, detail={"maildir_file": name})
 
     def routes(self) -> list[web.RouteDef]:
         return []

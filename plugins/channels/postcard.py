@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from hub.hookspecs import hookimpl
 from hub.messaging import service
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
+from hub.messaging.statuses import CommStatus
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -333,7 +334,7 @@ class PostcardChannel:
                   "send_date": payload.get("send_date"), "use_type": payload.get("use_type")}
         if recovered:
             detail["recovered_by_metadata"] = True
-        return SendResult(provider_id=payload["id"], status="processed", detail=detail)
+        return SendResult(provider_id=payload["id"], status=CommStatus.PROCESSED, detail=detail)
 
     async def _key_may_have_expired(self, message: OutboundMessage) -> bool:
         async with self.hub.sessionmaker() as session:
@@ -455,7 +456,7 @@ class PostcardChannel:
                 at=_parse_time(event.get("date_created")) or self.hub.clock.now(),
                 detail={k: v for k, v in detail.items() if v is not None})
             postal = (postcard.get("metadata") or {}).get("postal_key")
-            if status == "returned_to_sender" and postal:
+            if status == CommStatus.RETURNED_TO_SENDER and postal:
                 await service.mark_address_invalid(
                     session, self.hub, kind="postal", address=str(postal),
                     reason=f"postcard {provider_id} returned to sender", source="bounce")
