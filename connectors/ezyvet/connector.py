@@ -50,10 +50,15 @@ from hub.pims.records import (
     Batch,
     Checkpoint,
     ClientRecord,
+    ClientStatus,
+    EmailStatus,
     PatientRecord,
+    PatientStatus,
+    PetAppStatus,
     RecordKind,
     Reject,
     ReminderRecord,
+    ReminderStatus,
     VisitRecord,
 )
 
@@ -394,15 +399,16 @@ class EzyVetConnector:
             external_id=_id(item),
             first_name=_text(item.get("first_name")) or _text(item.get("business_name")),
             last_name=_text(item.get("last_name")),
-            status="active" if _flag(item.get("active", 1)) else "inactive",
+            # .value: a plain str, as before (content_hash hashes the record's repr)
+            status=ClientStatus.ACTIVE.value if _flag(item.get("active", 1)) else ClientStatus.INACTIVE.value,
             # UNSUPPLIED_FIELDS: no ezyVet v1 contact field is known to carry them.
             client_class=None,
             balance=None,
             comms_disabled=None,
             # and neither an email verification status nor a pet-app registration: the record's
             # defaults ("unverified", "unregistered") stand; the hub's own bounces still show
-            email_status="unverified",
-            pet_app_status="unregistered",
+            email_status=EmailStatus.UNVERIFIED.value,
+            pet_app_status=PetAppStatus.UNREGISTERED.value,
             email=mine.get("email"),
             phone_home=mine.get("phone_home"),
             phone_work=mine.get("phone_work"),
@@ -418,9 +424,9 @@ class EzyVetConnector:
 
     def _patient(self, item: dict[str, Any]) -> PatientRecord:
         if _flag(item.get("is_dead")):
-            status = "deceased"
+            status = PatientStatus.DECEASED.value
         else:
-            status = "active" if _flag(item.get("active", 1)) else "inactive"
+            status = PatientStatus.ACTIVE.value if _flag(item.get("active", 1)) else PatientStatus.INACTIVE.value
         return PatientRecord(
             external_id=_id(item),
             client_external_id=_opt_id(item, "contact_id"),
@@ -469,7 +475,7 @@ class EzyVetConnector:
             patient_external_id=_opt_id(item, "animal_id"),
             service=_text(item.get("description")),
             due_date=_epoch_date(item.get("due_at")),
-            status="active" if _flag(item.get("active", 1)) else "inactive",
+            status=ReminderStatus.ACTIVE.value if _flag(item.get("active", 1)) else ReminderStatus.INACTIVE.value,
             modified_at=_epoch(item.get("modified_at")),
             raw=item,
         )

@@ -24,6 +24,7 @@ from hub.clients.search import client_patients
 from hub.db.models import Practice
 from hub.errors import Invalid
 from hub.pims.models import Client, Reminder, Visit
+from hub.pims.records import PatientStatus, ReminderStatus
 
 #: a patient not seen for this long is due a nudge
 NO_VISIT_AFTER = timedelta(days=548)
@@ -88,7 +89,7 @@ async def compute(session: AsyncSession, client: Client, now: datetime) -> list[
         out.append(Alert(AlertCode.missing_mobile, "no mobile phone number on file"))
     if not (client.address_line1 and (client.city or client.postcode)):
         out.append(Alert(AlertCode.no_mailing_address, "no complete mailing address on file"))
-    patients = [p for p in await client_patients(session, client) if p.status == "active"]
+    patients = [p for p in await client_patients(session, client) if p.status == PatientStatus.ACTIVE]
     if not patients:
         return out
     by_external = {p.external_id: p for p in patients}
@@ -96,7 +97,7 @@ async def compute(session: AsyncSession, client: Client, now: datetime) -> list[
         select(Reminder.patient_external_id, Reminder.service, Reminder.due_date).where(
             Reminder.practice_id == client.practice_id,
             Reminder.patient_external_id.in_(sorted(by_external)),
-            Reminder.status == "active", Reminder.due_date < today)
+            Reminder.status == ReminderStatus.ACTIVE, Reminder.due_date < today)
         .order_by(Reminder.due_date))
     for external_id, service, due in overdue:
         if external_id is None:

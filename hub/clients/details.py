@@ -12,6 +12,7 @@ from hub.clients.search import client_patients
 from hub.db.models import Practice
 from hub.messaging.models import AddressSuppression
 from hub.pims.models import Client, Patient
+from hub.pims.records import ClientStatus, PatientStatus
 
 
 async def email_status(session: AsyncSession, client: Client) -> str:
@@ -67,8 +68,8 @@ async def client_details(session: AsyncSession, client: Client) -> dict[str, Any
                                     SurveyRequest.answered_at.is_not(None))
         .order_by(SurveyRequest.answered_at.desc(), SurveyRequest.id.desc()))).scalars())
     survey = answered[0] if answered else None
-    contactable = (client.status == "active" and not client.comms_disabled
-                   and any(p.status == "active" for p in patients))
+    contactable = (client.status == ClientStatus.ACTIVE and not client.comms_disabled
+                   and any(p.status == PatientStatus.ACTIVE for p in patients))
     return {
         "id": client.id,
         "summary": {

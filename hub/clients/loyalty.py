@@ -21,6 +21,7 @@ from hub.clients.models import LoyaltyAccount, LoyaltyEntry
 from hub.db.models import Practice
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
 from hub.pims.models import Client
+from hub.pims.records import ClientStatus
 
 
 async def require_enabled(session: AsyncSession, hub: Any, client: Client) -> None:
@@ -46,7 +47,7 @@ async def ledger_balance(session: AsyncSession, client_id: int) -> int:
 
 async def enroll(session: AsyncSession, hub: Any, client: Client, *, actor: str) -> LoyaltyAccount:
     await require_enabled(session, hub, client)
-    if client.status != "active":
+    if client.status != ClientStatus.ACTIVE:
         raise Conflict("an inactive client cannot be enrolled", code="client_inactive")
     existing = (await session.execute(select(LoyaltyAccount.id).where(
         LoyaltyAccount.client_id == client.id))).first()

@@ -26,6 +26,16 @@ class StepStatus(StrEnum):
     skipped = "skipped"  # the hub decided not to ask (deceased patient...); reason stored
 
 
+class SurveyStatus(StrEnum):
+    """SurveyRequest.status: skipped until its message is queued, then the message's, then answered."""
+
+    skipped = "skipped"  # written first; stays when no message was queued for the visit
+    queued = "queued"
+    deferred = "deferred"
+    suppressed = "suppressed"
+    answered = "answered"
+
+
 class AlertSettings(Base):
     """Which retention alerts staff turned off for one client (never reminders)."""
 
@@ -82,7 +92,7 @@ class SurveyRequest(Base):
     visit_external_id: Mapped[str] = mapped_column(String(64))
     visited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     communication_id: Mapped[int | None] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16))  # queued, deferred, suppressed, answered
+    status: Mapped[str] = mapped_column(String(16))  # a SurveyStatus
     rating: Mapped[int | None] = mapped_column()
     comment: Mapped[str | None] = mapped_column(Text)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

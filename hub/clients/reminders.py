@@ -36,6 +36,7 @@ from hub.db.base import table_of
 from hub.db.models import Practice
 from hub.messaging.outbound import queue_bulk
 from hub.pims.models import Client, Patient, Reminder
+from hub.pims.records import PatientStatus, ReminderStatus
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ async def load_reminders(session: AsyncSession, practice_id: int,
                                  Patient.external_id == Reminder.patient_external_id))
         .outerjoin(Client, and_(Client.practice_id == Reminder.practice_id,
                                 Client.external_id == Patient.client_external_id))
-        .where(Reminder.practice_id == practice_id, Reminder.status == "active")
+        .where(Reminder.practice_id == practice_id, Reminder.status == ReminderStatus.ACTIVE)
     )
     if ids is not None:
         stmt = stmt.where(Reminder.id.in_(ids))
@@ -137,7 +138,7 @@ async def due_steps(hub: Any, session: AsyncSession, facts: PracticeReminderFact
         select(Reminder.id, Reminder.service, Reminder.due_date, Patient.status, Patient.species)
         .outerjoin(Patient, and_(Patient.practice_id == Reminder.practice_id,
                                  Patient.external_id == Reminder.patient_external_id))
-        .where(Reminder.practice_id == facts.id, Reminder.status == "active",
+        .where(Reminder.practice_id == facts.id, Reminder.status == ReminderStatus.ACTIVE,
                Reminder.due_date >= today - HORIZON, Reminder.due_date <= today + HORIZON))
     done = set((await session.execute(
         select(ReminderStep.reminder_id, ReminderStep.step).where(
@@ -166,7 +167,7 @@ async def due_steps(hub: Any, session: AsyncSession, facts: PracticeReminderFact
                                      Patient.external_id == Reminder.patient_external_id))
             .outerjoin(Client, and_(Client.practice_id == Reminder.practice_id,
                                     Client.external_id == Patient.client_external_id))
-            .where(Reminder.practice_id == facts.id, Reminder.status == "active",
+            .where(Reminder.practice_id == facts.id, Reminder.status == ReminderStatus.ACTIVE,
                    Reminder.id.in_(ids[i:i + 900])))
         for rid, service, due, name, status, patient_id, client_id in rows:
             assert due is not None  # it was in range in the first query
@@ -181,7 +182,7 @@ async def due_steps(hub: Any, session: AsyncSession, facts: PracticeReminderFact
 def _skip_reason(step: DueStep) -> tuple[str, str] | None:
     if step.patient_status is None:
         return "unknown_patient", "the PIMS has no such patient"
-    if step.patient_status != "active":
+    if step.patient_status != PatientStatus.ACTIVE:
         return (f"patient_{step.patient_status}",
                 f"{step.patient_name or 'the patient'} is {step.patient_status} in the PIMS")
     if step.client_id is None:

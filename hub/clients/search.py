@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.errors import Invalid
 from hub.pims.models import Client, Patient
 from hub.pims.normalise import normalise_phone, search_key
+from hub.pims.records import ClientStatus, PatientStatus
 
 #: above every character a search key holds, so ``key < prefix + KEY_END`` ends a prefix range
 KEY_END = "~"
@@ -210,13 +211,13 @@ async def active_patient_owners(session: AsyncSession,
     rows = await session.execute(
         select(Patient.practice_id, Patient.client_external_id).where(
             tuple_(Patient.practice_id, Patient.client_external_id).in_(sorted(wanted)),
-            Patient.status == "active").distinct())
+            Patient.status == PatientStatus.ACTIVE).distinct())
     return {(r[0], r[1]) for r in rows if r[1] is not None}
 
 
 def is_contactable(client: Client, owners: set[tuple[int, str]]) -> bool:
     """Active, not comms-disabled in the PIMS, with at least one active patient."""
-    return (client.status == "active" and not client.comms_disabled
+    return (client.status == ClientStatus.ACTIVE and not client.comms_disabled
             and (client.practice_id, client.external_id) in owners)
 
 

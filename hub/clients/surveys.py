@@ -24,7 +24,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.clients.config import clients_config
-from hub.clients.models import SurveyRequest
+from hub.clients.models import SurveyRequest, SurveyStatus
 from hub.db.models import Practice
 from hub.errors import Conflict, Gone, Invalid, NotFound
 from hub.messaging import links
@@ -84,7 +84,7 @@ async def send_surveys(hub: Any, practice: Practice) -> int:
                 insert(SurveyRequest).values(
                     practice_id=practice.id, client_id=client_id,
                     visit_external_id=visit.external_id, visited_at=visit.visited_at,
-                    status="skipped", created_at=now)
+                    status=SurveyStatus.skipped, created_at=now)
                 .on_conflict_do_nothing(index_elements=["practice_id", "visit_external_id"])
                 .returning(SurveyRequest.id))).first()
             if row is not None:
@@ -140,7 +140,7 @@ async def answer(session: AsyncSession, hub: Any, token: str, rating: int,
     done = await session.execute(
         update(SurveyRequest).where(SurveyRequest.id == survey_id,
                                     SurveyRequest.answered_at.is_(None))
-        .values(rating=rating, comment=comment, answered_at=now, status="answered"))
+        .values(rating=rating, comment=comment, answered_at=now, status=SurveyStatus.answered))
     survey = await session.get(SurveyRequest, survey_id, populate_existing=True)
     if survey is None:
         raise NotFound("this survey link is not valid", code="survey_link_invalid")

@@ -46,7 +46,7 @@ async def job_list(request: web.Request) -> web.StreamResponse:
     shown = listing.build(rows, JOB_COLUMNS, request.query, request.path, keep=("status",))
     if request.query.get("format") == "csv":
         return listing.csv_response(shown, f"{status}-jobs.csv")
-    return render(request, "jobs.html.j2", title="Dead jobs" if status == "dead" else f"Jobs: {status}",
+    return render(request, "jobs.html.j2", title="Dead jobs" if status == jobs.JobStatus.DEAD else f"Jobs: {status}",
                   listing=shown, job_status=status, statuses=list(jobs.JobStatus))
 
 

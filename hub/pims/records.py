@@ -37,6 +37,13 @@ class PatientStatus(StrEnum):
     DECEASED = "deceased"
 
 
+class ReminderStatus(StrEnum):
+    """Reminder.status as connectors write it; only ``active`` (still due) is read, nothing is checked."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
 class EmailStatus(StrEnum):
     """What the PIMS knows of a client's email address (the hub's own bounces are kept apart)."""
 
