@@ -13,7 +13,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
-from enum import StrEnum
+from enum import Enum, StrEnum
 from functools import lru_cache
 from operator import attrgetter
 from typing import Any
@@ -60,7 +60,10 @@ def content_hash(record: AnyRecord, country: str) -> str:
     """A digest of ``record`` as the connector gave it (before normalisation), of the
     practice's country and of :data:`NORMALISER_VERSION`: when all three are what they were
     at the last sync, normalising the record again would store the same row."""
-    content = repr((NORMALISER_VERSION, country, _CONTENT[type(record)](record)))
+    # an enum member's repr is not its value's: a connector that gives ClientStatus.ACTIVE one
+    # day and "active" the next has not changed the record
+    values = tuple(v.value if isinstance(v, Enum) else v for v in _CONTENT[type(record)](record))
+    content = repr((NORMALISER_VERSION, country, values))
     return hashlib.blake2b(content.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 _PHONE_FIELDS = ("phone_home", "phone_work", "phone_mobile")

@@ -17,7 +17,7 @@ from hub.pims import normalise as normalise_module
 from hub.pims.connector import ConnectorConfig, ConnectorContext, Health
 from hub.pims.models import Client, SyncReject
 from hub.pims.normalise import content_hash
-from hub.pims.records import Batch, Checkpoint, ClientRecord
+from hub.pims.records import Batch, Checkpoint, ClientRecord, ClientStatus
 from hub.pims.sync import sync_practices
 from hub.plugins import get_plugin_manager
 from hub.testing.fixtures_core import base_config_data
@@ -164,5 +164,9 @@ def test_hash_covers_content_country_and_normaliser_version(monkeypatch: pytest.
     # Fields the engine derives do not count: a normalised record keeps its hash input apart.
     record.name_key = "ann lee"
     assert content_hash(record, "US") == same
+    # A status given as the enum member or as its value is the same content.
+    as_member = ClientRecord("C1", "Ann", "Lee", email="ann@example.com", status=ClientStatus.INACTIVE)
+    as_text = ClientRecord("C1", "Ann", "Lee", email="ann@example.com", status="inactive")
+    assert content_hash(as_member, "US") == content_hash(as_text, "US") != same
     monkeypatch.setattr(normalise_module, "NORMALISER_VERSION", normalise_module.NORMALISER_VERSION + 1)
     assert content_hash(record, "US") != same
