@@ -25,7 +25,7 @@ from datetime import timedelta
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import ARRAY, String, Table, any_, bindparam, literal_column, or_, select, update
+from sqlalchemy import ARRAY, String, Table, any_, bindparam, literal_column, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -403,6 +403,11 @@ async def stored_hashes(session: AsyncSession, table: Table, practice_id: int,
         # One array parameter: the statement text (and asyncpg's prepared statement) is the
         # same whatever the batch's size.
         match = table.c.external_id == any_(bindparam("ids", external_ids, type_=ARRAY(String)))
+        # ...but a generic plan made while a first sync's table was still nearly empty (a scan
+        # of the practice) is kept as the table grows — never analysed mid-sync — and each
+        # batch's lookup then reads every row synced so far: quadratic. A custom plan sees the
+        # array and the table as they are now and takes the unique index.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     else:
         match = table.c.external_id.in_(external_ids)
     found = await session.execute(select(table.c.external_id, table.c.content_hash)
