@@ -73,21 +73,18 @@ def phone_key(text: str, region: str) -> str | None:
 
 
 def client_terms(q: str, region: str) -> tuple[list[ColumnElement[bool]], bool]:
-    """The indexed conditions ``q`` may mean (OR-ed) and whether one of them is a name."""
+    """The indexed conditions ``q`` may mean (OR-ed), or ``([], True)`` when it reads as a
+    name (searched in phases: :func:`name_phase_query`)."""
     text = q.strip()
     terms: list[ColumnElement[bool]] = [Client.external_id == text[:64]]
     if "@" in text:
-        terms.append(prefix(Client.email_key, text.lower()))
-        return terms, False
+        return [*terms, prefix(Client.email_key, text.lower())], False
     phone = phone_key(text, region)
     if phone is not None:
-        terms += [Client.phone_mobile == phone, Client.phone_home == phone,
-                  Client.phone_work == phone]
-        return terms, False
-    key = search_key(text)
-    if key:
-        terms += [prefix(Client.name_key, key), prefix(Client.surname_key, key)]
-        return terms, True
+        return [*terms, Client.phone_mobile == phone, Client.phone_home == phone,
+                Client.phone_work == phone], False
+    if search_key(text):
+        return [], True
     return terms, False
 
 
@@ -109,53 +106,52 @@ def name_phase_query(practice_ids: list[int], text: str, key: str, phase: str,
                      after: tuple[str, int] | None, limit: int) -> Select[Any]:
     """One phase of a name search (see :data:`NAME_PHASES`), rows after ``after``."""
     scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
-    not_id = Client.external_id != text[:64]
-    sort: Any
     if phase == "pims_id":
         stmt = select(Client).where(scope, Client.external_id == text[:64])
-        sort = Client.id
-    elif phase == "surname":
-        stmt = select(Client).where(scope, prefix(Client.surname_key, key), not_id)
-        sort = Client.surname_key
-    else:  # first names: what the surname phase did not list already
-        stmt = select(Client).where(scope, prefix(Client.name_key, key), not_id,
-                                    ~prefix(Client.surname_key, key))
-        sort = Client.name_key
+        if after is not None:
+            stmt = stmt.where(Client.id > after[1])
+        return stmt.order_by(Client.id).limit(limit)
+    sort = Client.surname_key if phase == "surname" else Client.name_key
+    where = [scope, prefix(sort, key), Client.external_id != text[:64]]
+    if phase == "name":  # what the surname phase did not list already
+        where.append(~prefix(Client.surname_key, key))
     if after is not None:
-        stmt = stmt.where(tuple_(sort, Client.id) > tuple_(after[0], after[1])
-                          if phase != "pims_id" else Client.id > after[1])
-    order = (Client.id,) if phase == "pims_id" else (sort, Client.id)
-    return stmt.order_by(*order).limit(limit)
+        where.append(tuple_(sort, Client.id) > tuple_(after[0], after[1]))
+    return select(Client).where(*where).order_by(sort, Client.id).limit(limit)
+
+
+def _terms_query(practice_ids: list[int], terms: list[ColumnElement[bool]], *,
+                 status: str | None, has_email: bool | None, cursor: str | None,
+                 limit: int) -> Select[Any]:
+    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
+    # the scope inside each arm: every index leads with practice_id, and neither planner
+    # distributes an AND over an OR itself (with one practice, "practice_id IN (...)
+    # AND (a OR b)" walks the whole practice's index)
+    stmt = select(Client).where(or_(*(and_(scope, term) for term in terms)) if terms else scope)
+    stmt = _filters(stmt, status, has_email)
+    after = decode_cursor(cursor, 1)
+    if after is not None:
+        stmt = stmt.where(Client.id > after[0])
+    if terms:
+        # "id + 0", not "id": ordered by the primary key, a planner may walk the whole table in
+        # id order hoping to meet 51 matches soon, and an address or number matches one client
+        # or none; an expression leaves it the terms' own indexes and a sort of what they find
+        return stmt.order_by(Client.id + 0).limit(limit + 1)
+    return stmt.order_by(Client.id).limit(limit + 1)
 
 
 def client_query(practice_ids: list[int], q: str | None, region: str, *,
                  status: str | None = None, has_email: bool | None = None,
                  cursor: str | None = None, limit: int = 50) -> Select[Any]:
     """The SELECT for one page of clients found by anything but a name (for a name, the
-    first phase's; exposed so a test can EXPLAIN it)."""
-    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
-    if q and q.strip():
-        terms, by_name = client_terms(q, region)
-        if by_name:
-            text = q.strip()
-            return _filters(name_phase_query(practice_ids, text, search_key(text), "surname",
-                                             None, limit + 1), status, has_email)
-        # the scope inside each arm: every index leads with practice_id, and neither planner
-        # distributes an AND over an OR itself (with one practice, "practice_id IN (...)
-        # AND (a OR b)" walks the whole practice's index)
-        stmt = select(Client).where(or_(*(and_(scope, term) for term in terms)))
-    else:
-        stmt = select(Client).where(scope)
-    stmt = _filters(stmt, status, has_email)
-    after = decode_cursor(cursor, 1)
-    if after is not None:
-        stmt = stmt.where(Client.id > after[0])
-    if q and q.strip():
-        # "id + 0", not "id": ordered by the primary key, a planner may walk the whole table in
-        # id order hoping to meet 51 matches soon, and an address or number matches one client
-        # or none; an expression leaves it the terms' own indexes and a sort of what they find
-        return stmt.order_by(Client.id + 0).limit(limit + 1)
-    return stmt.order_by(Client.id).limit(limit + 1)
+    surname phase's; exposed so a test can EXPLAIN it)."""
+    text = (q or "").strip()
+    terms, by_name = client_terms(text, region) if text else ([], False)
+    if by_name:
+        return _filters(name_phase_query(practice_ids, text, search_key(text), "surname",
+                                         None, limit + 1), status, has_email)
+    return _terms_query(practice_ids, terms, status=status, has_email=has_email, cursor=cursor,
+                        limit=limit)
 
 
 async def _find_by_name(session: AsyncSession, practice_ids: list[int], text: str, *,
@@ -191,11 +187,13 @@ async def find_clients(session: AsyncSession, practice_ids: list[int], q: str | 
                        region: str = "US", status: str | None = None,
                        has_email: bool | None = None, cursor: str | None = None,
                        limit: int = 50) -> Page:
-    if q and q.strip() and client_terms(q, region)[1]:
-        return await _find_by_name(session, practice_ids, q.strip(), status=status,
+    text = (q or "").strip()
+    terms, by_name = client_terms(text, region) if text else ([], False)
+    if by_name:
+        return await _find_by_name(session, practice_ids, text, status=status,
                                    has_email=has_email, cursor=cursor, limit=limit)
-    stmt = client_query(practice_ids, q, region, status=status, has_email=has_email,
-                        cursor=cursor, limit=limit)
+    stmt = _terms_query(practice_ids, terms, status=status, has_email=has_email, cursor=cursor,
+                        limit=limit)
     rows = list((await session.execute(stmt)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
