@@ -6,9 +6,8 @@ country and the normaliser's version) is the one stored on its row, normalise th
 (rejects go to ``pims_rejects`` with the raw payload and the reason), upsert the rest by
 (practice_id, external_id) with the database's ``INSERT … ON CONFLICT DO UPDATE`` (only rows
 whose values differ are touched), add the batch's counts to the run and store the batch's
-checkpoint. A
-crash therefore resumes after the last committed batch, and a batch read twice changes nothing
-and counts as unchanged. Inactivation and death arrive as status updates; nothing is deleted.
+checkpoint. A crash therefore resumes after the last committed batch, and a batch read twice
+changes nothing and counts as unchanged. Inactivation and death arrive as status updates; nothing is deleted.
 ``vethub_client_synced`` fires, after the commit, for each client inserted or changed.
 """
 
