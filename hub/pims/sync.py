@@ -24,7 +24,18 @@ from datetime import timedelta
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import ARRAY, String, Table, any_, bindparam, literal_column, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    String,
+    Table,
+    any_,
+    bindparam,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
