@@ -23,7 +23,10 @@ or more.
 practice sending a 5-slice CT study over its own association (one ``storescu``), at most
 ``--concurrency`` (50) at a time, to the hub (per ``--processes``), storescp and Orthanc in the
 same run: instances per second, p50/p99 of each practice's time from connect to its last
-C-STORE response (a storescu process's run), and the hub's peak RSS (its processes together).
+C-STORE response (a storescu process's run), the receiver's CPU per instance (its process
+tree's user + system time over the run) beside the storescu processes', and the hub's peak
+RSS (its processes together). ``--repeat`` runs that many rounds (default 1) and prints the
+hub / Orthanc throughput and p99 ratios of each round.
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
 them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
