@@ -23,7 +23,10 @@ or more.
 practice sending a 5-slice CT study over its own association (one ``storescu``), at most
 ``--concurrency`` (50) at a time, to the hub (per ``--processes``), storescp and Orthanc in the
 same run: instances per second, p50/p99 of each practice's time from connect to its last
-C-STORE response (a storescu process's run), and the hub's peak RSS (its processes together).
+C-STORE response (a storescu process's run), the receiver's CPU per instance (its process
+tree's user + system time over the run) beside the storescu processes', and the hub's peak
+RSS (its processes together). ``--repeat`` runs that many rounds (default 1) and prints the
+hub / Orthanc throughput and p99 ratios of each round.
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
 them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
@@ -308,11 +311,16 @@ def drive(port: int, called: str, concurrency: int, plan: Path) -> dict:
                                *files], env=env, capture_output=True, timeout=600, check=False)
         return time.monotonic() - started, proc.returncode == 0
 
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, practices))
-    return {"total": time.monotonic() - started, "each": [r[0] for r in results],
-            "ok": all(r[1] for r in results)}
+    total = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"total": total, "each": [r[0] for r in results], "ok": all(r[1] for r in results),
+            "senders_cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
 
 
 def _drive_in_netns(server: str, port: int, called: str, concurrency: int, plan: Path) -> dict:
@@ -321,26 +329,53 @@ def _drive_in_netns(server: str, port: int, called: str, concurrency: int, plan:
 {server} &
 srv=$!
 for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.05; done
+echo "STAT0 $(cat /proc/$srv/stat)"
 {py} {Path(__file__).resolve()} --drive {port} {called} {concurrency} {plan}
+echo "STAT1 $(cat /proc/$srv/stat)"
 kill $srv; wait $srv 2>/dev/null
 """
     output = in_netns(script)
+    stats = {line[:5]: _cpu_seconds(line[6:]) for line in output.splitlines()
+             if line.startswith(("STAT0 ", "STAT1 "))}
     for line in output.splitlines():
         if line.startswith("{"):
-            return json.loads(line)
+            result = json.loads(line)
+            if len(stats) == 2:  # the server's CPU over the run
+                result["cpu"] = stats["STAT1"] - stats["STAT0"]
+            return result
     raise RuntimeError(f"no result from the driver:\n{output[-2000:]}")
+
+
+def _tree_pids(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *map(int, children)]
+
+
+def _cpu_seconds(stat: str) -> float:
+    """User + system seconds of a /proc/<pid>/stat line, its reaped children's included (a
+    storescp --fork child's time is its parent's once it has exited)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its children (the hub's worker processes)."""
+    total = 0.0
+    for p in _tree_pids(pid):
+        try:
+            total += _cpu_seconds(Path(f"/proc/{p}/stat").read_text())
+        except OSError:
+            pass
+    return total
 
 
 def _tree_rss(pid: int) -> int:
     """RSS of ``pid`` and its children (the hub's worker processes), in bytes."""
     total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    for p in pids:
+    for p in _tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -405,7 +440,9 @@ max_negotiating = {max(100, idle + 100)}
     try:
         wait_port(port, proc)
         peak = _Peak(proc.pid)
+        cpu = _tree_cpu(proc.pid)
         result = drive(port, HUB_AE, concurrency, plan)
+        result["cpu"] = _tree_cpu(proc.pid) - cpu
         result["rss"] = peak.stop()
         stored = sum(1 for _ in (run_dir / "dicom").rglob("*.dcm"))
         result["ok"] = result["ok"] and stored == sum(len(f) for _, f in practices)
@@ -471,6 +508,54 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def _many_round(args: argparse.Namespace, practices: list[tuple[str, list[Path]]], work: Path,
+                plan: Path) -> dict[str, dict]:
+    """One run of each chosen receiver, one after the other; their results by name."""
+    results: dict[str, dict] = {}
+    for processes in args.processes if "hub" in args.receivers else []:
+        os.sync()
+        results[_hub_name(processes)] = _hub_many(
+            practices, args.concurrency, work, processes, plan, args.idle
+        )
+    if "storescp" in args.receivers:
+        os.sync()
+        out_dir = Path(tempfile.mkdtemp(prefix="storescp-", dir=work))
+        results["storescp"] = _drive_in_netns(
+            f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
+            args.concurrency, plan,
+        )
+        shutil.rmtree(out_dir, ignore_errors=True)
+    orthanc = shutil.which("Orthanc")
+    if orthanc is not None and "orthanc" in args.receivers:
+        os.sync()
+        run_dir = Path(tempfile.mkdtemp(prefix="orthanc-", dir=work))
+        cfg = run_dir / "orthanc.json"
+        cfg.write_text(json.dumps({
+            "Name": "bench", "StorageDirectory": str(run_dir / "db"),
+            "IndexDirectory": str(run_dir / "db"), "DicomAet": "ORTHANC",
+            "DicomPort": 4242, "HttpPort": 8042, "RemoteAccessAllowed": False,
+            "Plugins": [], "DicomCheckCalledAet": False, "SyncStorageArea": True,
+        }), encoding="utf-8")
+        results["orthanc"] = _drive_in_netns(
+            f"{orthanc} {cfg} > {run_dir}/orthanc.log 2>&1", 4242, "ORTHANC",
+            args.concurrency, plan,
+        )
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return results
+
+
+def _many_table(results: dict[str, dict], count: int) -> None:
+    print("| receiver | instances/s | p50 s | p99 s | CPU ms/inst | storescu CPU ms/inst "
+          "| peak RSS MiB | all stored |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, r in results.items():
+        rss = f"{r['rss'] / 2**20:.0f}" if "rss" in r else "-"
+        cpu = f"{r['cpu'] * 1000 / count:.2f}" if "cpu" in r else "-"
+        print(f"| {name} | {count / r['total']:.1f} | {_pct(r['each'], 0.5):.2f} | "
+              f"{_pct(r['each'], 0.99):.2f} | {cpu} | {r['senders_cpu'] * 1000 / count:.2f} | "
+              f"{rss} | {'yes' if r['ok'] else 'NO'} |", flush=True)
+
+
 def many_practices(args: argparse.Namespace) -> int:
     data = args.data or Path(tempfile.gettempdir()) / "vethub-bench-dicom-many"
     practices = make_practices(data, args.practices, args.instances)
@@ -478,53 +563,36 @@ def many_practices(args: argparse.Namespace) -> int:
     plan = work / "plan.json"
     plan.write_text(json.dumps([[ae, [str(f) for f in files]] for ae, files in practices]))
     count = sum(len(f) for _, f in practices)
+    rounds = args.repeat or 1
     print(f"# DICOM many practices, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{os.cpu_count()} cores; {len(practices)} practices x {args.instances} instances, "
-          f"{args.concurrency} associations at a time")
-    results: dict[str, dict] = {}
+          f"{args.concurrency} associations at a time; {rounds} round(s)")
+    runs: list[dict[str, dict]] = []
     try:
-        for processes in args.processes if "hub" in args.receivers else []:
-            os.sync()
-            results[_hub_name(processes)] = _hub_many(
-                practices, args.concurrency, work, processes, plan, args.idle
-            )
-        if "storescp" in args.receivers:
-            os.sync()
-            out_dir = work / "storescp-out"
-            out_dir.mkdir()
-            results["storescp"] = _drive_in_netns(
-                f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
-                args.concurrency, plan,
-            )
-        orthanc = shutil.which("Orthanc")
-        if orthanc is not None and "orthanc" in args.receivers:
-            os.sync()
-            cfg = work / "orthanc.json"
-            cfg.write_text(json.dumps({
-                "Name": "bench", "StorageDirectory": str(work / "orthanc"),
-                "IndexDirectory": str(work / "orthanc"), "DicomAet": "ORTHANC",
-                "DicomPort": 4242, "HttpPort": 8042, "RemoteAccessAllowed": False,
-                "Plugins": [], "DicomCheckCalledAet": False, "SyncStorageArea": True,
-            }), encoding="utf-8")
-            results["orthanc"] = _drive_in_netns(
-                f"{orthanc} {cfg} > {work}/orthanc.log 2>&1", 4242, "ORTHANC",
-                args.concurrency, plan,
-            )
+        for n in range(rounds):
+            runs.append(_many_round(args, practices, work, plan))
+            if rounds > 1:
+                print(f"round {n + 1}")
+            _many_table(runs[-1], count)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| receiver | instances/s | p50 s | p99 s | peak RSS MiB | all stored |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for name, r in results.items():
-        rss = f"{r['rss'] / 2**20:.0f}" if "rss" in r else "-"
-        print(f"| {name} | {count / r['total']:.1f} | {_pct(r['each'], 0.5):.2f} | "
-              f"{_pct(r['each'], 0.99):.2f} | {rss} | {'yes' if r['ok'] else 'NO'} |")
+    # Receivers in one round ran one after the other on the same machine: compare within it.
+    for name in (_hub_name(p) for p in args.processes):
+        pairs = [(r[name], r["orthanc"]) for r in runs if name in r and "orthanc" in r]
+        if not pairs:
+            continue
+        rate = [o["total"] / h["total"] for h, o in pairs]
+        p99 = [_pct(h["each"], 0.99) / _pct(o["each"], 0.99) for h, o in pairs]
+        print(f"{name} / Orthanc per round: throughput {' '.join(f'{x:.2f}' for x in rate)}; "
+              f"p99 {' '.join(f'{x:.2f}' for x in p99)} (below 1 is better)")
+    results = runs[-1]
     for name, r in results.items():
         if "idle" in r:
             i = r["idle"]
             print(f"{name}: one practice alone {i['alone']:.2f} s, with {i['opened']} idle "
                   f"connections opened ({i['held']} held by the hub, the rest turned away) "
                   f"{i['with_idle']:.2f} s; {'ok' if i['ok'] else 'FAILED'}")
-    return 0 if all(r["ok"] for r in results.values()) else 1
+    return 0 if all(r["ok"] for run in runs for r in run.values()) else 1
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -537,8 +605,9 @@ def main() -> int:
     parser.add_argument("--processes", default="1,2", type=_counts,
                         help="hub receiver processes, one run of the hub per count "
                              "(comma-separated; default 1,2)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds; each receiver's best round is reported (default 3)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="rounds; each receiver's best round is reported (default 3; "
+                             "many: 1)")
     parser.add_argument("--scenario", choices=["ingest", "many"], default="ingest",
                         help="ingest (default) or many: many practices at once")
     parser.add_argument("--practices", type=int, default=200, help="many: calling AEs")
@@ -563,6 +632,7 @@ def main() -> int:
             return 2
     if args.scenario == "many":
         return many_practices(args)
+    args.repeat = args.repeat or 3
     data = args.data or Path(tempfile.gettempdir()) / (
         "vethub-bench-dicom-quick" if args.quick else "vethub-bench-dicom")
     files = make_data(data, args.quick)

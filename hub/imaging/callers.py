@@ -9,23 +9,31 @@ It is one query per association for a registered caller (two for an unregistered
 the fallback practice), reading only the two columns the answer needs, on the read engine in
 one hand-off (on SQLite it never queues behind the committer's writes); no cache, so an AE
 registered or removed through the API or another process counts from the next association.
+
+A transport that receives on threads of its own asks :class:`CallerLookup` instead, which on
+SQLite reads in the calling thread on read-only connections of its own: with fifty
+associations arriving at once, each check's trip through a busy event loop (and aiosqlite's
+thread and back) made it wait hundreds of milliseconds (docs/performance.md). It is the same
+query, equally uncached.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
+from sqlalchemy.pool import QueuePool
 
+from hub.db.engine import SQLITE_BUSY_TIMEOUT_MS
 from hub.db.models import CallingAE, Practice
 from hub.errors import Forbidden
 
 if TYPE_CHECKING:
     from hub.core import Hub
 
-__all__ = ["Caller", "CallerRefused", "address_allowed", "identify_caller"]
+__all__ = ["Caller", "CallerLookup", "CallerRefused", "address_allowed", "identify_caller"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,72 @@ async def identify_caller(
     or None to refuse unregistered callers. Raises :class:`CallerRefused`.
     """
     found = await hub.read(lambda conn: _lookup(conn, calling_ae, fallback_practice))
+    return _caller(found, calling_ae, address, fallback_practice)
+
+
+READERS = 4  # connections of a CallerLookup; a check holds one for a single short query
+
+
+class CallerLookup:
+    """:func:`identify_caller`, blocking, for a thread that must not wait for the event loop.
+
+    On an SQLite file it reads on up to :data:`READERS` connections of its own (WAL: a reader
+    never waits for the writer nor holds it up; ``query_only``, as the hub's read engine);
+    elsewhere :attr:`available` is False and the caller goes through :func:`identify_caller`.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        url = make_url(hub.config.database.url)
+        self._engine: Engine | None = None
+        if hub.is_sqlite and url.database not in (None, "", ":memory:"):
+            self._engine = create_engine(
+                url.set(drivername="sqlite"), poolclass=QueuePool, pool_size=READERS,
+                max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                              "check_same_thread": False},
+            )
+            event.listen(self._engine, "connect", _read_only)
+
+    @property
+    def available(self) -> bool:
+        return self._engine is not None
+
+    def warm(self) -> None:
+        """Blocking: open the connections and read the schema now, not when the first
+        associations arrive (a burst of them would queue behind the opening)."""
+        if self._engine is None:
+            return
+        conns = [self._engine.connect() for _ in range(READERS)]
+        try:
+            for conn in conns:
+                conn.execute(select(CallingAE.id).limit(1)).all()
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def identify(self, calling_ae: str, address: str, *, fallback_practice: str | None) -> Caller:
+        """Blocking: as :func:`identify_caller`. Only when :attr:`available`."""
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            found = _lookup(conn, calling_ae, fallback_practice)
+        return _caller(found, calling_ae, address, fallback_practice)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _caller(
+    found: tuple[tuple[int, list[str] | None], bool] | None, calling_ae: str, address: str,
+    fallback_practice: str | None,
+) -> Caller:
     if found is None:
         if fallback_practice is None:
             raise CallerRefused(f"calling AE {calling_ae} not registered, from {address}")

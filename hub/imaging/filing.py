@@ -98,6 +98,11 @@ def _bump_study(new_instances: bool) -> Any:
 # executing it.
 _INSERT_NEW = {name: _insert_new(name) for name in ("sqlite", "postgresql")}
 _BUMP_NEW, _BUMP_RESENT = _bump_study(True), _bump_study(False)
+_INSERT_STUDIES = insert(_ST).returning(_ST.c.id, _ST.c.practice_id, _ST.c.study_instance_uid)
+_SET_MODALITIES = (
+    update(_ST).where(_ST.c.id == bindparam("b_id"))
+    .values(modalities=bindparam("b_modalities", type_=_ST.c.modalities.type))
+)
 
 
 
@@ -165,17 +170,19 @@ def _find_or_create_studies(
     ):
         if (row.practice_id, row.study_instance_uid) in keys:
             cache[(row.practice_id, row.study_instance_uid)] = row.id
-    for item in items:
+    new: dict[tuple[int, str], dict[str, Any]] = {}
+    for item in items:  # a new study takes its header from its first instance in the batch
         key = (item.practice_id, item.study_instance_uid)
-        if key in cache:
-            continue
-        values = dict(
-            practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
-            calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
-            status=RECEIVING, first_received_at=now, last_received_at=now,
-            **{f: getattr(item, f) for f in HEADER_NAMES},
-        )
-        cache[key] = conn.execute(insert(_ST).values(**values).returning(_ST.c.id)).scalar_one()
+        if key not in cache and key not in new:
+            new[key] = dict(
+                practice_id=item.practice_id, study_instance_uid=item.study_instance_uid,
+                calling_ae=item.calling_ae, modalities=[], instance_count=0, size_bytes=0,
+                status=RECEIVING, first_received_at=now, last_received_at=now,
+                **{f: getattr(item, f) for f in HEADER_NAMES},
+            )
+    if new:  # one multi-row INSERT for all of them (fifty practices at once: fifty new studies)
+        for row in conn.execute(_INSERT_STUDIES, list(new.values())):
+            cache[(row.practice_id, row.study_instance_uid)] = row.id
 
 
 def _count_resent(
@@ -251,7 +258,7 @@ def _update_studies(
         missing = [m for m in delta["modalities"] if m not in (row.modalities or [])]
         if missing:
             conn.execute(
-                update(_ST).where(_ST.c.id == study_id)
-                .values(modalities=[*(row.modalities or []), *missing])
+                _SET_MODALITIES,
+                {"b_id": study_id, "b_modalities": [*(row.modalities or []), *missing]},
             )
     return armed

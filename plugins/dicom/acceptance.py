@@ -8,9 +8,12 @@ callers), and the storage is above its watermark. Anything else is an A-ASSOCIAT
 matching PS3.8 reason, logged and recorded as an operator event (``dicom.association_rejected``)
 before it is sent. The engine only sends it, in its own way.
 
-The checks run on the hub's event loop (the database is there); an engine calls
-:meth:`Acceptance.decide` and :meth:`Acceptance.reject` from its association's thread, which
-waits for them.
+An engine calls :meth:`Acceptance.decide` and :meth:`Acceptance.reject` from its
+association's thread, which waits for them. On SQLite the checks run in that thread (the
+caller lookup on read connections of its own, :class:`~hub.imaging.callers.CallerLookup`):
+through the event loop, busy with fifty associations arriving at once, they took up to half a
+second each. Elsewhere they run on the loop, where the database is; recording a rejection
+always does.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub import events
-from hub.imaging.callers import Caller, CallerRefused, identify_caller
+from hub.imaging.callers import Caller, CallerLookup, CallerRefused, identify_caller
 from hub.ops.refusals import Refusals
 
 from .config import DicomConfig
@@ -66,10 +69,24 @@ class Acceptance:
         self.root = root  # the storage whose watermark is checked
         self.refusals = refusals
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lookup: CallerLookup | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop the checks and records run on (the receiver's, once started)."""
         self._loop = loop
+        if self._lookup is None:
+            self._lookup = CallerLookup(self.hub)
+
+    async def prepare(self) -> None:
+        """Open the caller lookup's connections before the first association (in a thread)."""
+        if self._lookup is not None:
+            await asyncio.to_thread(self._lookup.warm)
+
+    def close(self) -> None:
+        """Release the caller lookup's connections (the receiver has stopped)."""
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            lookup.close()
 
     # --- from an association's thread ---------------------------------------------------------
 
@@ -84,6 +101,10 @@ class Acceptance:
                 {**data, "reason": "called_ae"},
             )
         try:
+            lookup = self._lookup
+            if lookup is not None and lookup.available:
+                self.refusals.guard_storage(self.root, calling)
+                return lookup.identify(calling, address, fallback_practice=self._fallback())
             return self._call(self._identify(calling, address))
         except CallerRefused as err:
             return Rejection(RJ_CALLING_AE, str(err), {**data, "reason": "calling_ae"})
@@ -117,8 +138,10 @@ class Acceptance:
 
     async def _identify(self, calling: str, address: str) -> Caller:
         self.refusals.guard_storage(self.root, calling)  # below the watermark: rejected, transient
-        fallback = None if self.config.refuse_unknown_callers else self.config.unknown_caller_practice
-        return await identify_caller(self.hub, calling, address, fallback_practice=fallback)
+        return await identify_caller(self.hub, calling, address, fallback_practice=self._fallback())
+
+    def _fallback(self) -> str | None:
+        return None if self.config.refuse_unknown_callers else self.config.unknown_caller_practice
 
     async def _record(self, message: str, data: dict[str, Any]) -> None:
         async with self.hub.transaction() as session:

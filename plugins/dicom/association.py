@@ -344,6 +344,7 @@ class Association:
         self.accepted_at = 0.0  # when the A-ASSOCIATE-AC went out (0: not accepted)
         self.peer_max = 0
         self._head = bytearray(6)
+        self._waitall = 0  # MSG_WAITALL once the kernel keeps the timeouts (_idle_timeout)
 
     def run(self, body: bytearray | None = None, head: bytes | None = None) -> bool:
         """Negotiate, then serve messages; True when parked (see :meth:`serve_messages`).
@@ -353,8 +354,26 @@ class Association:
             body = self._read_associate_rq(deadline, head)
         if not self._negotiate(body):
             return False
-        self.conn.settimeout(self.config.network_timeout)  # idle timeout from now on
+        self._idle_timeout(self.config.network_timeout)
         return self.serve_messages()
+
+    def _idle_timeout(self, seconds: float) -> None:
+        """From the A-ASSOCIATE-AC on: each read or write within ``seconds``. On plain TCP
+        the kernel keeps the timeout (``SO_RCVTIMEO``/``SO_SNDTIMEO`` on a blocking socket)
+        and a PDU's body is read with one ``MSG_WAITALL`` call: Python's own timeout polls
+        before every call, and the body arrived in four or five. Each call gives up and
+        retakes the GIL, which with fifty associations at once meant waiting for it a
+        hundred times an instance (docs/performance.md). TLS keeps Python's timeout: the
+        SSL layer takes no flags."""
+        if self.tls:
+            self.conn.settimeout(seconds)
+            return
+        whole, fraction = divmod(seconds, 1.0)
+        timeval = struct.pack("@ll", int(whole), int(fraction * 1_000_000))
+        self.conn.settimeout(None)
+        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self._waitall = socket.MSG_WAITALL
 
     def serve_messages(self) -> bool:
         """Read and answer messages until the association ends (False), or until the peer
@@ -441,6 +460,7 @@ class Association:
         allows; by ``deadline`` (a monotonic time) when given, else each call within the
         socket's timeout."""
         recv_into, got, want = self.conn.recv_into, 0, len(view)
+        flags = 0 if deadline is not None else self._waitall
         while got < want:
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -448,11 +468,14 @@ class Association:
                     raise ArtimExpired(f"{got} of {want} bytes")
                 self.conn.settimeout(left)
             try:
-                n = recv_into(view[got:])
+                n = recv_into(view[got:], 0, flags)
             except TimeoutError as err:
                 if deadline is not None:
                     raise ArtimExpired(f"{got} of {want} bytes") from err
                 raise
+            except BlockingIOError as err:  # SO_RCVTIMEO expired (_idle_timeout)
+                raise TimeoutError(f"nothing received for {self.config.network_timeout:g} s, "
+                                   f"{got} of {want} bytes") from err
             if not n:
                 raise ConnectionError("the peer closed the connection")
             got += n

@@ -16,8 +16,10 @@ per committed batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUBMIT_TIMEOUT = 120.0  # a row not committed by then fails its C-STORE (0xA700)
+FIRING_BEHIND = 8  # committed batches whose vethub_instance_stored may still be on the loop
 
 
 @dataclass(slots=True)
@@ -57,7 +60,8 @@ class Committer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._firing: Future[None] | None = None  # the last batch's vethub_instance_stored
+        # the vethub_instance_stored of committed batches, oldest first, not yet known fired
+        self._firing: deque[Future[None]] = deque()
         self.batches = 0
         self.committed = 0
 
@@ -138,27 +142,38 @@ class Committer:
 
     def _fire_stored(self, batch: list[_Pending], outcomes: list[StoreOutcome]) -> None:
         """Fire ``vethub_instance_stored`` for a committed batch: one trip to the event loop
-        per batch, not per instance, and not waited for here, so the next batch can commit
-        meanwhile. The previous batch's firing is waited for first, which keeps the events in
-        order and the loop from falling behind."""
+        per batch, not per instance, and not waited for here, so the next batches commit
+        meanwhile (the loop is busy with the associations' caller checks; waiting for it
+        held up every commit behind them). Each batch's firing awaits the previous one's on
+        the loop, which keeps the events in order; the commit thread waits only when
+        :data:`FIRING_BEHIND` batches are still unfired, so the loop cannot fall far behind."""
         if self._loop is None or not self.hub.pm.hook.vethub_instance_stored.get_hookimpls():
             return
         views = [_view(p.item, outcome) for p, outcome in zip(batch, outcomes, strict=True)]
-        self._wait_firing()
-        self._firing = asyncio.run_coroutine_threadsafe(self._fire_all(views), self._loop)
+        self._reap(FIRING_BEHIND - 1)
+        previous = self._firing[-1] if self._firing else None
+        self._firing.append(
+            asyncio.run_coroutine_threadsafe(self._fire_all(views, previous), self._loop)
+        )
 
-    async def _fire_all(self, views: list[dict]) -> None:
+    async def _fire_all(self, views: list[dict], previous: Future[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):  # reaped, and logged, by the commit thread
+                await asyncio.wrap_future(previous)
         for view in views:  # Hub.fire logs a failing plugin; the instance is stored regardless
             await self.hub.fire("vethub_instance_stored", hub=self.hub, instance=view)
 
+    def _reap(self, keep: int) -> None:
+        """Forget the fired batches; wait for the oldest until at most ``keep`` are unfired."""
+        firing = self._firing
+        while firing and (firing[0].done() or len(firing) > keep):
+            try:
+                firing.popleft().result(SUBMIT_TIMEOUT)
+            except Exception:  # a plugin's failure must not fail instances, already stored
+                log.exception("vethub_instance_stored failed")
+
     def _wait_firing(self) -> None:
-        firing, self._firing = self._firing, None
-        if firing is None:
-            return
-        try:
-            firing.result(SUBMIT_TIMEOUT)
-        except Exception:  # a plugin's failure must not fail instances, already stored
-            log.exception("vethub_instance_stored failed")
+        self._reap(0)
 
 
 def _fail(pending: _Pending, exc: BaseException) -> None:

@@ -105,6 +105,7 @@ class DicomReceiver:
         loop = asyncio.get_running_loop()
         self.refusals.bind(loop)
         self.acceptance.bind(loop)
+        await self.acceptance.prepare()
         self.store.root.mkdir(parents=True, exist_ok=True)
         self.committer.start(loop)
         await self.engine.start(listener, owner=owner)
@@ -120,6 +121,7 @@ class DicomReceiver:
     async def stop(self) -> None:
         await self.engine.stop()
         await asyncio.to_thread(self.committer.stop)
+        self.acceptance.close()
 
     # --- C-STORE ------------------------------------------------------------------------------
 

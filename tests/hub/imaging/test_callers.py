@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from hub.db.models import CallingAE, Practice
-from hub.imaging.callers import Caller, CallerRefused, address_allowed, identify_caller
+from hub.imaging.callers import (
+    Caller,
+    CallerLookup,
+    CallerRefused,
+    address_allowed,
+    identify_caller,
+)
 from hub.testing.fixtures_dicom import PRACTICE_AE
 
 
@@ -64,3 +72,43 @@ def test_address_allowed_reads_addresses_networks_and_mapped_ipv4() -> None:
     assert address_allowed("10.0.0.5", ["not an address", " 10.0.0.5 "])
     assert not address_allowed("10.0.1.5", ["10.0.0.0/24"])
     assert not address_allowed("a host name", ["10.0.0.0/24"])
+
+
+async def test_the_blocking_lookup_answers_as_the_async_one_and_caches_nothing(callers_hub) -> None:
+    """:class:`CallerLookup` (an association's thread, on read connections of its own on
+    SQLite) gives the same callers and refusals, and sees a registration changed elsewhere at
+    its very next call."""
+    lookup = CallerLookup(callers_hub)
+    if not lookup.available:
+        pytest.skip("the blocking lookup is for an SQLite file; elsewhere the async one is used")
+    try:
+        await asyncio.to_thread(lookup.warm)
+
+        def identify(ae: str, address: str, fallback: str | None) -> Caller:
+            return lookup.identify(ae, address, fallback_practice=fallback)
+
+        vet_one, vet_two = await _practice_id(callers_hub, "vet-one"), await _practice_id(
+            callers_hub, "vet-two")
+        assert await asyncio.to_thread(identify, PRACTICE_AE, "10.0.0.5", None) == Caller(
+            vet_one, PRACTICE_AE, "10.0.0.5")
+        assert (await asyncio.to_thread(identify, "NOBODY", "10.0.0.5", "vet-two")).practice_id \
+            == vet_two
+        for ae, fallback, refusal in [
+            ("NOBODY", None, "calling AE NOBODY not registered, from 10.0.0.5"),
+            ("NOBODY", "gone", "unknown_caller_practice 'gone' does not exist"),
+        ]:
+            with pytest.raises(CallerRefused, match=refusal):
+                await asyncio.to_thread(identify, ae, "10.0.0.5", fallback)
+        async with callers_hub.transaction() as session:
+            row = (
+                await session.execute(select(CallingAE).where(CallingAE.ae_title == PRACTICE_AE))
+            ).scalar_one()
+            row.source_addresses = ["192.0.2.0/28"]
+        with pytest.raises(CallerRefused, match=r"not allowed from 10\.0\.0\.5"):
+            await asyncio.to_thread(identify, PRACTICE_AE, "10.0.0.5", "vet-two")
+        async with callers_hub.transaction() as session:
+            await session.execute(delete(CallingAE).where(CallingAE.ae_title == PRACTICE_AE))
+        with pytest.raises(CallerRefused, match="not registered"):  # removed: refused at once
+            await asyncio.to_thread(identify, PRACTICE_AE, "192.0.2.3", None)
+    finally:
+        lookup.close()

@@ -65,3 +65,41 @@ async def test_overwrite_replaces_header_fields(hub_factory, dicom_config_data):
         study = (await s.execute(select(Study))).scalar_one()
     assert (inst.animal_name, inst.size_bytes, inst.received_count) == ("Max", 150, 2)
     assert study.size_bytes == 150 and study.instance_count == 1
+
+
+async def test_new_studies_of_several_practices_in_one_batch(hub_factory, dicom_config_data):
+    """Many practices at once: one batch opens a study for each, each with the header of its
+    first instance in the batch, its own counts and modalities, and one armed check each."""
+    data = dicom_config_data()
+    data["practices"].append({"slug": "vet-two", "name": "Vet Two"})
+    hub = await hub_factory(data)
+    async with hub.sessionmaker() as s:
+        one = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
+        two = await s.scalar(select(Practice.id).where(Practice.slug == "vet-two"))
+    batch = [
+        _item(one, "1.1", study="9.1", animal_name="Rex"),
+        _item(two, "2.1", study="9.2", animal_name="Tom", modality="MR"),
+        _item(one, "1.2", study="9.1", animal_name="ignored", modality="SR"),
+        _item(two, "2.2", study="9.1", animal_name="Kit", modality="US"),  # its own study
+        _item(two, "2.3", study="9.2", size=300, modality="MR"),
+    ]
+    async with hub.transaction() as s:
+        outcomes = await store_instances(s, hub, batch, stable_age=30)
+    async with hub.sessionmaker() as s:
+        studies = {
+            (st.practice_id, st.study_instance_uid): st
+            for st in (await s.execute(select(Study))).scalars()
+        }
+        jobs = (await s.execute(select(Job).where(Job.kind == "imaging.study_stability"))).scalars().all()
+    got = {key: (st.animal_name, st.instance_count, st.size_bytes, st.modalities)
+           for key, st in studies.items()}
+    assert got == {
+        (one, "9.1"): ("Rex", 2, 200, ["CT", "SR"]),
+        (two, "9.2"): ("Tom", 2, 400, ["MR"]),
+        (two, "9.1"): ("Kit", 1, 100, ["US"]),
+    }
+    assert [o.study_id for o in outcomes] == [
+        studies[(one, "9.1")].id, studies[(two, "9.2")].id, studies[(one, "9.1")].id,
+        studies[(two, "9.1")].id, studies[(two, "9.2")].id,
+    ]
+    assert sorted(j.payload["study_id"] for j in jobs) == sorted(st.id for st in studies.values())

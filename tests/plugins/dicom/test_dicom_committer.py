@@ -103,3 +103,31 @@ async def test_stored_event_fires_once_per_instance_in_commit_order(committed):
     assert sorted(heard) == heard  # commit order: instance ids ascend
     assert [uid for _, uid in heard] == [f"1.{n}" for n in range(1, 31)]
     assert {i for i, _ in heard} == {o.instance_id for o in outcomes}
+
+
+async def test_a_slow_stored_listener_does_not_hold_up_commits(committed):
+    """The event goes to the loop after the commit and is not waited for: batches go on
+    committing while a listener is still busy with an earlier one (up to FIRING_BEHIND
+    batches), and the listener still hears every instance once, in commit order."""
+    hub, committer, practice_id, uids = committed
+    heard: list[str] = []
+    release = asyncio.Event()
+
+    class Slow:
+        @hookimpl
+        def vethub_instance_stored(self, instance):
+            async def hear() -> None:
+                await release.wait()
+                heard.append(instance["sop_instance_uid"])
+
+            return hear()
+
+    hub.pm.register(Slow(), name="slow")
+    for n in range(1, 4):  # one instance at a time: three batches, the first one's event held
+        future = committer.submit_nowait(received_item(practice_id, f"1.{n}"))
+        # a deadline only so that a commit held up fails the test rather than hanging it
+        await asyncio.wait_for(asyncio.wrap_future(future), 60)
+    assert await uids() == {"1.1", "1.2", "1.3"} and heard == []
+    release.set()
+    await asyncio.to_thread(committer.stop)  # waits for the events still on the loop
+    assert heard == ["1.1", "1.2", "1.3"]

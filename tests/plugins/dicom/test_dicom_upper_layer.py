@@ -165,6 +165,24 @@ async def test_an_idle_association_is_aborted(hub_factory, dicom_config_data):
     assert kind == A_ABORT
 
 
+async def test_a_peer_silent_half_way_through_a_pdu_is_aborted(hub_factory, dicom_config_data):
+    """A PDU's body is read in one call that waits for all of it; a peer that sends half a
+    body and goes quiet still meets the idle timeout, and what it sent is not stored."""
+    hub = await hub_factory(dicom_config_data(dicom={"network_timeout": 0.5}))
+    port = dicom_port(hub)
+    command = p_data_pdu([(3, 0x03, c_store_rq(CT_IMAGE, "1.2.3.9"))])
+    data = p_data_pdu([(3, 0x02, bytes(20000))])
+
+    def half() -> tuple[int, bytes]:
+        with associated(port) as peer:
+            peer.send(command + data[: len(data) // 2])
+            return peer.read_pdu()
+
+    kind, _ = await asyncio.to_thread(half)
+    assert kind == A_ABORT
+    assert await stored(hub) == 0
+
+
 async def test_idle_connections_do_not_lock_modalities_out(hub_factory, dicom_config_data):
     """Ten connections that never send a byte once made every modality get "local limit
     exceeded": only negotiated associations count against max_associations."""
