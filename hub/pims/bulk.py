@@ -6,13 +6,13 @@ and the bind processors of the date, time, amount and flag columns): at 1,000 ro
 columns that cost more than the database's own work of storing them. Here a row is a tuple in
 :attr:`BulkTable.columns` order; the columns that have a bind processor go through the very
 processor SQLAlchemy would call (so the stored values are the same: SQLite's date and time
-text, its float amounts, PostgreSQL's ``timestamptz``), a column at a time, and each statement
-is one ``exec_driver_sql``:
-
-- SQLite: ``INSERT … VALUES (…), (…) … ON CONFLICT DO UPDATE … RETURNING``, up to 1,000 rows a
-  statement (SQLAlchemy's own "insertmanyvalues" sends the same statement);
-- PostgreSQL: ``INSERT … SELECT … FROM unnest($3, $4, …) ON CONFLICT DO UPDATE … RETURNING``,
-  one array parameter per column, so one prepared statement whatever the batch's size.
+text, its float amounts, PostgreSQL's ``timestamptz``), a column at a time, and each page of
+up to 1,000 rows is one ``exec_driver_sql`` of a multi-row ``INSERT … VALUES (…), (…) … ON
+CONFLICT DO UPDATE … RETURNING`` (the statement SQLAlchemy's own "insertmanyvalues" sends),
+on PostgreSQL its parameters numbered so that practice_id and synced_at are bound once
+(``$1``, ``$2``). On PostgreSQL an ``unnest`` of one array per column would make one statement
+of any size, but asyncpg checks every element of an array against three abstract base
+classes as it encodes it, which costs more than the rest of the upsert's Python.
 
 The statement is the one :mod:`hub.pims.sync` always ran: only rows whose values differ are
 updated, and it returns the id and external id of every row inserted or changed (and on
@@ -24,24 +24,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from itertools import chain, repeat
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.types import TypeDecorator
 
-#: SQLite's limit on a statement's parameters since 3.32 (SQLAlchemy assumes it too).
-SQLITE_MAX_PARAMETERS = 32766
-#: rows per SQLite statement, as SQLAlchemy's insertmanyvalues pages them
-SQLITE_ROWS_PER_STATEMENT = 1000
+#: the most parameters a statement may have: SQLite's limit since 3.32 (SQLAlchemy assumes it
+#: too); PostgreSQL's is 32767.
+MAX_PARAMETERS = 32766
+#: rows per statement, as SQLAlchemy's insertmanyvalues pages them
+ROWS_PER_STATEMENT = 1000
 #: columns the engine sets itself; every other column of a row comes from its record
 CONSTANTS = ("practice_id", "synced_at")
 _KEY = ("practice_id", "external_id")
-_PG_ARRAY = {str: "varchar", Decimal: "numeric", bool: "boolean", datetime: "timestamptz",
-             date: "date", int: "integer"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,8 @@ class BulkTable:
     constant_processors: tuple[Callable[[Any], Any] | None, ...]
     upsert_head: str
     upsert_tail: str
+    #: rows per upsert statement, within MAX_PARAMETERS
+    page: int
     lookup_sql: str
     rehash_sql: str
 
@@ -106,50 +105,44 @@ def _build(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> BulkTabl
         + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in [*compared, "synced_at", "content_hash"])
         + " WHERE " + " OR ".join(f"{name}.{quote(c)} {distinct} excluded.{quote(c)}" for c in compared)
     )
-    into = f"INSERT INTO {name} ({', '.join(map(quote, [*CONSTANTS, *columns]))}) "
     ext = quote("external_id")
+    head = f"INSERT INTO {name} ({', '.join(map(quote, [*CONSTANTS, *columns]))}) VALUES "
     if dialect.name == "postgresql":
-        arrays = ", ".join(f"${i}::{_pg_array(table, c)}[]" for i, c in enumerate(columns, start=3))
-        head = f"{into}SELECT $1::integer, $2::timestamptz, u.* FROM unnest({arrays}) AS u"
         tail = f"{conflict} RETURNING {name}.id, {name}.{ext}, (xmax = 0)"
         lookup = (f"SELECT {ext}, content_hash FROM {name} "
                   f"WHERE practice_id = $1 AND {ext} = ANY($2::varchar[])")
         rehash = (f"UPDATE {name} SET content_hash = u.h FROM unnest($2::varchar[], $3::varchar[]) "
                   f"AS u(x, h) WHERE {name}.practice_id = $1 AND {name}.{ext} = u.x")
     else:
-        head = f"{into}VALUES "
         tail = f"{conflict} RETURNING id, {ext}"
         lookup = f"SELECT {ext}, content_hash FROM {name} WHERE practice_id = ? AND {ext} IN "
         rehash = f"UPDATE {name} SET content_hash = ? WHERE practice_id = ? AND {ext} = ?"
     processors = tuple((i, p) for i, c in enumerate(columns)
                        if (p := _processor(dialect, table, c)) is not None)
     constant_processors = tuple(_processor(dialect, table, c) for c in CONSTANTS)
+    page = max(1, min(ROWS_PER_STATEMENT, MAX_PARAMETERS // (len(columns) + len(CONSTANTS))))
     return BulkTable(table, dialect.name, columns, processors, constant_processors, head, tail,
-                     lookup, rehash)
-
-
-def _pg_array(table: Table, name: str) -> str:
-    # Unbounded element types: a text longer than its column fails on assignment, as a bound
-    # parameter would, where a cast to varchar(n) would cut it short silently.
-    column_type = table.c[name].type
-    if isinstance(column_type, TypeDecorator):
-        column_type = column_type.impl_instance
-    python_type = column_type.python_type
-    if python_type not in _PG_ARRAY:
-        raise TypeError(f"{table.name}.{name}: no array type for {python_type.__name__}")
-    return _PG_ARRAY[python_type]
+                     page, lookup, rehash)
 
 
 @functools.lru_cache(maxsize=32)
-def _placeholders(width: int, rows: int) -> str:
-    """``(?, ?, …), (?, ?, …)…``; cached, so a statement's text is the same ``str`` each time
-    and sqlite3's statement cache finds it without comparing 100 kB."""
-    row = "(" + ", ".join(["?"] * width) + ")"
-    return ", ".join([row] * rows)
+def _values(dialect: str, width: int, rows: int) -> str:
+    """The VALUES of ``rows`` rows of the batch's constants and ``width`` own parameters:
+    ``($1, $2, $3, …), ($1, $2, $27, …)…`` on PostgreSQL; ``(?, ?, ?, …), …`` on SQLite,
+    whose parser looks each numbered parameter up in a list (a first statement of 1,000
+    numbered rows took a second to prepare). Cached, so a statement's text is the same
+    ``str`` each time and the driver's statement cache finds it without comparing 100 kB."""
+    if dialect != "postgresql":
+        return ", ".join(["(" + ", ".join(["?"] * (len(CONSTANTS) + width)) + ")"] * rows)
+    constants = [f"${i}" for i in range(1, len(CONSTANTS) + 1)]
+    own = iter(range(len(CONSTANTS) + 1, len(CONSTANTS) + width * rows + 1))
+    return ", ".join("(" + ", ".join([*constants, *(f"${next(own)}" for _ in range(width))]) + ")"
+                     for _ in range(rows))
 
 
-def _sqlite_page(width: int) -> int:
-    return max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // width))
+@functools.lru_cache(maxsize=32)
+def _in_list(count: int) -> str:
+    return "(" + ", ".join(["?"] * count) + ")"
 
 
 def stored_hashes(conn: Connection, bulk: BulkTable, practice_id: int,
@@ -166,11 +159,10 @@ def stored_hashes(conn: Connection, bulk: BulkTable, practice_id: int,
         conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
         found += conn.exec_driver_sql(bulk.lookup_sql, (practice_id, external_ids)).all()
     else:
-        page = SQLITE_MAX_PARAMETERS - 1
+        page = MAX_PARAMETERS - 1
         for start in range(0, len(external_ids), page):
             ids = external_ids[start:start + page]
-            sql = f"{bulk.lookup_sql}({_placeholders(len(ids), 1)[1:-1]})"
-            found += conn.exec_driver_sql(sql, (practice_id, *ids)).all()
+            found += conn.exec_driver_sql(bulk.lookup_sql + _in_list(len(ids)), (practice_id, *ids)).all()
     return {external_id: digest for external_id, digest in found}
 
 
@@ -184,22 +176,25 @@ def upsert(conn: Connection, bulk: BulkTable, practice_id: int, synced_at: datet
         return []
     constants = bulk.constants(practice_id, synced_at)
     columns = bulk.process(rows)
-    if bulk.dialect == "postgresql":
-        returned = conn.exec_driver_sql(bulk.upsert_head + bulk.upsert_tail,
-                                        (*constants, *columns)).all()
-        return [(r[0], r[1], bool(r[2])) for r in returned]
-    n = len(rows)
-    # Each row's parameters in order: practice_id, synced_at, then its columns.
-    flat = list(chain.from_iterable(zip(repeat(constants[0], n), repeat(constants[1], n), *columns,
-                                          strict=True)))
-    width = len(bulk.columns) + len(CONSTANTS)
-    page = _sqlite_page(width)
+    postgresql = bulk.dialect == "postgresql"
+    prefix: tuple[Any, ...]
+    if postgresql:  # each row's own parameters, after the constants
+        prefix, width = constants, len(columns)
+        params = list(chain.from_iterable(zip(*columns, strict=True)))
+    else:  # each row's parameters, the constants first
+        prefix, width, n = (), len(columns) + len(CONSTANTS), len(rows)
+        params = list(chain.from_iterable(zip(repeat(constants[0], n), repeat(constants[1], n),
+                                              *columns, strict=True)))
     out: list[tuple[int, str, bool | None]] = []
-    for start in range(0, n, page):
-        count = min(page, n - start)
-        sql = bulk.upsert_head + _placeholders(width, count) + bulk.upsert_tail
-        returned = conn.exec_driver_sql(sql, tuple(flat[start * width:(start + count) * width])).all()
-        out += [(r[0], r[1], None) for r in returned]
+    for start in range(0, len(rows), bulk.page):
+        count = min(bulk.page, len(rows) - start)
+        sql = bulk.upsert_head + _values(bulk.dialect, len(columns), count) + bulk.upsert_tail
+        returned = conn.exec_driver_sql(
+            sql, (*prefix, *params[start * width:(start + count) * width])).all()
+        if postgresql:
+            out += [(r[0], r[1], bool(r[2])) for r in returned]
+        else:
+            out += [(r[0], r[1], None) for r in returned]
     return out
 
 
