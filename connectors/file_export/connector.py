@@ -37,6 +37,7 @@ from connectors.file_export.formats import (
     Parsers,
 )
 from hub.pims.connector import ConnectorConfig, ConnectorContext, Health
+from hub.pims.prepare import prepare_ahead
 from hub.pims.records import Batch, Checkpoint, RecordKind, Reject
 
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".partial")
@@ -266,6 +267,8 @@ class FileExportConnector:
         batch.checkpoint = {"file": f.path.name, "sha256": f.sha256, "row": max(row, skip)}
         size = os.fstat(f.handle.fileno()).st_size or 1
         batch.progress = 1.0 if not more else min(f.handle.buffer.tell() / size, 1.0)
+        # In this thread, while the engine applies the previous batch.
+        prepare_ahead(batch)
         return batch, row, more
 
     def _bad_row(self, f: _Open, cells: list[str], raw: dict[str, Any]) -> Reject:

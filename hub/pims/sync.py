@@ -21,10 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Table, exists, select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -39,51 +38,25 @@ from hub.ops.metrics import SYNC_FAILURES
 from hub.pims.bulk import bulk_table, rehash, stored_hashes, upsert
 from hub.pims.connector import ConnectorContext, PimsConnector
 from hub.pims.models import (
-    Appointment,
     Client,
-    Patient,
-    Reminder,
     RunStatus,
     RunTrigger,
     SyncCheckpoint,
     SyncReject,
     SyncRun,
-    Visit,
 )
-from hub.pims.normalise import clean_text, content_hash, normalise
+from hub.pims.prepare import _COLUMNS, KINDS, RUN, Group, Preparation, Prepared, outcome
 from hub.pims.records import (
-    AppointmentRecord,
     Batch,
-    ClientRecord,
-    PatientRecord,
     RecordKind,
     Reject,
-    ReminderRecord,
-    VisitRecord,
 )
 from hub.state import HubKey
 
 log = logging.getLogger(__name__)
 
-#: kind -> (batch attribute, table, record class), in upsert order.
-KINDS: dict[RecordKind, tuple[str, Table, type]] = {
-    "client": ("clients", table_of(Client), ClientRecord),
-    "patient": ("patients", table_of(Patient), PatientRecord),
-    "reminder": ("reminders", table_of(Reminder), ReminderRecord),
-    "appointment": ("appointments", table_of(Appointment), AppointmentRecord),
-    "visit": ("visits", table_of(Visit), VisitRecord),
-}
 #: a "running" run without a heartbeat for this long is taken for dead by the schedule.
 STALE_SECONDS = 600
-_FIELDS = {kind: [f.name for f in dataclasses.fields(cls) if f.name != "raw"]
-           for kind, (_a, _t, cls) in KINDS.items()}
-#: kind -> record -> the values of _FIELDS[kind], in one C call rather than a getattr each.
-_VALUES: dict[RecordKind, Callable[[Any], tuple[Any, ...]]] = {
-    kind: attrgetter(*names) for kind, names in _FIELDS.items()}
-#: kind -> the columns of a row as the engine builds it: the record's fields, then its hash
-#: (practice_id and synced_at are the batch's: :mod:`hub.pims.bulk`).
-_COLUMNS = {kind: (*names, "content_hash") for kind, names in _FIELDS.items()}
-
 
 class SyncError(Exception):
     """A sync could not start (unknown practice or connector); the message says which."""
@@ -159,45 +132,6 @@ def _new_connector(hub: Any, entry: ConnectorEntry, practice: Practice) -> PimsC
     return cls(config, context)
 
 
-def _text_limits(kind: RecordKind, table: Table) -> list[tuple[int, str, int]]:
-    out = []
-    for index, name in enumerate(_COLUMNS[kind]):
-        length = getattr(table.c[name].type, "length", None)
-        if length:
-            out.append((index, name, length))
-    return out
-
-
-#: kind -> [(index in a row, field, maximum length)] of the text columns: a longer value would
-#: fail the whole batch on PostgreSQL (and stop every later run at the same batch), so it is
-#: one reject.
-_LIMITS = {kind: _text_limits(kind, table) for kind, (_a, table, _c) in KINDS.items()}
-
-
-def _too_long(kind: RecordKind, row: tuple[Any, ...]) -> str | None:
-    for index, name, limit in _LIMITS[kind]:
-        value = row[index]
-        if value is not None and len(value) > limit:
-            return f"{name} is longer than {limit} characters"
-    return None
-
-
-def _hashed(records: list[Any], country: str) -> tuple[list[tuple[Any, str]], list[Any]]:
-    """The records by their (cleaned) external id, each with its content hash, and those
-    without one (normalising them gives their reject). The last of several versions of one
-    record in a batch wins, before normalising (one statement may not touch a row twice)."""
-    latest: dict[str, Any] = {}
-    unkeyed = []
-    for record in records:
-        external_id = clean_text(record.external_id)
-        if external_id:
-            record.external_id = external_id
-            latest[external_id] = record
-        else:
-            unkeyed.append(record)
-    return [(record, content_hash(record, country)) for record in latest.values()], unkeyed
-
-
 def _source(raw: Any) -> str | None:
     if isinstance(raw, dict) and "file" in raw:
         return f"{raw['file']}:{raw.get('line', '')}"
@@ -260,17 +194,23 @@ class SyncEngine:
                                                         SyncCheckpoint.connector == entry.name)
             )).scalar_one_or_none()
             await session.flush()
-            self.skip_lookup = await _empty_tables(session, practice.id)
+            empty = await _empty_tables(session, practice.id)
+        # On PostgreSQL a kind of which the practice had no row needs no stored-hash lookup
+        # (see _empty_tables); on SQLite the lookup tells inserts from updates.
+        self.skip_lookup = empty if hub.engine.dialect.name == "postgresql" else frozenset()
+        self.preparation = Preparation(practice.country, empty)
         self.practice_id = practice.id
         self.run_id = run.id
         result = RunResult(run.id, entry.practice, entry.name, RunStatus.RUNNING, _empty_counts(), 0, 0, 0.0)
         want_events = bool(hub.pm.hook.vethub_client_synced.get_hookimpls())
         try:
             connector = build_connector(hub, entry, practice)
+            # The connector may prepare batches ahead (hub.pims.prepare) for this run.
+            preparing = RUN.set(self.preparation)
             batches = connector.batches(None if full else checkpoint, full)
             try:
                 async for batch in batches:
-                    changed = await self._apply(batch, practice.country, result)
+                    changed = await self._apply(batch, result)
                     result.seconds = time.monotonic() - started
                     result.progress = batch.progress
                     if want_events and changed:
@@ -281,6 +221,7 @@ class SyncEngine:
                 close = getattr(batches, "aclose", None)
                 if close is not None:
                     await close()
+                RUN.reset(preparing)
         except Exception as err:
             result.status, result.error = RunStatus.FAILED, f"{type(err).__name__}: {err}"
             SYNC_FAILURES.labels(entry.name, type(err).__name__).inc()
@@ -302,33 +243,34 @@ class SyncEngine:
                                     practice_id=practice.id, data={"run_id": run.id})
         return result
 
-    async def _apply(self, batch: Batch, country: str, result: RunResult) -> list[int]:
+    async def _apply(self, batch: Batch, result: RunResult) -> list[int]:
         """Normalise, upsert and checkpoint one batch in one transaction (on SQLite in one
         hand-off to its thread: :func:`hub.db.transactions.run_transaction`); return changed
         client ids. ``result`` takes the batch's counts once it has committed."""
         now = self.hub.clock.now()
-        # Hashing needs no database: done before the transaction, outside SQLite's write lock.
-        work = [(kind, *_hashed(records, country)) for kind, (attr, _t, _c) in KINDS.items()
-                if (records := getattr(batch, attr))]
+        prepared = batch.prepared
+        if not (isinstance(prepared, Prepared) and prepared.preparation is self.preparation):
+            # Not done ahead by the connector: done here, still outside the transaction.
+            prepared = self.preparation.prepare(batch)
         counts = {kind: dict(c) for kind, c in result.counts.items()}
         changed = await run_transaction(self.hub.engine, functools.partial(
-            self._write, batch=batch, work=work, country=country, now=now, counts=counts,
+            self._write, batch=batch, groups=prepared.groups, now=now, counts=counts,
             rejected=result.rejected, batches=result.batches + 1))
         result.counts = counts
         result.rejected += len(batch.rejects)
         result.batches += 1
         return changed
 
-    def _write(self, conn: Connection, *, batch: Batch, work: list[tuple[RecordKind, list[Any], list[Any]]],
-               country: str, now: datetime, counts: dict[str, dict[str, int]], rejected: int,
-               batches: int) -> list[int]:
+    def _write(self, conn: Connection, *, batch: Batch, groups: list[Group], now: datetime,
+               counts: dict[str, dict[str, int]], rejected: int, batches: int) -> list[int]:
         """The batch's transaction (see :meth:`_apply`); adds its counts to ``counts``."""
         changed_clients: list[int] = []
-        for kind, keyed, unkeyed in work:
+        for group in groups:
+            kind = group.kind
             bulk = bulk_table(conn.dialect, KINDS[kind][1], _COLUMNS[kind])
-            stored = ({} if kind in self.skip_lookup else
-                      stored_hashes(conn, bulk, self.practice_id, [r.external_id for r, _d in keyed]))
-            rows, skipped = self._rows(kind, keyed, unkeyed, stored, country, batch.rejects)
+            stored = ({} if kind in self.skip_lookup else stored_hashes(
+                conn, bulk, self.practice_id, [r.external_id for r, _d, _o in group.keyed]))
+            rows, skipped = self._rows(group, stored, batch.rejects)
             c = counts[kind]
             c["unchanged"] += skipped
             if not rows:
@@ -362,31 +304,27 @@ class SyncEngine:
         save_checkpoint(conn, self.practice_id, self.entry.name, _jsonable(batch.checkpoint), now)
         return changed_clients
 
-    def _rows(self, kind: RecordKind, keyed: list[tuple[Any, str]], unkeyed: list[Any],
-              stored: dict[str, str | None], country: str,
+    def _rows(self, group: Group, stored: dict[str, str | None],
               rejects: list[Reject]) -> tuple[list[tuple[Any, ...]], int]:
         """The rows to upsert (tuples of ``_COLUMNS[kind]``): every record whose content hash
-        differs from its row's, normalised and validated (rejects appended to ``rejects``);
-        and how many were skipped because their hash is unchanged."""
-        values = _VALUES[kind]
+        differs from its row's, normalised and validated (here, or ahead: hub.pims.prepare)
+        with rejects appended to ``rejects``; and how many were skipped because their hash is
+        unchanged."""
+        kind, country = group.kind, self.preparation.country
         rows: list[tuple[Any, ...]] = []
         skipped = 0
-        for record, digest in [*keyed, *((r, None) for r in unkeyed)]:
+        todo = [*group.keyed, *((r, None, None) for r in group.unkeyed)]
+        for record, digest, done in todo:
             if digest is not None and stored.get(record.external_id) == digest:
                 skipped += 1
                 continue
-            outcome = normalise(record, country)
-            if isinstance(outcome, str):
-                reason: str | None = outcome
-            else:
-                row = (*values(outcome), digest)
-                reason = _too_long(kind, row)
-            if reason is not None:
+            result = done if done is not None else outcome(kind, record, digest, country)
+            if isinstance(result, str):
                 raw = record.raw if record.raw is not None else dataclasses.asdict(record)
-                rejects.append(Reject(kind, reason, raw, record.external_id or None,
+                rejects.append(Reject(kind, result, raw, record.external_id or None,
                                       _source(record.raw)))
-                continue
-            rows.append(row)
+            else:
+                rows.append(result)
         return rows, skipped
 
     async def _fire(self, client_ids: list[int]) -> None:
@@ -397,16 +335,15 @@ class SyncEngine:
 
 
 async def _empty_tables(session: AsyncSession, practice_id: int) -> frozenset[RecordKind]:
-    """On PostgreSQL, the kinds of which the practice has no row: a run need not look up the
-    stored hashes of their records (nothing to skip), which saves two round trips a batch.
+    """The kinds of which the practice has no row. Their records are normalised ahead
+    (hub.pims.prepare), and on PostgreSQL a run does not look up their stored hashes (nothing
+    to skip), which saves two round trips a batch.
 
     Rows may still appear meanwhile (another run of the same practice, which an operator may
-    start): the upsert then updates them, and counts inserts and updates exactly by itself
-    (``xmax``); each record is only normalised, not skipped, and a row it leaves unchanged
-    takes its hash. On SQLite the lookup costs no round trip and tells inserts from updates
-    (see :func:`hub.pims.bulk.upsert`), so it always runs."""
-    if session.get_bind().dialect.name != "postgresql":
-        return frozenset()
+    start): on PostgreSQL the upsert then updates them, and counts inserts and updates exactly
+    by itself (``xmax``); each record is only normalised, not skipped, and a row it leaves
+    unchanged takes its hash. On SQLite the lookup costs no round trip and tells inserts from
+    updates (see :func:`hub.pims.bulk.upsert`), so it always runs."""
     found = (await session.execute(select(*[
         exists().where(table.c.practice_id == practice_id).label(kind)
         for kind, (_a, table, _c) in KINDS.items()]))).one()
