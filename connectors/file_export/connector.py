@@ -23,6 +23,7 @@ import time
 import zoneinfo
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
@@ -95,6 +96,15 @@ class _Open:
     fields: list[tuple[int, str, Callable[[str], Any]]]  # (index in row, record field, parser)
     width: int
     id_index: int
+    #: (index in row, record field) of the plain text cells: read inline, not by a call each
+    texts: list[tuple[int, str]] = dataclass_field(default_factory=list)
+    #: the other cells' (index in row, record field, parser), in column order
+    typed: list[tuple[int, str, Callable[[str], Any]]] = dataclass_field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.name = self.path.name
+        self.texts = [(i, name) for i, name, parse in self.fields if parse.__name__ == "text"]
+        self.typed = [(i, name, parse) for i, name, parse in self.fields if parse.__name__ != "text"]
 
 
 class FileExportConnector:
@@ -250,12 +260,15 @@ class FileExportConnector:
             if not joined.strip():
                 continue  # blank line
             line = f.reader.line_num
-            raw = {"file": f.path.name, "line": line, "row": cells}
-            if len(cells) != f.width or _BAD_BYTES.search(joined):
+            raw = {"file": f.name, "line": line, "row": tuple(cells)}
+            if len(cells) != f.width or not joined.isascii() and _BAD_BYTES.search(joined):
                 batch.rejects.append(self._bad_row(f, cells, raw))
                 continue
+            # Parsers.text inline: a blank cell is None, any other as it is.
+            values = {field: cell if (cell := cells[i]).strip() else None for i, field in f.texts}
             try:
-                values = {field: parse(cells[i]) for i, field, parse in f.fields}
+                for i, field, parse in f.typed:
+                    values[field] = parse(cells[i])
             except ValueError as err:
                 ext = cells[f.id_index].strip()
                 batch.rejects.append(Reject(f.kind, f"line {line}: {err}", raw, ext or None,
