@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain, repeat
 from typing import Any
 
 from sqlalchemy import exists, select, update
@@ -269,7 +270,7 @@ class SyncEngine:
             kind = group.kind
             bulk = bulk_table(conn.dialect, KINDS[kind][1], _COLUMNS[kind])
             stored = ({} if kind in self.skip_lookup else stored_hashes(
-                conn, bulk, self.practice_id, [r.external_id for r, _d, _o in group.keyed]))
+                conn, bulk, self.practice_id, [r.external_id for r in group.records]))
             rows, skipped = self._rows(group, stored, batch.rejects)
             c = counts[kind]
             c["unchanged"] += skipped
@@ -313,12 +314,14 @@ class SyncEngine:
         kind, country = group.kind, self.preparation.country
         rows: list[tuple[Any, ...]] = []
         skipped = 0
-        todo = [*group.keyed, *((r, None, None) for r in group.unkeyed)]
-        for record, digest, done in todo:
+        ahead_of = group.outcomes if group.outcomes is not None else repeat(None, len(group.records))
+        todo = chain(zip(group.records, group.digests, ahead_of, strict=True),
+                     ((r, None, None) for r in group.unkeyed))
+        for record, digest, ahead in todo:
             if digest is not None and stored.get(record.external_id) == digest:
                 skipped += 1
                 continue
-            result = done if done is not None else outcome(kind, record, digest, country)
+            result = ahead if ahead is not None else outcome(kind, record, digest, country)
             if isinstance(result, str):
                 raw = record.raw if record.raw is not None else dataclasses.asdict(record)
                 rejects.append(Reject(kind, result, raw, record.external_id or None,
