@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from itertools import chain, repeat
 from typing import Any
 
@@ -89,9 +89,49 @@ def bulk_table(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> Bulk
 
 
 def _processor(dialect: Dialect, table: Table, name: str) -> Callable[[Any], Any] | None:
-    # What SQLAlchemy calls for a parameter of this column on this dialect.
+    """What SQLAlchemy calls for a parameter of this column on this dialect; on SQLite, for
+    dates and UTC times, a quicker function giving the same text (see _quick_text)."""
     column_type = table.c[name].type
     processor: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is not None and dialect.name == "sqlite":
+        return _quick_text(processor)
+    return processor
+
+
+#: values each shortcut of _quick_text must turn into SQLAlchemy's text before it is used
+_DATETIMES = (datetime(2026, 3, 8, 1, 59, 59, 999_999, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC),
+              datetime(2026, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=13, minutes=45))))
+_DATES = (date(2026, 2, 28), date(1, 1, 1), date(9999, 12, 31))
+
+
+def _utc_text(value: datetime) -> str:
+    # What a UTCDateTime column stores on SQLite: UTC, without the zone, with microseconds.
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+def _quick_text(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``processor`` (SQLAlchemy's, for a column of SQLite) without its Python layers for the
+    values that are most of a sync: an aware ``datetime`` of a UTCDateTime column, and a
+    ``date`` of a Date column, become the same text through ``isoformat``; anything else goes
+    to ``processor``. Each shortcut is taken only for a column whose processor gives its text
+    for every probe (_DATETIMES, _DATES); a column for which neither holds keeps
+    ``processor``."""
+    def agrees(probes: tuple[Any, ...], shortcut: Callable[[Any], str]) -> bool:
+        try:
+            return all(processor(p) == shortcut(p) for p in probes)
+        except (TypeError, ValueError, AttributeError):
+            return False
+
+    if agrees(_DATETIMES, _utc_text):
+        def quick_datetime(value: Any) -> Any:
+            if type(value) is datetime and value.tzinfo is not None:
+                return _utc_text(value)
+            return processor(value)
+        return quick_datetime
+    if agrees(_DATES, date.isoformat):
+        def quick_date(value: Any) -> Any:
+            return value.isoformat() if type(value) is date else processor(value)
+        return quick_date
     return processor
 
 
