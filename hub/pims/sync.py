@@ -204,10 +204,10 @@ class SyncEngine:
         self.run_id = run.id
         result = RunResult(run.id, entry.practice, entry.name, RunStatus.RUNNING, _empty_counts(), 0, 0, 0.0)
         want_events = bool(hub.pm.hook.vethub_client_synced.get_hookimpls())
+        # The connector may prepare this run's batches ahead (hub.pims.prepare).
+        preparing = RUN.set(self.preparation)
         try:
             connector = build_connector(hub, entry, practice)
-            # The connector may prepare batches ahead (hub.pims.prepare) for this run.
-            preparing = RUN.set(self.preparation)
             batches = connector.batches(None if full else checkpoint, full)
             try:
                 async for batch in batches:
@@ -222,13 +222,14 @@ class SyncEngine:
                 close = getattr(batches, "aclose", None)
                 if close is not None:
                     await close()
-                RUN.reset(preparing)
         except Exception as err:
             result.status, result.error = RunStatus.FAILED, f"{type(err).__name__}: {err}"
             SYNC_FAILURES.labels(entry.name, type(err).__name__).inc()
             log.warning("PIMS sync %s/%s failed: %s", entry.practice, entry.name, result.error)
         else:
             result.status = RunStatus.SUCCEEDED
+        finally:
+            RUN.reset(preparing)
         result.seconds = time.monotonic() - started
         async with hub.transaction() as session:
             await session.execute(update(SyncRun).where(SyncRun.id == run.id).values(
