@@ -23,6 +23,7 @@ import time
 import zoneinfo
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
@@ -37,6 +38,7 @@ from connectors.file_export.formats import (
     Parsers,
 )
 from hub.pims.connector import ConnectorConfig, ConnectorContext, Health
+from hub.pims.prepare import prepare_ahead
 from hub.pims.records import Batch, Checkpoint, RecordKind, Reject
 
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".partial")
@@ -94,6 +96,15 @@ class _Open:
     fields: list[tuple[int, str, Callable[[str], Any]]]  # (index in row, record field, parser)
     width: int
     id_index: int
+    #: (index in row, record field) of the plain text cells: read inline, not by a call each
+    texts: list[tuple[int, str]] = dataclass_field(default_factory=list)
+    #: the other cells' (index in row, record field, parser), in column order
+    typed: list[tuple[int, str, Callable[[str], Any]]] = dataclass_field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.name = self.path.name
+        self.texts = [(i, name) for i, name, parse in self.fields if parse.__name__ == "text"]
+        self.typed = [(i, name, parse) for i, name, parse in self.fields if parse.__name__ != "text"]
 
 
 class FileExportConnector:
@@ -249,12 +260,15 @@ class FileExportConnector:
             if not joined.strip():
                 continue  # blank line
             line = f.reader.line_num
-            raw = {"file": f.path.name, "line": line, "row": cells}
-            if len(cells) != f.width or _BAD_BYTES.search(joined):
+            raw = {"file": f.name, "line": line, "row": tuple(cells)}
+            if len(cells) != f.width or not joined.isascii() and _BAD_BYTES.search(joined):
                 batch.rejects.append(self._bad_row(f, cells, raw))
                 continue
+            # Parsers.text inline: a blank cell is None, any other as it is.
+            values = {field: cell if (cell := cells[i]).strip() else None for i, field in f.texts}
             try:
-                values = {field: parse(cells[i]) for i, field, parse in f.fields}
+                for i, field, parse in f.typed:
+                    values[field] = parse(cells[i])
             except ValueError as err:
                 ext = cells[f.id_index].strip()
                 batch.rejects.append(Reject(f.kind, f"line {line}: {err}", raw, ext or None,
@@ -266,6 +280,8 @@ class FileExportConnector:
         batch.checkpoint = {"file": f.path.name, "sha256": f.sha256, "row": max(row, skip)}
         size = os.fstat(f.handle.fileno()).st_size or 1
         batch.progress = 1.0 if not more else min(f.handle.buffer.tell() / size, 1.0)
+        # In this thread, while the engine applies the previous batch.
+        prepare_ahead(batch)
         return batch, row, more
 
     def _bad_row(self, f: _Open, cells: list[str], raw: dict[str, Any]) -> Reject:

@@ -184,6 +184,9 @@ class Batch:
     #: the connector's estimate of how far the run has got once this batch is in (0..1), for
     #: progress bars; None when it cannot tell.
     progress: float | None = None
+    #: the engine's own work on the batch, when done ahead by
+    #: :func:`hub.pims.prepare.prepare_ahead`; a connector never sets it itself.
+    prepared: Any = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return (
