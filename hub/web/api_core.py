@@ -15,7 +15,7 @@ from hub import events, jobs
 from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
 from hub.errors import NotFound
-from hub.web.auth import get_principal, require_role
+from hub.web.auth import get_principal, read_as_caller, require_role
 from hub.web.contract import ApiRoutes, Id, Prebuilt, RequestModel, ResponseModel
 from hub.web.keys import HUB_KEY
 
@@ -162,12 +162,12 @@ def _practice_rows(conn: Connection, principal: Principal) -> list[dict[str, Any
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-@routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList)
+@routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList,
+            auth_in_read=True)
 async def list_practices(request: web.Request) -> Prebuilt:
-    hub, principal = request.app[HUB_KEY], get_principal(request)
-    # Scope and rows in one hand-off, as plain rows of PracticeOut's columns: a list route's
-    # cost was ORM instances, round trips and validating every row into the model.
-    return Prebuilt({"items": await hub.read(lambda conn: _practice_rows(conn, principal))})
+    # Token, scope and rows in one hand-off, as plain rows of PracticeOut's columns: a list
+    # route's cost was ORM instances, round trips and validating every row into the model.
+    return Prebuilt({"items": await read_as_caller(request, _practice_rows)})
 
 
 @routes.get("/api/practices/{id}", summary="One practice", path_params=IdPath, response=PracticeOut,
