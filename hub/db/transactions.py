@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
@@ -46,7 +47,20 @@ async def run_transaction(engine: AsyncEngine, fn: Callable[[Connection], T]) ->
 
 async def run_read(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
     """Run ``fn(connection)`` in a read-only transaction on ``engine`` (the hub's read engine),
-    in one hand-off on SQLite; returns what ``fn`` returned. ``fn`` must not write."""
+    in one hand-off on SQLite; returns what ``fn`` returned. ``fn`` must not write.
+
+    A read that met a connection the server had closed (see :func:`hub.db.engine.refuse_closed`)
+    runs once more on a fresh one: it changed nothing, and its caller should not see an error
+    for a connection the pool could replace. A second failure is the database's state."""
+    try:
+        return await _read_once(engine, fn)
+    except DBAPIError as err:
+        if not err.connection_invalidated:
+            raise
+    return await _read_once(engine, fn)
+
+
+async def _read_once(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
     async with engine.connect() as conn:
         hop = await _thread_hop(conn, begin=begin_deferred)
         if hop is None:
