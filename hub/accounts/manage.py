@@ -18,6 +18,7 @@ from hub.accounts.models import AccountRequest, db_id
 from hub.accounts.onboarding import refresh_stages
 from hub.accounts.report import STAGES, OnboardingReport, OnboardingRow
 from hub.db.models import Account, AccountStatus, Company, Practice
+from hub.db.transactions import row_dicts
 from hub.db.types import id_value
 
 if TYPE_CHECKING:
@@ -151,13 +152,11 @@ def account_rows(conn: Connection, principal: Principal, filtered: tuple[Select,
     """The accounts ``principal`` may see, as :func:`account_json` writes them, read on ``conn``
     as plain rows: ORM instances of three tables per row cost more than reading them."""
     stmt, modalities = filtered
-    rows = []
-    for row in conn.execute(scope(stmt, principal)).mappings():
-        item = dict(row)
+    rows = row_dicts(conn.execute(scope(stmt, principal)))
+    for item in rows:
         item["modalities"] = list(item["modalities"] or [])
         item["created_at"] = item["created_at"].isoformat() if item["created_at"] else None
         item["updated_at"] = item["updated_at"].isoformat() if item["updated_at"] else None
-        rows.append(item)
     if modalities:  # JSON containment differs between SQLite and PostgreSQL; filter here
         rows = [r for r in rows if set(modalities) <= set(r["modalities"])]
     return rows

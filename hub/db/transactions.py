@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
@@ -71,6 +71,16 @@ async def _read_once(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
             return await conn.run_sync(fn)
         run, shadow = hop
         return await run(shadow.read, fn)
+
+
+def row_dicts(result: Result[Any]) -> list[dict[str, Any]]:
+    """A result's rows as dicts keyed by their column labels (the items of a list route's
+    :class:`hub.web.contract.Prebuilt` answer).
+
+    ``dict(row_mapping)`` builds a view of the keys for every row: a tenth of a short list
+    route's CPU. The keys are read once here, and the rows fetched in one call."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 async def _thread_hop(conn: AsyncConnection, begin: Callable[[Any], None] = begin_immediate,

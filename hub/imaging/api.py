@@ -22,6 +22,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
 from hub.auth import Principal
+from hub.db.transactions import row_dicts
 from hub.errors import Forbidden, Invalid, NotFound, TooLarge
 from hub.imaging import cases as case_service
 from hub.imaging import reports as report_service
@@ -139,14 +140,12 @@ SUMMARY_COLUMNS = (*(getattr(Case, name) for name in CaseSummary.model_fields if
 
 
 def _summary_rows(conn: Connection, stmt: Select[Any], now: datetime) -> list[dict[str, Any]]:
-    items = []
-    for row in conn.execute(stmt).mappings():
-        item = dict(row)
+    items = row_dicts(conn.execute(stmt))
+    for item in items:
         item["patient"] = item["patient"] or {}
         overdue_at = item.pop("overdue_at")
         # the row stands in for a Case: is_overdue reads its status and due_at
         item["overdue"] = overdue_at is not None or is_overdue(cast(Case, SimpleNamespace(**item)), now)
-        items.append(item)
     return items
 
 

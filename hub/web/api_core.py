@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import events, jobs
 from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
+from hub.db.transactions import row_dicts
 from hub.errors import NotFound
 from hub.web.auth import get_principal, read_as_caller, require_role
 from hub.web.contract import ApiRoutes, Id, Prebuilt, RequestModel, ResponseModel
@@ -159,7 +160,7 @@ def _practice_rows(conn: Connection, principal: Principal) -> list[dict[str, Any
     stmt = select(*PRACTICE_COLUMNS).order_by(Practice.id)
     if ids is not None:
         stmt = stmt.where(Practice.id.in_(ids))
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    return row_dicts(conn.execute(stmt))
 
 
 @routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList,
