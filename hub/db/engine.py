@@ -31,7 +31,12 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     waits for it instead.
     """
     if not is_sqlite(url):
-        kwargs.setdefault("pool_size", 10)
+        # At most 20 connections, as SQLAlchemy's default 10 + 10 overflow, but all of them kept:
+        # an overflow connection is closed on its return, so 20 concurrent requests made the
+        # pool open and close a connection (a TCP and TLS handshake, authentication) for most
+        # of them.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, **kwargs)
         # Not pool_pre_ping: asyncpg's dialect pings with BEGIN, ";" and ROLLBACK, three round
         # trips before every checkout's first statement. A connection the server closed (a
