@@ -120,7 +120,8 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     public: bool = False
     #: the handler reads through :func:`hub.web.auth.read_as_caller`, which checks the token in
-    #: the same hand-off to the database as the read (one hand-off per request, not two)
+    #: the same hand-off to the database as the read (one hand-off per request, not two); it
+    #: may not act or send anything before that read (the token is not checked yet)
     auth_in_read: bool = False
     security: tuple[str, ...] = ()
     content_type: str = "application/json"
