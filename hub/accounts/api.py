@@ -57,8 +57,8 @@ from hub.auth import login as auth_login
 from hub.auth import revoke_token
 from hub.errors import NotFound, RateLimited
 from hub.state import HubKey
-from hub.web.auth import client_address, get_principal, require_role
-from hub.web.contract import ApiRoutes, Id, RequestModel, invalid_from
+from hub.web.auth import client_address, get_principal, read_as_caller, require_role
+from hub.web.contract import ApiRoutes, Id, Prebuilt, RequestModel, invalid_from
 from hub.web.keys import HUB_KEY
 
 if TYPE_CHECKING:
@@ -240,19 +240,19 @@ async def logout(request: web.Request, body: NoBody) -> web.Response:
 # --- accounts --------------------------------------------------------------------------------------
 
 
-@routes.get("/api/accounts", summary="Accounts, filtered on any column (format=json|csv)", errors=(400, 422))
-async def list_accounts(request: web.Request) -> web.StreamResponse:
+@routes.get("/api/accounts", summary="Accounts, filtered on any column (format=json|csv)", errors=(400, 422),
+            auth_in_read=True)
+async def list_accounts(request: web.Request) -> web.StreamResponse | Prebuilt:
     """Filters: any column name (``company=…``, ``status=…``, dates with ``_from``/``_to``); an
     unknown one is refused with 400 ``unknown_filter`` (declared by the service, not a model)."""
-    principal = get_principal(request)
-    hub = request.app[HUB_KEY]
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise manage.ManageError(422, "invalid", "format is json or csv", "format")
-    async with hub.read_session() as session:  # a read: never SQLite's write lock
-        items = await manage.list_accounts(session, principal, request.query)
+    filtered = manage.filtered_accounts(request.query)
+    # token, scope and rows in one hand-off to the read engine (never SQLite's write lock)
+    items = await read_as_caller(request, lambda conn, principal: manage.account_rows(conn, principal, filtered))
     if fmt == "json":
-        return web.json_response({"items": items})
+        return Prebuilt({"items": items})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=manage.COLUMNS, lineterminator="\r\n")
     w.writeheader()

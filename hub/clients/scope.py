@@ -8,6 +8,7 @@ Anything out of scope answers 404, exactly like a missing client.
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.auth import Principal
@@ -19,11 +20,16 @@ from hub.pims.models import Client
 async def practice_ids(session: AsyncSession, principal: Principal,
                        practice_id: int | None = None) -> list[int]:
     """The practices whose clients the caller may see, narrowed to ``practice_id`` if given."""
+    return await session.run_sync(lambda sync: practice_ids_on(sync.connection(), principal, practice_id))
+
+
+def practice_ids_on(conn: Connection, principal: Principal, practice_id: int | None = None) -> list[int]:
+    """:func:`practice_ids` read on a connection (inside :meth:`hub.core.Hub.read`)."""
     if principal.role == "company_admin":
         raise NotFound.of("practice" if practice_id is not None else "client")
-    ids = await principal.practice_ids(session)
+    ids = principal.practice_ids_on(conn)
     if ids is None:
-        ids = list((await session.execute(select(Practice.id).order_by(Practice.id))).scalars())
+        ids = list(conn.execute(select(Practice.id).order_by(Practice.id)).scalars())
     if practice_id is not None:
         if practice_id not in ids:
             raise NotFound.of("practice")

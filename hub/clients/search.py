@@ -17,12 +17,16 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, or_, select, tuple_
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from hub.db.models import Practice
 from hub.errors import Invalid
 from hub.pims.models import Client, Patient
 from hub.pims.normalise import normalise_phone, search_key
@@ -154,9 +158,18 @@ def client_query(practice_ids: list[int], q: str | None, region: str, *,
                         limit=limit)
 
 
-async def _find_by_name(session: AsyncSession, practice_ids: list[int], text: str, *,
-                        status: str | None, has_email: bool | None, cursor: str | None,
-                        limit: int) -> Page:
+#: What a row of a search page needs: the list's fields, and the keys its cursor is made of.
+#: :func:`find_client_rows` reads only these (plain rows); :func:`find_clients` whole clients.
+ROW_COLUMNS = (Client.id, Client.practice_id, Client.external_id, Client.first_name,
+               Client.last_name, Client.status, Client.email, Client.phone_mobile,
+               Client.comms_disabled, Client.name_key, Client.surname_key)
+
+#: runs one page's SELECT (built on ``select(Client)``) and returns its rows or clients
+Fetch = Callable[[Select[Any]], list[Any]]
+
+
+def _find_by_name(fetch: Fetch, practice_ids: list[int], text: str, *, status: str | None,
+                  has_email: bool | None, cursor: str | None, limit: int) -> Page:
     """A page of a name search: the phases in order, each read up to what the page still
     needs (plus one, to know whether more follow). The cursor names the phase it stopped in."""
     key = search_key(text)
@@ -167,12 +180,12 @@ async def _find_by_name(session: AsyncSession, practice_ids: list[int], text: st
             raise Invalid("the cursor is not one this list gave out", code="invalid_cursor",
                           field="cursor")
         start = NAME_PHASES.index(after[0])
-    found: list[tuple[str, Client]] = []
+    found: list[tuple[str, Any]] = []
     for phase in NAME_PHASES[start:]:
         resume = (after[1], after[2]) if after is not None and phase == after[0] else None
         stmt = _filters(name_phase_query(practice_ids, text, key, phase, resume,
                                          limit + 1 - len(found)), status, has_email)
-        found += [(phase, c) for c in (await session.execute(stmt)).scalars()]
+        found += [(phase, c) for c in fetch(stmt)]
         if len(found) > limit:
             break
     nxt = None
@@ -183,37 +196,71 @@ async def _find_by_name(session: AsyncSession, practice_ids: list[int], text: st
     return Page([c for _, c in found[:limit]], nxt)
 
 
-async def find_clients(session: AsyncSession, practice_ids: list[int], q: str | None, *,
-                       region: str = "US", status: str | None = None,
-                       has_email: bool | None = None, cursor: str | None = None,
-                       limit: int = 50) -> Page:
+def _find(fetch: Fetch, practice_ids: list[int], q: str | None, *, region: str,
+          status: str | None, has_email: bool | None, cursor: str | None, limit: int) -> Page:
     text = (q or "").strip()
     terms, by_name = client_terms(text, region) if text else ([], False)
     if by_name:
-        return await _find_by_name(session, practice_ids, text, status=status,
-                                   has_email=has_email, cursor=cursor, limit=limit)
+        return _find_by_name(fetch, practice_ids, text, status=status, has_email=has_email,
+                             cursor=cursor, limit=limit)
     stmt = _terms_query(practice_ids, terms, status=status, has_email=has_email, cursor=cursor,
                         limit=limit)
-    rows = list((await session.execute(stmt)).scalars())
+    rows = fetch(stmt)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor([rows[-1].id]) if more else None)
 
 
-async def active_patient_owners(session: AsyncSession,
-                                clients: list[Client]) -> set[tuple[int, str]]:
-    """(practice_id, client external id) of the given clients that have an active patient."""
+async def find_clients(session: AsyncSession, practice_ids: list[int], q: str | None, *,
+                       region: str = "US", status: str | None = None,
+                       has_email: bool | None = None, cursor: str | None = None,
+                       limit: int = 50) -> Page:
+    """A page of :class:`Client` instances (console, CLI); every read in one ``run_sync``."""
+    def run(sync: Session) -> Page:
+        return _find(lambda stmt: list(sync.execute(stmt).scalars()), practice_ids, q,
+                     region=region, status=status, has_email=has_email, cursor=cursor, limit=limit)
+
+    return await session.run_sync(run)
+
+
+def find_client_rows(conn: Connection, practice_ids: list[int], q: str | None, *,
+                     region: str = "US", status: str | None = None,
+                     has_email: bool | None = None, cursor: str | None = None,
+                     limit: int = 50) -> Page:
+    """:func:`find_clients` as plain rows of :data:`ROW_COLUMNS`, read on ``conn`` (inside
+    :meth:`hub.core.Hub.read`): the same statements, the same page and cursor."""
+    return _find(lambda stmt: list(conn.execute(stmt.with_only_columns(*ROW_COLUMNS))), practice_ids,
+                 q, region=region, status=status, has_email=has_email, cursor=cursor, limit=limit)
+
+
+def region_on(conn: Connection, practice_ids: list[int]) -> str:
+    """The country phones are read in: the (first) practice's in scope."""
+    if not practice_ids:
+        return "US"
+    country = conn.execute(select(Practice.country).where(Practice.id == practice_ids[0])).scalar()
+    return country or "US"
+
+
+def active_patient_owners_on(conn: Connection | Session, clients: list[Any]) -> set[tuple[int, str]]:
+    """(practice_id, client external id) of the given clients (or rows of them) that have an
+    active patient."""
     if not clients:
         return set()
     wanted = {(c.practice_id, c.external_id) for c in clients}
-    rows = await session.execute(
+    rows = conn.execute(
         select(Patient.practice_id, Patient.client_external_id).where(
             tuple_(Patient.practice_id, Patient.client_external_id).in_(sorted(wanted)),
             Patient.status == PatientStatus.ACTIVE).distinct())
     return {(r[0], r[1]) for r in rows if r[1] is not None}
 
 
-def is_contactable(client: Client, owners: set[tuple[int, str]]) -> bool:
+async def active_patient_owners(session: AsyncSession,
+                                clients: list[Client]) -> set[tuple[int, str]]:
+    """(practice_id, client external id) of the given clients that have an active patient."""
+    return await session.run_sync(lambda sync: active_patient_owners_on(sync, clients))
+
+
+def is_contactable(client: Any, owners: set[tuple[int, str]]) -> bool:
     """Active, not comms-disabled in the PIMS, with at least one active patient."""
     return (client.status == ClientStatus.ACTIVE and not client.comms_disabled
             and (client.practice_id, client.external_id) in owners)

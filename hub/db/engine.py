@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,9 +31,22 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     waits for it instead.
     """
     if not is_sqlite(url):
-        kwargs.setdefault("pool_pre_ping", True)
-        kwargs.setdefault("pool_size", 10)
-        return create_async_engine(url, **kwargs)
+        # At most 20 connections, as SQLAlchemy's default 10 + 10 overflow, but all of them kept:
+        # an overflow connection is closed on its return, so 20 concurrent requests made the
+        # pool open and close a connection (a TCP and TLS handshake, authentication) for most
+        # of them.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 0)
+        engine = create_async_engine(url, **kwargs)
+        # Not pool_pre_ping: asyncpg's dialect pings with BEGIN, ";" and ROLLBACK, three round
+        # trips before every checkout's first statement. A connection the server closed (a
+        # restart, pg_terminate_backend, an idle timeout) is seen by the event loop as soon as
+        # it reads the socket's end, and refused here at no cost; one closed so recently that
+        # the loop has not looked yet fails its first statement, which invalidates it (and the
+        # pool's older connections) as a disconnect: reads retry once (run_read), writes fail
+        # with the database-unavailable error their callers already handle.
+        event.listen(engine.sync_engine, "checkout", refuse_closed)
+        return engine
 
     # Every transaction takes the write lock anyway, so a second pooled connection buys no
     # concurrency; it only makes writers wait in SQLite's busy handler, which sleeps 1-100 ms
@@ -52,6 +66,14 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     event.listen(engine.sync_engine, "begin", begin_immediate)
     return engine
+
+
+def refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pool checkout listener: a connection its driver knows is closed is replaced (the pool
+    invalidates it and checks out another on :class:`DisconnectionError`)."""
+    is_closed = getattr(getattr(dbapi_connection, "driver_connection", None), "is_closed", None)
+    if is_closed is not None and is_closed():
+        raise DisconnectionError("the database server closed this connection")
 
 
 READ_POOL_SIZE = 4

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
@@ -46,7 +47,20 @@ async def run_transaction(engine: AsyncEngine, fn: Callable[[Connection], T]) ->
 
 async def run_read(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
     """Run ``fn(connection)`` in a read-only transaction on ``engine`` (the hub's read engine),
-    in one hand-off on SQLite; returns what ``fn`` returned. ``fn`` must not write."""
+    in one hand-off on SQLite; returns what ``fn`` returned. ``fn`` must not write.
+
+    A read that met a connection the server had closed (see :func:`hub.db.engine.refuse_closed`)
+    runs once more on a fresh one: it changed nothing, and its caller should not see an error
+    for a connection the pool could replace. A second failure is the database's state."""
+    try:
+        return await _read_once(engine, fn)
+    except DBAPIError as err:
+        if not err.connection_invalidated:
+            raise
+    return await _read_once(engine, fn)
+
+
+async def _read_once(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
     async with engine.connect() as conn:
         hop = await _thread_hop(conn, begin=begin_deferred)
         if hop is None:
@@ -57,6 +71,16 @@ async def run_read(engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
             return await conn.run_sync(fn)
         run, shadow = hop
         return await run(shadow.read, fn)
+
+
+def row_dicts(result: Result[Any]) -> list[dict[str, Any]]:
+    """A result's rows as dicts keyed by their column labels (the items of a list route's
+    :class:`hub.web.contract.Prebuilt` answer).
+
+    ``dict(row_mapping)`` builds a view of the keys for every row: a tenth of a short list
+    route's CPU. The keys are read once here, and the rows fetched in one call."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 async def _thread_hop(conn: AsyncConnection, begin: Callable[[Any], None] = begin_immediate,

@@ -21,6 +21,8 @@ from pydantic import Field
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
+from hub.auth import Principal
+from hub.db.transactions import row_dicts
 from hub.errors import Forbidden, Invalid, NotFound, TooLarge
 from hub.imaging import cases as case_service
 from hub.imaging import reports as report_service
@@ -42,7 +44,7 @@ from hub.imaging.api_models import (
 from hub.imaging.header_fields import header_values
 from hub.imaging.models import Case, CaseAttachment, CaseStatus, Instance, Study
 from hub.imaging.turnaround import is_overdue, turnaround_rows
-from hub.web.auth import get_principal, require_role
+from hub.web.auth import get_principal, read_as_caller, require_role
 from hub.web.contract import ApiRoutes, Id, Prebuilt, RequestModel, ResponseModel
 from hub.web.errors import envelope
 from hub.web.keys import HUB_KEY
@@ -138,32 +140,31 @@ SUMMARY_COLUMNS = (*(getattr(Case, name) for name in CaseSummary.model_fields if
 
 
 def _summary_rows(conn: Connection, stmt: Select[Any], now: datetime) -> list[dict[str, Any]]:
-    items = []
-    for row in conn.execute(stmt).mappings():
-        item = dict(row)
+    items = row_dicts(conn.execute(stmt))
+    for item in items:
         item["patient"] = item["patient"] or {}
         overdue_at = item.pop("overdue_at")
         # the row stands in for a Case: is_overdue reads its status and due_at
         item["overdue"] = overdue_at is not None or is_overdue(cast(Case, SimpleNamespace(**item)), now)
-        items.append(item)
     return items
 
 
-@routes.get("/api/cases", summary="List cases", query=CaseQuery, response=CaseList)
+@routes.get("/api/cases", summary="List cases", query=CaseQuery, response=CaseList, auth_in_read=True)
 async def list_cases(request: web.Request, query: CaseQuery) -> Prebuilt:
     """Scoped: practice staff see their practice's cases, a company admin the cases routed to
     its company, an operator all. ``overdue=true`` lists the cases past their turnaround."""
-    principal = get_principal(request)
-    hub = request.app[HUB_KEY]
-    now = hub.clock.now()
-    stmt = case_service.visible_cases(principal).with_only_columns(*SUMMARY_COLUMNS)
-    if query.status:
-        stmt = stmt.where(Case.status == query.status)
-    stmt = stmt.order_by(Case.id.desc()).limit(LIST_LIMIT)
-    # Plain rows from the read engine in one hand-off, sent without a model per case: ORM
-    # instances and CaseSummary validation were most of this route's CPU (the summary's
-    # shape is checked by the contract tests).
-    items = await hub.read(lambda conn: _summary_rows(conn, stmt, now))
+    now = request.app[HUB_KEY].clock.now()
+
+    def rows(conn: Connection, principal: Principal) -> list[dict[str, Any]]:
+        stmt = case_service.visible_cases(principal).with_only_columns(*SUMMARY_COLUMNS)
+        if query.status:
+            stmt = stmt.where(Case.status == query.status)
+        return _summary_rows(conn, stmt.order_by(Case.id.desc()).limit(LIST_LIMIT), now)
+
+    # Token, scope and plain rows from the read engine in one hand-off, sent without a model
+    # per case: ORM instances and CaseSummary validation were most of this route's CPU (the
+    # summary's shape is checked by the contract tests).
+    items = await read_as_caller(request, rows)
     if query.overdue is not None:
         items = [c for c in items if c["overdue"] == query.overdue]
     return Prebuilt({"items": items})

@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import events, jobs
 from hub.auth import Principal
 from hub.db.models import Company, Job, Practice
+from hub.db.transactions import row_dicts
 from hub.errors import NotFound
-from hub.web.auth import get_principal, require_role
+from hub.web.auth import get_principal, read_as_caller, require_role
 from hub.web.contract import ApiRoutes, Id, Prebuilt, RequestModel, ResponseModel
 from hub.web.keys import HUB_KEY
 
@@ -159,15 +160,15 @@ def _practice_rows(conn: Connection, principal: Principal) -> list[dict[str, Any
     stmt = select(*PRACTICE_COLUMNS).order_by(Practice.id)
     if ids is not None:
         stmt = stmt.where(Practice.id.in_(ids))
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    return row_dicts(conn.execute(stmt))
 
 
-@routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList)
+@routes.get("/api/practices", summary="Practices the caller may see", response=PracticeList,
+            auth_in_read=True)
 async def list_practices(request: web.Request) -> Prebuilt:
-    hub, principal = request.app[HUB_KEY], get_principal(request)
-    # Scope and rows in one hand-off, as plain rows of PracticeOut's columns: a list route's
-    # cost was ORM instances, round trips and validating every row into the model.
-    return Prebuilt({"items": await hub.read(lambda conn: _practice_rows(conn, principal))})
+    # Token, scope and rows in one hand-off, as plain rows of PracticeOut's columns: a list
+    # route's cost was ORM instances, round trips and validating every row into the model.
+    return Prebuilt({"items": await read_as_caller(request, _practice_rows)})
 
 
 @routes.get("/api/practices/{id}", summary="One practice", path_params=IdPath, response=PracticeOut,

@@ -119,6 +119,10 @@ class Endpoint:
     status: int = 200
     errors: tuple[int, ...] = ()
     public: bool = False
+    #: the handler reads through :func:`hub.web.auth.read_as_caller`, which checks the token in
+    #: the same hand-off to the database as the read (one hand-off per request, not two); it
+    #: may not act or send anything before that read (the token is not checked yet)
+    auth_in_read: bool = False
     security: tuple[str, ...] = ()
     content_type: str = "application/json"
     max_body: int = DEFAULT_MAX_BODY
@@ -262,6 +266,8 @@ class ApiRoutes(Iterable[web.AbstractRouteDef]):
             setattr(wrapper, ENDPOINT_ATTR, ep)
             if ep.public:
                 wrapper.vethub_public = True  # type: ignore[attr-defined]
+            if ep.auth_in_read:
+                wrapper.vethub_auth_in_read = True  # type: ignore[attr-defined]
             self._table.route(ep.method, path)(wrapper)
             return handler
 
