@@ -28,11 +28,12 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from tenacity import wait_exponential_jitter
 
 from hub.db.models import Job, Schedule
+from hub.db.transactions import run_transaction
 from hub.ops.dbstate import is_unavailable
 from hub.ops.metrics import DB_UNAVAILABLE
 
@@ -349,17 +350,22 @@ class JobQueue:
         worker_id = worker_id or self.worker_id
         last = self._expired_checked_at
         check_expired = last is None or (now - last).total_seconds() >= self.settings.lease_seconds / 4
-        rows: list[Any] = []
-        held: set[int] = set()
-        # Core statements on a connection: an ORM session adds CPU to every claim and finish.
-        async with self.hub.engine.begin() as conn:
-            if succeeded:
-                held = await _record_successes(conn, [(job.id, worker_id) for job in succeeded], now)
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        done = [(job.id, worker_id) for job in succeeded or ()]
+
+        def claim_in(conn: Connection) -> tuple[set[int], list[Any]]:
+            held = _record_successes(conn, done, now) if done else set()
+            rows: list[Any] = []
             for expired in ([True] if check_expired else []) + [False]:
                 if len(rows) < limit:
-                    rows += await self._lease(conn, expired, limit - len(rows), now, worker_id)
+                    rows += _lease(conn, expired, limit - len(rows), now, worker_id, until)
             if not rows and not check_expired and limit > 0:
-                rows += await self._lease(conn, True, limit, now, worker_id)
+                rows += _lease(conn, True, limit, now, worker_id, until)
+            return held, rows
+
+        # Core statements in one hand-off to the database (see run_transaction): an ORM
+        # session, or a statement at a time, added CPU to every claim.
+        held, rows = await run_transaction(self.hub.engine, claim_in)
         if succeeded:
             for job in succeeded:
                 JOBS_DONE.labels(job.kind, _fenced_outcome(job.id, worker_id, held)).inc()
@@ -367,12 +373,6 @@ class JobQueue:
         if limit > 0 and (check_expired or not rows):
             self._expired_checked_at = now
         return [JobContext(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
-
-    async def _lease(self, conn: AsyncConnection, expired: bool, limit: int, now: datetime,
-                     worker_id: str) -> list[Any]:
-        until = now + timedelta(seconds=self.settings.lease_seconds)
-        stmt = _lease_statement(conn.dialect.name, expired)
-        return list((await conn.execute(stmt, {"now": now, "limit": limit, "worker": worker_id, "until": until})).all())
 
     async def run_one(self, job: JobContext, worker_id: str | None = None, *,
                       defer_success: Callable[[], bool] | None = None) -> str:
@@ -383,7 +383,12 @@ class JobQueue:
         """
         worker_id = worker_id or self.worker_id
         handler = self.handlers.get(job.kind)
-        heartbeat = asyncio.create_task(self._heartbeat(job.id, worker_id))
+        # The heartbeat task starts only once the job has run a third of its lease: most jobs
+        # (a send) finish long before, and a task per job cost more than a timer.
+        heartbeat: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.settings.lease_seconds / 3,
+            lambda: heartbeat.append(asyncio.create_task(self._heartbeat(job.id, worker_id))))
         try:
             try:
                 if job.attempts > job.max_attempts:
@@ -407,17 +412,19 @@ class JobQueue:
             log.exception("job %s (%s): recording its outcome failed; it will be retried", job.id, job.kind)
             outcome = Outcome.UNRECORDED
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            timer.cancel()
+            for beating in heartbeat:
+                beating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beating
         JOBS_DONE.labels(job.kind, outcome).inc()
         return outcome
 
     async def _heartbeat(self, job_id: int, worker_id: str) -> None:
-        """Extend the lease of a long job so no other worker reclaims it while it runs."""
+        """Extend the lease of a long job so no other worker reclaims it while it runs: at once
+        (started a third of a lease into the job, see run_one), then every third of a lease."""
         period = self.settings.lease_seconds / 3
         while True:
-            await asyncio.sleep(period)
             with contextlib.suppress(Exception):
                 async with self.hub.transaction() as session:
                     await session.execute(
@@ -425,6 +432,7 @@ class JobQueue:
                         .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == JobStatus.RUNNING)
                         .values(lease_until=self.hub.clock.now() + timedelta(seconds=self.settings.lease_seconds))
                     )
+            await asyncio.sleep(period)
 
     async def _failed(self, job: JobContext, err: Exception, worker_id: str) -> Outcome:
         message = f"{type(err).__name__}: {err}"
@@ -492,8 +500,8 @@ class JobQueue:
 
     async def _mark_succeeded(self, batch: list[tuple[int, str]]) -> set[int]:
         """Record many successes in one transaction; returns the ids this process still held."""
-        async with self.hub.engine.begin() as conn:
-            return await _record_successes(conn, batch, self.hub.clock.now())
+        now = self.hub.clock.now()
+        return await run_transaction(self.hub.engine, lambda conn: _record_successes(conn, batch, now))
 
     async def tick_schedules(self) -> int:
         """Turn due schedule rows into jobs; safe with several replicas."""
@@ -703,16 +711,22 @@ async def retry_jobs(session: AsyncSession, now: datetime, ids: list[int] | None
     return cast("CursorResult[Any]", result).rowcount or 0
 
 
-async def _record_successes(conn: AsyncConnection, batch: list[tuple[int, str]], now: datetime) -> set[int]:
+def _record_successes(conn: Connection, batch: list[tuple[int, str]], now: datetime) -> set[int]:
     """Mark jobs succeeded, each fenced by its worker's lease; returns the ids still held."""
     by_worker: dict[str, list[int]] = {}
     for job_id, worker_id in batch:
         by_worker.setdefault(worker_id, []).append(job_id)
     held: set[int] = set()
     for worker_id, ids in by_worker.items():
-        result = await conn.execute(_SUCCEEDED, {"ids": ids, "worker": worker_id, "now": now})
+        result = conn.execute(_SUCCEEDED, {"ids": ids, "worker": worker_id, "now": now})
         held |= {row[0] for row in result}
     return held
+
+
+def _lease(conn: Connection, expired: bool, limit: int, now: datetime, worker_id: str,
+           until: datetime) -> list[Any]:
+    stmt = _lease_statement(conn.dialect.name, expired)
+    return list(conn.execute(stmt, {"now": now, "limit": limit, "worker": worker_id, "until": until}).all())
 
 
 # Statements built once: building them per claim cost ~0.4 ms of CPU, about as much as running

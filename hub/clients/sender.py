@@ -8,6 +8,7 @@ own address with its own DKIM key. Without those the hub's address and key are u
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from hub.state import HubKey
 TTL_SECONDS = 60.0
 #: per practice id: when the sender was read, and the sender
 SENDERS: HubKey[dict[int, tuple[float, Sender]]] = HubKey("clients.senders")
+#: per practice id: the read under way, which every miss meanwhile waits for
+READING: HubKey[dict[int, asyncio.Task[Sender | None]]] = HubKey("clients.senders_reading")
 _KEYS: dict[tuple[str, float], bytes] = {}
 
 
@@ -48,18 +51,38 @@ def sender_of(hub: Any, practice: Practice) -> Sender:
 
 
 async def sender_for(hub: Any, practice_id: int | None) -> Sender | None:
-    """The sender of a message of ``practice_id``'s (None for the hub's own mail)."""
+    """The sender of a message of ``practice_id``'s (None for the hub's own mail).
+
+    Misses at the same moment share one read: a worker's first claimed batch of a practice's
+    messages (workers x ``claim_batch`` jobs) used to read the practice row once per job.
+    """
     if practice_id is None:
         return None
-    cache = hub.state.setdefault(SENDERS, dict)
-    hit = cache.get(practice_id)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < TTL_SECONDS:
+    hit = hub.state.setdefault(SENDERS, dict).get(practice_id)
+    if hit is not None and time.monotonic() - hit[0] < TTL_SECONDS:
         return hit[1]
-    async with hub.sessionmaker() as session:
-        practice = await session.get(Practice, practice_id)
+    reading = hub.state.setdefault(READING, dict)
+    task = reading.get(practice_id)
+    if task is None:
+        task = reading[practice_id] = asyncio.ensure_future(_read_sender(hub, practice_id))
+        task.add_done_callback(lambda done: _read_done(reading, practice_id, done))
+    # shielded: one waiter cancelled (its job stopped) does not cancel the others' read
+    return await asyncio.shield(task)
+
+
+async def _read_sender(hub: Any, practice_id: int) -> Sender | None:
+    read_at = time.monotonic()
+    practice = await hub.read_orm(lambda session: session.get(Practice, practice_id))
     if practice is None:
         return None
     sender = sender_of(hub, practice)
-    cache[practice_id] = (now, sender)
+    hub.state.setdefault(SENDERS, dict)[practice_id] = (read_at, sender)
     return sender
+
+
+def _read_done(reading: dict[int, asyncio.Task[Sender | None]], practice_id: int,
+               task: asyncio.Task[Sender | None]) -> None:
+    if reading.get(practice_id) is task:
+        del reading[practice_id]
+    if not task.cancelled():
+        task.exception()  # retrieved: its waiters, if any are left, have it raised

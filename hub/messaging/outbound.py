@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from hub.db.base import table_of
 from hub.db.models import Job
@@ -324,11 +325,22 @@ async def insert_communication_rows(session: AsyncSession, hub: Hub,
 
 def _attach(session: AsyncSession, row: dict[str, Any], comm_id: int) -> Communication:
     """The inserted row as a persistent object, without reading it back: every column is
-    given, so nothing is left to load, and later changes to it are flushed as usual."""
-    comm = Communication(id=comm_id, **row)
-    make_transient_to_detached(comm)
+    given, so nothing is left to load, and later changes to it are flushed as usual.
+
+    The values go straight into the instance's dict, as a query's loader puts them: the
+    constructor sets each of the ~30 attributes through its instrumentation (attribute
+    events, history), a third of queueing a campaign's CPU, for values that are committed
+    the next moment anyway.
+    """
+    comm = _NEW_COMMUNICATION()
+    comm.__dict__.update(row)
+    comm.__dict__["id"] = comm_id
+    make_transient_to_detached(comm)  # all of it committed state: nothing pending
     session.add(comm)
     return comm
+
+
+_NEW_COMMUNICATION = manager_of_class(Communication).new_instance
 
 
 async def record_communication(

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import events
@@ -34,10 +37,12 @@ from hub.messaging import links, service, statuses
 from hub.messaging.channel import ChannelError, OutboundMessage, SendResult
 from hub.messaging.config import messaging_config
 from hub.messaging.facts import suppression_key
+from hub.messaging.groupcommit import GroupCommit
 from hub.messaging.handoff import open_journal
 from hub.messaging.models import AddressSuppression, Communication, CommunicationStatus
 from hub.messaging.statuses import CommStatus
 from hub.ops.metrics import SEND_FAILURES
+from hub.state import HubKey
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -122,9 +127,9 @@ _SEND_COLUMNS = (
 )
 
 # Statements built once: constructing SQLAlchemy expressions per message costs more CPU than
-# executing them (the compiled form is cached either way), and every statement is a round trip
-# to the driver's thread, so the common path is one UPDATE ... RETURNING before the send and one
-# UPDATE plus one INSERT after it.
+# executing them (the compiled form is cached either way). The common path is one UPDATE ...
+# RETURNING before the send, for every job starting then (see _start_many), and after it one
+# UPDATE per message plus one INSERT for all of those finishing then (see _record_results).
 #
 # The suppression re-check (a STOP or a bounce recorded after the message was queued) is part
 # of the UPDATE. Email and SMS suppressions are keyed by the lower-cased address (SMS addresses
@@ -142,7 +147,7 @@ _SUPPRESSED = (
 _START = (
     update(Communication)
     .where(
-        Communication.id == bindparam("cid"),
+        Communication.id.in_(bindparam("cids", expanding=True)),
         Communication.status.in_(sorted(RESUMABLE)),
         # a provider that accepted it (and gave an id) is never asked again
         Communication.provider_id.is_(None),
@@ -174,14 +179,14 @@ async def _suppress(session, hub: Hub, comm_id: int, suppression: Any) -> None:
 async def send_job(hub: Hub, job: JobContext) -> None:
     """Send one communication (see the module docstring for the steps and the guarantees).
 
-    The common path runs on a plain connection (``hub.engine.begin()``): Core statements need
-    no ORM session, and at one message per job the session's set-up is measurable. The
+    The common path's two writes are Core statements, each shared with the send jobs writing
+    at the same moment (:class:`~hub.messaging.groupcommit.GroupCommit`): a worker's claimed
+    batch starts together, so one transaction re-checks and marks ``sending`` all of them,
+    each just before its own send, and results finishing together are recorded together. The
     uncommon paths (gone, done, suppressed) use an ORM session.
     """
     comm_id = int(job.payload["communication_id"])
-    started = hub.clock.now()
-    async with hub.engine.begin() as conn:
-        comm = (await conn.execute(_START, {"cid": comm_id, "now": started})).first()
+    comm, started = await hub.state.setdefault(STARTS, lambda: GroupCommit(hub, _start_many(hub))).write(comm_id)
     if comm is None or comm.channel == "postcard":
         async with hub.transaction() as session:
             full = await session.get(Communication, comm_id)
@@ -218,19 +223,53 @@ async def send_job(hub: Hub, job: JobContext) -> None:
     await _sent(hub, comm_id, result, sending)
 
 
+Started = tuple[Any, datetime]  # the communication's send columns (None: not started), and when
+#: per hub: the send jobs' writes before the send and after it, each shared by the jobs then
+STARTS: HubKey[GroupCommit[int, Started]] = HubKey("messaging.send_starts")
+RESULTS: HubKey[GroupCommit[_Result, bool]] = HubKey("messaging.send_results")
+
+
+def _start_many(hub: Hub) -> Callable[[Connection, list[int]], list[Started]]:
+    """Re-check suppressions and mark ``sending``, in one statement for the jobs starting now."""
+    def write(conn: Connection, comm_ids: list[int]) -> list[Started]:
+        now = hub.clock.now()
+        rows = {row.id: row for row in conn.execute(_START, {"cids": sorted(set(comm_ids)), "now": now})}
+        return [(rows.get(comm_id), now) for comm_id in comm_ids]
+
+    return write
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    """One send's outcome to record: the communication's new status and its two history rows."""
+    comm_id: int
+    status: str
+    provider_id: str | None
+    at: datetime
+    history: tuple[dict[str, Any], dict[str, Any]]  # "sending" (when it started), the new status
+
+
+def _record_results(conn: Connection, results: list[_Result]) -> list[bool]:
+    """Record results in one transaction; per result, whether the status moved (a webhook may
+    have moved it on already: then only the history rows are written, marked not applied)."""
+    moved = [bool(conn.execute(_MARK_SENT, {"cid": r.comm_id, "status": r.status, "now": r.at,
+                                            "provider_id": r.provider_id}).rowcount) for r in results]
+    # the "sending" rows are written now, with the time each attempt started: one INSERT
+    conn.execute(_HISTORY, [row for r, applied in zip(results, moved, strict=True)
+                            for row in (r.history[0], {**r.history[1], "applied": applied})])
+    return moved
+
+
 async def _sent(hub: Hub, comm_id: int, result: SendResult, sending: dict[str, Any]) -> None:
     # The contract: SendResult.status is the hub status after the send, even when it ranks below
     # "sending" (Twilio answers "queued"; its callbacks then move the message on). A recorded
     # provider id is what stops a replayed job from sending again (see _START).
     status = result.status if statuses.is_known(result.status) else "sent"
     now = hub.clock.now()
-    async with hub.engine.begin() as conn:
-        moved = (await conn.execute(_MARK_SENT, {"cid": comm_id, "status": status, "now": now,
-                                                 "provider_id": result.provider_id})).rowcount
-        # the "sending" row is written now, with the time the attempt started: one INSERT
-        await conn.execute(_HISTORY, [sending, {
-            "communication_id": comm_id, "status": status, "provider_status": result.status,
-            "applied": bool(moved), "at": now, "detail": result.detail or None}])
+    record = _Result(comm_id, status, result.provider_id, now, (sending, {
+        "communication_id": comm_id, "status": status, "provider_status": result.status,
+        "applied": True, "at": now, "detail": result.detail or None}))
+    moved = await hub.state.setdefault(RESULTS, lambda: GroupCommit(hub, _record_results)).write(record)
     if moved and hub.pm.hook.vethub_delivery_status.get_hookimpls():
         async with hub.sessionmaker() as session:
             comm = await session.get(Communication, comm_id)

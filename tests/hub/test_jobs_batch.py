@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
 from hub.db.models import Job
 from hub.hookspecs import hookimpl
@@ -68,11 +69,13 @@ async def test_successes_finishing_together_share_a_commit(hub: Any) -> None:
     def on_commit(_conn: Any) -> None:
         commits.append(1)
 
-    event.listen(hub.engine.sync_engine, "commit", on_commit)
+    # every engine: on SQLite the queue's transactions run on run_transaction's own engine,
+    # in the database's thread
+    event.listen(Engine, "commit", on_commit)
     try:
         outcomes = await asyncio.gather(*(hub.jobs._finisher.succeed(job.id, hub.jobs.worker_id) for job in claimed))
     finally:
-        event.remove(hub.engine.sync_engine, "commit", on_commit)
+        event.remove(Engine, "commit", on_commit)
     assert outcomes == ["succeeded"] * 6
     assert len(commits) == 1  # six successes, one transaction
     # a job whose lease another worker took is not marked done by the late one
@@ -116,7 +119,7 @@ async def test_a_worker_records_each_success_with_its_next_claim(hub_factory: An
     def on_rollback(conn: Any) -> None:
         conn.info.pop("touched_jobs", None)
 
-    engine = hub.engine.sync_engine
+    engine = Engine  # every engine, as above
     listeners = [("before_cursor_execute", on_execute), ("commit", on_commit), ("rollback", on_rollback)]
     for name, fn in listeners:
         event.listen(engine, name, fn)

@@ -3,15 +3,19 @@ own domain signed with its own DKIM key when configured (the hub's stay the fall
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from hub.clients.reminders import run_reminders
+from hub.clients.sender import SENDERS, sender_for
 from hub.messaging.models import Communication
 from hub.messaging.outbound import queue_email
 
@@ -92,3 +96,35 @@ def test_practice_dkim_config_must_be_complete(make_config) -> None:
 
     with pytest.raises(ConfigError, match="DKIM"):
         make_config({"clients": {"practices": {"oak": {"dkim_selector": "x"}}}})
+
+
+async def test_misses_at_the_same_moment_share_one_read_of_the_practice(world_factory) -> None:
+    # A worker's first claimed batch is many messages of one practice, all missing the cache.
+    world = await world_factory(5)
+    hub = world.hub
+    reads: list[str] = []
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM practices" in statement:
+            reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", on_execute)  # every engine: reads have their own
+    try:
+        senders = await asyncio.gather(*(sender_for(hub, world.practice_id) for _ in range(20)))
+        assert len(reads) == 1
+        assert {s.display_name for s in senders if s is not None} == {"Oak Veterinary"}
+        assert await sender_for(hub, world.practice_id) is senders[0]  # cached: no read
+        assert len(reads) == 1
+        # one waiter cancelled (its job stopped) does not cancel the read the others wait for
+        hub.state.pop(SENDERS)
+        first = asyncio.ensure_future(sender_for(hub, world.practice_id))
+        second = asyncio.ensure_future(sender_for(hub, world.practice_id))
+        await asyncio.sleep(0)  # one loop turn: both are waiting on the same read
+        first.cancel()
+        sender = await second
+        assert sender is not None and sender.display_name == "Oak Veterinary"
+        assert len(reads) == 2
+        assert await sender_for(hub, 999_999) is None  # no such practice: nothing cached
+        assert 999_999 not in hub.state[SENDERS]
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)

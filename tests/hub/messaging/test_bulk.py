@@ -89,8 +89,12 @@ async def test_queue_many_in_a_few_statements(world: World) -> None:
             comms = await queue_many(s, hub, client_ids=list(keys), template="reminder",
                                      category="reminder", channels=("email", "sms"),
                                      per_client_context=_contexts(keys), created_by="test")
-            # the objects handed back are the stored rows, tracked like any loaded object
+            # the objects handed back are the stored rows, tracked like any loaded object:
+            # nothing pending until one is changed
+            assert not s.new and not s.dirty
+            assert all(c in s for c in comms)
             comms[0].created_by = "changed"
+            assert list(s.dirty) == [comms[0]]
     # facts (clients, patients, consent, practices), suppressions per channel tried, the
     # communications, their history and their jobs: not one statement per message
     assert seen.count <= 14, seen.count

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
 from hub.db.models import HubEvent
 from hub.messaging.models import (
@@ -187,3 +191,61 @@ async def test_provider_queued_is_never_resent(world, reminder_context, client_m
         history = [(h.status, h.applied) for h in (await s.execute(select(CommunicationStatus).where(
             CommunicationStatus.communication_id == comm_id).order_by(CommunicationStatus.id))).scalars()]
     assert history == [("queued", True), ("sending", True), ("queued", True), ("sent", True)]
+
+
+async def test_a_claimed_batch_starts_in_one_transaction_and_each_is_rechecked(world_factory, reminder_context,
+                                                                              client_maker) -> None:
+    """Jobs starting together share the transaction before their sends (the suppression
+    re-check and ``sending``), and it still stops the one whose address opted out meanwhile;
+    each of the others is sent once and recorded after its send."""
+    from hub.messaging import service
+
+    world = await world_factory({"jobs": {"workers": 1, "claim_batch": 6, "poll_interval": 60}})
+    hub = world.hub
+    keys = ["ann", "bea", "cy", "dot", "eve", "fin"]
+    clients = {key: await client_maker(hub, world.practice_id, key) for key in keys}
+    ids = {}
+    async with hub.transaction() as s:
+        for key in keys:
+            comm = await queue_communication(s, hub, client_id=clients[key], template="reminder",
+                                             category="reminder", channels=("email",), context=reminder_context)
+            ids[key] = comm.id
+    async with hub.transaction() as s:  # after queueing, before the send
+        await service.set_address_opt_out(s, hub, kind="email", address="eve@example.org", opted_out=True,
+                                          source="one_click")
+    starts: list[int] = []
+
+    def on_execute(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE communications SET status") and "RETURNING" in statement:
+            conn.info["send_start"] = True
+
+    def on_commit(conn: Any) -> None:
+        if conn.info.pop("send_start", False):
+            starts.append(1)
+
+    # every engine: on SQLite the write runs on run_transaction's engine in the database's thread
+    listeners = [("before_cursor_execute", on_execute), ("commit", on_commit)]
+    for name, fn in listeners:
+        event.listen(Engine, name, fn)
+    hub.jobs.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                async with hub.sessionmaker() as s:
+                    done = (await s.execute(select(func.count()).select_from(Communication).where(
+                        Communication.status.in_(["sent", "suppressed"])))).scalar_one()
+                if done == len(keys):
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await hub.jobs.stop()
+        for name, fn in listeners:
+            event.remove(Engine, name, fn)
+    assert starts == [1]  # six jobs, one transaction before their sends
+    assert sorted(m.rcpt_tos[0] for m in world.sink.messages) == [f"{k}@example.org" for k in keys if k != "eve"]
+    async with hub.sessionmaker() as s:
+        assert (await s.get(Communication, ids["eve"])).status == "suppressed"
+        for key in keys:
+            history = [h.status for h in (await s.execute(select(CommunicationStatus).where(
+                CommunicationStatus.communication_id == ids[key]).order_by(CommunicationStatus.id))).scalars()]
+            assert history == (["queued", "suppressed"] if key == "eve" else ["queued", "sending", "sent"])
