@@ -11,6 +11,7 @@ from aiohttp import web
 
 from hub.config import HubConfig
 from hub.core import create_hub
+from hub.ops.heap import freeze_startup_objects
 from hub.ops.startup import preflight
 from hub.web.app import create_app
 
@@ -31,6 +32,7 @@ async def serve(config: HubConfig, *, host: str | None = None, port: int | None 
     try:
         site = web.TCPSite(runner, host or config.http.host, config.http.port if port is None else port)
         await site.start()
+        freeze_startup_objects()
         server = cast("asyncio.Server | None", site._server)  # noqa: SLF001 - the bound port for port 0
         for sock in server.sockets if server else ():
             addr = sock.getsockname()

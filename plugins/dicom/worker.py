@@ -28,6 +28,7 @@ import sys
 
 from hub.config import ConfigError, load_config
 from hub.core import create_hub
+from hub.ops.heap import freeze_startup_objects
 
 from .receiver import DicomReceiver
 from .relay import RelayCommitter
@@ -69,6 +70,7 @@ async def _run(args: argparse.Namespace) -> int:
         if not await _go_ahead(stop):
             return 0  # stopped, or the hub went away, before the go-ahead
         await receiver.start(listener, owner=False)
+        freeze_startup_objects()
         _say(ACCEPTING)
         while not stop.is_set() and os.getppid() == args.parent:
             try:
