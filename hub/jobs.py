@@ -563,7 +563,7 @@ class JobQueue:
             if stopping:
                 return
             if not jobs:
-                await self._idle(self.settings.poll_interval)
+                await self._wait_for_work(done)
                 continue
             if self._stopping.is_set():  # claimed while stop() began: not one of its in-flight jobs
                 for job in jobs:
@@ -621,7 +621,8 @@ class JobQueue:
                 self._outage_logged = False
                 log.warning("database reachable again; job workers resume")
 
-    async def _idle(self, seconds: float) -> None:
+    async def _idle(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if woken or stopping; True when woken or stopping."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -632,6 +633,33 @@ class JobQueue:
                 finally:
                     stop.cancel()
                     wake.cancel()
+                return True
+        return False
+
+    async def _wait_for_work(self, unrecorded: list[JobContext]) -> None:
+        """Idle until woken, or until a poll on the read engine sees a job to claim.
+
+        A claim is a write transaction: on SQLite it takes the database's one write lock even
+        when it finds nothing, and every idle worker polling that way held the lock often
+        enough to keep the DICOM committer waiting in SQLite's busy handler, which sleeps up to
+        100 ms at a time (docs/performance.md). A poll that only reads takes no lock; the
+        claim that follows it is still the fenced, leased one. A wake-up (a job committed in
+        this process, a schedule come due) goes straight to the claim, as do successes still
+        to be recorded.
+        """
+        while not await self._idle(self.settings.poll_interval) and not unrecorded:
+            if await self._claimable():
+                return
+
+    async def _claimable(self) -> bool:
+        """Whether a job is due or a lease has expired, read without a lock; True on error
+        (the claim that follows reports the error and backs off)."""
+        now = self.hub.clock.now()
+        try:
+            return await self.hub.read(lambda conn: any(
+                conn.execute(stmt, {"now": now}).first() is not None for stmt in _CLAIMABLE))
+        except Exception:  # noqa: BLE001 - the claim meets it again and handles it
+            return True
 
     async def _scheduler(self) -> None:
         while not self._stopping.is_set():
@@ -757,6 +785,13 @@ def _lease_statement(dialect: str, expired: bool) -> Any:
                 lease_until=bindparam("until"))
         .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
     )
+
+
+#: Whether anything is claimable: the two ranges of ix_jobs_status_run_at a claim leases from.
+_CLAIMABLE = (
+    select(Job.id).where(Job.status == JobStatus.QUEUED, Job.run_at <= bindparam("now")).limit(1),
+    select(Job.id).where(Job.status == JobStatus.RUNNING, Job.lease_until < bindparam("now")).limit(1),
+)
 
 
 def _fenced_outcome(job_id: int, worker_id: str, held: set[int], written: Outcome = Outcome.SUCCEEDED) -> Outcome:

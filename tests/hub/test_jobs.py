@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import Engine
 
 from hub.clock import FrozenClock
 from hub.core import Hub
 from hub.db.models import Job, Schedule
+from hub.db.transactions import run_transaction
 from hub.hookspecs import hookimpl
 from hub.jobs import JobContext, JobQueue, PermanentJobError, RetryAfter, retry_jobs
 
@@ -588,6 +590,9 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     await asyncio.wait_for(handlers.started.wait(), 10)
     async with hub.transaction() as session:  # takes the write lock; the idle worker's next claim waits
         late = (await hub.jobs.enqueue(session, "t.slow", {"seconds": 30})).id
+        # An idle worker's timed poll only reads (and sees nothing uncommitted); a wake-up
+        # sends it straight to the claim, which waits for the lock we hold.
+        hub.jobs.wake()
         await claim_blocked(10)  # the idle worker now waits in claim for the lock we hold
         stopping = asyncio.create_task(hub.jobs.stop(grace=0.5))
         await asyncio.sleep(0)  # stop() has begun: flag set, in-flight jobs noted
@@ -598,6 +603,50 @@ async def test_a_job_claimed_while_stopping_is_released_not_left_running(
     assert [r[0] for r in handlers.runs] == ["t.stuck"]
     assert (await get_job(hub, first)).status == "queued"  # released after the grace
     handlers.release.set()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's one write lock is the point
+async def test_idle_workers_poll_by_reading_and_claim_only_what_is_there(
+        hub_factory: Callable[..., Awaitable[Hub]], handlers: Handlers, db_url: str) -> None:
+    """An idle worker's timed poll reads on the read engine: while another writer holds
+    SQLite's write lock for many polls, no worker waits for it in a claim. A job committed
+    without a wake-up (as by another process) is seen at a poll and then claimed and run."""
+    hub = await hub_factory({"jobs": {"workers": 2, "poll_interval": 0.01}}, plugins=[("jobs_test", handlers)])
+    polls = 0
+
+    def count_polls(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        nonlocal polls
+        if statement.lstrip().startswith("SELECT jobs.id") and "jobs.status" in statement:
+            polls += 1
+
+    event.listen(Engine, "before_cursor_execute", count_polls)
+    hub.jobs.start()
+    try:
+        await await_for(lambda: _after(polls, 2), 20, "the workers' first claims, then polls")
+        async with hub.transaction() as session:  # holds the write lock from here to the block's end
+            await session.execute(text("UPDATE practices SET name = name WHERE 0"))
+            seen, deadline = polls, time.monotonic() + 20
+            while polls < seen + 20:  # twenty polls while we hold the lock
+                assert not _claims_awaited(), "an idle worker waited for the write lock in a claim"
+                assert time.monotonic() < deadline, f"only {polls - seen} polls"
+                await asyncio.sleep(0.005)
+
+        def add(conn: Any) -> None:
+            hub.jobs.enqueue_sync(conn, "t.ok")
+
+        await run_transaction(hub.engine, add)  # committed, nobody woken
+        await await_for(lambda: _has_run(handlers, "t.ok"), 20, "a poll to find the job")
+    finally:
+        event.remove(Engine, "before_cursor_execute", count_polls)
+        await hub.jobs.stop(grace=1)
+
+
+async def _after(count: int, at_least: int) -> bool:
+    return count >= at_least
+
+
+async def _has_run(handlers: Handlers, kind: str) -> bool:
+    return any(run[0] == kind for run in handlers.runs)
 
 
 async def test_stop_with_idle_workers_ends_them_cleanly(hub_factory: Callable[..., Awaitable[Hub]],
