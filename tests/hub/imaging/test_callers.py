@@ -74,13 +74,19 @@ def test_address_allowed_reads_addresses_networks_and_mapped_ipv4() -> None:
     assert not address_allowed("a host name", ["10.0.0.0/24"])
 
 
-async def test_the_blocking_lookup_answers_as_the_async_one_and_caches_nothing(callers_hub) -> None:
+async def test_the_blocking_lookup_is_for_sqlite_only(callers_hub, db_url) -> None:
+    """On PostgreSQL associations use the async lookup on the event loop (asyncpg has no
+    blocking connection to lend a thread); on an SQLite file, the blocking one."""
+    assert CallerLookup(callers_hub).available is db_url.startswith("sqlite")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the blocking lookup is SQLite's
+async def test_the_blocking_lookup_answers_as_the_async_one_and_caches_nothing(callers_hub, db_url) -> None:
     """:class:`CallerLookup` (an association's thread, on read connections of its own on
     SQLite) gives the same callers and refusals, and sees a registration changed elsewhere at
     its very next call."""
     lookup = CallerLookup(callers_hub)
-    if not lookup.available:
-        pytest.skip("the blocking lookup is for an SQLite file; elsewhere the async one is used")
+    assert lookup.available
     try:
         await asyncio.to_thread(lookup.warm)
 
