@@ -72,16 +72,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing_token", "this route needs `Authorization: Bearer <token>`")
-    hub = request.app[HUB_KEY]
-    token, now = token.strip(), hub.clock.now()
+    pending = PendingAuth(token.strip(), request.app[HUB_KEY].clock.now())
     if _marked(request, "vethub_auth_in_read"):
-        return await _handle_pending(request, handler, PendingAuth(token, now))
-    try:
-        # one hand-off to the read engine: a session costs several round trips per request
-        principal = await hub.read(lambda conn: authenticate_on(conn, token, now))
-    except AuthError as err:
-        raise _refusal(err) from err
-    request[PRINCIPAL_KEY] = principal
+        return await _handle_pending(request, handler, pending)
+    await _settle(request, pending)
     return await handler(request)
 
 
@@ -99,10 +93,12 @@ async def _handle_pending(request: web.Request, handler: Handler, pending: Pendi
 
 
 async def _settle(request: web.Request, pending: PendingAuth) -> None:
+    """Check the token unless the route's read already did; a refusal raises 401/403."""
     if pending.refused is not None:
         raise pending.refused
     if pending.principal is None:
         try:
+            # one hand-off to the read engine: a session costs several round trips per request
             pending.principal = await request.app[HUB_KEY].read(
                 lambda conn: authenticate_on(conn, pending.token, pending.now))
         except AuthError as err:
