@@ -132,6 +132,23 @@ def make_sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def make_sync_sqlite_reader(url: str, pool_size: int) -> Engine:
+    """A synchronous engine of ``pool_size`` read-only connections on the SQLite database at
+    ``url``, configured as the hub's read engine (deferred ``BEGIN``, ``query_only``).
+
+    For threads that must read without the event loop (a DICOM association's caller check): in
+    WAL mode such a reader neither waits for the writer nor holds it up.
+    """
+    engine = create_engine(
+        make_url(url).set(drivername="sqlite"), pool_size=pool_size, max_overflow=0,
+        pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _configure_sqlite_reader)
+    event.listen(engine, "begin", begin_deferred)
+    return engine
+
+
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
     cursor = dbapi_connection.cursor()

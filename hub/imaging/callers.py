@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
-from sqlalchemy.pool import QueuePool
+from sqlalchemy import Connection, Engine, make_url, select
 
-from hub.db.engine import SQLITE_BUSY_TIMEOUT_MS
+from hub.db.engine import make_sync_sqlite_reader
 from hub.db.models import CallingAE, Practice
 from hub.errors import Forbidden
 
@@ -80,13 +79,7 @@ class CallerLookup:
         url = make_url(hub.config.database.url)
         self._engine: Engine | None = None
         if hub.is_sqlite and url.database not in (None, "", ":memory:"):
-            self._engine = create_engine(
-                url.set(drivername="sqlite"), poolclass=QueuePool, pool_size=READERS,
-                max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-                              "check_same_thread": False},
-            )
-            event.listen(self._engine, "connect", _read_only)
+            self._engine = make_sync_sqlite_reader(hub.config.database.url, READERS)
 
     @property
     def available(self) -> bool:
@@ -115,13 +108,6 @@ class CallerLookup:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-
-
-def _read_only(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA query_only=ON")
-    cursor.close()
 
 
 def _caller(
