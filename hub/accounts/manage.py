@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, false, select
+from sqlalchemy import Select, bindparam, false, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,9 +91,39 @@ def _date(value: str, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def apply_filters(stmt: Select, params: Mapping[str, str]) -> tuple[Select, list[str]]:
-    """Apply every filter in ``params``; an unknown parameter is refused (a typo must not
-    silently return everything). Modalities match accounts covering every modality given."""
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """A request's filters, parsed: their shape (which columns, how compared), the values for
+    the shape's parameters, and the modalities to match (checked in Python)."""
+
+    shape: tuple[tuple[str, str], ...]
+    values: dict[str, Any]
+    modalities: list[str]
+
+    def statement(self, stmt: Select) -> Select:
+        """``stmt`` with the filters applied as parameters (values in :attr:`values`)."""
+        for i, (base, how) in enumerate(self.shape):
+            column, p = FILTERS[base][0], f"f{i}"
+            if how == "eq":
+                stmt = stmt.where(column == bindparam(p))
+            elif how in ("true", "false"):
+                stmt = stmt.where(column.is_(how == "true"))
+            elif how == "like":
+                stmt = stmt.where(column.ilike(bindparam(p)))
+            elif how == "from":
+                stmt = stmt.where(column >= bindparam(p))
+            elif how == "before":
+                stmt = stmt.where(column < bindparam(p))
+            else:  # "day": from the start to the next day's
+                stmt = stmt.where(column >= bindparam(p), column < bindparam(p + "_end"))
+        return stmt
+
+
+def parse_filters(params: Mapping[str, str]) -> Filtered:
+    """Every filter in ``params``; an unknown parameter is refused (a typo must not silently
+    return everything). Modalities match accounts covering every modality given."""
+    shape: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
     modalities: list[str] = []
     for name, value in params.items():
         if name in CONTROL_PARAMS:
@@ -101,30 +133,36 @@ def apply_filters(stmt: Select, params: Mapping[str, str]) -> tuple[Select, list
             base, _, bound = name.rpartition("_")
         if base not in FILTERS or (bound and FILTERS[base][1] != "date"):
             raise ManageError(400, "unknown_filter", f"cannot filter on {name!r}; columns: {', '.join(COLUMNS)}", name)
-        column, kind = FILTERS[base]
+        kind, p = FILTERS[base][1], f"f{len(shape)}"
+        if kind == "modality":
+            modalities += [m.strip().upper() for m in value.split(",") if m.strip()]
+            continue
         if kind == "int":
             wanted = id_value(value)
             if wanted is None:
                 raise ManageError(400, "invalid_filter", f"{name} must be an integer id", name)
-            stmt = stmt.where(column == wanted)
+            shape.append((base, "eq"))
+            values[p] = wanted
         elif kind == "bool":
-            stmt = stmt.where(column.is_(_bool(value, name)))
+            shape.append((base, "true" if _bool(value, name) else "false"))
         elif kind == "text":
-            stmt = stmt.where(column.ilike(f"%{value}%"))
+            shape.append((base, "like"))
+            values[p] = f"%{value}%"
         elif kind == "exact":
-            stmt = stmt.where(column == value)
-        elif kind == "modality":
-            modalities += [m.strip().upper() for m in value.split(",") if m.strip()]
-        elif kind == "date":
-            if bound == "from":
-                stmt = stmt.where(column >= _date(value, name))
-            elif bound == "to":
-                end = _date(value, name)
-                stmt = stmt.where(column < (end + timedelta(days=1) if len(value) == 10 else end))
-            else:
-                start = _date(value, name)
-                stmt = stmt.where(column >= start, column < start + timedelta(days=1))
-    return stmt, modalities
+            shape.append((base, "eq"))
+            values[p] = value
+        elif bound == "from":
+            shape.append((base, "from"))
+            values[p] = _date(value, name)
+        elif bound == "to":
+            end = _date(value, name)
+            shape.append((base, "before"))
+            values[p] = end + timedelta(days=1) if len(value) == 10 else end
+        else:
+            start = _date(value, name)
+            shape.append((base, "day"))
+            values[p], values[p + "_end"] = start, start + timedelta(days=1)
+    return Filtered(tuple(shape), values, modalities)
 
 
 #: The list's columns, labelled as :func:`account_json` names them, in its order.
@@ -136,29 +174,39 @@ LIST_COLUMNS = (
 )
 
 
-def filtered_accounts(params: Mapping[str, str]) -> tuple[Select, list[str]]:
-    """The account list's statement with every filter in ``params`` applied (a bad filter is
-    refused here, before any read), and the modalities to match; not yet scoped."""
-    stmt = (
-        select(*LIST_COLUMNS)
-        .join(Practice, Practice.id == Account.practice_id)
-        .join(Company, Company.id == Account.company_id)
-        .order_by(Account.id)
-    )
-    return apply_filters(stmt, params)
+def filtered_accounts(params: Mapping[str, str]) -> Filtered:
+    """The account list's filters in ``params`` (a bad filter is refused here, before any
+    read); :func:`account_rows` applies them with the caller's scope."""
+    return parse_filters(params)
 
 
-def account_rows(conn: Connection, principal: Principal, filtered: tuple[Select, list[str]]) -> list[dict[str, Any]]:
+_LIST = (select(*LIST_COLUMNS).join(Practice, Practice.id == Account.practice_id)
+         .join(Company, Company.id == Account.company_id).order_by(Account.id))
+_SCOPES: dict[str, Any] = {"company_admin": Account.company_id == bindparam("scope_company"),
+                           "practice_staff": Account.practice_id == bindparam("scope_practice"),
+                           "operator": None}
+
+
+@lru_cache(maxsize=256)
+def _list_statement(role: str, shape: tuple[tuple[str, str], ...]) -> Select:
+    # One statement per shape of filter and caller, built once: building it for every request
+    # cost more than running it. The values are parameters.
+    stmt = Filtered(shape, {}, []).statement(_LIST)
+    condition = _SCOPES.get(role, false())
+    return stmt if condition is None else stmt.where(condition)
+
+
+def account_rows(conn: Connection, principal: Principal, filtered: Filtered) -> list[dict[str, Any]]:
     """The accounts ``principal`` may see, as :func:`account_json` writes them, read on ``conn``
     as plain rows: ORM instances of three tables per row cost more than reading them."""
-    stmt, modalities = filtered
-    rows = row_dicts(conn.execute(scope(stmt, principal)))
+    params = {**filtered.values, "scope_company": principal.company_id, "scope_practice": principal.practice_id}
+    rows = row_dicts(conn.execute(_list_statement(principal.role, filtered.shape), params))
     for item in rows:
         item["modalities"] = list(item["modalities"] or [])
         item["created_at"] = item["created_at"].isoformat() if item["created_at"] else None
         item["updated_at"] = item["updated_at"].isoformat() if item["updated_at"] else None
-    if modalities:  # JSON containment differs between SQLite and PostgreSQL; filter here
-        rows = [r for r in rows if set(modalities) <= set(r["modalities"])]
+    if filtered.modalities:  # JSON containment differs between SQLite and PostgreSQL; filter here
+        rows = [r for r in rows if set(filtered.modalities) <= set(r["modalities"])]
     return rows
 
 
