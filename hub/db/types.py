@@ -41,6 +41,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+
+class AnswerTime(TypeDecorator[Any]):
+    """A :class:`UTCDateTime` column read for a JSON answer: ``type_coerce(Case.created_at,
+    AnswerTime())`` in a list route's select. What it yields serialises as the aware
+    ``datetime`` would (``2026-12-07T12:26:15.120654Z``), without making that ``datetime``.
+
+    On SQLite the stored text becomes that string directly: SQLAlchemy's own path (parse, then
+    attach UTC through the TypeDecorator) cost about 1 µs a value, over a millisecond for a page
+    of 200 cases with six timestamps each. PostgreSQL's driver already hands back aware UTC
+    datetimes, which pass through.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        return _sqlite_answer_time if dialect.name == "sqlite" else None
+
+
+def _sqlite_answer_time(value: str | None) -> str | datetime | None:
+    # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, see UTCDateTime); CURRENT_TIMESTAMP
+    # writes it without the fraction. pydantic leaves out a zero fraction, and so does this.
+    if value is None:
+        return None
+    if len(value) == 26 and value[10] == " " and value[19] == ".":
+        if value.endswith(".000000"):
+            return f"{value[:10]}T{value[11:19]}Z"
+        return f"{value[:10]}T{value[11:]}Z"
+    if len(value) == 19 and value[10] == " ":
+        return f"{value[:10]}T{value[11:]}Z"
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)  # any other form: as UTCDateTime would
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

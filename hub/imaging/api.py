@@ -13,16 +13,12 @@ import io
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
-from types import SimpleNamespace
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
-from sqlalchemy import Select, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 
-from hub.auth import Principal
-from hub.db.transactions import row_dicts
 from hub.errors import Forbidden, Invalid, NotFound, TooLarge
 from hub.imaging import cases as case_service
 from hub.imaging import reports as report_service
@@ -41,16 +37,16 @@ from hub.imaging.api_models import (
     case_summary,
     report_out,
 )
+from hub.imaging.case_list import LIST_LIMIT, case_summary_rows
 from hub.imaging.header_fields import header_values
 from hub.imaging.models import Case, CaseAttachment, CaseStatus, Instance, Study
-from hub.imaging.turnaround import is_overdue, turnaround_rows
+from hub.imaging.turnaround import turnaround_rows
 from hub.web.auth import get_principal, read_as_caller, require_role
 from hub.web.contract import ApiRoutes, Id, Prebuilt, RequestModel, ResponseModel
 from hub.web.errors import envelope
 from hub.web.keys import HUB_KEY
 
 routes = ApiRoutes(tag="cases")
-LIST_LIMIT = 500
 MAX_ATTACHMENT = 5 * 1024 * 1024
 MAX_ATTACHMENTS = 5
 MAX_REPORT_PDF = 10 * 1024 * 1024
@@ -134,37 +130,16 @@ async def create_case(request: web.Request, body: CaseCreate) -> Any:
         return web.json_response(body_out, status=409)
 
 
-# CaseSummary's columns, and what its ``overdue`` is computed from
-SUMMARY_COLUMNS = (*(getattr(Case, name) for name in CaseSummary.model_fields if name != "overdue"),
-                   Case.overdue_at)
-
-
-def _summary_rows(conn: Connection, stmt: Select[Any], now: datetime) -> list[dict[str, Any]]:
-    items = row_dicts(conn.execute(stmt))
-    for item in items:
-        item["patient"] = item["patient"] or {}
-        overdue_at = item.pop("overdue_at")
-        # the row stands in for a Case: is_overdue reads its status and due_at
-        item["overdue"] = overdue_at is not None or is_overdue(cast(Case, SimpleNamespace(**item)), now)
-    return items
-
-
 @routes.get("/api/cases", summary="List cases", query=CaseQuery, response=CaseList, auth_in_read=True)
 async def list_cases(request: web.Request, query: CaseQuery) -> Prebuilt:
     """Scoped: practice staff see their practice's cases, a company admin the cases routed to
     its company, an operator all. ``overdue=true`` lists the cases past their turnaround."""
     now = request.app[HUB_KEY].clock.now()
-
-    def rows(conn: Connection, principal: Principal) -> list[dict[str, Any]]:
-        stmt = case_service.visible_cases(principal).with_only_columns(*SUMMARY_COLUMNS)
-        if query.status:
-            stmt = stmt.where(Case.status == query.status)
-        return _summary_rows(conn, stmt.order_by(Case.id.desc()).limit(LIST_LIMIT), now)
-
     # Token, scope and plain rows from the read engine in one hand-off, sent without a model
     # per case: ORM instances and CaseSummary validation were most of this route's CPU (the
     # summary's shape is checked by the contract tests).
-    items = await read_as_caller(request, rows)
+    items = await read_as_caller(
+        request, lambda conn, principal: case_summary_rows(conn, principal, query.status, now))
     if query.overdue is not None:
         items = [c for c in items if c["overdue"] == query.overdue]
     return Prebuilt({"items": items})

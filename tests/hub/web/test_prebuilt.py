@@ -40,7 +40,7 @@ async def hub(hub_factory: Any) -> Hub:
 
 async def _cases(hub: Hub) -> None:
     """Cases in every state that changes the summary: overdue by deadline, marked overdue,
-    delivered, one with no patient data."""
+    delivered, one with no patient data; timestamps with and without a fraction of a second."""
     now = hub.clock.now()
     async with hub.transaction() as session:
         for practice_id, account_id, company_id in (await session.execute(
@@ -57,7 +57,7 @@ async def _cases(hub: Hub) -> None:
                                  company_id=company_id, status=status, submitted_by="staff:test",
                                  due_at=due, overdue_at=marked, question="fracture?",
                                  patient={"name": "Rex"} if i else {},
-                                 created_at=datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)))
+                                 created_at=datetime(2026, 3, 1, 12, 0, 0, 123456 * i, tzinfo=UTC)))
 
 
 async def _body(caller: ApiClient, path: str) -> bytes:
@@ -82,14 +82,17 @@ async def test_the_practice_list_is_what_the_model_writes(api: ApiClient, hub: H
 async def test_the_case_list_is_what_the_model_writes(api: ApiClient, hub: Hub, query: str) -> None:
     await _cases(hub)
     staff_practice = (await hub.read(lambda conn: conn.execute(select(Practice.id)).scalars().first()))
-    for caller, scope in [(await api.as_role("operator"), None),
-                          (await api.as_role("practice_staff", practice_id=staff_practice), staff_practice)]:
+    company = (await hub.read(lambda conn: conn.execute(select(Account.company_id)).scalars().first()))
+    for caller, where in [
+            (await api.as_role("operator"), None),
+            (await api.as_role("practice_staff", practice_id=staff_practice), Case.practice_id == staff_practice),
+            (await api.as_role("company_admin", company_id=company), Case.company_id == company)]:
         body = await _body(caller, f"/api/cases{query}")
         now = hub.clock.now()
         async with hub.read_session() as session:
             stmt = select(Case).order_by(Case.id.desc())
-            if scope is not None:
-                stmt = stmt.where(Case.practice_id == scope)
+            if where is not None:
+                stmt = stmt.where(where)
             summaries = [case_summary(c, now) for c in (await session.execute(stmt)).scalars()]
         if "overdue" in query:
             summaries = [s for s in summaries if s.overdue == query.endswith("true")]
