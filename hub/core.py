@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.db import migrate
-from hub.db.engine import is_sqlite, make_engine, make_read_engine, make_sessionmaker
+from hub.db.engine import (
+    READ_POOL_SIZE,
+    is_sqlite,
+    make_engine,
+    make_read_engine,
+    make_sessionmaker,
+)
+from hub.db.sqlite_readers import SqliteReaders
 from hub.db.transactions import run_read
 from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
@@ -40,6 +47,10 @@ class Hub:
         self.read_engine: AsyncEngine = make_read_engine(config.database.url, self.engine)
         self.read_sessionmaker: async_sessionmaker[AsyncSession] = (
             self.sessionmaker if self.read_engine is self.engine else make_sessionmaker(self.read_engine))
+        # Hub.read on SQLite skips the async engine's checkout (see hub.db.sqlite_readers).
+        sqlite_path = make_url(config.database.url).database if self.is_sqlite else None
+        self._readers = (SqliteReaders(sqlite_path, READ_POOL_SIZE)
+                         if sqlite_path and sqlite_path != ":memory:" else None)
         self.jobs = JobQueue(self)
         self.http: aiohttp.ClientSession | None = None
         self.channels: dict[str, Any] = {}
@@ -74,6 +85,8 @@ class Hub:
         """Run a synchronous read ``fn(connection)`` on the read engine in one hand-off (see
         :func:`hub.db.transactions.run_read`): for hot read paths, where a session's several
         round trips to SQLite's thread cost more than the query."""
+        if self._readers is not None:
+            return await self._readers.run(fn)
         return await run_read(self.read_engine, fn)
 
     async def read_orm(self, fn: Callable[[Session], T]) -> T:
@@ -202,6 +215,8 @@ class Hub:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        if self._readers is not None:
+            await self._readers.close()
 
     def _register_job_handlers(self) -> None:
         for impl in self.pm.hook.vethub_job_handlers.get_hookimpls():
