@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -16,6 +18,17 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns' decoder on every engine: orjson, about six times faster than ``json.loads``
+    on the small documents these columns hold (a list of 200 cases decodes 200 of them). What
+    orjson refuses and ``json`` takes (NaN, integers beyond 64 bits, which ``json.dumps`` may
+    have stored) goes to ``json.loads``, so anything stored still reads back."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def is_sqlite(url: str) -> bool:
@@ -37,7 +50,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # of them.
         kwargs.setdefault("pool_size", 20)
         kwargs.setdefault("max_overflow", 0)
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, json_deserializer=json_loads, **kwargs)
         # Not pool_pre_ping: asyncpg's dialect pings with BEGIN, ";" and ROLLBACK, three round
         # trips before every checkout's first statement. A connection the server closed (a
         # restart, pg_terminate_backend, an idle timeout) is seen by the event loop as soon as
@@ -61,7 +74,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # empty ROLLBACK, and on aiosqlite every call is a thread hand-off (~0.1 ms, far more
     # when the event loop is busy), paid by every transaction in the hub.
     kwargs.setdefault("pool_reset_on_return", None)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                                 json_deserializer=json_loads, **kwargs)
 
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     event.listen(engine.sync_engine, "begin", begin_immediate)
@@ -92,7 +106,7 @@ def make_read_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
     if not is_sqlite(url):
         return engine
     reader = create_async_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=READ_POOL_SIZE,
+        url, json_deserializer=json_loads, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=READ_POOL_SIZE,
         max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
     )
     event.listen(reader.sync_engine, "connect", _configure_sqlite_reader)
@@ -124,7 +138,7 @@ def make_sync_sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         sync_url,
         poolclass=StaticPool,  # one connection, used by one thread at a time
-        pool_reset_on_return=None,
+        pool_reset_on_return=None, json_deserializer=json_loads,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
     event.listen(engine, "connect", _configure_sqlite)
@@ -140,7 +154,7 @@ def make_sync_sqlite_reader(url: str, pool_size: int) -> Engine:
     WAL mode such a reader neither waits for the writer nor holds it up.
     """
     engine = create_engine(
-        make_url(url).set(drivername="sqlite"), pool_size=pool_size, max_overflow=0,
+        make_url(url).set(drivername="sqlite"), pool_size=pool_size, max_overflow=0, json_deserializer=json_loads,
         pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )

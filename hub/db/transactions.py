@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from hub.db.engine import begin_deferred, begin_immediate
+from hub.db.engine import begin_deferred, begin_immediate, json_loads
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ class _Shadow:
         # The async pool owns sqlite_conn: this engine never resets or closes it.
         self.engine = create_engine(
             "sqlite://", creator=lambda: sqlite_conn, poolclass=StaticPool,
-            pool_reset_on_return=None,
+            pool_reset_on_return=None, json_deserializer=json_loads,
         )
         event.listen(self.engine, "begin", begin)  # as the async engine
         self.conn: Connection | None = None
