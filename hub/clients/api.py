@@ -227,7 +227,7 @@ def client_item(c: Any, owners: set[tuple[int, str]]) -> dict[str, Any]:
 
 
 def _client_page(conn: Connection, principal: Principal, query: ClientQuery) -> dict[str, Any]:
-    ids = scope.practice_ids_on(conn, principal, query.practice_id)
+    ids = scope.search_scope_on(conn, principal, query.practice_id)
     page = search.find_client_rows(
         conn, ids, query.q, region=search.region_on(conn, ids), status=query.status,
         has_email=query.has_email, cursor=query.cursor, limit=query.limit)

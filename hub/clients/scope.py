@@ -53,3 +53,12 @@ async def scoped_client(session: AsyncSession, principal: Principal, client_id: 
     if client.practice_id not in await practice_ids(session, principal):
         raise NotFound.of("client")
     return client
+
+
+def search_scope_on(conn: Connection, principal: Principal, practice_id: int | None = None) -> list[int] | None:
+    """:func:`practice_ids_on` for the client search: None (every practice, as a subquery in
+    the search's statements) for an operator who named no practice, rather than reading every
+    practice's id only to send them back as parameters."""
+    if principal.role == "operator" and practice_id is None:
+        return None
+    return practice_ids_on(conn, principal, practice_id)

@@ -98,6 +98,19 @@ def client_terms(q: str, region: str) -> tuple[list[ColumnElement[bool]], bool]:
 NAME_PHASES = ("pims_id", "surname", "name")
 
 
+#: ``practice_ids`` of the client search: the practices in scope, or :data:`EVERY_PRACTICE`
+#: (None) for an operator, whose scope is then a subquery rather than a list of every id
+Scope = list[int] | None
+EVERY_PRACTICE: Scope = None
+
+
+def _scope(practice_ids: Scope) -> ColumnElement[bool]:
+    if practice_ids is None:
+        # still "practice_id IN (...)": every index on clients leads with practice_id
+        return Client.practice_id.in_(select(Practice.id))
+    return Client.practice_id.in_(practice_ids) if practice_ids else false()
+
+
 def _filters(stmt: Select[Any], status: str | None, has_email: bool | None) -> Select[Any]:
     if status is not None:
         stmt = stmt.where(Client.status == status)
@@ -106,10 +119,10 @@ def _filters(stmt: Select[Any], status: str | None, has_email: bool | None) -> S
     return stmt
 
 
-def name_phase_query(practice_ids: list[int], text: str, key: str, phase: str,
+def name_phase_query(practice_ids: Scope, text: str, key: str, phase: str,
                      after: tuple[str, int] | None, limit: int) -> Select[Any]:
     """One phase of a name search (see :data:`NAME_PHASES`), rows after ``after``."""
-    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
+    scope = _scope(practice_ids)
     if phase == "pims_id":
         stmt = select(Client).where(scope, Client.external_id == text[:64])
         if after is not None:
@@ -124,10 +137,10 @@ def name_phase_query(practice_ids: list[int], text: str, key: str, phase: str,
     return select(Client).where(*where).order_by(sort, Client.id).limit(limit)
 
 
-def _terms_query(practice_ids: list[int], terms: list[ColumnElement[bool]], *,
+def _terms_query(practice_ids: Scope, terms: list[ColumnElement[bool]], *,
                  status: str | None, has_email: bool | None, cursor: str | None,
                  limit: int) -> Select[Any]:
-    scope = Client.practice_id.in_(practice_ids) if practice_ids else false()
+    scope = _scope(practice_ids)
     # the scope inside each arm: every index leads with practice_id, and neither planner
     # distributes an AND over an OR itself (with one practice, "practice_id IN (...)
     # AND (a OR b)" walks the whole practice's index)
@@ -144,7 +157,7 @@ def _terms_query(practice_ids: list[int], terms: list[ColumnElement[bool]], *,
     return stmt.order_by(Client.id).limit(limit + 1)
 
 
-def client_query(practice_ids: list[int], q: str | None, region: str, *,
+def client_query(practice_ids: Scope, q: str | None, region: str, *,
                  status: str | None = None, has_email: bool | None = None,
                  cursor: str | None = None, limit: int = 50) -> Select[Any]:
     """The SELECT for one page of clients found by anything but a name (for a name, the
@@ -168,7 +181,7 @@ ROW_COLUMNS = (Client.id, Client.practice_id, Client.external_id, Client.first_n
 Fetch = Callable[[Select[Any]], list[Any]]
 
 
-def _find_by_name(fetch: Fetch, practice_ids: list[int], text: str, *, status: str | None,
+def _find_by_name(fetch: Fetch, practice_ids: Scope, text: str, *, status: str | None,
                   has_email: bool | None, cursor: str | None, limit: int) -> Page:
     """A page of a name search: the phases in order, each read up to what the page still
     needs (plus one, to know whether more follow). The cursor names the phase it stopped in."""
@@ -196,7 +209,7 @@ def _find_by_name(fetch: Fetch, practice_ids: list[int], text: str, *, status: s
     return Page([c for _, c in found[:limit]], nxt)
 
 
-def _find(fetch: Fetch, practice_ids: list[int], q: str | None, *, region: str,
+def _find(fetch: Fetch, practice_ids: Scope, q: str | None, *, region: str,
           status: str | None, has_email: bool | None, cursor: str | None, limit: int) -> Page:
     text = (q or "").strip()
     terms, by_name = client_terms(text, region) if text else ([], False)
@@ -223,7 +236,7 @@ async def find_clients(session: AsyncSession, practice_ids: list[int], q: str | 
     return await session.run_sync(run)
 
 
-def find_client_rows(conn: Connection, practice_ids: list[int], q: str | None, *,
+def find_client_rows(conn: Connection, practice_ids: Scope, q: str | None, *,
                      region: str = "US", status: str | None = None,
                      has_email: bool | None = None, cursor: str | None = None,
                      limit: int = 50) -> Page:
@@ -233,11 +246,18 @@ def find_client_rows(conn: Connection, practice_ids: list[int], q: str | None, *
                  q, region=region, status=status, has_email=has_email, cursor=cursor, limit=limit)
 
 
-def region_on(conn: Connection, practice_ids: list[int]) -> str:
+_FIRST_COUNTRY = select(Practice.country).order_by(Practice.id).limit(1)
+_COUNTRY = select(Practice.country).where(Practice.id == bindparam("id"))
+
+
+def region_on(conn: Connection, practice_ids: Scope) -> str:
     """The country phones are read in: the (first) practice's in scope."""
-    if not practice_ids:
+    if practice_ids is None:
+        country = conn.execute(_FIRST_COUNTRY).scalar()
+    elif not practice_ids:
         return "US"
-    country = conn.execute(select(Practice.country).where(Practice.id == practice_ids[0])).scalar()
+    else:
+        country = conn.execute(_COUNTRY, {"id": practice_ids[0]}).scalar()
     return country or "US"
 
 
