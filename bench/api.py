@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -234,6 +235,34 @@ async def _floor(url: str, port_queue: Any, slots: int) -> None:
 # --- the load generator ------------------------------------------------------------------------
 
 
+# wrk's done() hook prints the figures as one JSON line; latency is in microseconds.
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "duration_us": %d, "mean_us": %f, "p50_us": %d, '
+    .. '"p99_us": %d, "errors": %d}\\n', summary.requests, summary.duration, latency.mean,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def wrk_load(base: str, path: str, token: str, connections: int, seconds: float) -> dict[str, float]:
+    """Drive ``path`` with wrk (one thread: C, so it leaves the cores to the servers)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_REPORT)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script.name,
+             "-H", f"Authorization: Bearer {token}", f"{base}{path}"],
+            capture_output=True, text=True, check=True, timeout=seconds + 120).stdout
+    finally:
+        os.unlink(script.name)
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "mean_ms": r["mean_us"] / 1000,
+            "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "errors": r["errors"]}
+
+
 def load_main(base: str, path: str, token: str, connections: int, seconds: float, out: Any) -> None:
     out.put(asyncio.run(_load(base, path, token, connections, seconds)))
 
@@ -276,14 +305,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(base: str, path: str, token: str, connections: int, seconds: float,
-            server_pid: int) -> dict[str, float]:
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    proc = ctx.Process(target=load_main, args=(base, path, token, connections, seconds, out))
+            server_pid: int, load: str) -> dict[str, float]:
     cpu0 = cpu_seconds(server_pid)
-    proc.start()
-    result = out.get(timeout=seconds + 120)
-    proc.join()
+    if load == "wrk":
+        result = wrk_load(base, path, token, connections, seconds)
+    else:
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        proc = ctx.Process(target=load_main, args=(base, path, token, connections, seconds, out))
+        proc.start()
+        result = out.get(timeout=seconds + 120)
+        proc.join()
+    if result["errors"]:
+        raise RuntimeError(f"{base}{path}: {result['errors']:.0f} failed requests")
     # The server's CPU per request: on a busy machine wall-clock rates swing with the load,
     # while this shows the work the server's own code does.
     result["cpu_ms"] = 1000 * (cpu_seconds(server_pid) - cpu0) / max(1, result["rps"] * seconds)
@@ -310,8 +344,10 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> list[tuple[str
     try:
         for path in args.paths:
             for _ in range(args.rounds):
-                hub_r = measure(hub_base, path, token, args.connections, args.seconds, hub_proc.pid)
-                floor_r = measure(floor_base, path, token, args.connections, args.seconds, floor.pid)
+                hub_r = measure(hub_base, path, token, args.connections, args.seconds, hub_proc.pid,
+                                args.load)
+                floor_r = measure(floor_base, path, token, args.connections, args.seconds, floor.pid,
+                                  args.load)
                 results.append((path, hub_r, floor_r))
                 print(f"{name:<10} {path:<28} hub {hub_r['rps']:8.0f} req/s p50 {hub_r['p50_ms']:6.1f} "
                       f"p99 {hub_r['p99_ms']:6.1f} ms cpu {hub_r['cpu_ms']:.2f} ms/req | floor {floor_r['rps']:8.0f} req/s p50 "
@@ -331,13 +367,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--load", choices=["wrk", "aiohttp"], default="wrk" if shutil.which("wrk") else "aiohttp",
+                        help="load generator: wrk (Debian's; the default when installed) or an aiohttp client")
     parser.add_argument("--pg-url", default=os.environ.get("VETHUB_BENCH_POSTGRES_URL")
                         or os.environ.get("VETHUB_TEST_POSTGRES_URL"))
     args = parser.parse_args()
     args.paths = [p for p in args.paths.split(",") if p]
     print(f"# bench/api.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()}, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {args.connections} connections, "
-          f"{args.seconds:g} s x {args.rounds} rounds")
+          f"{args.seconds:g} s x {args.rounds} rounds, load generator {args.load}")
     summary = []
     for backend in args.backend.split(","):
         if backend == "sqlite":
