@@ -1,7 +1,7 @@
 """API read throughput: the hub's read routes beside a floor server doing the same queries.
 
     .venv/bin/python bench/api.py [--backend sqlite,postgresql] [--connections 20] [--seconds 8]
-                                  [--rounds 3] [--paths /api/practices,...]
+                                  [--rounds 3] [--paths /api/practices,...] [--load wrk|aiohttp]
                                   [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 
 For each backend, on a fresh database seeded with 50 practices (each with an account with one
@@ -14,8 +14,9 @@ the console leans on: practices, the account list with a filter, cases, client s
   hash up and runs the route's SELECT through the raw driver (aiosqlite with one connection per
   request slot, asyncpg's pool), then writes the rows as JSON — the least any such API must do.
 
-A load process keeps ``--connections`` requests in flight for ``--seconds`` against each in turn
-(hub, floor, hub, floor... per round) and reports requests/s, mean, p50 and p99 latency. The
+A load generator — wrk (Debian's package; one thread, so the cores are left to the servers)
+when installed, else ``--load aiohttp``, a Python client — keeps ``--connections`` requests in
+flight for ``--seconds`` against each in turn (hub, floor, hub, floor... per round) and reports requests/s, mean, p50 and p99 latency. The
 ratio printed is hub/floor in the same round; the median over rounds is the figure to record.
 Run on a quiet machine; PostgreSQL needs ``--pg-url`` or ``VETHUB_BENCH_POSTGRES_URL`` /
 ``VETHUB_TEST_POSTGRES_URL`` (a user that may create databases).
