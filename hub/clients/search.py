@@ -261,15 +261,17 @@ def region_on(conn: Connection, practice_ids: Scope) -> str:
     return country or "US"
 
 
-# The page's clients that own an active patient, by the page's client ids: built once, one
-# list of ids (a tuple IN of (practice, PIMS id) pairs took twice the parameters, and building
-# and expanding it cost more than running it).
-_OWNERS = (select(Client.practice_id, Client.external_id)
-           .join(Patient, and_(Patient.practice_id == Client.practice_id,
-                               Patient.client_external_id == Client.external_id))
-           .where(Client.id.in_(bindparam("ids", expanding=True)),
-                  Patient.status == PatientStatus.ACTIVE)
-           .distinct())
+# SQLite: the page's clients that own an active patient, found from the page's client ids, in
+# a statement built once (the tuple IN below takes twice the parameters, and building and
+# expanding it cost SQLite's search more than running it). PostgreSQL's planner took this
+# join as a hash join over every patient (1.3 ms on 2,000 patients, 8.9 ms before ANALYZE),
+# so there the pairs stay, each an index probe.
+_OWNERS_BY_CLIENT_ID = (
+    select(Client.practice_id, Client.external_id)
+    .join(Patient, and_(Patient.practice_id == Client.practice_id,
+                        Patient.client_external_id == Client.external_id))
+    .where(Client.id.in_(bindparam("ids", expanding=True)), Patient.status == PatientStatus.ACTIVE)
+    .distinct())
 
 
 def active_patient_owners_on(conn: Connection | Session, clients: list[Any]) -> set[tuple[int, str]]:
@@ -277,8 +279,16 @@ def active_patient_owners_on(conn: Connection | Session, clients: list[Any]) -> 
     active patient."""
     if not clients:
         return set()
-    rows = conn.execute(_OWNERS, {"ids": sorted({c.id for c in clients})})
-    return {(r[0], r[1]) for r in rows}
+    dialect = conn.dialect if isinstance(conn, Connection) else conn.get_bind().dialect
+    if dialect.name == "sqlite":
+        rows = conn.execute(_OWNERS_BY_CLIENT_ID, {"ids": sorted({c.id for c in clients})})
+        return {(r[0], r[1]) for r in rows}
+    wanted = {(c.practice_id, c.external_id) for c in clients}
+    rows = conn.execute(
+        select(Patient.practice_id, Patient.client_external_id).where(
+            tuple_(Patient.practice_id, Patient.client_external_id).in_(sorted(wanted)),
+            Patient.status == PatientStatus.ACTIVE).distinct())
+    return {(r[0], r[1]) for r in rows if r[1] is not None}
 
 
 async def active_patient_owners(session: AsyncSession,
