@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, bindparam, false, select
+from sqlalchemy import Select, bindparam, false, select, type_coerce
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from hub.accounts.onboarding import refresh_stages
 from hub.accounts.report import STAGES, OnboardingReport, OnboardingRow
 from hub.db.models import Account, AccountStatus, Company, Practice
 from hub.db.transactions import row_dicts
-from hub.db.types import id_value
+from hub.db.types import IsoformatTime, id_value
 
 if TYPE_CHECKING:
     from hub.auth import Principal
@@ -170,7 +170,10 @@ LIST_COLUMNS = (
     Account.id, Practice.id.label("practice_id"), Practice.name.label("practice"),
     Practice.slug.label("practice_slug"), Company.id.label("company_id"), Company.slug.label("company"),
     Company.name.label("company_name"), Account.approved_for_access, Account.modalities,
-    Account.auto_submit, Account.status, Account.managed_by_config, Account.created_at, Account.updated_at,
+    Account.auto_submit, Account.status, Account.managed_by_config,
+    # isoformat() strings, as account_json writes them, without a datetime between
+    type_coerce(Account.created_at, IsoformatTime()).label("created_at"),
+    type_coerce(Account.updated_at, IsoformatTime()).label("updated_at"),
 )
 
 
@@ -203,8 +206,6 @@ def account_rows(conn: Connection, principal: Principal, filtered: Filtered) -> 
     rows = row_dicts(conn.execute(_list_statement(principal.role, filtered.shape), params))
     for item in rows:
         item["modalities"] = list(item["modalities"] or [])
-        item["created_at"] = item["created_at"].isoformat() if item["created_at"] else None
-        item["updated_at"] = item["updated_at"].isoformat() if item["updated_at"] else None
     if filtered.modalities:  # JSON containment differs between SQLite and PostgreSQL; filter here
         rows = [r for r in rows if set(filtered.modalities) <= set(r["modalities"])]
     return rows

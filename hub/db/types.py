@@ -60,18 +60,44 @@ class AnswerTime(TypeDecorator[Any]):
         return _sqlite_answer_time if dialect.name == "sqlite" else None
 
 
-def _sqlite_answer_time(value: str | None) -> str | datetime | None:
+class IsoformatTime(AnswerTime):
+    """:class:`AnswerTime` for answers that carry ``datetime.isoformat()`` of the aware value
+    (``2026-12-07T12:26:15.120654+00:00``), as strings on both databases."""
+
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        return _sqlite_isoformat if dialect.name == "sqlite" else _isoformat
+
+
+def _stored_parts(value: str) -> tuple[str, str] | None:
     # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, see UTCDateTime); CURRENT_TIMESTAMP
-    # writes it without the fraction. pydantic leaves out a zero fraction, and so does this.
+    # writes it without the fraction. Both leave out a zero fraction, as datetime does.
+    if value[10:11] != " " or len(value) not in (19, 26) or (len(value) == 26 and value[19] != "."):
+        return None
+    return value[:10], value[11:19] if value.endswith(".000000") else value[11:]
+
+
+def _sqlite_answer_time(value: str | None) -> str | datetime | None:
     if value is None:
         return None
-    if len(value) == 26 and value[10] == " " and value[19] == ".":
-        if value.endswith(".000000"):
-            return f"{value[:10]}T{value[11:19]}Z"
-        return f"{value[:10]}T{value[11:]}Z"
-    if len(value) == 19 and value[10] == " ":
-        return f"{value[:10]}T{value[11:]}Z"
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)  # any other form: as UTCDateTime would
+    parts = _stored_parts(value)
+    if parts is None:  # any other form: as UTCDateTime would read it
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return f"{parts[0]}T{parts[1]}Z"
+
+
+def _sqlite_isoformat(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = _stored_parts(value)
+    if parts is None:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC).isoformat()
+    return f"{parts[0]}T{parts[1]}+00:00"
+
+
+def _isoformat(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
