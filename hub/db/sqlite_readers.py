@@ -40,7 +40,7 @@ class SqliteReaders:
         self._idle: list[tuple[aiosqlite.Connection, _Shadow]] = []
         self._all: list[aiosqlite.Connection] = []
         self._opening = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[tuple[aiosqlite.Connection, _Shadow]]] = deque()
         self._closed = False
 
     async def run(self, fn: Callable[[Any], T]) -> T:
@@ -56,29 +56,25 @@ class SqliteReaders:
     async def _acquire(self) -> tuple[aiosqlite.Connection, _Shadow]:
         if self._closed:
             raise RuntimeError("the hub's SQLite readers are closed")
-        if self._idle:
+        if self._idle and not self._waiters:
             return self._idle.pop()
         if len(self._all) + self._opening < self._size:
             return await self._open()
-        try:
-            async with asyncio.timeout(self._timeout):
-                while not self._idle:
-                    await self._wait()
-        except TimeoutError:
-            # what SQLAlchemy's pool raised: the API answers 503, a worker backs off
-            raise PoolTimeout(f"no SQLite read connection was free within {self._timeout:g} s") from None
-        return self._idle.pop()
-
-    async def _wait(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
+        # First come, first served: a released connection is handed to the longest waiter, not
+        # left for whichever request the loop runs next (which starved waiters into the tail).
+        waiter: asyncio.Future[tuple[aiosqlite.Connection, _Shadow]] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await waiter
-        except BaseException:
-            if waiter in self._waiters:
+            async with asyncio.timeout(self._timeout):
+                return await waiter
+        except BaseException as err:
+            if waiter.done() and not waiter.cancelled():
+                self._release(*waiter.result())  # handed a connection, then gave up: pass it on
+            elif waiter in self._waiters:
                 self._waiters.remove(waiter)
-            elif self._idle:  # woken for a connection, then cancelled: pass the wake-up on
-                self._wake_one()
+            if isinstance(err, TimeoutError):
+                # what SQLAlchemy's pool raised: the API answers 503, a worker backs off
+                raise PoolTimeout(f"no SQLite read connection was free within {self._timeout:g} s") from None
             raise
 
     async def _open(self) -> tuple[aiosqlite.Connection, _Shadow]:
@@ -99,18 +95,19 @@ class SqliteReaders:
     def _release(self, conn: aiosqlite.Connection, shadow: _Shadow) -> None:
         if self._closed:
             return
-        self._idle.append((conn, shadow))
-        self._wake_one()
-
-    def _wake_one(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result((conn, shadow))
                 return
+        self._idle.append((conn, shadow))
 
     async def close(self) -> None:
         self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("the hub's SQLite readers are closed"))
         conns, self._all, self._idle = self._all, [], []
         for conn in conns:
             await conn.close()

@@ -65,6 +65,36 @@ async def test_at_most_size_reads_at_once_and_the_rest_wait_their_turn(db_url: s
         await readers.close()
 
 
+async def test_a_released_connection_goes_to_the_longest_waiter(db_url: str, db_path: str) -> None:
+    """First come, first served: a request that arrives as a connection is released does not
+    take it from one already waiting (which pushed waiters into the latency's tail)."""
+    readers = SqliteReaders(db_path, size=1)
+    try:
+        held = await readers._acquire()
+        first = asyncio.create_task(readers._acquire())
+        await asyncio.sleep(0)  # waiting
+        readers._release(*held)  # handed to `first`, which has not run yet
+        later = asyncio.create_task(readers._acquire())
+        assert await asyncio.wait_for(first, 5) == held
+        await asyncio.sleep(0)
+        assert not later.done()  # it waits its turn
+        readers._release(*held)
+        assert await asyncio.wait_for(later, 5) == held
+        readers._release(*held)
+    finally:
+        await readers.close()
+
+
+async def test_closing_fails_the_waiters(db_url: str, db_path: str) -> None:
+    readers = SqliteReaders(db_path, size=1)
+    await readers._acquire()
+    waiter = asyncio.create_task(readers._acquire())
+    await asyncio.sleep(0)
+    await readers.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(waiter, 5)
+
+
 async def test_a_wait_longer_than_the_timeout_is_the_database_being_unavailable(db_path: str, db_url: str) -> None:
     readers = SqliteReaders(db_path, size=1, timeout=0.2)
     started, release = threading.Semaphore(0), threading.Event()
