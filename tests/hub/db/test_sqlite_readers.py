@@ -73,8 +73,9 @@ async def test_a_released_connection_goes_to_the_longest_waiter(db_url: str, db_
         held = await readers._acquire()
         first = asyncio.create_task(readers._acquire())
         await asyncio.sleep(0)  # waiting
-        readers._release(*held)  # handed to `first`, which has not run yet
+        # a request whose turn on the loop comes before the woken waiter's
         later = asyncio.create_task(readers._acquire())
+        readers._release(*held)
         assert await asyncio.wait_for(first, 5) == held
         await asyncio.sleep(0)
         assert not later.done()  # it waits its turn
