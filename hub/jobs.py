@@ -504,8 +504,16 @@ class JobQueue:
         return await run_transaction(self.hub.engine, lambda conn: _record_successes(conn, batch, now))
 
     async def tick_schedules(self) -> int:
-        """Turn due schedule rows into jobs; safe with several replicas."""
+        """Turn due schedule rows into jobs; safe with several replicas.
+
+        A read comes first and the write transaction only when a schedule is due: the
+        scheduler ticks every second, and on SQLite a transaction takes the database's one
+        write lock even when it finds nothing, which held the DICOM committer up in SQLite's
+        busy handler (up to 100 ms a sleep) once a second (docs/performance.md).
+        """
         now = self.hub.clock.now()
+        if not await self._schedule_due(now):
+            return 0
         fired = 0
         async with self.hub.transaction() as session:
             stmt = select(Schedule).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
@@ -521,6 +529,16 @@ class JobQueue:
                 schedule.next_run_at = nxt
                 fired += 1
         return fired
+
+    async def _schedule_due(self, now: datetime) -> bool:
+        """Whether an enabled schedule is due, read without a lock; True on error (the
+        transaction that follows reports it)."""
+        try:
+            return await self.hub.read(
+                lambda conn: conn.execute(_SCHEDULE_DUE, {"now": now}).first() is not None
+            )
+        except Exception:  # noqa: BLE001 - the tick's transaction meets it again and reports it
+            return True
 
     async def run_until_idle(self, max_jobs: int = 100_000) -> int:
         """Run every due job in this task until none is due (tests, one-shot commands)."""
@@ -791,6 +809,14 @@ def _lease_statement(dialect: str, expired: bool) -> Any:
 _CLAIMABLE = (
     select(Job.id).where(Job.status == JobStatus.QUEUED, Job.run_at <= bindparam("now")).limit(1),
     select(Job.id).where(Job.status == JobStatus.RUNNING, Job.lease_until < bindparam("now")).limit(1),
+)
+
+
+#: Whether a schedule is due (the scheduler's tick reads this before it writes).
+_SCHEDULE_DUE = (
+    select(Schedule.name)
+    .where(Schedule.enabled.is_(True), Schedule.next_run_at <= bindparam("now"))
+    .limit(1)
 )
 
 
