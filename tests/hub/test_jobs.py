@@ -547,7 +547,7 @@ async def test_a_tick_with_nothing_due_only_reads(jhub: Hub, frozen_clock: Froze
         await jhub.jobs.ensure_schedule(session, "sync", "t.ok", {}, 60)
     assert await jhub.jobs.tick_schedules() == 1
     async with jhub.transaction() as session:  # holds the write lock to the block's end
-        await session.execute(text("UPDATE practices SET name = name WHERE 0"))
+        await session.execute(text("UPDATE practices SET name = name WHERE 1 = 0"))
         assert await asyncio.wait_for(jhub.jobs.tick_schedules(), 5) == 0
     frozen_clock.advance(seconds=60)
     assert await jhub.jobs.tick_schedules() == 1
