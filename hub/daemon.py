@@ -24,6 +24,11 @@ async def serve(config: HubConfig, *, host: str | None = None, port: int | None 
     preflight(hub)  # the database file, data dir and image store, named with their keys
     app = create_app(hub)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # Frozen before the set-up starts the listeners (the DICOM receiver's among them): the
+    # full collection holds the GIL for a tenth of a second or more, and a modality
+    # connecting during it waited that long. What the set-up makes is collected and frozen
+    # below, a pass of a few milliseconds.
+    freeze_startup_objects()
     await runner.setup()  # runs the cleanup contexts' start-up: hub, plugins, workers
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -249,7 +249,7 @@ class JobQueue:
             job_id = (await conn.execute(_INSERT_JOB, values)).scalar_one()
             return QueuedJob(job_id, kind, values["payload"], values["status"], values["run_at"],
                              values["max_attempts"], None)
-        await conn.execute(_insert_once(conn.dialect.name, values))
+        await conn.execute(_INSERT_ONCE[conn.dialect.name], values)
         row = (await conn.execute(
             select(Job.id, Job.kind, Job.payload, Job.status, Job.run_at, Job.max_attempts, Job.idempotency_key)
             .where(Job.idempotency_key == idempotency_key))).one()
@@ -275,7 +275,16 @@ class JobQueue:
         if idempotency_key is None:
             conn.execute(insert(Job).values(**values))
         else:
-            conn.execute(_insert_once(conn.dialect.name, values))
+            conn.execute(_INSERT_ONCE[conn.dialect.name], values)
+
+    def enqueue_many_sync(
+        self, conn: Connection, kind: str, jobs: list[tuple[Mapping[str, Any], str, datetime]],
+    ) -> None:
+        """:meth:`enqueue_sync` of several jobs of one kind, each ``(payload, idempotency key,
+        run at)``, in one ``executemany`` (a key already there is skipped): a batch of received
+        instances arms a stability check for each new study in it."""
+        rows = [self._row(kind, payload, run_at, None, None, key) for payload, key, run_at in jobs]
+        conn.execute(_INSERT_ONCE[conn.dialect.name], rows)
 
     def wake(self) -> None:
         """Wake this process's idle workers: a job was committed that may be due."""
@@ -504,8 +513,16 @@ class JobQueue:
         return await run_transaction(self.hub.engine, lambda conn: _record_successes(conn, batch, now))
 
     async def tick_schedules(self) -> int:
-        """Turn due schedule rows into jobs; safe with several replicas."""
+        """Turn due schedule rows into jobs; safe with several replicas.
+
+        A read comes first and the write transaction only when a schedule is due: the
+        scheduler ticks every second, and on SQLite a transaction takes the database's one
+        write lock even when it finds nothing, which held the DICOM committer up in SQLite's
+        busy handler (up to 100 ms a sleep) once a second (docs/performance.md).
+        """
         now = self.hub.clock.now()
+        if not await self._schedule_due(now):
+            return 0
         fired = 0
         async with self.hub.transaction() as session:
             stmt = select(Schedule).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
@@ -521,6 +538,16 @@ class JobQueue:
                 schedule.next_run_at = nxt
                 fired += 1
         return fired
+
+    async def _schedule_due(self, now: datetime) -> bool:
+        """Whether an enabled schedule is due, read without a lock; True on error (the
+        transaction that follows reports it)."""
+        try:
+            return await self.hub.read(
+                lambda conn: conn.execute(_SCHEDULE_DUE, {"now": now}).first() is not None
+            )
+        except Exception:  # noqa: BLE001 - the tick's transaction meets it again and reports it
+            return True
 
     async def run_until_idle(self, max_jobs: int = 100_000) -> int:
         """Run every due job in this task until none is due (tests, one-shot commands)."""
@@ -794,6 +821,14 @@ _CLAIMABLE = (
 )
 
 
+#: Whether a schedule is due (the scheduler's tick reads this before it writes).
+_SCHEDULE_DUE = (
+    select(Schedule.name)
+    .where(Schedule.enabled.is_(True), Schedule.next_run_at <= bindparam("now"))
+    .limit(1)
+)
+
+
 def _fenced_outcome(job_id: int, worker_id: str, held: set[int], written: Outcome = Outcome.SUCCEEDED) -> Outcome:
     """``written`` when the fenced update found the job still this worker's, else lost-lease
     (reported: another worker holds the job now and may run it again)."""
@@ -827,7 +862,13 @@ def _wake_after_commit(session: Session) -> None:
         wake.set()
 
 
-def _insert_once(dialect: str, values: dict[str, Any]) -> Any:
+def _insert_once(dialect: str) -> Any:
     """INSERT of a job row that does nothing when its idempotency key exists."""
     insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert_(Job).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return insert_(Job).on_conflict_do_nothing(index_elements=["idempotency_key"])
+
+
+#: Built once, the values bound at execution: a statement built per job with ``.values()``
+#: cost more CPU than its insert (0.3 ms to build, as much again to key the compiled cache),
+#: paid by the DICOM commit thread for every new study's stability check.
+_INSERT_ONCE = {name: _insert_once(name) for name in ("sqlite", "postgresql")}

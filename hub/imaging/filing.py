@@ -72,12 +72,17 @@ def _insert_new(dialect: str) -> Any:
 
 
 def _bump_study(new_instances: bool) -> Any:
+    """A study's counts, size and last arrival; with new instances also re-open a stable
+    study and arm a missing check. No ``RETURNING``: run as one ``executemany`` for all the
+    batch's studies, each an execution of SQLAlchemy's (about 0.15 ms of the commit thread's
+    CPU, while it holds the GIL fifty association threads wait for); what the studies
+    became is read after, in one ``SELECT``."""
     values: dict[str, Any] = {
         "instance_count": _ST.c.instance_count + bindparam("b_count"),
         "size_bytes": _ST.c.size_bytes + bindparam("b_size"),
         "last_received_at": bindparam("b_now", type_=UTCDateTime()),
     }
-    if new_instances:  # re-open a stable study and arm a missing check
+    if new_instances:
         values.update(
             status=RECEIVING,
             stable_at=None,
@@ -86,18 +91,16 @@ def _bump_study(new_instances: bool) -> Any:
                 else_=_ST.c.stable_check_at,
             ),
         )
-    return (
-        update(_ST)
-        .where(_ST.c.id == bindparam("b_id"))
-        .values(**values)
-        .returning(_ST.c.stable_check_at, _ST.c.modalities)
-    )
+    return update(_ST).where(_ST.c.id == bindparam("b_id")).values(**values)
 
 
 # Built once: on this path constructing a statement and its cache key cost more than
 # executing it.
 _INSERT_NEW = {name: _insert_new(name) for name in ("sqlite", "postgresql")}
-_BUMP_NEW, _BUMP_RESENT = _bump_study(True), _bump_study(False)
+_BUMP_GROWN, _BUMP_RESENT = _bump_study(True), _bump_study(False)
+_STUDIES_AFTER = select(_ST.c.id, _ST.c.stable_check_at, _ST.c.modalities).where(
+    _ST.c.id.in_(bindparam("b_ids", expanding=True))
+)
 _INSERT_STUDIES = insert(_ST).returning(_ST.c.id, _ST.c.practice_id, _ST.c.study_instance_uid)
 _SET_MODALITIES = (
     update(_ST).where(_ST.c.id == bindparam("b_id"))
@@ -241,24 +244,33 @@ def _update_studies(
             if same[0].modality and same[0].modality not in delta["modalities"]:
                 delta["modalities"].append(same[0].modality)
     due = now + timedelta(seconds=stable_age)
-    armed = False
+    grown = {sid: d for sid, d in per_study.items() if d["count"]}
+    if grown:  # one executemany, then one read of what the studies became
+        conn.execute(_BUMP_GROWN, [
+            {"b_id": sid, "b_count": d["count"], "b_size": d["size"] + size_adjust.get(sid, 0),
+             "b_now": now, "b_due": due}
+            for sid, d in grown.items()
+        ])
+    after = {
+        row.id: row for row in conn.execute(_STUDIES_AFTER, {"b_ids": list(grown)})
+    } if grown else {}
     for study_id, delta in per_study.items():
-        row = conn.execute(
-            _BUMP_NEW if delta["count"] else _BUMP_RESENT,
-            {
-                "b_id": study_id, "b_count": delta["count"],
-                "b_size": delta["size"] + size_adjust.get(study_id, 0), "b_now": now,
-                "b_due": due,
-            },
-        ).one()
-        if delta["count"] and row.stable_check_at == due:  # this statement armed it
-            payload, key = stability_check(study_id, stable_age, due)
-            hub.jobs.enqueue_sync(conn, STABILITY_JOB, payload, run_at=due, idempotency_key=key)
-            armed = True
-        missing = [m for m in delta["modalities"] if m not in (row.modalities or [])]
+        if not delta["count"]:  # only re-sent instances: counts stay, the size may change
+            conn.execute(_BUMP_RESENT, {
+                "b_id": study_id, "b_count": 0, "b_size": size_adjust.get(study_id, 0),
+                "b_now": now,
+            })
+    armed = [sid for sid in grown if after[sid].stable_check_at == due]  # armed just now
+    if armed:
+        hub.jobs.enqueue_many_sync(
+            conn, STABILITY_JOB, [(*stability_check(sid, stable_age, due), due) for sid in armed]
+        )
+    modalities = []
+    for study_id, delta in grown.items():
+        known = after[study_id].modalities or []
+        missing = [m for m in delta["modalities"] if m not in known]
         if missing:
-            conn.execute(
-                _SET_MODALITIES,
-                {"b_id": study_id, "b_modalities": [*(row.modalities or []), *missing]},
-            )
-    return armed
+            modalities.append({"b_id": study_id, "b_modalities": [*known, *missing]})
+    if modalities:  # a new study's first batch sets them
+        conn.execute(_SET_MODALITIES, modalities)
+    return bool(armed)

@@ -17,9 +17,11 @@ import gc
 def freeze_startup_objects() -> None:
     """Collect start-up's garbage once, then freeze what survives (``gc.freeze``).
 
-    Call once, after start-up and before serving. Frozen objects are never collected: a cycle
+    Call after start-up and before serving. Frozen objects are never collected: a cycle
     among them is kept, which is what a long-lived start-up object is anyway. Objects made
-    afterwards (requests, rows, messages) are collected as before.
+    afterwards (requests, rows, messages) are collected as before. A second call walks only
+    what was made since the first, so `vethub run` calls it once before its listeners start
+    (the long pass, with no connection waiting on it) and once after.
     """
     gc.collect()
     gc.freeze()

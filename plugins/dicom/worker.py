@@ -66,11 +66,13 @@ async def _run(args: argparse.Namespace) -> int:
     receiver = DicomReceiver(hub, section, committer=RelayCommitter(args.relay))
     try:
         await hub.prepare_database(upgrade=False)
+        # Before READY, not once accepting: the full collection holds the GIL, and the
+        # associations this process accepted first waited for it (docs/performance.md).
+        freeze_startup_objects()
         _say(READY)
         if not await _go_ahead(stop):
             return 0  # stopped, or the hub went away, before the go-ahead
         await receiver.start(listener, owner=False)
-        freeze_startup_objects()
         _say(ACCEPTING)
         while not stop.is_set() and os.getppid() == args.parent:
             try:

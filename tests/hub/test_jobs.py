@@ -539,6 +539,21 @@ async def test_schedule_after_downtime_fires_once_not_per_missed_tick(jhub: Hub,
     assert await count_jobs(jhub) == 2
 
 
+async def test_a_tick_with_nothing_due_only_reads(jhub: Hub, frozen_clock: FrozenClock) -> None:
+    """The scheduler ticks every second; with nothing due a tick reads and writes nothing, so
+    it does not wait for the write lock another writer holds (on SQLite it would take it, and
+    hold up that writer next: the DICOM committer). A schedule come due still fires."""
+    async with jhub.transaction() as session:
+        await jhub.jobs.ensure_schedule(session, "sync", "t.ok", {}, 60)
+    assert await jhub.jobs.tick_schedules() == 1
+    async with jhub.transaction() as session:  # holds the write lock to the block's end
+        await session.execute(text("UPDATE practices SET name = name WHERE 1 = 0"))
+        assert await asyncio.wait_for(jhub.jobs.tick_schedules(), 5) == 0
+    frozen_clock.advance(seconds=60)
+    assert await jhub.jobs.tick_schedules() == 1
+    assert await count_jobs(jhub) == 2
+
+
 # --- graceful stop -------------------------------------------------------------------------------
 
 

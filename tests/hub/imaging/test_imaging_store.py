@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from hub.db.models import Job, Practice
 from hub.imaging.models import Instance, Study
@@ -103,3 +105,59 @@ async def test_new_studies_of_several_practices_in_one_batch(hub_factory, dicom_
         studies[(two, "9.1")].id, studies[(two, "9.2")].id,
     ]
     assert sorted(j.payload["study_id"] for j in jobs) == sorted(st.id for st in studies.values())
+
+
+async def test_a_batch_over_known_new_and_resent_studies(hub_factory, dicom_config_data, frozen_clock):
+    """One batch touching several studies (one statement updates them all): a study growing
+    keeps its armed check and gains a modality, a stable one re-opens with a new check, a new
+    one opens, and a study only re-sent to keeps its count and check."""
+    data = dicom_config_data()
+    data["practices"].append({"slug": "vet-two", "name": "Vet Two"})
+    hub = await hub_factory(data, clock=frozen_clock)
+    async with hub.sessionmaker() as s:
+        one = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
+        two = await s.scalar(select(Practice.id).where(Practice.slug == "vet-two"))
+    async with hub.transaction() as s:
+        await store_instances(s, hub, [
+            _item(one, "1.1", study="8.1"), _item(one, "2.1", study="8.2"),
+            _item(one, "4.1", study="8.4", size=50),
+        ], stable_age=30)
+    first_due = {st.study_instance_uid: st.stable_check_at for st in await _studies(hub)}
+    async with hub.transaction() as s:  # 8.2 was found stable: its check ran and is gone
+        await s.execute(update(Study).where(Study.study_instance_uid == "8.2")
+                        .values(status="stable", stable_at=frozen_clock.now(), stable_check_at=None))
+    frozen_clock.advance(seconds=10)
+    async with hub.transaction() as s:
+        outcomes = await store_instances(s, hub, [
+            _item(one, "1.2", study="8.1", modality="MR", size=70),
+            _item(one, "2.2", study="8.2", size=30),
+            _item(two, "3.1", study="8.3", modality="US"),
+            _item(one, "4.1", study="8.4", size=50),  # re-sent
+        ], stable_age=30)
+    assert [o.created for o in outcomes] == [True, True, True, False]
+    studies = {st.study_instance_uid: st for st in await _studies(hub)}
+    got = {uid: (st.instance_count, st.size_bytes, st.modalities, st.status)
+           for uid, st in studies.items()}
+    assert got == {
+        "8.1": (2, 170, ["CT", "MR"], "receiving"),
+        "8.2": (2, 130, ["CT"], "receiving"),
+        "8.3": (1, 100, ["US"], "receiving"),
+        "8.4": (1, 50, ["CT"], "receiving"),
+    }
+    assert studies["8.1"].stable_check_at == first_due["8.1"]  # kept, not re-armed
+    assert studies["8.4"].stable_check_at == first_due["8.4"]
+    assert studies["8.2"].stable_at is None and studies["8.2"].stable_check_at == (
+        frozen_clock.now() + timedelta(seconds=30))
+    async with hub.sessionmaker() as s:
+        jobs = (await s.execute(select(Job).where(Job.kind == "imaging.study_stability"))).scalars().all()
+    armed = sorted((j.payload["study_id"], j.run_at) for j in jobs)
+    assert armed == sorted([
+        *((studies[uid].id, first_due[uid]) for uid in ("8.1", "8.2", "8.4")),
+        (studies["8.2"].id, studies["8.2"].stable_check_at),
+        (studies["8.3"].id, studies["8.3"].stable_check_at),
+    ])
+
+
+async def _studies(hub) -> list[Study]:
+    async with hub.sessionmaker() as s:
+        return list((await s.execute(select(Study))).scalars())
