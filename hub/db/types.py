@@ -70,30 +70,31 @@ class IsoformatTime(AnswerTime):
         return _sqlite_isoformat if dialect.name == "sqlite" else _isoformat
 
 
-def _stored_parts(value: str) -> tuple[str, str] | None:
-    # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, see UTCDateTime); CURRENT_TIMESTAMP
-    # writes it without the fraction. Both leave out a zero fraction, as datetime does.
-    if value[10:11] != " " or len(value) not in (19, 26) or (len(value) == 26 and value[19] != "."):
-        return None
-    return value[:10], value[11:19] if value.endswith(".000000") else value[11:]
-
-
 def _sqlite_answer_time(value: str | None) -> str | datetime | None:
+    # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, see UTCDateTime); like datetime, the
+    # answer leaves out a zero fraction. One C call or two a value: a page holds a thousand.
     if value is None:
         return None
-    parts = _stored_parts(value)
-    if parts is None:  # any other form: as UTCDateTime would read it
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return f"{parts[0]}T{parts[1]}Z"
+    if len(value) == 26 and value[10] == " ":
+        if value.endswith(".000000"):
+            return value[:19].replace(" ", "T", 1) + "Z"
+        return value.replace(" ", "T", 1) + "Z"
+    return _other_form(value)
 
 
 def _sqlite_isoformat(value: str | None) -> str | None:
     if value is None:
         return None
-    parts = _stored_parts(value)
-    if parts is None:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC).isoformat()
-    return f"{parts[0]}T{parts[1]}+00:00"
+    if len(value) == 26 and value[10] == " ":
+        if value.endswith(".000000"):
+            return value[:19].replace(" ", "T", 1) + "+00:00"
+        return value.replace(" ", "T", 1) + "+00:00"
+    return _other_form(value).isoformat()
+
+
+def _other_form(value: str) -> datetime:
+    # CURRENT_TIMESTAMP's "YYYY-MM-DD HH:MM:SS", or anything else: as UTCDateTime reads it
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _isoformat(value: datetime | None) -> str | None:
