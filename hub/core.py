@@ -18,13 +18,14 @@ from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.db import migrate
 from hub.db.engine import (
+    PG_READERS,
     READ_POOL_SIZE,
     is_sqlite,
     make_engine,
     make_read_engine,
     make_sessionmaker,
 )
-from hub.db.sqlite_readers import SqliteReaders
+from hub.db.readers import PgReaders, Readers, SqliteReaders
 from hub.db.transactions import run_read
 from hub.jobs import JobQueue
 from hub.plugins import HubPluginManager, PluginError
@@ -47,10 +48,12 @@ class Hub:
         self.read_engine: AsyncEngine = make_read_engine(config.database.url, self.engine)
         self.read_sessionmaker: async_sessionmaker[AsyncSession] = (
             self.sessionmaker if self.read_engine is self.engine else make_sessionmaker(self.read_engine))
-        # Hub.read on SQLite skips the async engine's checkout (see hub.db.sqlite_readers).
-        sqlite_path = make_url(config.database.url).database if self.is_sqlite else None
-        self._readers = (SqliteReaders(sqlite_path, READ_POOL_SIZE)
-                         if sqlite_path and sqlite_path != ":memory:" else None)
+        # Hub.read skips the async engine's checkout per read (see hub.db.readers).
+        self._readers: Readers[Any] | None = None
+        if not self.is_sqlite:
+            self._readers = PgReaders(self.engine, PG_READERS)
+        elif (path := make_url(config.database.url).database) and path != ":memory:":
+            self._readers = SqliteReaders(path, READ_POOL_SIZE)
         self.jobs = JobQueue(self)
         self.http: aiohttp.ClientSession | None = None
         self.channels: dict[str, Any] = {}

@@ -91,6 +91,9 @@ def refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
 
 
 READ_POOL_SIZE = 4
+#: Of PostgreSQL's 20 pooled connections, how many ``Hub.read`` may hold (hub.db.readers); the
+#: rest serve transactions and sessions.
+PG_READERS = 8
 
 
 def make_read_engine(url: str, engine: AsyncEngine) -> AsyncEngine:

@@ -1,4 +1,4 @@
-"""``Hub.read`` on SQLite through its own readers (hub.db.sqlite_readers): at most the pool's
+"""``Hub.read`` through its own readers (hub.db.readers): at most the pool's
 size at once, the rest wait in turn; a wait too long is "database unavailable"; a caller that
 gives up leaves nothing wedged; reads never wait for the writer; and closing stops them."""
 
@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from hub.db.models import Company
-from hub.db.sqlite_readers import SqliteReaders
+from hub.db.readers import SqliteReaders
 from hub.ops.dbstate import is_unavailable
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -75,13 +75,13 @@ async def test_a_released_connection_goes_to_the_longest_waiter(db_url: str, db_
         await asyncio.sleep(0)  # waiting
         # a request whose turn on the loop comes before the woken waiter's
         later = asyncio.create_task(readers._acquire())
-        readers._release(*held)
+        readers._release(held)
         assert await asyncio.wait_for(first, 5) == held
         await asyncio.sleep(0)
         assert not later.done()  # it waits its turn
-        readers._release(*held)
+        readers._release(held)
         assert await asyncio.wait_for(later, 5) == held
-        readers._release(*held)
+        readers._release(held)
     finally:
         await readers.close()
 
