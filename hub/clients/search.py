@@ -119,10 +119,9 @@ class PracticeArray(list[int]):
 
 
 #: ``practice_ids`` of the client search: the practices in scope (a :class:`PracticeArray` on
-#: PostgreSQL), or :data:`EVERY_PRACTICE` (None) for an operator on SQLite, whose scope is then a
-#: subquery rather than a list of every id
+#: PostgreSQL), or None for every practice (an operator on SQLite: the scope is then a subquery
+#: rather than a list of every id; see :func:`hub.clients.scope.search_scope_on`)
 Scope = list[int] | None
-EVERY_PRACTICE: Scope = None
 
 
 def _scope(practice_ids: Scope) -> ColumnElement[bool]:
@@ -273,7 +272,8 @@ def find_client_rows(conn: Connection, practice_ids: Scope, q: str | None, *,
     """:func:`find_clients` as plain rows of :data:`ROW_COLUMNS`, read on ``conn`` (inside
     :meth:`hub.core.Hub.read`): the same statements, the same page and cursor."""
     return _find(lambda stmt: list(conn.execute(stmt.with_only_columns(*ROW_COLUMNS))),
-                 _for(conn.dialect.name, practice_ids), q, region=region, status=status, has_email=has_email, cursor=cursor, limit=limit)
+                 _for(conn.dialect.name, practice_ids), q, region=region, status=status,
+                 has_email=has_email, cursor=cursor, limit=limit)
 
 
 _FIRST_COUNTRY = select(Practice.country).order_by(Practice.id).limit(1)
