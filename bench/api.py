@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/api.py [--backend sqlite,postgresql] [--connections 20] [--seconds 8]
                                   [--rounds 3] [--paths /api/practices,...] [--load wrk|aiohttp]
+                                  [--practices 50]
                                   [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 
-For each backend, on a fresh database seeded with 50 practices (each with an account with one
+For each backend, on a fresh database seeded with 50 practices (``--practices``; each with an account with one
 company, 40 clients with a patient each), 200 cases and an operator token; the routes are those
 the console leans on: practices, the account list with a filter, cases, client search:
 
@@ -78,9 +79,9 @@ PATHS = {
 # --- set-up ------------------------------------------------------------------------------------
 
 
-def write_config(workdir: Path, url: str) -> Path:
+def write_config(workdir: Path, url: str, practices_count: int = PRACTICES) -> Path:
     practices = [{"slug": f"p{i:03d}", "name": f"Practice {i}", "email": f"p{i}@example.org",
-                  "calling_aes": [f"P{i:03d}"]} for i in range(PRACTICES)]
+                  "calling_aes": [f"P{i:03d}"]} for i in range(practices_count)]
     accounts = [{"practice": p["slug"], "company": "rads", "approved_for_access": True} for p in practices]
     data = {
         "hub": {"data_dir": str(workdir / "var"), "secret_key": "bench-" + "k" * 40,
@@ -330,7 +331,7 @@ def measure(base: str, path: str, token: str, connections: int, seconds: float,
 
 def run_backend(name: str, url: str, args: argparse.Namespace) -> list[tuple[str, dict[str, float], dict[str, float]]]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-api-{name}-"))
-    config = write_config(workdir, url)
+    config = write_config(workdir, url, args.practices)
     vethub("db", "upgrade", "--config", str(config))
     token = vethub("admin", "create-token", "--config", str(config), "--role", "operator",
                    "--name", "bench").stdout.strip().splitlines()[-1]
@@ -368,6 +369,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--practices", type=int, default=PRACTICES,
+                        help="practices seeded (each with an account and 40 clients); the practice list answers them all")
     parser.add_argument("--load", choices=["wrk", "aiohttp"], default="wrk" if shutil.which("wrk") else "aiohttp",
                         help="load generator: wrk (Debian's; the default when installed) or an aiohttp client")
     parser.add_argument("--pg-url", default=os.environ.get("VETHUB_BENCH_POSTGRES_URL")
@@ -376,7 +379,7 @@ def main() -> None:
     args.paths = [p for p in args.paths.split(",") if p]
     print(f"# bench/api.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()}, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {args.connections} connections, "
-          f"{args.seconds:g} s x {args.rounds} rounds, load generator {args.load}")
+          f"{args.seconds:g} s x {args.rounds} rounds, load generator {args.load}, {args.practices} practices")
     summary = []
     for backend in args.backend.split(","):
         if backend == "sqlite":
