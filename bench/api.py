@@ -5,9 +5,10 @@
                                   [--practices 50]
                                   [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 
-For each backend, on a fresh database seeded with 50 practices (``--practices``; each with an account with one
-company, 40 clients with a patient each), 200 cases and an operator token; the routes are those
-the console leans on: practices, the account list with a filter, cases, client search:
+For each backend, on a fresh database seeded with 50 practices (``--practices``; each with an
+account with one company, 40 clients with a patient each), 200 cases and an operator token; the
+routes are those the console leans on: practices, the account list with a filter, cases, client
+search:
 
 - **hub**: `vethub run` in its own process, the whole path (token middleware, scoping, the
   declared response model, JSON);
