@@ -85,9 +85,10 @@ class Hub:
         return self.read_sessionmaker()
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        """Run a synchronous read ``fn(connection)`` on the read engine in one hand-off (see
-        :func:`hub.db.transactions.run_read`): for hot read paths, where a session's several
-        round trips to SQLite's thread cost more than the query."""
+        """Run a synchronous read ``fn(connection)`` in one hand-off, on one of the connections
+        kept for reads (:mod:`hub.db.readers`; on SQLite they never take the write lock): for
+        hot read paths, where a session's several round trips cost more than the query.
+        ``fn`` must not write."""
         if self._readers is not None:
             return await self._readers.run(fn)
         return await run_read(self.read_engine, fn)

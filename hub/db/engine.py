@@ -109,8 +109,9 @@ def make_read_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
     if not is_sqlite(url):
         return engine
     reader = create_async_engine(
-        url, json_deserializer=json_loads, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=READ_POOL_SIZE,
-        max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
+        url, json_deserializer=json_loads, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=READ_POOL_SIZE, max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        pool_reset_on_return=None,
     )
     event.listen(reader.sync_engine, "connect", _configure_sqlite_reader)
     event.listen(reader.sync_engine, "begin", begin_deferred)
@@ -157,9 +158,9 @@ def make_sync_sqlite_reader(url: str, pool_size: int) -> Engine:
     WAL mode such a reader neither waits for the writer nor holds it up.
     """
     engine = create_engine(
-        make_url(url).set(drivername="sqlite"), pool_size=pool_size, max_overflow=0, json_deserializer=json_loads,
-        pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pool_reset_on_return=None,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        make_url(url).set(drivername="sqlite"), pool_size=pool_size, max_overflow=0,
+        json_deserializer=json_loads, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        pool_reset_on_return=None, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
     event.listen(engine, "connect", _configure_sqlite_reader)
     event.listen(engine, "begin", begin_deferred)
