@@ -71,25 +71,26 @@ class IsoformatTime(AnswerTime):
 
 
 def _sqlite_answer_time(value: str | None) -> str | datetime | None:
-    # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, see UTCDateTime); like datetime, the
-    # answer leaves out a zero fraction. One C call or two a value: a page holds a thousand.
     if value is None:
         return None
-    if len(value) == 26 and value[10] == " ":
-        if value.endswith(".000000"):
-            return value[:19].replace(" ", "T", 1) + "Z"
-        return value.replace(" ", "T", 1) + "Z"
-    return _other_form(value)
+    iso = _stored_iso(value)
+    return _other_form(value) if iso is None else iso + "Z"
 
 
 def _sqlite_isoformat(value: str | None) -> str | None:
     if value is None:
         return None
-    if len(value) == 26 and value[10] == " ":
-        if value.endswith(".000000"):
-            return value[:19].replace(" ", "T", 1) + "+00:00"
-        return value.replace(" ", "T", 1) + "+00:00"
-    return _other_form(value).isoformat()
+    iso = _stored_iso(value)
+    return _other_form(value).isoformat() if iso is None else iso + "+00:00"
+
+
+def _stored_iso(value: str) -> str | None:
+    # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, see UTCDateTime): that form, in ISO
+    # without its zone and, as datetime writes it, without a zero fraction; one or two C calls
+    # a value (a page holds a thousand). None for any other form.
+    if len(value) != 26 or value[10] != " ":
+        return None
+    return (value[:19] if value.endswith(".000000") else value).replace(" ", "T", 1)
 
 
 def _other_form(value: str) -> datetime:
