@@ -540,13 +540,16 @@ class JobQueue:
         return fired
 
     async def _schedule_due(self, now: datetime) -> bool:
-        """Whether an enabled schedule is due, read without a lock; True on error (the
-        transaction that follows reports it)."""
+        """Whether an enabled schedule is due, read without a lock."""
+        return await self._any_row((_SCHEDULE_DUE,), now)
+
+    async def _any_row(self, statements: tuple[Any, ...], now: datetime) -> bool:
+        """Whether any of ``statements`` finds a row at ``now``, read without a lock; True on
+        error (the write that follows meets it again and reports it, or backs off)."""
         try:
-            return await self.hub.read(
-                lambda conn: conn.execute(_SCHEDULE_DUE, {"now": now}).first() is not None
-            )
-        except Exception:  # noqa: BLE001 - the tick's transaction meets it again and reports it
+            return await self.hub.read(lambda conn: any(
+                conn.execute(stmt, {"now": now}).first() is not None for stmt in statements))
+        except Exception:  # noqa: BLE001 - see above
             return True
 
     async def run_until_idle(self, max_jobs: int = 100_000) -> int:
@@ -679,14 +682,8 @@ class JobQueue:
                 return
 
     async def _claimable(self) -> bool:
-        """Whether a job is due or a lease has expired, read without a lock; True on error
-        (the claim that follows reports the error and backs off)."""
-        now = self.hub.clock.now()
-        try:
-            return await self.hub.read(lambda conn: any(
-                conn.execute(stmt, {"now": now}).first() is not None for stmt in _CLAIMABLE))
-        except Exception:  # noqa: BLE001 - the claim meets it again and handles it
-            return True
+        """Whether a job is due or a lease has expired, read without a lock."""
+        return await self._any_row(_CLAIMABLE, self.hub.clock.now())
 
     async def _scheduler(self) -> None:
         while not self._stopping.is_set():
