@@ -22,13 +22,19 @@ def _item(practice_id: int, sop: str, study: str = "1.2.3", **kw) -> ReceivedIns
     )
 
 
-async def test_batch_dedupes_and_files_studies(hub_factory, dicom_config_data, frozen_clock):
+async def _two_practices(hub_factory, dicom_config_data, frozen_clock):
+    """A hub with practices vet-one and vet-two on the frozen clock, and their ids."""
     data = dicom_config_data()
     data["practices"].append({"slug": "vet-two", "name": "Vet Two"})
     hub = await hub_factory(data, clock=frozen_clock)
     async with hub.sessionmaker() as s:
         one = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
         two = await s.scalar(select(Practice.id).where(Practice.slug == "vet-two"))
+    return hub, one, two
+
+
+async def test_batch_dedupes_and_files_studies(hub_factory, dicom_config_data, frozen_clock):
+    hub, one, two = await _two_practices(hub_factory, dicom_config_data, frozen_clock)
     async with hub.transaction() as s:
         outcomes = await store_instances(s, hub, [
             _item(one, "1.1"), _item(one, "1.1", size=120), _item(one, "2.1", study="2.2",
@@ -111,12 +117,7 @@ async def test_a_batch_over_known_new_and_resent_studies(hub_factory, dicom_conf
     """One batch touching several studies (one statement updates them all): a study growing
     keeps its armed check and gains a modality, a stable one re-opens with a new check, a new
     one opens, and a study only re-sent to keeps its count and check."""
-    data = dicom_config_data()
-    data["practices"].append({"slug": "vet-two", "name": "Vet Two"})
-    hub = await hub_factory(data, clock=frozen_clock)
-    async with hub.sessionmaker() as s:
-        one = await s.scalar(select(Practice.id).where(Practice.slug == "vet-one"))
-        two = await s.scalar(select(Practice.id).where(Practice.slug == "vet-two"))
+    hub, one, two = await _two_practices(hub_factory, dicom_config_data, frozen_clock)
     async with hub.transaction() as s:
         await store_instances(s, hub, [
             _item(one, "1.1", study="8.1"), _item(one, "2.1", study="8.2"),
