@@ -60,16 +60,26 @@ COLUMNS = (
 CONTROL_PARAMS = frozenset({"format", "limit", "offset", "order"})
 
 
+# Only the caller's tenant: a company admin sees its company's accounts, practice staff their
+# practice's, an operator all, anyone else none. Conditions with the caller's ids as parameters
+# (scope_params), so a statement built once serves every caller of a role.
+_SCOPES: dict[str, Any] = {"company_admin": Account.company_id == bindparam("scope_company"),
+                           "practice_staff": Account.practice_id == bindparam("scope_practice"),
+                           "operator": None}
+
+
+def _scope_condition(role: str) -> Any:
+    return _SCOPES.get(role, false())
+
+
+def scope_params(principal: Principal) -> dict[str, Any]:
+    return {"scope_company": principal.company_id, "scope_practice": principal.practice_id}
+
+
 def scope(stmt: Select, principal: Principal) -> Select:
-    """Only the caller's tenant: a company admin sees its company's accounts, practice staff
-    their practice's, an operator all."""
-    if principal.role == "company_admin":
-        return stmt.where(Account.company_id == principal.company_id)
-    if principal.role == "practice_staff":
-        return stmt.where(Account.practice_id == principal.practice_id)
-    if principal.role == "operator":
-        return stmt
-    return stmt.where(false())
+    """``stmt`` narrowed to the caller's tenant, the caller's ids bound in."""
+    condition = _scope_condition(principal.role)
+    return stmt if condition is None else stmt.where(condition).params(scope_params(principal))
 
 
 def _bool(value: str, name: str) -> bool:
@@ -185,24 +195,19 @@ def filtered_accounts(params: Mapping[str, str]) -> Filtered:
 
 _LIST = (select(*LIST_COLUMNS).join(Practice, Practice.id == Account.practice_id)
          .join(Company, Company.id == Account.company_id).order_by(Account.id))
-_SCOPES: dict[str, Any] = {"company_admin": Account.company_id == bindparam("scope_company"),
-                           "practice_staff": Account.practice_id == bindparam("scope_practice"),
-                           "operator": None}
-
-
 @lru_cache(maxsize=256)
 def _list_statement(role: str, shape: tuple[tuple[str, str], ...]) -> Select:
     # One statement per shape of filter and caller, built once: building it for every request
     # cost more than running it. The values are parameters.
     stmt = Filtered(shape, {}, []).statement(_LIST)
-    condition = _SCOPES.get(role, false())
+    condition = _scope_condition(role)
     return stmt if condition is None else stmt.where(condition)
 
 
 def account_rows(conn: Connection, principal: Principal, filtered: Filtered) -> list[dict[str, Any]]:
     """The accounts ``principal`` may see, as :func:`account_json` writes them, read on ``conn``
     as plain rows: ORM instances of three tables per row cost more than reading them."""
-    params = {**filtered.values, "scope_company": principal.company_id, "scope_practice": principal.practice_id}
+    params = {**filtered.values, **scope_params(principal)}
     rows = row_dicts(conn.execute(_list_statement(principal.role, filtered.shape), params))
     for item in rows:
         item["modalities"] = list(item["modalities"] or [])
