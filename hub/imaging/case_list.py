@@ -22,6 +22,7 @@ from hub.auth import Principal
 from hub.db.transactions import row_dicts
 from hub.db.types import AnswerTime, UTCDateTime
 from hub.imaging.api_models import CaseSummary
+from hub.imaging.cases import visible_condition, visible_params
 from hub.imaging.models import Case
 from hub.imaging.turnaround import OPEN
 
@@ -40,12 +41,11 @@ def _column(name: str) -> Any:
 
 
 @cache
-def _statement(scope: str, with_status: bool) -> Select[Any]:
+def _statement(role: str, with_status: bool) -> Select[Any]:
     stmt = select(*(_column(name) for name in CaseSummary.model_fields))
-    if scope == "company":
-        stmt = stmt.where(Case.company_id == bindparam("company_id"))
-    elif scope == "practice":
-        stmt = stmt.where(Case.practice_id == bindparam("practice_id"))
+    condition = visible_condition(role)  # the one rule of who sees which cases
+    if condition is not None:
+        stmt = stmt.where(condition)
     if with_status:
         stmt = stmt.where(Case.status == bindparam("status"))
     return stmt.order_by(Case.id.desc()).limit(LIST_LIMIT)
@@ -55,10 +55,8 @@ def case_summary_rows(conn: Connection, principal: Principal, status: str | None
                       now: datetime) -> list[dict[str, Any]]:
     """The cases ``principal`` may see (as :func:`hub.imaging.cases.visible_cases` says), newest
     first, as :class:`CaseSummary` items ready to be sent as they are."""
-    scope = {"company_admin": "company", "operator": "all"}.get(principal.role, "practice")
-    params: dict[str, Any] = {"now": now, "company_id": principal.company_id,
-                              "practice_id": principal.practice_id, "status": status}
-    items = row_dicts(conn.execute(_statement(scope, status is not None), params))
+    params = {"now": now, "status": status, **visible_params(principal)}
+    items = row_dicts(conn.execute(_statement(principal.role, status is not None), params))
     for item in items:
         item["patient"] = item["patient"] or {}
         item["overdue"] = bool(item["overdue"])

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from hub.core import Hub
 
 __all__ = ["Attachment", "CaseSubmission", "DuplicateCase", "cancel_case",
-           "find_case", "submit_case", "visible_cases"]
+           "find_case", "submit_case", "visible_cases", "visible_condition", "visible_params"]
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,26 @@ class DuplicateCase(Conflict):
         self.case_id = case_id
 
 
+def visible_condition(role: str) -> ColumnElement[bool] | None:
+    """Which cases a caller of ``role`` may see (None: all), with the caller's ids as the
+    parameters of :func:`visible_params`: an operator all, a company admin the cases routed to
+    its company (also after the practice moved away), practice staff their practice's."""
+    if role == "company_admin":
+        return Case.company_id == bindparam("scope_company")
+    if role != "operator":
+        return Case.practice_id == bindparam("scope_practice")
+    return None
+
+
+def visible_params(principal: Principal) -> dict[str, Any]:
+    return {"scope_company": principal.company_id, "scope_practice": principal.practice_id}
+
+
 def visible_cases(principal: Principal) -> Select[Case]:
-    """The cases a caller may see: an operator all, a company admin the cases routed to its
-    company (also after the practice moved away), practice staff their practice's."""
+    """The cases a caller may see (:func:`visible_condition`), the caller's ids bound in."""
+    condition = visible_condition(principal.role)
     stmt = select(Case)
-    if principal.role == "company_admin":
-        return stmt.where(Case.company_id == principal.company_id)
-    if principal.role != "operator":
-        return stmt.where(Case.practice_id == principal.practice_id)
-    return stmt
+    return stmt if condition is None else stmt.where(condition).params(visible_params(principal))
 
 
 async def find_case(session: AsyncSession, principal: Principal, case_id: int) -> Case:
