@@ -56,7 +56,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # restart, pg_terminate_backend, an idle timeout) is seen by the event loop as soon as
         # it reads the socket's end, and refused here at no cost; one closed so recently that
         # the loop has not looked yet fails its first statement, which invalidates it (and the
-        # pool's older connections) as a disconnect: reads retry once (run_read), writes fail
+        # pool's older connections) as a disconnect: reads retry once (hub.db.readers), writes fail
         # with the database-unavailable error their callers already handle.
         event.listen(engine.sync_engine, "checkout", refuse_closed)
         return engine
