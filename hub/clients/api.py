@@ -229,9 +229,9 @@ def client_item(c: Any, owners: set[tuple[int, str]]) -> dict[str, Any]:
 def _client_page(conn: Connection, principal: Principal, query: ClientQuery) -> dict[str, Any]:
     ids = scope.search_scope_on(conn, principal, query.practice_id)
     page = search.find_client_rows(
-        conn, ids, query.q, region=search.region_on(conn, ids), status=query.status,
+        conn, ids, query.q, region=lambda: search.region_on(conn, ids), status=query.status,
         has_email=query.has_email, cursor=query.cursor, limit=query.limit)
-    owners = search.active_patient_owners_on(conn, page.items)
+    owners = search.owners_in(page.items)
     return {"items": [client_item(c, owners) for c in page.items], "next_cursor": page.next_cursor}
 
 

@@ -173,7 +173,7 @@ async def test_search_uses_the_indexes(world_factory) -> None:
                              ("name", "ix_clients_practice_name_key")):
             for q in ("smi", "C0000042"):
                 cases.append((f"{phase} {q}", search.name_phase_query(
-                    [world.practice_id], q, search.search_key(q), phase, None, 51), index))
+                    [world.practice_id], q, phase, 51), index))
         for what, stmt, index in cases:
             compiled = stmt.compile(session.bind, compile_kwargs={"literal_binds": True})
             explain = "EXPLAIN " if pg else "EXPLAIN QUERY PLAN "
@@ -192,6 +192,16 @@ async def test_search_uses_the_indexes(world_factory) -> None:
                 assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (what, plan)
                 if what.startswith(("surname", "name")):  # read in index order: no sort of matches
                     assert "TEMP B-TREE" not in plan, (what, plan)
+        # the API's page of a name search, every phase and the owners in one statement: each
+        # phase still its own index range, each owner one probe of the patients' index
+        stmt = search.name_search_query([world.practice_id], "smi", 50)
+        compiled = stmt.compile(session.bind, compile_kwargs={"literal_binds": True})
+        plan = _plan((await session.execute(text(("EXPLAIN " if pg else "EXPLAIN QUERY PLAN ")
+                                                 + str(compiled)))).all())
+        for index in ("ix_clients_practice_surname_key", "ix_clients_practice_name_key",
+                      "ix_patients_practice_client"):
+            assert index in plan, (index, plan)
+        assert ("Seq Scan" not in plan) if pg else not re.search(r"SCAN (clients|patients)(?! USING)", plan), plan
 
 
 def test_cli_find(write_config, pims_practice, drop_dir: Path) -> None:
