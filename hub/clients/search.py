@@ -5,7 +5,7 @@ Every form of the query is answered from an index (see the indexes on
 range of ``name_key`` ("first last") or ``surname_key`` ("last first") — ``key >= q`` and
 ``key < q + "~"``, since keys hold only ``[a-z0-9 ]`` — read in phases (:data:`NAME_PHASES`:
 the exact PIMS id, surnames, then first names), each an ordered range read only as far as the
-page needs; an email as a range of ``email_key``,
+page needs, all of a page's phases in one statement; an email as a range of ``email_key``,
 a phone as its E.164 form on each phone column, and the text as it is on the PIMS id. The
 scope is always ``practice_id IN (...)``, the leading column of each index.
 
