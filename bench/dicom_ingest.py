@@ -26,7 +26,9 @@ same run: instances per second, p50/p99 of each practice's time from connect to 
 C-STORE response (a storescu process's run), the receiver's CPU per instance (its process
 tree's user + system time over the run) beside the storescu processes', and the hub's peak
 RSS (its processes together). ``--repeat`` runs that many rounds (default 1) and prints the
-hub / Orthanc throughput and p99 ratios of each round.
+hub / Orthanc throughput and p99 ratios of each round. Each receiver first gets one untimed
+study from a 201st practice of its own (``--no-warmup`` leaves it out), so that no receiver's
+start-up is counted against it.
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
 them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
@@ -276,12 +278,13 @@ def _hub_name(processes: int) -> str:
 
 # --- many practices at once ---------------------------------------------------------------------
 
-def make_practices(folder: Path, practices: int, per_study: int) -> list[tuple[str, list[Path]]]:
+def make_practices(folder: Path, practices: int, per_study: int,
+                   prefix: str = "PRACTICE") -> list[tuple[str, list[Path]]]:
     """(calling AE, files) of ``practices`` practices, each one study of ``per_study`` CT slices."""
-    marker = folder / f"done-{practices}x{per_study}"
+    marker = folder / f"done-{prefix}-{practices}x{per_study}"
     out = []
     for n in range(1, practices + 1):
-        ae = f"PRACTICE{n:03d}"
+        ae = f"{prefix}{n:03d}"
         study_dir = folder / ae
         if not marker.exists():
             shutil.rmtree(study_dir, ignore_errors=True)
@@ -298,10 +301,12 @@ def make_practices(folder: Path, practices: int, per_study: int) -> list[tuple[s
 def drive(port: int, called: str, concurrency: int, plan: Path) -> dict:
     """Send every practice's study with its own storescu, ``concurrency`` at a time; the
     seconds each took and the total. Runs wherever the receiver is reachable (in the private
-    network namespace for storescp and Orthanc: ``--drive``)."""
+    network namespace for storescp and Orthanc: ``--drive``). The plan's warm-up study, if
+    any, is sent first and not timed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    practices = json.loads(plan.read_text())
+    planned = json.loads(plan.read_text())
+    practices = planned["practices"]
     env = {**os.environ, "TCP_NODELAY": "1"}
 
     def one(practice: list) -> tuple[float, bool]:
@@ -313,6 +318,8 @@ def drive(port: int, called: str, concurrency: int, plan: Path) -> dict:
 
     import resource
 
+    if planned["warmup"] is not None and not one(planned["warmup"])[1]:
+        raise RuntimeError("the warm-up study was not stored")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -410,9 +417,10 @@ def _hub_many(practices: list[tuple[str, list[Path]]], concurrency: int, work: P
               processes: int, plan: Path, idle: int) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="hub-many-", dir=work))
     port = free_port()
+    warmup = json.loads(plan.read_text())["warmup"]
     practice_blocks = "".join(
         f'[[practices]]\nslug = "p{n}"\nname = "Practice {n}"\ncalling_aes = ["{ae}"]\n'
-        for n, (ae, _) in enumerate(practices, start=1)
+        for n, (ae, _) in enumerate([*practices, *([warmup] if warmup else [])], start=1)
     )
     config = run_dir / "vethub.toml"
     config.write_text(f"""
@@ -445,7 +453,8 @@ max_negotiating = {max(100, idle + 100)}
         result["cpu"] = _tree_cpu(proc.pid) - cpu
         result["rss"] = peak.stop()
         stored = sum(1 for _ in (run_dir / "dicom").rglob("*.dcm"))
-        result["ok"] = result["ok"] and stored == sum(len(f) for _, f in practices)
+        warmed = len(warmup[1]) if warmup else 0
+        result["ok"] = result["ok"] and stored == sum(len(f) for _, f in practices) + warmed
         if idle:
             result["idle"] = _with_idle(port, practices[0], idle)
         return result
@@ -521,7 +530,7 @@ def _many_round(args: argparse.Namespace, practices: list[tuple[str, list[Path]]
         os.sync()
         out_dir = Path(tempfile.mkdtemp(prefix="storescp-", dir=work))
         results["storescp"] = _drive_in_netns(
-            f"storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
+            f"TCP_NODELAY=1 storescp --fork -aet STORESCP -od {out_dir} 11112", 11112, "STORESCP",
             args.concurrency, plan,
         )
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -537,7 +546,7 @@ def _many_round(args: argparse.Namespace, practices: list[tuple[str, list[Path]]
             "Plugins": [], "DicomCheckCalledAet": False, "SyncStorageArea": True,
         }), encoding="utf-8")
         results["orthanc"] = _drive_in_netns(
-            f"{orthanc} {cfg} > {run_dir}/orthanc.log 2>&1", 4242, "ORTHANC",
+            f"TCP_NODELAY=1 {orthanc} {cfg} > {run_dir}/orthanc.log 2>&1", 4242, "ORTHANC",
             args.concurrency, plan,
         )
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -560,8 +569,14 @@ def many_practices(args: argparse.Namespace) -> int:
     data = args.data or Path(tempfile.gettempdir()) / "vethub-bench-dicom-many"
     practices = make_practices(data, args.practices, args.instances)
     work = Path(tempfile.mkdtemp(prefix="vethub-bench-"))
+    # A receiver's first association pays for its start-up (a Python process's first
+    # statements and code paths, Orthanc's first index writes): each receiver gets one study
+    # from a practice of its own first, untimed, so the rounds compare receivers at work.
+    warmup = make_practices(data, 1, args.instances, prefix="WARMUP")[0] if args.warmup else None
     plan = work / "plan.json"
-    plan.write_text(json.dumps([[ae, [str(f) for f in files]] for ae, files in practices]))
+    plan.write_text(json.dumps({
+        "warmup": [warmup[0], [str(f) for f in warmup[1]]] if warmup else None,
+        "practices": [[ae, [str(f) for f in files]] for ae, files in practices]}))
     count = sum(len(f) for _, f in practices)
     rounds = args.repeat or 1
     print(f"# DICOM many practices, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
@@ -612,6 +627,9 @@ def main() -> int:
                         help="ingest (default) or many: many practices at once")
     parser.add_argument("--practices", type=int, default=200, help="many: calling AEs")
     parser.add_argument("--instances", type=int, default=5, help="many: instances per study")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="many: time each receiver from its first association (by default "
+                             "one untimed study from a practice of its own goes first)")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="many: associations at a time")
     parser.add_argument("--idle", type=int, default=1000,
