@@ -120,7 +120,7 @@ class Hub:
         results = []
         for impl in reversed(caller.get_hookimpls()):
             try:
-                result = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+                result = _call(impl, kwargs)
                 if inspect.isawaitable(result):
                     result = await result
                 results.append(result)
@@ -138,9 +138,7 @@ class Hub:
         for kwargs in events:
             for impl in impls:
                 try:
-                    started.append(
-                        (impl, impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs}))
-                    )
+                    started.append((impl, _call(impl, kwargs)))
                 except Exception:
                     log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
         for n, (impl, result) in enumerate(started):
@@ -276,3 +274,8 @@ def create_hub(config: HubConfig, pm: HubPluginManager | None = None, clock: Clo
     from hub.plugins import get_plugin_manager
 
     return Hub(config, pm or get_plugin_manager(config.plugins.disabled), clock)
+
+
+def _call(impl: Any, kwargs: Mapping[str, Any]) -> Any:
+    """Call a hook implementation with the arguments it names (pluggy's calling convention)."""
+    return impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
