@@ -518,9 +518,9 @@ class FirstImages:
     """Stamps "first images received" for the practices whose instances were just stored, a
     burst at a time: every practice named before the loop's next turn (one committed batch's
     ``vethub_instance_stored`` calls, :meth:`hub.core.Hub.fire_each`) shares one read, and one
-    write if any of them has a request waiting. A read per practice was two thirds of the
-    event loop's time when two hundred practices sent their first studies at once
-    (docs/performance.md)."""
+    write if any of them has a request waiting, where a read per practice made two hundred
+    hand-offs to the database's thread when two hundred practices sent their first studies
+    at once (docs/performance.md)."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
