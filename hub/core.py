@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -119,13 +120,38 @@ class Hub:
         results = []
         for impl in reversed(caller.get_hookimpls()):
             try:
-                result = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+                result = _call(impl, kwargs)
                 if inspect.isawaitable(result):
                     result = await result
                 results.append(result)
             except Exception:
                 log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
         return results
+
+    async def fire_each(self, hook_name: str, events: Sequence[Mapping[str, Any]]) -> None:
+        """:meth:`fire` once per keyword set of ``events``, in order, except that every
+        implementation is called for every event before the first awaitable is awaited (then
+        each is awaited, in the same order): an implementation can gather a burst of events
+        (a committed batch of instances) into one piece of work that each of them awaits."""
+        started: list[tuple[Any, Any]] = []
+        impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        for kwargs in events:
+            for impl in impls:
+                try:
+                    started.append((impl, _call(impl, kwargs)))
+                except Exception:
+                    log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
+        for n, (impl, result) in enumerate(started):
+            try:
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                for _, left in started[n + 1 :]:  # close what will never run: no warnings
+                    if inspect.iscoroutine(left):
+                        left.close()
+                raise
+            except Exception:
+                log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
 
     async def prepare_database(self, *, upgrade: bool | None = None) -> None:
         """Upgrade an embedded SQLite database; require PostgreSQL to be upgraded by an operator."""
@@ -248,3 +274,8 @@ def create_hub(config: HubConfig, pm: HubPluginManager | None = None, clock: Clo
     from hub.plugins import get_plugin_manager
 
     return Hub(config, pm or get_plugin_manager(config.plugins.disabled), clock)
+
+
+def _call(impl: Any, kwargs: Mapping[str, Any]) -> Any:
+    """Call a hook implementation with the arguments it names (pluggy's calling convention)."""
+    return impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})

@@ -333,7 +333,10 @@ def vethub_instance_stored(hub: Hub, instance: Any) -> Awaitable[None] | None:
     """A DICOM instance was stored and committed (after C-STORE success was decided).
 
     Called on the event loop, once per instance, in the order the rows committed; the
-    receiver neither waits for it before answering nor fails the instance if it raises.
+    receiver neither waits for it before answering nor fails the instance if it raises. The
+    calls for one committed batch are all made before any awaitable they return is awaited
+    (:meth:`hub.core.Hub.fire_each`), so an implementation can do one piece of work for the
+    batch and return it to each call.
     ``instance`` is a dict: ``instance_id``, ``study_id``, ``created`` (False for a re-sent
     instance), ``practice_id``, ``sop_instance_uid``, ``modality``. Return value ignored.
     """

@@ -7,14 +7,15 @@ through ``hub.messaging.outbound.queue_email`` with the company in Cc.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -477,32 +478,77 @@ def first_images_pending(hub: Hub, practice_id: int) -> bool:
     return practice_id not in hub.state.get(FIRST_IMAGES_DONE, set())
 
 
-def first_images_unstamped(conn: Connection, practice_id: int, at: datetime) -> bool:
-    """Whether the practice has an accepted request still waiting for its first images: read
-    first, so a practice with none (most of them, most of the time) costs no write
-    transaction, which on SQLite would queue behind the DICOM committer."""
-    return conn.execute(
-        select(AccountRequest.id).where(
-            AccountRequest.practice_id == practice_id,
-            AccountRequest.account_created_at <= at,
-            AccountRequest.first_images_received_at.is_(None),
-        ).limit(1)
-    ).first() is not None
+# The practices among the "ids" with an accepted request still waiting for its first
+# images: built once, as the receiver's bursts of new practices ask it again and again.
+_FIRST_IMAGES_WAITING = (
+    select(AccountRequest.practice_id)
+    .where(
+        AccountRequest.practice_id.in_(bindparam("ids", expanding=True)),
+        AccountRequest.account_created_at <= bindparam("at"),
+        AccountRequest.first_images_received_at.is_(None),
+    )
+    .distinct()
+)
 
 
-async def note_first_images(session: AsyncSession, hub: Hub, practice_id: int, at: datetime) -> None:
-    """Stamp "first images received" on the practice's accepted requests that lack it."""
+def first_images_unstamped(conn: Connection, practice_ids: Collection[int], at: datetime) -> set[int]:
+    """The practices among ``practice_ids`` with an accepted request still waiting for its
+    first images: read first, so practices with none (most of them, most of the time) cost no
+    write transaction, which on SQLite would queue behind the DICOM committer."""
+    rows = conn.execute(_FIRST_IMAGES_WAITING, {"ids": list(practice_ids), "at": at}).scalars()
+    return {practice_id for practice_id in rows if practice_id is not None}
+
+
+async def note_first_images(session: AsyncSession, hub: Hub, practice_ids: Collection[int], at: datetime) -> None:
+    """Stamp "first images received" on the practices' accepted requests that lack it."""
     await session.execute(
         update(AccountRequest)
         .where(
-            AccountRequest.practice_id == practice_id,
+            AccountRequest.practice_id.in_(list(practice_ids)),
             AccountRequest.account_created_at <= at,
             AccountRequest.first_images_received_at.is_(None),
         )
         .values(first_images_received_at=at)
         .execution_options(synchronize_session=False)
     )
-    hub.state.setdefault(FIRST_IMAGES_DONE, set).add(practice_id)
+    hub.state.setdefault(FIRST_IMAGES_DONE, set).update(practice_ids)
+
+
+class FirstImages:
+    """Stamps "first images received" for the practices whose instances were just stored, a
+    burst at a time: every practice named before the loop's next turn (one committed batch's
+    ``vethub_instance_stored`` calls, :meth:`hub.core.Hub.fire_each`) shares one read, and one
+    write if any of them has a request waiting, where a read per practice made two hundred
+    hand-offs to the database's thread when two hundred practices sent their first studies
+    at once (docs/performance.md)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._gathering: tuple[set[int], asyncio.Task[None]] | None = None
+
+    def stored(self, practice_id: int) -> asyncio.Task[None] | None:
+        """Count ``practice_id`` in the burst; the burst's task for the call that started it,
+        None for the others (the burst is awaited once, and fails, if it does, once)."""
+        if self._gathering is not None:
+            self._gathering[0].add(practice_id)
+            return None
+        ids = {practice_id}
+        task = asyncio.get_running_loop().create_task(self._stamp(ids))
+        self._gathering = (ids, task)
+        return task
+
+    async def _stamp(self, ids: set[int]) -> None:
+        # The task's first step runs on the loop's next turn, after the calls that named ids.
+        self._gathering = None
+        now = self.hub.clock.now()
+        waiting = await self.hub.read(lambda conn: first_images_unstamped(conn, ids, now))
+        self.hub.state.setdefault(FIRST_IMAGES_DONE, set).update(ids - waiting)
+        if waiting:
+            async with self.hub.transaction() as session:
+                await note_first_images(session, self.hub, waiting, now)
+
+
+FIRST_IMAGES: HubKey[FirstImages] = HubKey("accounts.first_images")
 
 
 async def refresh_stages(session: AsyncSession, requests: list[AccountRequest]) -> None:

@@ -50,27 +50,14 @@ def vethub_template_dirs():
 @hookimpl
 def vethub_instance_stored(hub: Hub, instance: Any):
     """Stamp "first images received". The receiver fires this for every instance, so after one
-    look per practice (per process) that finds nothing left to stamp it costs nothing."""
-    from hub.accounts.onboarding import (
-        FIRST_IMAGES_DONE,
-        first_images_pending,
-        first_images_unstamped,
-        note_first_images,
-    )
+    look per practice (per process) that finds nothing left to stamp it costs nothing; the
+    looks of one committed batch are one read (:class:`~hub.accounts.onboarding.FirstImages`)."""
+    from hub.accounts.onboarding import FIRST_IMAGES, FirstImages, first_images_pending
 
     practice_id = instance.get("practice_id") if isinstance(instance, dict) else getattr(instance, "practice_id", None)
     if practice_id is None or not first_images_pending(hub, practice_id):
         return None
-
-    async def _stamp() -> None:
-        now = hub.clock.now()
-        if not await hub.read(lambda conn: first_images_unstamped(conn, practice_id, now)):
-            hub.state.setdefault(FIRST_IMAGES_DONE, set).add(practice_id)
-            return
-        async with hub.transaction() as session:
-            await note_first_images(session, hub, practice_id, now)
-
-    return _stamp()
+    return hub.state.setdefault(FIRST_IMAGES, lambda: FirstImages(hub)).stored(practice_id)
 
 
 def _date(_ctx: Any, _param: Any, value: str | None) -> date | None:

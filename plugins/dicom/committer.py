@@ -160,8 +160,12 @@ class Committer:
         if previous is not None:
             with contextlib.suppress(Exception):  # reaped, and logged, by the commit thread
                 await asyncio.wrap_future(previous)
-        for view in views:  # Hub.fire logs a failing plugin; the instance is stored regardless
-            await self.hub.fire("vethub_instance_stored", hub=self.hub, instance=view)
+        # Hub.fire_each logs a failing plugin; the instance is stored regardless. Every
+        # listener hears the whole batch before anything is awaited, so it can serve the
+        # batch with one piece of work (the accounts plugin's first-images read).
+        await self.hub.fire_each(
+            "vethub_instance_stored", [{"hub": self.hub, "instance": view} for view in views]
+        )
 
     def _reap(self, keep: int) -> None:
         """Forget the fired batches; wait for the oldest until at most ``keep`` are unfired."""
