@@ -35,7 +35,7 @@ from .engine import AssociationEngine, make_engine
 from .filemeta import file_meta
 from .header import HeaderError, parse_fragments
 from .relay import RelayCommitter
-from .storage import DicomStore, StorageError, instance_relpath, spread_subdirectories
+from .storage import DicomStore, StorageError, instance_relpath
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -107,7 +107,6 @@ class DicomReceiver:
         self.acceptance.bind(loop)
         await self.acceptance.prepare()
         self.store.root.mkdir(parents=True, exist_ok=True)
-        spread_subdirectories(self.store.root)
         self.committer.start(loop)
         await self.engine.start(listener, owner=owner)
         log.info(

@@ -17,12 +17,9 @@ with 0xA700 (out of resources); the temporary file is removed.
 
 from __future__ import annotations
 
-import array
-import fcntl
 import os
 import random
 import re
-import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,7 +35,6 @@ __all__ = [
     "StoredFile",
     "instance_relpath",
     "is_valid_uid",
-    "spread_subdirectories",
     "validate_uid",
 ]
 
@@ -158,40 +154,6 @@ def tmpfile_supported(directory: Path) -> bool:
     finally:
         os.close(dir_fd)
     return True
-
-
-# ext2/3/4's "top of directory hierarchies" flag (chattr +T) and the ioctls that read and set
-# an inode's flags (linux/fs.h: the request numbers carry a long's size, the value is an int)
-_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subdirectories(root: Path) -> bool:
-    """Mark ``root`` as the top of directory hierarchies (``chattr +T``) where the filesystem
-    has the flag (ext2/3/4): its new subdirectories, one per practice, are then spread over
-    the block groups, each practice's studies and files in its directory's group, instead of
-    all in the root's group. On ext4 without a journal a new inode first steps over every
-    inode its group freed in the last minute or more, one buffer look-up each; in the group
-    where everything else was made and deleted that was a quarter of the receiver's CPU
-    (docs/performance.md). Nothing about durability changes. Best effort: False where the
-    filesystem has no such flag or the hub may not set it."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        if not flags[0] & _FS_TOPDIR_FL:
-            flags[0] |= _FS_TOPDIR_FL
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
-            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        return bool(flags[0] & _FS_TOPDIR_FL)
-    except OSError:  # ENOTTY, EOPNOTSUPP: no such flags here; EPERM: not the owner
-        return False
-    finally:
-        os.close(fd)
 
 
 class DicomStore:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from hub.testing.fixtures_env import skip_or_fail
-from plugins.dicom.plugin import receiver_of
 from plugins.dicom.storage import (
     DicomStore,
     StorageUnavailable,
     instance_relpath,
-    spread_subdirectories,
     tmpfile_supported,
 )
 
@@ -110,36 +106,3 @@ def test_a_root_that_cannot_be_created_is_unavailable(tmp_path: Path):
     with pytest.raises(StorageUnavailable, match="cannot store"):
         store.write(REL, [b"data"])
     assert blocker.read_text() == "x"
-
-
-def _attributes(path: Path) -> str:
-    out = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True)
-    return out.stdout.split()[0] if out.returncode == 0 and out.stdout else ""
-
-
-def test_the_root_spreads_practice_directories_where_the_filesystem_can(tmp_path: Path):
-    """On ext2/3/4 the root is marked the top of directory hierarchies (chattr +T), so that
-    each practice's tree gets a block group of its own rather than stepping over the inodes
-    freed in the root's (docs/performance.md); elsewhere nothing happens and nothing fails."""
-    root = tmp_path / "root"
-    root.mkdir()
-    attributes = _attributes(root)
-    if not attributes or shutil.which("lsattr") is None:
-        pytest.skip("this filesystem shows no inode flags")
-    marked = spread_subdirectories(root)
-    assert marked == ("T" in _attributes(root))
-    if not marked:
-        pytest.skip("this filesystem has no top-of-hierarchies flag")
-    assert spread_subdirectories(root)  # again: already marked, still true
-    store = DicomStore(root)
-    assert store.write(REL, [b"x"]).written  # files are written beneath it as before
-    assert spread_subdirectories(tmp_path / "missing") is False
-
-
-async def test_a_started_receiver_marks_its_storage_root(hub_factory, dicom_config_data, tmp_path: Path):
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    if not spread_subdirectories(probe):
-        pytest.skip("this filesystem has no top-of-hierarchies flag")
-    hub = await hub_factory(dicom_config_data())
-    assert "T" in _attributes(receiver_of(hub).store.root)
