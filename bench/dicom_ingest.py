@@ -28,7 +28,8 @@ tree's user + system time over the run) beside the storescu processes', and the 
 RSS (its processes together). ``--repeat`` runs that many rounds (default 1) and prints the
 hub / Orthanc throughput and p99 ratios of each round. Each receiver first gets one untimed
 study from a 201st practice of its own (``--no-warmup`` leaves it out), so that no receiver's
-start-up is counted against it.
+start-up is counted against it, and its run is made in a block group of its own (see
+:func:`spread`), so that no receiver pays for the one before it deleting its files.
 Then ``--idle`` (1000) connections that never send a byte are held open against the hub while
 one practice sends its study, and that practice's time is reported beside its time without
 them (the hub runs with ``max_negotiating`` above ``--idle``, so it holds them all, on its
