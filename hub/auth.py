@@ -48,6 +48,12 @@ class Principal:
     def is_operator(self) -> bool:
         return self.role == "operator"
 
+    def tenant_params(self) -> dict[str, Any]:
+        """The caller's ids as ``scope_company`` and ``scope_practice``: the parameters of the
+        tenant conditions that list statements built once per role carry
+        (:func:`hub.accounts.manage.scope`, :func:`hub.imaging.cases.visible_condition`)."""
+        return {"scope_company": self.company_id, "scope_practice": self.practice_id}
+
     async def practice_ids(self, session: AsyncSession) -> list[int] | None:
         """Practices this caller may see; None means all (operator)."""
         if self.role == "operator":

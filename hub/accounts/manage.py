@@ -62,7 +62,7 @@ CONTROL_PARAMS = frozenset({"format", "limit", "offset", "order"})
 
 # Only the caller's tenant: a company admin sees its company's accounts, practice staff their
 # practice's, an operator all, anyone else none. Conditions with the caller's ids as parameters
-# (scope_params), so a statement built once serves every caller of a role.
+# (Principal.tenant_params), so a statement built once serves every caller of a role.
 _SCOPES: dict[str, Any] = {"company_admin": Account.company_id == bindparam("scope_company"),
                            "practice_staff": Account.practice_id == bindparam("scope_practice"),
                            "operator": None}
@@ -72,14 +72,10 @@ def _scope_condition(role: str) -> Any:
     return _SCOPES.get(role, false())
 
 
-def scope_params(principal: Principal) -> dict[str, Any]:
-    return {"scope_company": principal.company_id, "scope_practice": principal.practice_id}
-
-
 def scope(stmt: Select, principal: Principal) -> Select:
     """``stmt`` narrowed to the caller's tenant, the caller's ids bound in."""
     condition = _scope_condition(principal.role)
-    return stmt if condition is None else stmt.where(condition).params(scope_params(principal))
+    return stmt if condition is None else stmt.where(condition).params(principal.tenant_params())
 
 
 def _bool(value: str, name: str) -> bool:
@@ -207,7 +203,7 @@ def _list_statement(role: str, shape: tuple[tuple[str, str], ...]) -> Select:
 def account_rows(conn: Connection, principal: Principal, filtered: Filtered) -> list[dict[str, Any]]:
     """The accounts ``principal`` may see, as :func:`account_json` writes them, read on ``conn``
     as plain rows: ORM instances of three tables per row cost more than reading them."""
-    params = {**filtered.values, **scope_params(principal)}
+    params = {**filtered.values, **principal.tenant_params()}
     rows = row_dicts(conn.execute(_list_statement(principal.role, filtered.shape), params))
     for item in rows:
         item["modalities"] = list(item["modalities"] or [])

@@ -22,7 +22,7 @@ from hub.auth import Principal
 from hub.db.transactions import row_dicts
 from hub.db.types import AnswerTime, UTCDateTime
 from hub.imaging.api_models import CaseSummary
-from hub.imaging.cases import visible_condition, visible_params
+from hub.imaging.cases import visible_condition
 from hub.imaging.models import Case
 from hub.imaging.turnaround import OPEN
 
@@ -55,7 +55,7 @@ def case_summary_rows(conn: Connection, principal: Principal, status: str | None
                       now: datetime) -> list[dict[str, Any]]:
     """The cases ``principal`` may see (as :func:`hub.imaging.cases.visible_cases` says), newest
     first, as :class:`CaseSummary` items ready to be sent as they are."""
-    params = {"now": now, "status": status, **visible_params(principal)}
+    params = {"now": now, "status": status, **principal.tenant_params()}
     items = row_dicts(conn.execute(_statement(principal.role, status is not None), params))
     for item in items:
         item["patient"] = item["patient"] or {}

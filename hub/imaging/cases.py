@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from hub.core import Hub
 
 __all__ = ["Attachment", "CaseSubmission", "DuplicateCase", "cancel_case",
-           "find_case", "submit_case", "visible_cases", "visible_condition", "visible_params"]
+           "find_case", "submit_case", "visible_cases", "visible_condition"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class DuplicateCase(Conflict):
 
 def visible_condition(role: str) -> ColumnElement[bool] | None:
     """Which cases a caller of ``role`` may see (None: all), with the caller's ids as the
-    parameters of :func:`visible_params`: an operator all, a company admin the cases routed to
+    parameters (:meth:`hub.auth.Principal.tenant_params`): an operator all, a company admin the cases routed to
     its company (also after the practice moved away), practice staff their practice's."""
     if role == "company_admin":
         return Case.company_id == bindparam("scope_company")
@@ -94,15 +94,11 @@ def visible_condition(role: str) -> ColumnElement[bool] | None:
     return None
 
 
-def visible_params(principal: Principal) -> dict[str, Any]:
-    return {"scope_company": principal.company_id, "scope_practice": principal.practice_id}
-
-
 def visible_cases(principal: Principal) -> Select[Case]:
     """The cases a caller may see (:func:`visible_condition`), the caller's ids bound in."""
     condition = visible_condition(principal.role)
     stmt = select(Case)
-    return stmt if condition is None else stmt.where(condition).params(visible_params(principal))
+    return stmt if condition is None else stmt.where(condition).params(principal.tenant_params())
 
 
 async def find_case(session: AsyncSession, principal: Principal, case_id: int) -> Case:
